@@ -1,0 +1,775 @@
+//! The plugin configuration: the JSON an operator writes, and the checked, precomputed
+//! [`Settings`] the filter runs on. Everything that can be parsed or validated once is done
+//! here, so a request never looks at configuration text.
+
+use std::fmt;
+
+use base64::Engine;
+use serde::Deserialize;
+use url::Url;
+
+use crate::session::KeyRing;
+
+/// A configuration that was refused: `field` is the JSON path an operator has to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid configuration at `{}`: {}",
+            self.field, self.message
+        )
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_base_path")]
+    base_path: String,
+    op: RawOp,
+    client: RawClient,
+    session: RawSession,
+    #[serde(default)]
+    identity_headers: Vec<RawIdentityHeader>,
+    #[serde(default = "default_clock_skew")]
+    clock_skew_s: u64,
+    #[serde(default = "default_id_token_algorithms")]
+    id_token_algorithms: Vec<String>,
+    #[serde(default)]
+    logout: RawLogout,
+    #[serde(default = "default_login_timeout")]
+    login_timeout_s: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOp {
+    issuer: String,
+    cluster: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    jwks_uri: String,
+    #[serde(default)]
+    end_session_endpoint: Option<String>,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "default_jwks_max_age")]
+    jwks_max_age_s: u64,
+    #[serde(default = "default_jwks_min_refetch")]
+    jwks_min_refetch_interval_s: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    client_id: String,
+    client_secret: String,
+    #[serde(default)]
+    auth_method: ClientAuth,
+    #[serde(default = "default_scopes")]
+    scopes: Vec<String>,
+    #[serde(default)]
+    redirect_uri: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSession {
+    #[serde(default = "default_cookie_name")]
+    cookie_name: String,
+    #[serde(default = "default_true")]
+    cookie_secure: bool,
+    #[serde(default)]
+    cookie_domain: Option<String>,
+    #[serde(default = "default_max_lifetime")]
+    max_lifetime_s: u64,
+    #[serde(default = "default_idle_timeout")]
+    idle_timeout_s: u64,
+    #[serde(default = "default_activity_refresh")]
+    activity_refresh_s: u64,
+    signing_keys: Vec<RawSigningKey>,
+    #[serde(default)]
+    claims: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigningKey {
+    kid: String,
+    secret: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentityHeader {
+    header: String,
+    claim: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogout {
+    /// Where the browser lands after logout: with an end-session endpoint this is the
+    /// `post_logout_redirect_uri` given to the OP, otherwise the page the gateway redirects to.
+    #[serde(default)]
+    redirect_uri: Option<String>,
+    /// Send the browser to the OP's end-session endpoint (RP-initiated logout) when it has one.
+    #[serde(default = "default_true")]
+    use_end_session_endpoint: bool,
+}
+
+impl Default for RawLogout {
+    fn default() -> Self {
+        Self {
+            redirect_uri: None,
+            use_end_session_endpoint: true,
+        }
+    }
+}
+
+/// How the gateway authenticates itself at the token endpoint (RFC 6749 §2.3.1).
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    #[default]
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+/// Asymmetric JWS algorithms the ID token may be signed with. `none` and the HS* family are
+/// deliberately absent: an ID token MACed with the client secret is never accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureAlg {
+    Rs256,
+    Rs384,
+    Rs512,
+    Ps256,
+    Es256,
+    Es384,
+}
+
+impl SignatureAlg {
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "RS256" => Self::Rs256,
+            "RS384" => Self::Rs384,
+            "RS512" => Self::Rs512,
+            "PS256" => Self::Ps256,
+            "ES256" => Self::Es256,
+            "ES384" => Self::Es384,
+            _ => return None,
+        })
+    }
+}
+
+fn default_base_path() -> String {
+    "/pa".into()
+}
+fn default_clock_skew() -> u64 {
+    60
+}
+fn default_id_token_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into()]
+}
+fn default_login_timeout() -> u64 {
+    600
+}
+fn default_timeout_ms() -> u64 {
+    5000
+}
+fn default_jwks_max_age() -> u64 {
+    3600
+}
+fn default_jwks_min_refetch() -> u64 {
+    30
+}
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "profile".into(), "email".into()]
+}
+fn default_cookie_name() -> String {
+    "PA.wam".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_lifetime() -> u64 {
+    240 * 60
+}
+fn default_idle_timeout() -> u64 {
+    60 * 60
+}
+fn default_activity_refresh() -> u64 {
+    60
+}
+
+/// Where a callout goes: the Envoy cluster, and the `:authority` and `:path` to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub url: String,
+    pub authority: String,
+    pub path: String,
+}
+
+impl Endpoint {
+    fn parse(field: &str, value: &str) -> Result<Self, ConfigError> {
+        let url = parse_http_url(field, value)?;
+        let host = url.host_str().unwrap_or_default();
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        let mut path = url.path().to_string();
+        if let Some(q) = url.query() {
+            path.push('?');
+            path.push_str(q);
+        }
+        Ok(Self {
+            url: value.to_string(),
+            authority,
+            path,
+        })
+    }
+}
+
+fn parse_http_url(field: &str, value: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(value).map_err(|e| ConfigError::new(field, format!("not a URL: {e}")))?;
+    if url.scheme() != "https" && url.scheme() != "http" {
+        return Err(ConfigError::new(field, "must be an http or https URL"));
+    }
+    if url.host_str().is_none() {
+        return Err(ConfigError::new(field, "must name a host"));
+    }
+    if url.fragment().is_some() {
+        return Err(ConfigError::new(field, "must not have a fragment"));
+    }
+    Ok(url)
+}
+
+#[derive(Debug, Clone)]
+pub struct OpSettings {
+    pub issuer: String,
+    pub cluster: String,
+    pub authorization_endpoint: Url,
+    pub token_endpoint: Endpoint,
+    pub jwks_endpoint: Endpoint,
+    pub end_session_endpoint: Option<Url>,
+    pub timeout_ms: u64,
+    pub jwks_max_age_s: u64,
+    pub jwks_min_refetch_interval_s: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub client_id: String,
+    pub client_secret: String,
+    pub auth_method: ClientAuth,
+    /// The `scope` parameter, already joined with spaces.
+    pub scope: String,
+    pub redirect_uri: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub cookie_name: String,
+    pub cookie_secure: bool,
+    pub cookie_domain: Option<String>,
+    pub max_lifetime_s: u64,
+    pub idle_timeout_s: u64,
+    pub activity_refresh_s: u64,
+    pub keys: KeyRing,
+    /// ID-token claims copied into the session (besides `sub`): the configured ones plus every
+    /// claim an identity header reads.
+    pub claims: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityHeader {
+    /// Lower-case header name.
+    pub header: String,
+    pub claim: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogoutSettings {
+    pub redirect_uri: Option<String>,
+    pub use_end_session_endpoint: bool,
+}
+
+/// The checked configuration the filter runs on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub base_path: String,
+    pub callback_path: String,
+    pub logout_path: String,
+    pub heartbeat_path: String,
+    pub op: OpSettings,
+    pub client: ClientSettings,
+    pub session: SessionSettings,
+    pub identity_headers: Vec<IdentityHeader>,
+    pub clock_skew_s: u64,
+    pub id_token_algorithms: Vec<SignatureAlg>,
+    pub logout: LogoutSettings,
+    pub login_timeout_s: u64,
+    /// Prefix of the per-login transaction cookies (`<session cookie>.txn.<id>`).
+    pub txn_cookie_prefix: String,
+}
+
+/// Headers a session claim may never be written into: they would change how Envoy or the
+/// backend parse the request rather than tell it who the user is.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "cookie",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+    "expect",
+];
+
+fn is_token_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+fn is_cookie_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_token_char)
+}
+
+impl Settings {
+    /// Parses and checks the plugin configuration. The error names the JSON field at fault.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                "(root)".to_string()
+            } else {
+                path
+            };
+            ConfigError::new(field, e.inner().to_string())
+        })?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let base_path = raw.base_path.trim_end_matches('/').to_string();
+        if !base_path.starts_with('/') || base_path.contains(['?', '#', '*']) {
+            return Err(ConfigError::new(
+                "base_path",
+                "must be an absolute path such as /pa",
+            ));
+        }
+
+        let op = raw.op;
+        if op.issuer.is_empty() {
+            return Err(ConfigError::new("op.issuer", "must not be empty"));
+        }
+        parse_http_url("op.issuer", &op.issuer)?;
+        if op.cluster.is_empty() {
+            return Err(ConfigError::new("op.cluster", "must name an Envoy cluster"));
+        }
+        if op.timeout_ms == 0 || op.timeout_ms > 60_000 {
+            return Err(ConfigError::new(
+                "op.timeout_ms",
+                "must be between 1 and 60000",
+            ));
+        }
+        let op = OpSettings {
+            authorization_endpoint: parse_http_url(
+                "op.authorization_endpoint",
+                &op.authorization_endpoint,
+            )?,
+            token_endpoint: Endpoint::parse("op.token_endpoint", &op.token_endpoint)?,
+            jwks_endpoint: Endpoint::parse("op.jwks_uri", &op.jwks_uri)?,
+            end_session_endpoint: op
+                .end_session_endpoint
+                .as_deref()
+                .map(|u| parse_http_url("op.end_session_endpoint", u))
+                .transpose()?,
+            issuer: op.issuer,
+            cluster: op.cluster,
+            timeout_ms: op.timeout_ms,
+            jwks_max_age_s: op.jwks_max_age_s,
+            jwks_min_refetch_interval_s: op.jwks_min_refetch_interval_s,
+        };
+
+        let client = raw.client;
+        if client.client_id.is_empty() {
+            return Err(ConfigError::new("client.client_id", "must not be empty"));
+        }
+        if client.client_secret.is_empty() {
+            return Err(ConfigError::new(
+                "client.client_secret",
+                "must not be empty",
+            ));
+        }
+        if !client.scopes.iter().any(|s| s == "openid") {
+            return Err(ConfigError::new(
+                "client.scopes",
+                "must include `openid` (this is an OpenID Connect login)",
+            ));
+        }
+        if let Some(bad) = client
+            .scopes
+            .iter()
+            .find(|s| s.is_empty() || s.contains([' ', '"', '\\']))
+        {
+            return Err(ConfigError::new(
+                "client.scopes",
+                format!("`{bad}` is not a valid scope token"),
+            ));
+        }
+        if let Some(uri) = &client.redirect_uri {
+            let url = parse_http_url("client.redirect_uri", uri)?;
+            if url.path() != format!("{base_path}/oidc/cb") {
+                return Err(ConfigError::new(
+                    "client.redirect_uri",
+                    format!("must end in the callback path {base_path}/oidc/cb"),
+                ));
+            }
+        }
+        let client = ClientSettings {
+            scope: client.scopes.join(" "),
+            client_id: client.client_id,
+            client_secret: client.client_secret,
+            auth_method: client.auth_method,
+            redirect_uri: client.redirect_uri,
+        };
+
+        let s = raw.session;
+        if !is_cookie_name(&s.cookie_name) {
+            return Err(ConfigError::new(
+                "session.cookie_name",
+                "must be a non-empty cookie name (letters, digits and !#$%&'*+-.^_`|~)",
+            ));
+        }
+        if let Some(domain) = &s.cookie_domain {
+            if domain.is_empty()
+                || !domain
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-')
+            {
+                return Err(ConfigError::new(
+                    "session.cookie_domain",
+                    "must be a DNS domain",
+                ));
+            }
+        }
+        if s.max_lifetime_s == 0 {
+            return Err(ConfigError::new(
+                "session.max_lifetime_s",
+                "must be positive",
+            ));
+        }
+        if s.idle_timeout_s == 0 {
+            return Err(ConfigError::new(
+                "session.idle_timeout_s",
+                "must be positive",
+            ));
+        }
+        if s.activity_refresh_s >= s.idle_timeout_s {
+            return Err(ConfigError::new(
+                "session.activity_refresh_s",
+                "must be shorter than session.idle_timeout_s",
+            ));
+        }
+        if s.signing_keys.is_empty() {
+            return Err(ConfigError::new(
+                "session.signing_keys",
+                "needs at least one key (the first one signs; the others are still accepted)",
+            ));
+        }
+        let mut keys = Vec::with_capacity(s.signing_keys.len());
+        for (i, k) in s.signing_keys.iter().enumerate() {
+            if k.kid.is_empty()
+                || keys
+                    .iter()
+                    .any(|(kid, _): &(String, Vec<u8>)| kid == &k.kid)
+            {
+                return Err(ConfigError::new(
+                    format!("session.signing_keys[{i}].kid"),
+                    "must be non-empty and unique",
+                ));
+            }
+            let secret = base64::engine::general_purpose::STANDARD
+                .decode(k.secret.trim())
+                .or_else(|_| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(k.secret.trim())
+                })
+                .map_err(|_| {
+                    ConfigError::new(
+                        format!("session.signing_keys[{i}].secret"),
+                        "must be base64",
+                    )
+                })?;
+            if secret.len() < 32 {
+                return Err(ConfigError::new(
+                    format!("session.signing_keys[{i}].secret"),
+                    "must decode to at least 32 bytes (256 bits)",
+                ));
+            }
+            keys.push((k.kid.clone(), secret));
+        }
+
+        let mut identity_headers: Vec<IdentityHeader> = Vec::new();
+        for (i, h) in raw.identity_headers.iter().enumerate() {
+            let name = h.header.to_ascii_lowercase();
+            if name.is_empty() || !name.bytes().all(is_token_char) {
+                return Err(ConfigError::new(
+                    format!("identity_headers[{i}].header"),
+                    "must be an HTTP header name",
+                ));
+            }
+            if RESERVED_HEADERS.contains(&name.as_str()) {
+                return Err(ConfigError::new(
+                    format!("identity_headers[{i}].header"),
+                    format!("`{name}` cannot carry identity"),
+                ));
+            }
+            if identity_headers.iter().any(|x| x.header == name) {
+                return Err(ConfigError::new(
+                    format!("identity_headers[{i}].header"),
+                    "is listed twice",
+                ));
+            }
+            if h.claim.is_empty() {
+                return Err(ConfigError::new(
+                    format!("identity_headers[{i}].claim"),
+                    "must name a claim",
+                ));
+            }
+            identity_headers.push(IdentityHeader {
+                header: name,
+                claim: h.claim.clone(),
+            });
+        }
+
+        let mut claims: Vec<String> = Vec::new();
+        for c in s
+            .claims
+            .iter()
+            .chain(identity_headers.iter().map(|h| &h.claim))
+        {
+            if c != "sub" && !claims.contains(c) {
+                claims.push(c.clone());
+            }
+        }
+
+        let mut id_token_algorithms = Vec::new();
+        for (i, name) in raw.id_token_algorithms.iter().enumerate() {
+            let alg = SignatureAlg::from_name(name).ok_or_else(|| {
+                ConfigError::new(
+                    format!("id_token_algorithms[{i}]"),
+                    format!(
+                        "`{name}` is not accepted (use RS256, RS384, RS512, PS256, ES256 or ES384)"
+                    ),
+                )
+            })?;
+            id_token_algorithms.push(alg);
+        }
+        if id_token_algorithms.is_empty() {
+            return Err(ConfigError::new("id_token_algorithms", "must not be empty"));
+        }
+
+        if let Some(uri) = &raw.logout.redirect_uri {
+            if !uri.starts_with('/') || uri.starts_with("//") {
+                parse_http_url("logout.redirect_uri", uri)?;
+            }
+        }
+        if raw.login_timeout_s < 30 {
+            return Err(ConfigError::new("login_timeout_s", "must be at least 30"));
+        }
+
+        Ok(Settings {
+            callback_path: format!("{base_path}/oidc/cb"),
+            logout_path: format!("{base_path}/oidc/logout"),
+            heartbeat_path: format!("{base_path}/heartbeat.ping"),
+            txn_cookie_prefix: format!("{}.txn.", s.cookie_name),
+            base_path,
+            op,
+            client,
+            session: SessionSettings {
+                keys: KeyRing::new(&keys),
+                cookie_name: s.cookie_name,
+                cookie_secure: s.cookie_secure,
+                cookie_domain: s.cookie_domain,
+                max_lifetime_s: s.max_lifetime_s,
+                idle_timeout_s: s.idle_timeout_s,
+                activity_refresh_s: s.activity_refresh_s,
+                claims,
+            },
+            identity_headers,
+            clock_skew_s: raw.clock_skew_s,
+            id_token_algorithms,
+            logout: LogoutSettings {
+                redirect_uri: raw.logout.redirect_uri,
+                use_end_session_endpoint: raw.logout.use_end_session_endpoint,
+            },
+            login_timeout_s: raw.login_timeout_s,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    pub fn sample_json() -> Value {
+        json!({
+            "op": {
+                "issuer": "https://op.example.com",
+                "cluster": "op",
+                "authorization_endpoint": "https://op.example.com/auth",
+                "token_endpoint": "https://op.example.com/token",
+                "jwks_uri": "https://op.example.com:8443/jwks?x=1",
+                "end_session_endpoint": "https://op.example.com/session/end"
+            },
+            "client": {"client_id": "pa_wam", "client_secret": "s3cret"},
+            "session": {
+                "signing_keys": [
+                    {"kid": "k2", "secret": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="},
+                    {"kid": "k1", "secret": "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="}
+                ],
+                "claims": ["email"]
+            },
+            "identity_headers": [
+                {"header": "X-WAM-User", "claim": "sub"},
+                {"header": "x-wam-groups", "claim": "groups"}
+            ]
+        })
+    }
+
+    pub fn sample() -> Settings {
+        Settings::from_json(sample_json().to_string().as_bytes()).unwrap()
+    }
+
+    fn refused(mutate: impl FnOnce(&mut Value)) -> ConfigError {
+        let mut v = sample_json();
+        mutate(&mut v);
+        Settings::from_json(v.to_string().as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn sample_is_accepted_with_defaults() {
+        let s = sample();
+        assert_eq!(s.callback_path, "/pa/oidc/cb");
+        assert_eq!(s.client.scope, "openid profile email");
+        assert_eq!(s.client.auth_method, ClientAuth::ClientSecretBasic);
+        assert_eq!(s.session.cookie_name, "PA.wam");
+        assert!(s.session.cookie_secure);
+        assert_eq!(s.session.max_lifetime_s, 14400);
+        assert_eq!(s.session.idle_timeout_s, 3600);
+        assert_eq!(
+            s.session.claims,
+            vec!["email".to_string(), "groups".to_string()]
+        );
+        assert_eq!(s.identity_headers[0].header, "x-wam-user");
+        assert_eq!(s.op.jwks_endpoint.authority, "op.example.com:8443");
+        assert_eq!(s.op.jwks_endpoint.path, "/jwks?x=1");
+        assert_eq!(s.op.token_endpoint.authority, "op.example.com");
+        assert_eq!(
+            s.id_token_algorithms,
+            vec![SignatureAlg::Rs256, SignatureAlg::Es256]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = refused(|v| {
+            v["op"]
+                .as_object_mut()
+                .unwrap()
+                .remove("issuer")
+                .map(drop)
+                .unwrap()
+        });
+        assert_eq!(e.field, "op");
+        assert!(e.message.contains("issuer"), "{e}");
+
+        let e = refused(|v| v["session"]["signing_keys"][1]["secret"] = json!("c2hvcnQ="));
+        assert_eq!(e.field, "session.signing_keys[1].secret");
+
+        let e = refused(|v| v["session"]["cookie_secure"] = json!("yes"));
+        assert_eq!(e.field, "session.cookie_secure");
+
+        let e = refused(|v| v["session"]["idel_timeout_s"] = json!(5));
+        assert_eq!(e.field, "session.idel_timeout_s");
+        assert!(e.message.contains("unknown field"));
+
+        let e = refused(|v| v["op"]["token_endpoint"] = json!("ftp://x/token"));
+        assert_eq!(e.field, "op.token_endpoint");
+
+        let e = refused(|v| v["identity_headers"][0]["header"] = json!("Cookie"));
+        assert_eq!(e.field, "identity_headers[0].header");
+
+        let e = refused(|v| v["id_token_algorithms"] = json!(["RS256", "HS256"]));
+        assert_eq!(e.field, "id_token_algorithms[1]");
+
+        let e = refused(|v| v["id_token_algorithms"] = json!(["none"]));
+        assert_eq!(e.field, "id_token_algorithms[0]");
+
+        let e = refused(|v| v["client"]["scopes"] = json!(["profile"]));
+        assert_eq!(e.field, "client.scopes");
+
+        let e = refused(|v| v["client"]["auth_method"] = json!("private_key_jwt"));
+        assert_eq!(e.field, "client.auth_method");
+
+        let e = refused(|v| v["session"]["signing_keys"][1]["kid"] = json!("k2"));
+        assert_eq!(e.field, "session.signing_keys[1].kid");
+
+        let e = refused(|v| v["session"]["signing_keys"] = json!([]));
+        assert_eq!(e.field, "session.signing_keys");
+
+        let e = refused(|v| v["session"]["cookie_name"] = json!("a b"));
+        assert_eq!(e.field, "session.cookie_name");
+
+        let e = refused(|v| v["base_path"] = json!("pa"));
+        assert_eq!(e.field, "base_path");
+
+        let e = refused(|v| v["client"]["redirect_uri"] = json!("https://gw.example.com/cb"));
+        assert_eq!(e.field, "client.redirect_uri");
+
+        assert_eq!(
+            Settings::from_json(b"not json").unwrap_err().field,
+            "(root)"
+        );
+    }
+
+    #[test]
+    fn error_messages_never_echo_the_secret() {
+        let e = refused(|v| {
+            v["session"]["signing_keys"][0]["secret"] = json!("%%%not-base64-SECRETVALUE")
+        });
+        assert!(!e.to_string().contains("SECRETVALUE"), "{e}");
+    }
+
+    #[test]
+    fn base_path_is_configurable() {
+        let mut v = sample_json();
+        v["base_path"] = json!("/_gw/");
+        let s = Settings::from_json(v.to_string().as_bytes()).unwrap();
+        assert_eq!(s.callback_path, "/_gw/oidc/cb");
+        assert_eq!(s.logout_path, "/_gw/oidc/logout");
+        assert_eq!(s.heartbeat_path, "/_gw/heartbeat.ping");
+    }
+}

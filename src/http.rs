@@ -1,0 +1,92 @@
+//! The plain-data messages between the core and the host: what the core asks the host to do
+//! (answer locally, call out, let the request through) and what comes back from a callout.
+
+/// An HTTP request the host sends to an Envoy cluster on the core's behalf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callout {
+    pub cluster: String,
+    pub method: &'static str,
+    pub authority: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout_ms: u64,
+}
+
+/// How a callout ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CalloutResult {
+    Response {
+        status: u16,
+        body: Vec<u8>,
+    },
+    /// No answer in time.
+    TimedOut,
+    /// Connection refused, reset, no healthy host, or the callout could not be sent.
+    Failed,
+}
+
+/// A response the gateway sends itself instead of forwarding the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalResponse {
+    pub status: u32,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl LocalResponse {
+    pub fn new(status: u32) -> Self {
+        Self {
+            status,
+            headers: vec![("cache-control".into(), "no-store".into())],
+            body: Vec::new(),
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+
+    pub fn body(mut self, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
+        self.headers
+            .push(("content-type".into(), content_type.into()));
+        self.body = body.into();
+        self
+    }
+
+    pub fn redirect(location: &str) -> Self {
+        Self::new(302).header("location", location)
+    }
+
+    pub fn header_value(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Changes to the request before it goes upstream, and to the response on its way back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Forward {
+    /// Request headers to set (replacing every copy) or, with `None`, to remove.
+    pub request_headers: Vec<(String, Option<String>)>,
+    /// `Set-Cookie` values to add to the upstream response.
+    pub response_cookies: Vec<String>,
+}
+
+/// What the host does next with the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Forward(Forward),
+    Respond(LocalResponse),
+    Callout(Callout),
+}
+
+/// Form-encodes `pairs` (application/x-www-form-urlencoded).
+pub fn form_encode(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}

@@ -1,0 +1,457 @@
+//! ID token validation (OpenID Connect Core §3.1.3.7).
+
+use std::fmt;
+
+use jwt_simple::prelude::*;
+use jwt_simple::JWTError;
+use serde_json::{Map, Value};
+
+use crate::config::SignatureAlg;
+use crate::jwks::{Jwk, JwksCache, KeyLookup, KeyMaterial};
+
+/// What the ID token must say for this login.
+pub struct Expected<'a> {
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+    pub nonce: &'a str,
+    pub now: u64,
+    pub clock_skew_s: u64,
+    pub algorithms: &'a [SignatureAlg],
+}
+
+/// Why an ID token was refused. Every variant is a login failure, except `NeedKeys`, which
+/// asks for the JWKS to be fetched (again) first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdTokenError {
+    Malformed,
+    /// `none`, an HS* algorithm, or one not on the allow-list.
+    AlgorithmNotAllowed(String),
+    NeedKeys,
+    UnknownKey,
+    BadSignature,
+    Expired,
+    IssuedInFuture,
+    MissingClaim(&'static str),
+    WrongIssuer,
+    WrongAudience,
+    WrongAuthorizedParty,
+    NonceMismatch,
+}
+
+impl fmt::Display for IdTokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Malformed => f.write_str("malformed ID token"),
+            Self::AlgorithmNotAllowed(a) => {
+                let a: String = a
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric())
+                    .take(16)
+                    .collect();
+                write!(f, "ID token algorithm `{a}` is not allowed")
+            }
+            Self::NeedKeys => f.write_str("ID token key not loaded yet"),
+            Self::UnknownKey => f.write_str("ID token signed with a key the OP does not publish"),
+            Self::BadSignature => f.write_str("ID token signature does not verify"),
+            Self::Expired => f.write_str("ID token expired"),
+            Self::IssuedInFuture => f.write_str("ID token issued in the future"),
+            Self::MissingClaim(c) => write!(f, "ID token has no `{c}` claim"),
+            Self::WrongIssuer => f.write_str("ID token from another issuer"),
+            Self::WrongAudience => f.write_str("ID token not issued for this client"),
+            Self::WrongAuthorizedParty => f.write_str("ID token azp is not this client"),
+            Self::NonceMismatch => f.write_str("ID token nonce does not match the login"),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct IdTokenExtra {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    azp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auth_time: Option<u64>,
+    #[serde(flatten)]
+    other: Map<String, Value>,
+}
+
+/// A validated ID token's content.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdToken {
+    pub sub: String,
+    pub auth_time: Option<u64>,
+    pub expires_at: u64,
+    /// Every other claim, for the gateway to copy what it was told to.
+    pub claims: Map<String, Value>,
+}
+
+fn verify_with(
+    key: &Jwk,
+    alg: SignatureAlg,
+    token: &str,
+    options: VerificationOptions,
+) -> Result<JWTClaims<IdTokenExtra>, jwt_simple::Error> {
+    use SignatureAlg::*;
+    let opts = Some(options);
+    match (&key.material, alg) {
+        (KeyMaterial::Rsa { n, e }, Rs256) => {
+            RS256PublicKey::from_components(n, e)?.verify_token(token, opts)
+        }
+        (KeyMaterial::Rsa { n, e }, Rs384) => {
+            RS384PublicKey::from_components(n, e)?.verify_token(token, opts)
+        }
+        (KeyMaterial::Rsa { n, e }, Rs512) => {
+            RS512PublicKey::from_components(n, e)?.verify_token(token, opts)
+        }
+        (KeyMaterial::Rsa { n, e }, Ps256) => {
+            PS256PublicKey::from_components(n, e)?.verify_token(token, opts)
+        }
+        (KeyMaterial::P256(p), Es256) => ES256PublicKey::from_bytes(p)?.verify_token(token, opts),
+        (KeyMaterial::P384(p), Es384) => ES384PublicKey::from_bytes(p)?.verify_token(token, opts),
+        _ => Err(JWTError::AlgorithmMismatch.into()),
+    }
+}
+
+/// Validates `token` against the cached keys. Signature first, then every claim rule.
+pub fn validate(
+    token: &str,
+    jwks: &JwksCache,
+    jwks_max_age_s: u64,
+    jwks_min_refetch_s: u64,
+    expected: &Expected<'_>,
+) -> Result<IdToken, IdTokenError> {
+    let meta = Token::decode_metadata(token).map_err(|_| IdTokenError::Malformed)?;
+    let alg = SignatureAlg::from_name(meta.algorithm())
+        .filter(|a| expected.algorithms.contains(a))
+        .ok_or_else(|| IdTokenError::AlgorithmNotAllowed(meta.algorithm().to_string()))?;
+    let key = match jwks.lookup(
+        meta.key_id(),
+        alg,
+        expected.now,
+        jwks_max_age_s,
+        jwks_min_refetch_s,
+    ) {
+        KeyLookup::Found(k) => k,
+        KeyLookup::Refetch => return Err(IdTokenError::NeedKeys),
+        KeyLookup::Unknown => return Err(IdTokenError::UnknownKey),
+    };
+    let options = VerificationOptions {
+        time_tolerance: Some(Duration::from_secs(expected.clock_skew_s)),
+        artificial_time: Some(UnixTimeStamp::from_secs(expected.now)),
+        max_token_length: Some(64 * 1024),
+        ..Default::default()
+    };
+    let claims =
+        verify_with(key, alg, token, options).map_err(|e| match e.downcast_ref::<JWTError>() {
+            Some(JWTError::TokenHasExpired) => IdTokenError::Expired,
+            Some(JWTError::ClockDrift) | Some(JWTError::TokenNotValidYet) => {
+                IdTokenError::IssuedInFuture
+            }
+            Some(JWTError::InvalidSignature) => IdTokenError::BadSignature,
+            _ => IdTokenError::Malformed,
+        })?;
+
+    if claims.issuer.as_deref() != Some(expected.issuer) {
+        return Err(match claims.issuer {
+            None => IdTokenError::MissingClaim("iss"),
+            Some(_) => IdTokenError::WrongIssuer,
+        });
+    }
+    let sub = claims
+        .subject
+        .filter(|s| !s.is_empty())
+        .ok_or(IdTokenError::MissingClaim("sub"))?;
+    let audiences: Vec<String> = match claims.audiences {
+        None => return Err(IdTokenError::MissingClaim("aud")),
+        Some(Audiences::AsString(a)) => vec![a],
+        Some(Audiences::AsSet(set)) => set.into_iter().collect(),
+    };
+    if !audiences.iter().any(|a| a == expected.client_id) {
+        return Err(IdTokenError::WrongAudience);
+    }
+    // Core §3.1.3.7 (4)–(5): with several audiences azp must name us; if present, it must anyway.
+    match claims.custom.azp.as_deref() {
+        Some(azp) if azp != expected.client_id => return Err(IdTokenError::WrongAuthorizedParty),
+        None if audiences.len() > 1 => return Err(IdTokenError::WrongAuthorizedParty),
+        _ => {}
+    }
+    let expires_at = claims
+        .expires_at
+        .ok_or(IdTokenError::MissingClaim("exp"))?
+        .as_secs();
+    claims.issued_at.ok_or(IdTokenError::MissingClaim("iat"))?;
+    match claims.nonce.as_deref() {
+        None => return Err(IdTokenError::MissingClaim("nonce")),
+        Some(n) if n != expected.nonce => return Err(IdTokenError::NonceMismatch),
+        _ => {}
+    }
+    Ok(IdToken {
+        sub,
+        auth_time: claims.custom.auth_time,
+        expires_at,
+        claims: claims.custom.other,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+
+    pub const NOW: u64 = 1_800_000_000;
+    const ISS: &str = "https://op.example.com";
+    const NONCE: &str = "n-0S6_WzA2Mj";
+    const ALGS: &[SignatureAlg] = &[SignatureAlg::Rs256, SignatureAlg::Es256];
+
+    pub struct TestOp {
+        pub es: ES256KeyPair,
+        pub jwks: JwksCache,
+    }
+
+    impl TestOp {
+        pub fn new() -> Self {
+            let es = ES256KeyPair::generate().with_key_id("ec1");
+            let jwk = Jwk {
+                kid: Some("ec1".into()),
+                alg: Some("ES256".into()),
+                material: KeyMaterial::P256(es.public_key().public_key().to_bytes_uncompressed()),
+            };
+            let mut jwks = JwksCache::default();
+            jwks.replace(vec![jwk], NOW);
+            Self { es, jwks }
+        }
+
+        pub fn sign(&self, claims: Value) -> String {
+            let claims: JWTClaims<Map<String, Value>> = serde_json::from_value(claims).unwrap();
+            self.es.sign(claims).unwrap()
+        }
+    }
+
+    pub fn good_claims(nonce: &str) -> Value {
+        serde_json::json!({
+            "iss": ISS, "sub": "alice", "aud": "pa_wam", "exp": NOW + 300, "iat": NOW,
+            "nonce": nonce, "email": "alice@example.com", "groups": ["staff", "admins"], "auth_time": NOW - 5
+        })
+    }
+
+    fn expected(now: u64) -> Expected<'static> {
+        Expected {
+            issuer: ISS,
+            client_id: "pa_wam",
+            nonce: NONCE,
+            now,
+            clock_skew_s: 60,
+            algorithms: ALGS,
+        }
+    }
+
+    fn check(op: &TestOp, token: &str) -> Result<IdToken, IdTokenError> {
+        validate(token, &op.jwks, 3600, 30, &expected(NOW))
+    }
+
+    fn with(f: impl FnOnce(&mut Map<String, Value>)) -> Value {
+        let mut c = good_claims(NONCE);
+        f(c.as_object_mut().unwrap());
+        c
+    }
+
+    #[test]
+    fn accepts_a_good_token() {
+        let op = TestOp::new();
+        let t = check(&op, &op.sign(good_claims(NONCE))).unwrap();
+        assert_eq!(t.sub, "alice");
+        assert_eq!(t.auth_time, Some(NOW - 5));
+        assert_eq!(t.claims["email"], "alice@example.com");
+        assert_eq!(t.claims["groups"], serde_json::json!(["staff", "admins"]));
+    }
+
+    #[test]
+    fn refuses_each_bad_claim() {
+        let op = TestOp::new();
+        let cases: Vec<(Value, IdTokenError)> = vec![
+            (
+                with(|c| drop(c.insert("iss".into(), "https://evil".into()))),
+                IdTokenError::WrongIssuer,
+            ),
+            (
+                with(|c| drop(c.remove("iss"))),
+                IdTokenError::MissingClaim("iss"),
+            ),
+            (
+                with(|c| drop(c.insert("aud".into(), "other".into()))),
+                IdTokenError::WrongAudience,
+            ),
+            (
+                with(|c| drop(c.remove("aud"))),
+                IdTokenError::MissingClaim("aud"),
+            ),
+            (
+                with(|c| drop(c.insert("aud".into(), serde_json::json!(["pa_wam", "other"])))),
+                IdTokenError::WrongAuthorizedParty,
+            ),
+            (
+                with(|c| drop(c.insert("azp".into(), "other".into()))),
+                IdTokenError::WrongAuthorizedParty,
+            ),
+            (
+                with(|c| drop(c.remove("sub"))),
+                IdTokenError::MissingClaim("sub"),
+            ),
+            (
+                with(|c| drop(c.remove("iat"))),
+                IdTokenError::MissingClaim("iat"),
+            ),
+            (
+                with(|c| drop(c.remove("exp"))),
+                IdTokenError::MissingClaim("exp"),
+            ),
+            (
+                with(|c| drop(c.insert("exp".into(), (NOW - 61).into()))),
+                IdTokenError::Expired,
+            ),
+            (
+                with(|c| drop(c.insert("iat".into(), (NOW + 120).into()))),
+                IdTokenError::IssuedInFuture,
+            ),
+            (
+                with(|c| drop(c.insert("nonce".into(), "replayed".into()))),
+                IdTokenError::NonceMismatch,
+            ),
+            (
+                with(|c| drop(c.remove("nonce"))),
+                IdTokenError::MissingClaim("nonce"),
+            ),
+        ];
+        for (claims, want) in cases {
+            assert_eq!(check(&op, &op.sign(claims.clone())), Err(want), "{claims}");
+        }
+        // Several audiences with azp naming us is fine; skew tolerates a slightly expired token.
+        let ok = with(|c| {
+            c.insert("aud".into(), serde_json::json!(["pa_wam", "other"]));
+            c.insert("azp".into(), "pa_wam".into());
+            c.insert("exp".into(), (NOW - 30).into());
+        });
+        assert!(check(&op, &op.sign(ok)).is_ok());
+    }
+
+    #[test]
+    fn refuses_bad_signatures_and_algorithms() {
+        let op = TestOp::new();
+        let token = op.sign(good_claims(NONCE));
+        let (head_payload, _) = token.rsplit_once('.').unwrap();
+
+        // Another key with the same kid.
+        let impostor = ES256KeyPair::generate().with_key_id("ec1");
+        let claims: JWTClaims<Map<String, Value>> =
+            serde_json::from_value(good_claims(NONCE)).unwrap();
+        assert_eq!(
+            check(&op, &impostor.sign(claims.clone()).unwrap()),
+            Err(IdTokenError::BadSignature)
+        );
+
+        // Payload swapped under a valid signature.
+        let other = op.sign(with(|c| drop(c.insert("sub".into(), "mallory".into()))));
+        let forged = format!(
+            "{}.{}.{}",
+            head_payload.split('.').next().unwrap(),
+            other.split('.').nth(1).unwrap(),
+            token.rsplit('.').next().unwrap()
+        );
+        assert_eq!(check(&op, &forged), Err(IdTokenError::BadSignature));
+
+        // Unknown kid: first ask for keys, then (refetch throttled) refuse.
+        let stranger = ES256KeyPair::generate().with_key_id("ec9");
+        let t = stranger.sign(claims.clone()).unwrap();
+        assert_eq!(check(&op, &t), Err(IdTokenError::NeedKeys));
+        let mut op2 = TestOp::new();
+        op2.jwks.attempted(NOW);
+        assert_eq!(
+            validate(&t, &op2.jwks, 3600, 30, &expected(NOW)),
+            Err(IdTokenError::UnknownKey)
+        );
+
+        // alg none and HS256 (signed with anything, e.g. the client secret).
+        let enc = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let payload = enc(good_claims(NONCE));
+        let none = format!(
+            "{}.{}.",
+            enc(serde_json::json!({"alg": "none", "kid": "ec1"})),
+            payload
+        );
+        assert_eq!(
+            check(&op, &none),
+            Err(IdTokenError::AlgorithmNotAllowed("none".into()))
+        );
+        let hs = HS256Key::from_bytes(b"s3cret-s3cret-s3cret-s3cret-0123").with_key_id("ec1");
+        let hs_token = hs.authenticate(claims.clone()).unwrap();
+        assert_eq!(
+            check(&op, &hs_token),
+            Err(IdTokenError::AlgorithmNotAllowed("HS256".into()))
+        );
+
+        // ES256 not on the allow-list.
+        let only_rs = Expected {
+            algorithms: &[SignatureAlg::Rs256],
+            ..expected(NOW)
+        };
+        assert!(matches!(
+            validate(&token, &op.jwks, 3600, 30, &only_rs),
+            Err(IdTokenError::AlgorithmNotAllowed(_))
+        ));
+
+        for junk in [
+            "",
+            "a",
+            "a.b",
+            "a.b.c",
+            "....",
+            "eyJhbGciOiJFUzI1NiJ9.e30.AAAA",
+        ] {
+            assert!(check(&op, junk).is_err(), "{junk}");
+        }
+    }
+
+    #[test]
+    fn rs256_tokens_verify_against_rsa_jwks() {
+        let rsa = RS256KeyPair::generate(2048).unwrap().with_key_id("rsa1");
+        let comps = rsa.public_key().to_components();
+        let mut jwks = JwksCache::default();
+        jwks.replace(
+            vec![Jwk {
+                kid: Some("rsa1".into()),
+                alg: None,
+                material: KeyMaterial::Rsa {
+                    n: comps.n,
+                    e: comps.e,
+                },
+            }],
+            NOW,
+        );
+        let claims: JWTClaims<Map<String, Value>> =
+            serde_json::from_value(good_claims(NONCE)).unwrap();
+        let token = rsa.sign(claims).unwrap();
+        assert_eq!(
+            validate(&token, &jwks, 3600, 30, &expected(NOW))
+                .unwrap()
+                .sub,
+            "alice"
+        );
+        let err = validate(
+            &token,
+            &jwks,
+            3600,
+            30,
+            &Expected {
+                algorithms: &[SignatureAlg::Es256],
+                ..expected(NOW)
+            },
+        );
+        assert!(matches!(err, Err(IdTokenError::AlgorithmNotAllowed(_))));
+    }
+
+    #[test]
+    fn error_text_carries_no_token_content() {
+        let e = IdTokenError::AlgorithmNotAllowed("<script>alert(1)</script>".into());
+        assert!(!e.to_string().contains('<'));
+    }
+}

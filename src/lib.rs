@@ -1,0 +1,20 @@
+//! envoy-wam: web access management for Envoy, as a proxy-wasm filter.
+//!
+//! The modules below `filter` are plain Rust with no I/O: they take the time and randomness
+//! as inputs and say what to do as data ([`http::Action`]), so they compile and are tested
+//! natively. `filter` maps proxy-wasm callbacks onto them and exists only on wasm32.
+
+pub mod config;
+pub mod cookie;
+pub mod gateway;
+pub mod http;
+pub mod id_token;
+pub mod identity;
+pub mod jwks;
+pub mod login;
+pub mod oidc;
+pub mod pages;
+pub mod session;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;
