@@ -1,0 +1,706 @@
+//! The whole web-session flow through the public, sans-IO API: a request without a session,
+//! the OP's callback, the token and JWKS callouts, and requests with the resulting cookie.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use envoy_wam::config::Settings;
+use envoy_wam::gateway::{RequestFlow, RequestHead, VmState};
+use envoy_wam::http::{Action, Callout, CalloutResult, Forward, LocalResponse};
+use envoy_wam::login::Entropy;
+use jwt_simple::prelude::*;
+use serde_json::{json, Map, Value};
+
+const NOW: u64 = 1_800_000_000;
+const ISSUER: &str = "https://op.example.com";
+
+struct Rng(u64);
+impl Entropy for Rng {
+    fn fill(&mut self, buf: &mut [u8]) -> bool {
+        for b in buf {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *b = (self.0 >> 33) as u8;
+        }
+        true
+    }
+}
+
+fn config() -> Value {
+    json!({
+        "op": {
+            "issuer": ISSUER,
+            "cluster": "op",
+            "authorization_endpoint": "https://op.example.com/auth",
+            "token_endpoint": "https://op.example.com/token",
+            "jwks_uri": "https://op.example.com/jwks",
+            "end_session_endpoint": "https://op.example.com/session/end",
+            "timeout_ms": 2000
+        },
+        "client": {"client_id": "pa_wam", "client_secret": "top-secret-value"},
+        "session": {
+            "signing_keys": [{"kid": "k1", "secret": URL_SAFE_NO_PAD.encode([9u8; 32])}],
+            "claims": ["email"]
+        },
+        "identity_headers": [
+            {"header": "X-WAM-User", "claim": "sub"},
+            {"header": "X-WAM-Email", "claim": "email"},
+            {"header": "X-WAM-Groups", "claim": "groups"}
+        ]
+    })
+}
+
+struct Op {
+    key: ES256KeyPair,
+}
+
+impl Op {
+    fn new() -> Self {
+        Self {
+            key: ES256KeyPair::generate().with_key_id("op-ec-1"),
+        }
+    }
+
+    fn jwks(&self) -> Vec<u8> {
+        let point = self.key.public_key().public_key().to_bytes_uncompressed();
+        json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "op-ec-1", "use": "sig", "alg": "ES256",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])
+        }]})
+        .to_string()
+        .into_bytes()
+    }
+
+    fn id_token(
+        &self,
+        nonce: &str,
+        now: u64,
+        tweak: impl FnOnce(&mut Map<String, Value>),
+    ) -> String {
+        let mut claims = json!({
+            "iss": ISSUER, "sub": "alice", "aud": "pa_wam", "exp": now + 300, "iat": now,
+            "nonce": nonce, "email": "alice@example.com", "groups": ["staff", "admins"]
+        });
+        tweak(claims.as_object_mut().unwrap());
+        let claims: JWTClaims<Map<String, Value>> = serde_json::from_value(claims).unwrap();
+        self.key.sign(claims).unwrap()
+    }
+}
+
+struct Gateway {
+    settings: Settings,
+    vm: VmState,
+    rng: Rng,
+}
+
+fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestHead {
+    let mut all = vec![
+        (":method", method),
+        (":scheme", "https"),
+        (":authority", "gw.example.com"),
+        (":path", path),
+    ];
+    all.extend_from_slice(headers);
+    RequestHead::from_headers(all)
+}
+
+const BROWSER: (&str, &str) = ("accept", "text/html,application/xhtml+xml");
+
+impl Gateway {
+    fn new() -> Self {
+        Self::with(config())
+    }
+
+    fn with(config: Value) -> Self {
+        Self {
+            settings: Settings::from_json(config.to_string().as_bytes()).unwrap(),
+            vm: VmState::default(),
+            rng: Rng(42),
+        }
+    }
+
+    fn request(&mut self, flow: &mut RequestFlow, head: &RequestHead, now: u64) -> Action {
+        flow.on_request(&self.settings, &mut self.vm, head, now, &mut self.rng)
+    }
+
+    fn answer(&mut self, flow: &mut RequestFlow, result: CalloutResult, now: u64) -> Action {
+        flow.on_callout(&self.settings, &mut self.vm, result, now, &mut self.rng)
+    }
+
+    /// Starts a login at `path`; returns the authorization URL's query and the txn cookie.
+    fn start_login(&mut self, path: &str, now: u64) -> (Map<String, Value>, String) {
+        let r = respond(self.request(&mut RequestFlow::new(), &head("GET", path, &[BROWSER]), now));
+        assert_eq!(r.status, 302);
+        let location = r.header_value("location").unwrap();
+        assert!(
+            location.starts_with("https://op.example.com/auth?"),
+            "{location}"
+        );
+        let query: Map<String, Value> = url::Url::parse(location)
+            .unwrap()
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), Value::from(v.into_owned())))
+            .collect();
+        let set = r.header_value("set-cookie").unwrap().to_string();
+        (query, set)
+    }
+}
+
+fn respond(a: Action) -> LocalResponse {
+    match a {
+        Action::Respond(r) => r,
+        other => panic!("expected a local response, got {other:?}"),
+    }
+}
+
+fn callout(a: Action) -> Callout {
+    match a {
+        Action::Callout(c) => c,
+        other => panic!("expected a callout, got {other:?}"),
+    }
+}
+
+fn forward(a: Action) -> Forward {
+    match a {
+        Action::Forward(f) => f,
+        other => panic!("expected the request to go upstream, got {other:?}"),
+    }
+}
+
+fn cookie_pair(set_cookie: &str) -> &str {
+    set_cookie.split(';').next().unwrap()
+}
+
+fn set_cookies(r: &LocalResponse) -> Vec<&str> {
+    r.headers
+        .iter()
+        .filter(|(n, _)| n == "set-cookie")
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+fn token_response(id_token: &str) -> CalloutResult {
+    CalloutResult::Response {
+        status: 200,
+        body: json!({"access_token": "at", "token_type": "Bearer", "id_token": id_token})
+            .to_string()
+            .into_bytes(),
+    }
+}
+
+/// Runs a login to the end and returns the session cookie pair (`PA.wam=…`).
+fn login(gw: &mut Gateway, op: &Op, path: &str) -> String {
+    let (query, txn_cookie) = gw.start_login(path, NOW);
+    let state = query["state"].as_str().unwrap();
+    let nonce = query["nonce"].as_str().unwrap();
+    let cb = format!("/pa/oidc/cb?code=abc&state={state}");
+    let mut flow = RequestFlow::new();
+    let c = callout(gw.request(
+        &mut flow,
+        &head("GET", &cb, &[BROWSER, ("cookie", cookie_pair(&txn_cookie))]),
+        NOW + 5,
+    ));
+    assert_eq!(c.path, "/token");
+    let next = gw.answer(
+        &mut flow,
+        token_response(&op.id_token(nonce, NOW + 5, |_| {})),
+        NOW + 6,
+    );
+    let next = match next {
+        Action::Callout(c) => {
+            assert_eq!(c.path, "/jwks");
+            gw.answer(
+                &mut flow,
+                CalloutResult::Response {
+                    status: 200,
+                    body: op.jwks(),
+                },
+                NOW + 6,
+            )
+        }
+        other => other,
+    };
+    let r = respond(next);
+    assert_eq!(r.status, 302, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header_value("location"), Some(path));
+    let cookies = set_cookies(&r);
+    let session = cookies.iter().find(|c| c.starts_with("PA.wam=")).unwrap();
+    assert!(
+        session.contains("HttpOnly")
+            && session.contains("Secure")
+            && session.contains("SameSite=Lax")
+            && session.contains("Path=/;")
+    );
+    assert!(session.contains("Max-Age=14400"));
+    let cleared = cookies
+        .iter()
+        .find(|c| c.starts_with("PA.wam.txn."))
+        .unwrap();
+    assert!(cleared.contains("Max-Age=0"), "the transaction is consumed");
+    cookie_pair(session).to_string()
+}
+
+#[test]
+fn heartbeat_needs_no_session() {
+    let mut gw = Gateway::new();
+    let r = respond(gw.request(
+        &mut RequestFlow::new(),
+        &head("GET", "/pa/heartbeat.ping", &[]),
+        NOW,
+    ));
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"OK"[..]));
+}
+
+#[test]
+fn navigation_without_session_redirects_to_the_op() {
+    let mut gw = Gateway::new();
+    let (q, txn_cookie) = gw.start_login("/app/page?x=1", NOW);
+    assert_eq!(q["response_type"], "code");
+    assert_eq!(q["client_id"], "pa_wam");
+    assert_eq!(q["redirect_uri"], "https://gw.example.com/pa/oidc/cb");
+    assert_eq!(q["scope"], "openid profile email");
+    assert_eq!(q["code_challenge_method"], "S256");
+    for p in ["state", "nonce", "code_challenge"] {
+        assert!(q[p].as_str().unwrap().len() >= 43, "{p}");
+    }
+    assert!(txn_cookie.starts_with("PA.wam.txn."));
+    assert!(
+        txn_cookie.contains("Path=/pa/oidc/cb;")
+            && txn_cookie.contains("HttpOnly")
+            && txn_cookie.contains("Max-Age=600")
+    );
+    assert!(!txn_cookie.contains("top-secret-value"));
+}
+
+#[test]
+fn api_calls_without_session_get_401_not_a_redirect() {
+    let mut gw = Gateway::new();
+    for h in [
+        head("GET", "/api/x", &[("accept", "application/json")]),
+        head("POST", "/form", &[BROWSER]),
+        head(
+            "GET",
+            "/x",
+            &[BROWSER, ("x-requested-with", "XMLHttpRequest")],
+        ),
+        head("GET", "/x", &[BROWSER, ("sec-fetch-mode", "cors")]),
+    ] {
+        let r = respond(gw.request(&mut RequestFlow::new(), &h, NOW));
+        assert_eq!(r.status, 401, "{h:?}");
+        assert!(r.header_value("www-authenticate").is_some());
+        assert_eq!(r.header_value("content-type"), Some("application/json"));
+    }
+}
+
+#[test]
+fn full_login_then_requests_carry_identity() {
+    let op = Op::new();
+    let mut gw = Gateway::new();
+    let session = login(&mut gw, &op, "/app/page?x=1");
+
+    let cookie = format!("theirs=1; {session}; other=2");
+    let h = head(
+        "GET",
+        "/app/page?x=1",
+        &[
+            ("cookie", &cookie),
+            ("x-wam-user", "mallory"),
+            ("X-WAM-Groups", "admins"),
+        ],
+    );
+    let f = forward(gw.request(&mut RequestFlow::new(), &h, NOW + 10));
+    let get = |n: &str| {
+        f.request_headers
+            .iter()
+            .find(|(h, _)| h == n)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(get("x-wam-user"), Some(Some("alice".into())));
+    assert_eq!(get("x-wam-email"), Some(Some("alice@example.com".into())));
+    assert_eq!(get("x-wam-groups"), Some(Some("staff,admins".into())));
+    assert_eq!(
+        get("cookie"),
+        Some(Some("theirs=1; other=2".into())),
+        "session cookie never goes upstream"
+    );
+    assert!(
+        f.response_cookies.is_empty(),
+        "no re-issue within the activity refresh interval"
+    );
+}
+
+#[test]
+fn jwks_is_fetched_once_and_reused() {
+    let op = Op::new();
+    let mut gw = Gateway::new();
+    login(&mut gw, &op, "/a");
+    // Second login on the same VM: token callout, then straight to the session (no JWKS callout).
+    let (q, txn) = gw.start_login("/b", NOW);
+    let mut flow = RequestFlow::new();
+    let cb = format!("/pa/oidc/cb?state={}&code=c2", q["state"].as_str().unwrap());
+    callout(gw.request(
+        &mut flow,
+        &head("GET", &cb, &[("cookie", cookie_pair(&txn))]),
+        NOW,
+    ));
+    let r = respond(gw.answer(
+        &mut flow,
+        token_response(&op.id_token(q["nonce"].as_str().unwrap(), NOW, |_| {})),
+        NOW,
+    ));
+    assert_eq!(r.status, 302);
+}
+
+#[test]
+fn parallel_logins_in_two_tabs_both_complete() {
+    let op = Op::new();
+    let mut gw = Gateway::new();
+    let (q1, c1) = gw.start_login("/one", NOW);
+    let (q2, c2) = gw.start_login("/two", NOW);
+    assert_ne!(
+        cookie_pair(&c1).split('=').next(),
+        cookie_pair(&c2).split('=').next()
+    );
+    let both = format!("{}; {}", cookie_pair(&c1), cookie_pair(&c2));
+    for (q, want) in [(&q2, "/two"), (&q1, "/one")] {
+        let mut flow = RequestFlow::new();
+        let cb = format!("/pa/oidc/cb?code=c&state={}", q["state"].as_str().unwrap());
+        callout(gw.request(&mut flow, &head("GET", &cb, &[("cookie", &both)]), NOW));
+        let next = gw.answer(
+            &mut flow,
+            token_response(&op.id_token(q["nonce"].as_str().unwrap(), NOW, |_| {})),
+            NOW,
+        );
+        let r = match next {
+            Action::Callout(_) => respond(gw.answer(
+                &mut flow,
+                CalloutResult::Response {
+                    status: 200,
+                    body: op.jwks(),
+                },
+                NOW,
+            )),
+            other => respond(other),
+        };
+        assert_eq!(r.header_value("location"), Some(want));
+    }
+}
+
+#[test]
+fn callback_refuses_state_mismatch_and_missing_transaction() {
+    let mut gw = Gateway::new();
+    let (q, txn) = gw.start_login("/a", NOW);
+    let state = q["state"].as_str().unwrap();
+    let forged = format!("{}X", &state[..42]);
+    let cases = [
+        (
+            format!("/pa/oidc/cb?code=c&state={forged}"),
+            Some(cookie_pair(&txn).to_string()),
+            403,
+        ),
+        (format!("/pa/oidc/cb?code=c&state={state}"), None, 403),
+        (
+            "/pa/oidc/cb?code=c".to_string(),
+            Some(cookie_pair(&txn).to_string()),
+            400,
+        ),
+        // Expired transaction (login took longer than login_timeout_s).
+        (
+            format!("/pa/oidc/cb?code=c&state={state}"),
+            Some(cookie_pair(&txn).to_string()),
+            403,
+        ),
+    ];
+    for (i, (path, cookie, status)) in cases.iter().enumerate() {
+        let mut hs = vec![BROWSER];
+        if let Some(c) = cookie {
+            hs.push(("cookie", c));
+        }
+        let now = if i == 3 { NOW + 601 } else { NOW + 1 };
+        let r = respond(gw.request(&mut RequestFlow::new(), &head("GET", path, &hs), now));
+        assert_eq!(r.status, *status, "case {i}");
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(body.contains("reference"), "{body}");
+        assert!(!body.contains(state));
+    }
+}
+
+#[test]
+fn op_error_response_shows_a_clear_page() {
+    let mut gw = Gateway::new();
+    let (q, txn) = gw.start_login("/a", NOW);
+    let path = format!(
+        "/pa/oidc/cb?error=access_denied&error_description=nope&state={}",
+        q["state"].as_str().unwrap()
+    );
+    let r = respond(gw.request(
+        &mut RequestFlow::new(),
+        &head("GET", &path, &[BROWSER, ("cookie", cookie_pair(&txn))]),
+        NOW,
+    ));
+    assert_eq!(r.status, 401);
+    let body = String::from_utf8(r.body.clone()).unwrap();
+    assert!(
+        body.contains("did not grant access") && body.contains("access_denied"),
+        "{body}"
+    );
+    assert!(set_cookies(&r)
+        .iter()
+        .any(|c| c.starts_with("PA.wam.txn.") && c.contains("Max-Age=0")));
+}
+
+fn callback_outcome(
+    gw: &mut Gateway,
+    op: &Op,
+    token_answer: impl FnOnce(&str) -> CalloutResult,
+) -> LocalResponse {
+    let (q, txn) = gw.start_login("/a", NOW);
+    let mut flow = RequestFlow::new();
+    let cb = format!("/pa/oidc/cb?code=c&state={}", q["state"].as_str().unwrap());
+    callout(gw.request(
+        &mut flow,
+        &head("GET", &cb, &[BROWSER, ("cookie", cookie_pair(&txn))]),
+        NOW,
+    ));
+    let next = gw.answer(&mut flow, token_answer(q["nonce"].as_str().unwrap()), NOW);
+    match next {
+        Action::Callout(_) => respond(gw.answer(
+            &mut flow,
+            CalloutResult::Response {
+                status: 200,
+                body: op.jwks(),
+            },
+            NOW,
+        )),
+        other => respond(other),
+    }
+}
+
+#[test]
+fn op_failures_fail_closed_with_502_or_504() {
+    let op = Op::new();
+    let mut gw = Gateway::new();
+    let cases: Vec<(Box<dyn FnOnce(&str) -> CalloutResult>, u32)> = vec![
+        (Box::new(|_| CalloutResult::TimedOut), 504),
+        (Box::new(|_| CalloutResult::Failed), 502),
+        (
+            Box::new(|_| CalloutResult::Response {
+                status: 200,
+                body: b"<html>garbage".to_vec(),
+            }),
+            502,
+        ),
+        (
+            Box::new(|_| CalloutResult::Response {
+                status: 400,
+                body: br#"{"error":"invalid_grant"}"#.to_vec(),
+            }),
+            502,
+        ),
+        (
+            Box::new(|_| CalloutResult::Response {
+                status: 503,
+                body: Vec::new(),
+            }),
+            502,
+        ),
+    ];
+    for (answer, status) in cases {
+        let r = callback_outcome(&mut gw, &op, answer);
+        assert_eq!(r.status, status);
+        assert!(
+            set_cookies(&r).iter().all(|c| !c.starts_with("PA.wam=")),
+            "no session"
+        );
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(!body.contains("top-secret-value"));
+    }
+    // JWKS unreachable.
+    let mut gw = Gateway::new();
+    let (q, txn) = gw.start_login("/a", NOW);
+    let mut flow = RequestFlow::new();
+    let cb = format!("/pa/oidc/cb?code=c&state={}", q["state"].as_str().unwrap());
+    callout(gw.request(
+        &mut flow,
+        &head("GET", &cb, &[BROWSER, ("cookie", cookie_pair(&txn))]),
+        NOW,
+    ));
+    callout(gw.answer(
+        &mut flow,
+        token_response(&op.id_token(q["nonce"].as_str().unwrap(), NOW, |_| {})),
+        NOW,
+    ));
+    assert_eq!(
+        respond(gw.answer(&mut flow, CalloutResult::TimedOut, NOW)).status,
+        504
+    );
+}
+
+#[test]
+fn bad_id_tokens_make_no_session() {
+    let op = Op::new();
+    let other = Op::new();
+    let mut gw = Gateway::new();
+    let cases: Vec<Box<dyn FnOnce(&str) -> String>> = vec![
+        Box::new(|_| op.id_token("wrong-nonce", NOW, |_| {})),
+        Box::new(|n| {
+            op.id_token(n, NOW, |c| {
+                drop(c.insert("aud".into(), "someone-else".into()))
+            })
+        }),
+        Box::new(|n| {
+            op.id_token(n, NOW, |c| {
+                drop(c.insert("iss".into(), "https://evil".into()))
+            })
+        }),
+        Box::new(|n| op.id_token(n, NOW - 1000, |_| {})),
+        Box::new(|n| other.id_token(n, NOW, |_| {})),
+    ];
+    for make in cases {
+        let r = callback_outcome(&mut gw, &op, |n| token_response(&make(n)));
+        assert_eq!(r.status, 403);
+        assert!(set_cookies(&r).iter().all(|c| !c.starts_with("PA.wam=")));
+    }
+}
+
+#[test]
+fn tampered_or_expired_session_means_login_again() {
+    let op = Op::new();
+    let mut gw = Gateway::new();
+    let session = login(&mut gw, &op, "/a");
+    let mut tampered = session.clone();
+    tampered.pop();
+    tampered.push('x');
+    for (cookie, now) in [
+        (tampered, NOW + 10),
+        (session.clone(), NOW + 3600 + 6),
+        (session.clone(), NOW + 14400 + 10),
+    ] {
+        let r = respond(gw.request(
+            &mut RequestFlow::new(),
+            &head("GET", "/a", &[BROWSER, ("cookie", &cookie)]),
+            now,
+        ));
+        assert_eq!(r.status, 302);
+        assert!(r
+            .header_value("location")
+            .unwrap()
+            .starts_with("https://op.example.com/auth?"));
+    }
+    // A fresh VM (another worker) accepts the same cookie: no shared state is needed.
+    let mut other_worker = Gateway::new();
+    forward(other_worker.request(
+        &mut RequestFlow::new(),
+        &head("GET", "/a", &[("cookie", &session)]),
+        NOW + 10,
+    ));
+}
+
+#[test]
+fn activity_slides_the_idle_timeout() {
+    let op = Op::new();
+    let mut gw = Gateway::new();
+    let mut session = login(&mut gw, &op, "/a");
+    // Keep visiting every 50 minutes: the idle timeout (60 min) never hits, until the
+    // absolute lifetime (240 min) does.
+    let mut now = NOW + 6;
+    for _ in 0..4 {
+        now += 50 * 60;
+        let f = forward(gw.request(
+            &mut RequestFlow::new(),
+            &head("GET", "/a", &[("cookie", &session)]),
+            now,
+        ));
+        let renewed = f.response_cookies.first().expect("re-issued");
+        assert!(renewed.contains(&format!("Max-Age={}", NOW + 6 + 14400 - now)));
+        session = cookie_pair(renewed).to_string();
+    }
+    now += 50 * 60;
+    let r = respond(gw.request(
+        &mut RequestFlow::new(),
+        &head("GET", "/a", &[BROWSER, ("cookie", &session)]),
+        now,
+    ));
+    assert_eq!(r.status, 302, "absolute lifetime reached");
+}
+
+#[test]
+fn return_target_is_never_another_site() {
+    let mut gw = Gateway::new();
+    for evil in ["//evil.example/x", "/\\evil.example"] {
+        let (q, txn) = gw.start_login(evil, NOW);
+        let op = Op::new();
+        let mut flow = RequestFlow::new();
+        let cb = format!("/pa/oidc/cb?code=c&state={}", q["state"].as_str().unwrap());
+        callout(gw.request(
+            &mut flow,
+            &head("GET", &cb, &[("cookie", cookie_pair(&txn))]),
+            NOW,
+        ));
+        let next = gw.answer(
+            &mut flow,
+            token_response(&op.id_token(q["nonce"].as_str().unwrap(), NOW, |_| {})),
+            NOW,
+        );
+        let next = match next {
+            Action::Callout(_) => gw.answer(
+                &mut flow,
+                CalloutResult::Response {
+                    status: 200,
+                    body: op.jwks(),
+                },
+                NOW,
+            ),
+            other => other,
+        };
+        assert_eq!(respond(next).header_value("location"), Some("/"));
+        gw = Gateway::new();
+    }
+}
+
+#[test]
+fn logout_clears_the_session_and_goes_to_the_op() {
+    let mut gw = Gateway::new();
+    let r = respond(gw.request(
+        &mut RequestFlow::new(),
+        &head("GET", "/pa/oidc/logout", &[]),
+        NOW,
+    ));
+    assert_eq!(r.status, 302);
+    let loc = r.header_value("location").unwrap();
+    assert!(loc.starts_with("https://op.example.com/session/end?client_id=pa_wam&post_logout_redirect_uri=https%3A%2F%2Fgw.example.com%2F"), "{loc}");
+    let clear = r.header_value("set-cookie").unwrap();
+    assert!(clear.starts_with("PA.wam=;") && clear.contains("Max-Age=0"));
+
+    let mut cfg = config();
+    cfg["logout"] = json!({"use_end_session_endpoint": false});
+    let mut gw = Gateway::with(cfg);
+    let r = respond(gw.request(
+        &mut RequestFlow::new(),
+        &head("GET", "/pa/oidc/logout", &[]),
+        NOW,
+    ));
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("signed out"));
+}
+
+#[test]
+fn client_secret_post_and_forwarded_proto() {
+    let mut cfg = config();
+    cfg["client"]["auth_method"] = json!("client_secret_post");
+    let mut gw = Gateway::with(cfg);
+    let h = RequestHead::from_headers([
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":authority", "gw.example.com"),
+        (":path", "/"),
+        ("x-forwarded-proto", "https"),
+        BROWSER,
+    ]);
+    let r = respond(gw.request(&mut RequestFlow::new(), &h, NOW));
+    assert!(r
+        .header_value("location")
+        .unwrap()
+        .contains("redirect_uri=https%3A%2F%2Fgw.example.com%2Fpa%2Foidc%2Fcb"));
+}
