@@ -131,7 +131,8 @@ impl WamHttp {
                 Level::Info => LogLevel::Info,
                 Level::Warn => LogLevel::Warn,
             };
-            log(level, &format!("envoy-wam: {}", line.message));
+            // Envoy prefixes lines from a request context with the plugin name already.
+            log(level, &line.message);
         }
     }
 

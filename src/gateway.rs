@@ -217,6 +217,7 @@ impl RequestFlow {
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Action {
+        let result = normalize(result);
         match std::mem::replace(&mut self.stage, Stage::Done) {
             Stage::Token { txn, html } => {
                 let id_token = match result {
@@ -638,6 +639,18 @@ impl RequestFlow {
             Some(&txn.return_to),
             format!("{what} callout failed: {code}"),
         )
+    }
+}
+
+/// Envoy answers a callout it could not complete with a response of its own: 504 when the
+/// timeout hit, 503 when no connection could be made. Any 5xx means the OP is not serving.
+fn normalize(result: CalloutResult) -> CalloutResult {
+    match result {
+        CalloutResult::Response { status: 504, .. } => CalloutResult::TimedOut,
+        CalloutResult::Response {
+            status: 500..=599, ..
+        } => CalloutResult::Failed,
+        other => other,
     }
 }
 
