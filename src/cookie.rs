@@ -29,22 +29,18 @@ pub fn without(header: &str, is_ours: impl Fn(&str) -> bool) -> Option<Option<St
     if !pairs(header).any(|(n, _)| is_ours(n)) {
         return None;
     }
-    let kept: Vec<&str> = header
-        .split(';')
-        .map(str::trim)
-        .filter(|piece| {
-            let name = piece
-                .split_once('=')
-                .map(|(n, _)| n.trim())
-                .unwrap_or(piece);
-            !piece.is_empty() && !is_ours(name)
-        })
-        .collect();
-    Some(if kept.is_empty() {
-        None
-    } else {
-        Some(kept.join("; "))
-    })
+    let mut kept = String::with_capacity(header.len());
+    for piece in header.split(';').map(str::trim) {
+        let name = piece.split_once('=').map_or(piece, |(n, _)| n.trim());
+        if piece.is_empty() || is_ours(name) {
+            continue;
+        }
+        if !kept.is_empty() {
+            kept.push_str("; ");
+        }
+        kept.push_str(piece);
+    }
+    Some((!kept.is_empty()).then_some(kept))
 }
 
 /// Attributes shared by the gateway's cookies.

@@ -5,7 +5,7 @@
 //! instead of the SDK's trait helpers (which unwrap), and header values are read as bytes:
 //! the SDK's string variants panic on non-UTF-8 values, and a panic would abort the VM.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -14,7 +14,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action as HostAction, ContextType, LogLevel, MapType};
 
 use crate::config::Settings;
-use crate::gateway::{Level, RequestFlow, RequestHead, VmState, MAX_CALLOUT_BODY};
+use crate::gateway::{HeaderSource, Level, RequestFlow, VmState, MAX_CALLOUT_BODY};
 use crate::http::{Action, CalloutResult, Forward, LocalResponse};
 use crate::login::Entropy;
 
@@ -41,6 +41,18 @@ fn now_millis() -> u128 {
         .map_or(0, |d| d.as_millis())
 }
 
+/// The request headers, read from Envoy one at a time as the core asks for them. A value that
+/// is not UTF-8 reads as absent (no session cookie, no path match): it then cannot open a
+/// session, so the request is refused rather than forwarded.
+struct HostHeaders;
+
+impl HeaderSource for HostHeaders {
+    fn header(&self, name: &str) -> Option<String> {
+        let bytes = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok()??;
+        String::from_utf8(bytes).ok()
+    }
+}
+
 /// The host's CSPRNG (WASI `random_get`, which Envoy backs with its own secure random).
 struct HostEntropy;
 
@@ -50,10 +62,30 @@ impl Entropy for HostEntropy {
     }
 }
 
+/// Seconds since the epoch, refreshed by the root context's one-second tick. Envoy ticks the
+/// root context of every worker's VM, so each VM's clock stays current; reading it costs no host
+/// call on the request path, where sessions are judged to the second anyway.
+#[derive(Clone, Default)]
+struct Clock(Rc<Cell<u64>>);
+
+impl Clock {
+    fn refresh(&self) {
+        self.0.set(now_secs());
+    }
+
+    fn now(&self) -> u64 {
+        match self.0.get() {
+            0 => now_secs(),
+            t => t,
+        }
+    }
+}
+
 #[derive(Default)]
 struct WamRoot {
     settings: Option<Rc<Settings>>,
     vm: Rc<RefCell<VmState>>,
+    clock: Clock,
 }
 
 impl Context for WamRoot {}
@@ -84,6 +116,14 @@ impl RootContext for WamRoot {
                     ),
                 );
                 self.settings = Some(Rc::new(settings));
+                self.clock.refresh();
+                if hostcalls::set_tick_period(Duration::from_secs(1)).is_err() {
+                    log(
+                        LogLevel::Warn,
+                        "envoy-wam: no tick; reading the clock on every request",
+                    );
+                    self.clock = Clock::default();
+                }
                 // A new configuration may name another OP: forget this VM's keys and sessions.
                 self.vm = Rc::new(RefCell::new(VmState::default()));
                 true
@@ -95,8 +135,13 @@ impl RootContext for WamRoot {
         }
     }
 
+    fn on_tick(&mut self) {
+        self.clock.refresh();
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(WamHttp {
+            clock: self.clock.clone(),
             settings: self.settings.clone(),
             vm: self.vm.clone(),
             flow: RequestFlow::new(),
@@ -117,6 +162,7 @@ struct PendingCallout {
 }
 
 struct WamHttp {
+    clock: Clock,
     settings: Option<Rc<Settings>>,
     vm: Rc<RefCell<VmState>>,
     flow: RequestFlow,
@@ -148,7 +194,8 @@ impl WamHttp {
     }
 
     fn apply_forward(&mut self, fwd: Forward) {
-        for (name, value) in &fwd.request_headers {
+        let identity = fwd.identity.iter().flat_map(|e| e.headers.iter());
+        for (name, value) in identity.chain(fwd.request_headers.iter()) {
             let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value.as_deref());
         }
         self.response_cookies = fwd.response_cookies;
@@ -286,18 +333,12 @@ impl HttpContext for WamHttp {
             );
             return HostAction::Pause;
         };
-        let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
-        let head = RequestHead::from_headers(
-            headers
-                .iter()
-                .filter_map(|(n, v)| std::str::from_utf8(v).ok().map(|v| (n.as_str(), v))),
-        );
         let vm = self.vm.clone();
         let action = self.flow.on_request(
             &settings,
             &mut vm.borrow_mut(),
-            &head,
-            now_secs(),
+            &HostHeaders,
+            self.clock.now(),
             &mut HostEntropy,
         );
         if self.carry_out(action, &settings) {

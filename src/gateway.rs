@@ -2,6 +2,8 @@
 //! with the time and a source of randomness; it answers with an [`Action`]. No I/O happens
 //! here, so every path is unit-tested natively.
 
+use std::rc::Rc;
+
 use serde_json::Map;
 
 use crate::config::Settings;
@@ -13,7 +15,7 @@ use crate::jwks::{parse_jwks, JwksCache};
 use crate::login::{random_token, safe_return_path, Entropy, LoginTransaction};
 use crate::oidc::{self, TokenError};
 use crate::pages::Problem;
-use crate::session::{Session, SessionCache};
+use crate::session::{Session, SessionCache, SessionEntry};
 
 /// Verified session cookies remembered per VM.
 const SESSION_CACHE_ENTRIES: usize = 10_000;
@@ -35,58 +37,78 @@ impl Default for VmState {
     }
 }
 
-/// The parts of a request the gateway looks at.
+/// Where the gateway reads request headers from (pseudo-headers included, names lower-case).
+/// The hot path asks for two headers only, so the host can fetch them one by one instead of
+/// copying the whole header map on every request.
+pub trait HeaderSource {
+    fn header(&self, name: &str) -> Option<String>;
+}
+
+/// A header list held in memory (tests, tools).
 #[derive(Debug, Clone, Default)]
-pub struct RequestHead {
-    pub method: String,
-    pub scheme: String,
-    pub authority: String,
+pub struct HeaderList(Vec<(String, String)>);
+
+impl HeaderList {
+    pub fn new<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self(
+            headers
+                .into_iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.to_string()))
+                .collect(),
+        )
+    }
+}
+
+impl HeaderSource for HeaderList {
+    fn header(&self, name: &str) -> Option<String> {
+        let mut values = self
+            .0
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str());
+        let first = values.next()?.to_string();
+        // Several Cookie headers (HTTP/2) form one list; Envoy joins them the same way.
+        Some(values.fold(first, |mut acc, v| {
+            acc.push_str(if name == "cookie" { "; " } else { "," });
+            acc.push_str(v);
+            acc
+        }))
+    }
+}
+
+/// What the slow paths (login, callback, logout) need to know about a request.
+#[derive(Debug, Clone, Default)]
+struct RequestHead {
+    method: String,
+    scheme: String,
+    authority: String,
     /// Path with query, as received.
-    pub path: String,
-    pub cookie: Option<String>,
-    pub accept: Option<String>,
-    pub sec_fetch_mode: Option<String>,
-    pub x_requested_with: Option<String>,
+    path: String,
+    cookie: Option<String>,
+    accept: Option<String>,
+    sec_fetch_mode: Option<String>,
+    x_requested_with: Option<String>,
 }
 
 impl RequestHead {
-    /// Builds the head from header pairs (names lower-case, as Envoy gives them).
-    pub fn from_headers<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        let mut head = RequestHead::default();
-        let mut forwarded_proto = None;
-        for (name, value) in headers {
-            match name {
-                ":method" => head.method = value.to_string(),
-                ":scheme" => head.scheme = value.to_string(),
-                ":authority" => head.authority = value.to_string(),
-                ":path" => head.path = value.to_string(),
-                // Several Cookie headers (HTTP/2) are one list.
-                "cookie" => match &mut head.cookie {
-                    Some(c) => {
-                        c.push_str("; ");
-                        c.push_str(value);
-                    }
-                    None => head.cookie = Some(value.to_string()),
-                },
-                "accept" => head.accept = Some(value.to_string()),
-                "sec-fetch-mode" => head.sec_fetch_mode = Some(value.to_string()),
-                "x-requested-with" => head.x_requested_with = Some(value.to_string()),
-                "x-forwarded-proto" => forwarded_proto = Some(value.to_string()),
-                _ => {}
-            }
-        }
+    fn read(src: &dyn HeaderSource, path: String, cookie: Option<String>) -> Self {
         // Envoy sets x-forwarded-proto at the edge; it says what the browser used.
-        if let Some(p) = forwarded_proto.filter(|p| p == "https" || p == "http") {
-            head.scheme = p;
+        let scheme = src
+            .header("x-forwarded-proto")
+            .filter(|p| p == "https" || p == "http")
+            .or_else(|| src.header(":scheme"))
+            .filter(|s| s == "https")
+            .unwrap_or_else(|| "http".into());
+        RequestHead {
+            method: src.header(":method").unwrap_or_default(),
+            scheme,
+            authority: src.header(":authority").unwrap_or_default(),
+            path,
+            cookie,
+            accept: src.header("accept"),
+            sec_fetch_mode: src.header("sec-fetch-mode"),
+            x_requested_with: src.header("x-requested-with"),
         }
-        if head.scheme != "https" {
-            head.scheme = "http".into();
-        }
-        head
-    }
-
-    fn path_only(&self) -> &str {
-        self.path.split('?').next().unwrap_or("")
     }
 
     fn query(&self) -> &str {
@@ -94,7 +116,7 @@ impl RequestHead {
     }
 
     /// A browser navigation, answered with a login redirect rather than a 401.
-    pub fn is_navigation(&self) -> bool {
+    fn is_navigation(&self) -> bool {
         let method_ok = self.method == "GET" || self.method == "HEAD";
         let navigating = match self.sec_fetch_mode.as_deref() {
             Some(mode) => mode == "navigate",
@@ -178,33 +200,46 @@ impl RequestFlow {
         &mut self,
         settings: &Settings,
         vm: &mut VmState,
-        head: &RequestHead,
+        request: &dyn HeaderSource,
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Action {
-        let path = head.path_only();
-        if path == settings.heartbeat_path {
-            self.stage = Stage::Done;
-            return Action::Respond(LocalResponse::new(200).body("text/plain", "OK"));
-        }
-        if path == settings.callback_path {
-            return self.callback(settings, vm, head, now, rng);
-        }
-        if path == settings.logout_path {
-            self.stage = Stage::Done;
-            return Action::Respond(logout(settings, head));
+        self.stage = Stage::Done;
+        let path = request.header(":path").unwrap_or_default();
+        let cookie = request.header("cookie");
+        let path_only = path.split('?').next().unwrap_or("");
+        if path_only.starts_with(settings.base_path.as_str()) {
+            if path_only == settings.heartbeat_path {
+                return Action::Respond(LocalResponse::new(200).body("text/plain", "OK"));
+            }
+            if path_only == settings.callback_path {
+                let head = RequestHead::read(request, path, cookie);
+                return self.callback(settings, &head, now, rng);
+            }
+            if path_only == settings.logout_path {
+                let head = RequestHead::read(request, path, cookie);
+                return Action::Respond(logout(settings, &head));
+            }
         }
 
-        let idle = settings.session.idle_timeout_s;
-        let token = head
-            .cookie
+        let token = cookie
             .as_deref()
             .and_then(|c| cookie::get(c, &settings.session.cookie_name));
-        let session = token.and_then(|t| vm.sessions.lookup(t, &settings.session.keys, now, idle));
-        self.stage = Stage::Done;
-        match session {
-            Some(session) => Action::Forward(forward(settings, vm, head, &session, now)),
-            None => self.unauthenticated(settings, head, now, rng),
+        let entry = token.and_then(|t| {
+            vm.sessions.lookup(
+                t,
+                &settings.session.keys,
+                now,
+                settings.session.idle_timeout_s,
+                |s| identity::request_headers(&settings.identity_headers, Some(s)),
+            )
+        });
+        match entry {
+            Some(entry) => Action::Forward(forward(settings, vm, cookie.as_deref(), entry, now)),
+            None => {
+                let head = RequestHead::read(request, path, cookie);
+                self.unauthenticated(settings, &head, now, rng)
+            }
         }
     }
 
@@ -370,7 +405,6 @@ impl RequestFlow {
     fn callback(
         &mut self,
         settings: &Settings,
-        vm: &mut VmState,
         head: &RequestHead,
         now: u64,
         rng: &mut dyn Entropy,
@@ -457,7 +491,6 @@ impl RequestFlow {
             return add_cookie(action, clear_txn_cookie(settings, &txn));
         };
         let callout = oidc::token_request(settings, &txn, &code);
-        let _ = vm;
         self.stage = Stage::Token { txn, html };
         Action::Callout(callout)
     }
@@ -516,8 +549,10 @@ impl RequestFlow {
                     format!("login: sub={} sid={}", printable(&session.sub), session.sid),
                 );
                 let set = session_cookie(settings, &value, session.remaining(now));
+                let headers = identity::request_headers(&settings.identity_headers, Some(&session));
+                let entry = SessionEntry::new(session, headers);
                 vm.sessions
-                    .insert(value, session, now, settings.session.idle_timeout_s);
+                    .insert(value, entry, now, settings.session.idle_timeout_s);
                 Action::Respond(
                     LocalResponse::redirect(&txn.return_to)
                         .header("set-cookie", set)
@@ -659,29 +694,33 @@ fn normalize(result: CalloutResult) -> CalloutResult {
 fn forward(
     settings: &Settings,
     vm: &mut VmState,
-    head: &RequestHead,
-    session: &Session,
+    cookie: Option<&str>,
+    entry: Rc<SessionEntry>,
     now: u64,
 ) -> Forward {
     let mut fwd = Forward {
-        request_headers: identity::request_headers(&settings.identity_headers, Some(session)),
+        identity: Some(entry.clone()),
+        request_headers: Vec::new(),
         response_cookies: Vec::new(),
     };
-    if let Some(c) = head.cookie.as_deref() {
+    if let Some(c) = cookie {
         let name = &settings.session.cookie_name;
         let prefix = &settings.txn_cookie_prefix;
         if let Some(rest) = cookie::without(c, |n| n == name || n.starts_with(prefix.as_str())) {
             fwd.request_headers.push(("cookie".into(), rest));
         }
     }
-    if now.saturating_sub(session.last_activity) >= settings.session.activity_refresh_s {
+    let session = &entry.session;
+    if now.saturating_sub(entry.renewed_at.get()) >= settings.session.activity_refresh_s {
+        entry.renewed_at.set(now);
         let mut renewed = session.clone();
         renewed.last_activity = now;
         if let Some(value) = renewed.encode(&settings.session.keys) {
             fwd.response_cookies
                 .push(session_cookie(settings, &value, renewed.remaining(now)));
+            let next = SessionEntry::new(renewed, entry.headers.clone());
             vm.sessions
-                .insert(value, renewed, now, settings.session.idle_timeout_s);
+                .insert(value, next, now, settings.session.idle_timeout_s);
         }
     }
     fwd

@@ -1,6 +1,10 @@
 //! The plain-data messages between the core and the host: what the core asks the host to do
 //! (answer locally, call out, let the request through) and what comes back from a callout.
 
+use std::rc::Rc;
+
+use crate::session::SessionEntry;
+
 /// An HTTP request the host sends to an Envoy cluster on the core's behalf.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Callout {
@@ -68,8 +72,10 @@ impl LocalResponse {
 }
 
 /// Changes to the request before it goes upstream, and to the response on its way back.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Forward {
+    /// The session whose identity headers to set (set, or removed where `None`).
+    pub identity: Option<Rc<SessionEntry>>,
     /// Request headers to set (replacing every copy) or, with `None`, to remove.
     pub request_headers: Vec<(String, Option<String>)>,
     /// `Set-Cookie` values to add to the upstream response.
@@ -77,7 +83,7 @@ pub struct Forward {
 }
 
 /// What the host does next with the request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Forward(Forward),
     Respond(LocalResponse),

@@ -5,8 +5,10 @@
 //! absolute expiry (`exp`, fixed at login) and the last activity (`lat`), which slides forward
 //! when the cookie is re-issued and bounds the idle time.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
+use std::rc::Rc;
 
 use jwt_simple::prelude::*;
 use serde::de::DeserializeOwned;
@@ -183,11 +185,41 @@ impl Session {
     }
 }
 
-/// Verified cookies of this VM, keyed by the exact cookie value. A hit skips the HMAC and the
-/// JSON parse; the time checks still run on every request. Bounded: when full, dead entries are
-/// dropped, and if that is not enough the map starts over (a miss only costs one verification).
+fn cache_key(token: &str) -> &str {
+    token.rsplit('.').next().unwrap_or(token)
+}
+
+/// A verified session and what the gateway derived from it once (the identity header values),
+/// shared by every request that presents the same cookie.
+#[derive(Debug, PartialEq)]
+pub struct SessionEntry {
+    pub session: Session,
+    pub headers: Vec<(String, Option<String>)>,
+    /// When a successor cookie was last issued for this one. Clients that ignore Set-Cookie
+    /// (or send many requests at once) then cost one re-issue per refresh interval, not one
+    /// HMAC per request.
+    pub renewed_at: Cell<u64>,
+}
+
+impl SessionEntry {
+    pub fn new(session: Session, headers: Vec<(String, Option<String>)>) -> Self {
+        let renewed_at = Cell::new(session.last_activity);
+        Self {
+            session,
+            headers,
+            renewed_at,
+        }
+    }
+}
+
+/// Verified cookies of this VM, keyed by the exact cookie value. A hit skips the HMAC, the
+/// JSON parse and the header derivation; the time checks still run on every request. Bounded:
+/// when full, dead entries are dropped, and if that is not enough the map starts over (a miss
+/// only costs one verification).
 pub struct SessionCache {
-    entries: HashMap<String, Session>,
+    /// Keyed by the signature segment (short, so hashing is cheap); the entry keeps the whole
+    /// cookie value, and a hit counts only if all of it matches.
+    entries: HashMap<String, (String, Rc<SessionEntry>)>,
     capacity: usize,
 }
 
@@ -207,34 +239,54 @@ impl SessionCache {
         self.entries.is_empty()
     }
 
-    /// The live session for `token`, verifying and remembering it on a miss.
+    /// The live session for `token`, verifying and remembering it on a miss (`derive` computes
+    /// the header values then).
     pub fn lookup(
         &mut self,
         token: &str,
         keys: &KeyRing,
         now: u64,
         idle_timeout_s: u64,
-    ) -> Option<Session> {
-        if let Some(s) = self.entries.get(token) {
-            if s.is_live(now, idle_timeout_s) {
-                return Some(s.clone());
+        derive: impl FnOnce(&Session) -> Vec<(String, Option<String>)>,
+    ) -> Option<Rc<SessionEntry>> {
+        let key = cache_key(token);
+        if let Some((full, e)) = self.entries.get(key) {
+            if full == token {
+                if e.session.is_live(now, idle_timeout_s) {
+                    return Some(e.clone());
+                }
+                self.entries.remove(key);
+                return None;
             }
-            self.entries.remove(token);
-            return None;
         }
         let session = Session::decode(token, keys, now, idle_timeout_s)?;
-        self.insert(token.to_string(), session.clone(), now, idle_timeout_s);
-        Some(session)
+        let headers = derive(&session);
+        Some(self.insert(
+            token.to_string(),
+            SessionEntry::new(session, headers),
+            now,
+            idle_timeout_s,
+        ))
     }
 
-    pub fn insert(&mut self, token: String, session: Session, now: u64, idle_timeout_s: u64) {
+    pub fn insert(
+        &mut self,
+        token: String,
+        entry: SessionEntry,
+        now: u64,
+        idle_timeout_s: u64,
+    ) -> Rc<SessionEntry> {
         if self.entries.len() >= self.capacity {
-            self.entries.retain(|_, s| s.is_live(now, idle_timeout_s));
+            self.entries
+                .retain(|_, (_, e)| e.session.is_live(now, idle_timeout_s));
             if self.entries.len() >= self.capacity {
                 self.entries.clear();
             }
         }
-        self.entries.insert(token, session);
+        let entry = Rc::new(entry);
+        self.entries
+            .insert(cache_key(&token).to_string(), (token, entry.clone()));
+        entry
     }
 }
 
@@ -380,18 +432,52 @@ mod tests {
         let keys = ring(&[("k1", 1)]);
         let token = session(NOW).encode(&keys).unwrap();
         let mut cache = SessionCache::new(2);
-        assert!(cache.lookup(&token, &keys, NOW, IDLE).is_some());
+        assert!(cache
+            .lookup(&token, &keys, NOW, IDLE, |_| Vec::new())
+            .is_some());
         assert_eq!(cache.len(), 1);
-        assert!(cache.lookup(&token, &keys, NOW + 1, IDLE).is_some());
-        assert_eq!(cache.lookup(&token, &keys, NOW + IDLE, IDLE), None);
+        assert!(cache
+            .lookup(&token, &keys, NOW + 1, IDLE, |_| Vec::new())
+            .is_some());
+        assert_eq!(
+            cache.lookup(&token, &keys, NOW + IDLE, IDLE, |_| Vec::new()),
+            None
+        );
         assert!(cache.is_empty());
         for i in 0..5 {
             let mut s = session(NOW);
             s.sid = format!("s{i}");
             let t = s.encode(&keys).unwrap();
-            assert!(cache.lookup(&t, &keys, NOW, IDLE).is_some());
+            assert!(cache.lookup(&t, &keys, NOW, IDLE, |_| Vec::new()).is_some());
             assert!(cache.len() <= 2);
         }
-        assert_eq!(cache.lookup("forged", &keys, NOW, IDLE), None);
+        assert_eq!(
+            cache.lookup("forged", &keys, NOW, IDLE, |_| Vec::new()),
+            None
+        );
+    }
+
+    #[test]
+    fn cache_hit_needs_the_whole_cookie_not_just_its_signature() {
+        let keys = ring(&[("k1", 1)]);
+        let token = session(NOW).encode(&keys).unwrap();
+        let mut cache = SessionCache::new(10);
+        assert!(cache
+            .lookup(&token, &keys, NOW, IDLE, |_| Vec::new())
+            .is_some());
+        let mut other = session(NOW);
+        other.sub = "mallory".into();
+        let other_token = other.encode(&keys).unwrap();
+        let other_payload = other_token.split('.').nth(1).unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        let forged = format!("{}.{}.{}", parts[0], other_payload, parts[2]);
+        assert_eq!(
+            cache.lookup(&forged, &keys, NOW, IDLE, |_| Vec::new()),
+            None
+        );
+        let hit = cache
+            .lookup(&token, &keys, NOW, IDLE, |_| Vec::new())
+            .unwrap();
+        assert_eq!(hit.session.sub, "alice");
     }
 }

@@ -4,7 +4,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use envoy_wam::config::Settings;
-use envoy_wam::gateway::{RequestFlow, RequestHead, VmState};
+use envoy_wam::gateway::{HeaderList, RequestFlow, VmState};
 use envoy_wam::http::{Action, Callout, CalloutResult, Forward, LocalResponse};
 use envoy_wam::login::Entropy;
 use jwt_simple::prelude::*;
@@ -94,7 +94,7 @@ struct Gateway {
     rng: Rng,
 }
 
-fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestHead {
+fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> HeaderList {
     let mut all = vec![
         (":method", method),
         (":scheme", "https"),
@@ -102,7 +102,7 @@ fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestHead {
         (":path", path),
     ];
     all.extend_from_slice(headers);
-    RequestHead::from_headers(all)
+    HeaderList::new(all)
 }
 
 const BROWSER: (&str, &str) = ("accept", "text/html,application/xhtml+xml");
@@ -120,7 +120,7 @@ impl Gateway {
         }
     }
 
-    fn request(&mut self, flow: &mut RequestFlow, head: &RequestHead, now: u64) -> Action {
+    fn request(&mut self, flow: &mut RequestFlow, head: &HeaderList, now: u64) -> Action {
         flow.on_request(&self.settings, &mut self.vm, head, now, &mut self.rng)
     }
 
@@ -310,12 +310,13 @@ fn full_login_then_requests_carry_identity() {
         ],
     );
     let f = forward(gw.request(&mut RequestFlow::new(), &h, NOW + 10));
-    let get = |n: &str| {
-        f.request_headers
-            .iter()
-            .find(|(h, _)| h == n)
-            .map(|(_, v)| v.clone())
-    };
+    let identity = f.identity.as_ref().expect("identity headers");
+    let all: Vec<_> = identity
+        .headers
+        .iter()
+        .chain(f.request_headers.iter())
+        .collect();
+    let get = |n: &str| all.iter().find(|(h, _)| h == n).map(|(_, v)| v.clone());
     assert_eq!(get("x-wam-user"), Some(Some("alice".into())));
     assert_eq!(get("x-wam-email"), Some(Some("alice@example.com".into())));
     assert_eq!(get("x-wam-groups"), Some(Some("staff,admins".into())));
@@ -613,6 +614,13 @@ fn activity_slides_the_idle_timeout() {
             now,
         ));
         let renewed = f.response_cookies.first().expect("re-issued");
+        // The same old cookie again (a client that ignored Set-Cookie): no second re-issue.
+        let again = forward(gw.request(
+            &mut RequestFlow::new(),
+            &head("GET", "/a", &[("cookie", &session)]),
+            now + 1,
+        ));
+        assert!(again.response_cookies.is_empty());
         assert!(renewed.contains(&format!("Max-Age={}", NOW + 6 + 14400 - now)));
         session = cookie_pair(renewed).to_string();
     }
@@ -690,7 +698,7 @@ fn client_secret_post_and_forwarded_proto() {
     let mut cfg = config();
     cfg["client"]["auth_method"] = json!("client_secret_post");
     let mut gw = Gateway::with(cfg);
-    let h = RequestHead::from_headers([
+    let h = HeaderList::new([
         (":method", "GET"),
         (":scheme", "http"),
         (":authority", "gw.example.com"),
