@@ -1,0 +1,289 @@
+"""Starts the real parts on 127.0.0.1 for tests, benchmarks and the demo: Envoy (from .venv),
+the OpenID Provider (integration/op), the echo backend; renders Envoy's bootstrap; and drives
+a login through the OP's form. Every process runs in its own process group and is stopped,
+with its children, by `stop()`.
+"""
+
+import base64
+import html
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+ENVOY = os.path.join(VENV_BIN, "envoy")
+WAM_WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "envoy_wam.wasm")
+NOOP_DIR = os.path.join(ROOT, "integration", "noop-filter")
+NOOP_WASM = os.path.join(NOOP_DIR, "target", "wasm32-wasip1", "release", "noop_filter.wasm")
+CLIENT_SECRET = "demo-secret-change-me-0123456789abcdef"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_wasm():
+    """Builds the filter (a no-op when up to date) and the no-op reference filter."""
+    subprocess.run([os.path.join(ROOT, "wasm-build.sh")], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip1"],
+        cwd=NOOP_DIR,
+        check=True,
+    )
+
+
+class Proc:
+    """A child process in its own process group, with its output in a log file."""
+
+    def __init__(self, name, argv, env=None, cwd=None, logdir=None):
+        self.name = name
+        logdir = logdir or tempfile.mkdtemp(prefix="envoy-wam-")
+        self.log_path = os.path.join(logdir, f"{name}.log")
+        self._log = open(self.log_path, "wb")
+        self.p = subprocess.Popen(
+            argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def wait_until(self, ready, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited ({self.p.returncode}):\n{self.log()[-3000:]}")
+            try:
+                if ready():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.log()[-3000:]}")
+
+    def stop(self):
+        if self.alive():
+            try:
+                os.killpg(self.p.pid, signal.SIGTERM)
+                self.p.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.p.wait(timeout=10)
+        self._log.close()
+
+
+def http_ok(url):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def start_op(port, gateway_urls, logdir=None, issuer=None):
+    issuer = issuer or f"http://127.0.0.1:{port}"
+    p = Proc(
+        "op",
+        ["node", os.path.join(ROOT, "integration", "op", "op.mjs")],
+        env={
+            "OP_PORT": str(port),
+            "OP_HOST": "127.0.0.1",
+            "OP_ISSUER": issuer,
+            "GATEWAY_URLS": ",".join(gateway_urls),
+            "PA_WAM_SECRET": CLIENT_SECRET,
+        },
+        logdir=logdir,
+    )
+    p.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/.well-known/openid-configuration"))
+    p.issuer = issuer
+    p.port = port
+    return p
+
+
+def start_backend(port, logdir=None):
+    p = Proc("backend", [sys.executable, os.path.join(ROOT, "integration", "backend", "echo.py"), str(port)], logdir=logdir)
+    p.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/"))
+    p.port = port
+    return p
+
+
+def wam_config(op_issuer, client_id="pa_wam", **overrides):
+    """A filter configuration for an OP at `op_issuer` (oidc-provider's endpoint paths)."""
+    cfg = {
+        "op": {
+            "issuer": op_issuer,
+            "cluster": "op",
+            "authorization_endpoint": f"{op_issuer}/auth",
+            "token_endpoint": f"{op_issuer}/token",
+            "jwks_uri": f"{op_issuer}/jwks",
+            "end_session_endpoint": f"{op_issuer}/session/end",
+            "timeout_ms": 3000,
+        },
+        "client": {
+            "client_id": client_id,
+            "client_secret": CLIENT_SECRET,
+            "scopes": ["openid", "profile", "email", "groups"],
+        },
+        "session": {
+            "cookie_secure": False,
+            "signing_keys": [{"kid": "k1", "secret": base64.b64encode(os.urandom(32)).decode()}],
+            "claims": ["email", "name", "groups"],
+        },
+        "identity_headers": [
+            {"header": "x-wam-user", "claim": "sub"},
+            {"header": "x-wam-email", "claim": "email"},
+            {"header": "x-wam-groups", "claim": "groups"},
+        ],
+    }
+    for path, value in overrides.items():
+        node = cfg
+        keys = path.split(".")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return cfg
+
+
+def _cluster(name, port):
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}],
+        },
+    }
+
+
+def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_port=None, op_port=None, wasm=None):
+    """Envoy's bootstrap (JSON is valid YAML). `filter` is "wam", "noop" or "none"; without a
+    backend port, every route answers 200 itself (direct_response) so benchmarks measure the
+    filter, not the backend."""
+    http_filters = []
+    if filter in ("wam", "noop"):
+        code = wasm or (WAM_WASM if filter == "wam" else NOOP_WASM)
+        wasm_config = {
+            "name": "envoy-wam" if filter == "wam" else "noop",
+            "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": code}}},
+        }
+        if filter == "wam":
+            wasm_config["configuration"] = {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": json.dumps(config),
+            }
+        http_filters.append(
+            {
+                "name": "envoy.filters.http.wasm",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": wasm_config},
+            }
+        )
+    http_filters.append(
+        {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+    )
+    if backend_port:
+        route = {"match": {"prefix": "/"}, "route": {"cluster": "backend"}}
+    else:
+        route = {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "hello\n"}}}
+    clusters = []
+    if backend_port:
+        clusters.append(_cluster("backend", backend_port))
+    if op_port:
+        clusters.append(_cluster("op", op_port))
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "gateway",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen_port}},
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                                        "stat_prefix": "gateway",
+                                        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
+                                        "http_filters": http_filters,
+                                    },
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": clusters,
+        },
+    }
+
+
+def start_envoy(listen_port, bootstrap, concurrency=1, logdir=None, name="envoy", wait=True):
+    logdir = logdir or tempfile.mkdtemp(prefix="envoy-wam-")
+    path = os.path.join(logdir, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump(bootstrap, f)
+    admin = bootstrap["admin"]["address"]["socket_address"]["port_value"]
+    p = Proc(
+        name,
+        [ENVOY, "-c", path, "--concurrency", str(concurrency), "--base-id", str(listen_port), "-l", "info"],
+        logdir=logdir,
+    )
+    p.port = listen_port
+    p.url = f"http://127.0.0.1:{listen_port}"
+    if wait:
+        p.wait_until(lambda: http_ok(f"http://127.0.0.1:{admin}/ready"))
+    return p
+
+
+# --- driving a login ---------------------------------------------------------------------
+
+FORM_ACTION = re.compile(r'<form[^>]*action="([^"]+)"', re.I)
+HIDDEN = re.compile(r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"', re.I)
+
+
+def submit_login_form(session, page, username, password="any-password"):
+    """Fills in oidc-provider's development login form on `page` and follows redirects."""
+    m = FORM_ACTION.search(page.text)
+    assert m, f"no login form at {page.url}:\n{page.text[:500]}"
+    action = urllib.parse.urljoin(page.url, html.unescape(m.group(1)))
+    data = {name: html.unescape(value) for name, value in HIDDEN.findall(page.text)}
+    data.update({"login": username, "password": password})
+    return session.post(action, data=data, allow_redirects=True, timeout=10)
+
+
+def login(session, gateway_url, path="/", username="alice"):
+    """A whole browser-style login through the gateway and the OP's form, with a
+    cookie-keeping `requests.Session`. Returns the final response (the backend's answer)."""
+    first = session.get(gateway_url + path, headers={"accept": "text/html"}, allow_redirects=True, timeout=10)
+    assert "/interaction/" in first.url, f"expected the OP's login page, got {first.url} {first.status_code}"
+    return submit_login_form(session, first, username)
+
+
+def op_stats(op_port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{op_port}/__stats", timeout=5) as r:
+        return json.load(r)
