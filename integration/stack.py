@@ -250,7 +250,7 @@ def start_envoy(listen_port, bootstrap, concurrency=1, logdir=None, name="envoy"
     admin = bootstrap["admin"]["address"]["socket_address"]["port_value"]
     p = Proc(
         name,
-        [ENVOY, "-c", path, "--concurrency", str(concurrency), "--base-id", str(listen_port), "-l", "info"],
+        [ENVOY, "-c", path, "--concurrency", str(concurrency), "--disable-hot-restart", "-l", "info"],
         logdir=logdir,
     )
     p.port = listen_port
