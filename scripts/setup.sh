@@ -41,3 +41,9 @@ if [ ${#missing[@]} -gt 0 ]; then
         log "missing ${missing[*]} (install them with your package manager); tests that need them will fail"
     fi
 fi
+
+# playwright-core drives Debian's chromium in the browser test (it downloads no browser).
+if ! cmp -s integration/browser/package-lock.json integration/browser/node_modules/.package-lock.json 2>/dev/null; then
+    log "installing playwright-core (npm ci)"
+    (cd integration/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
