@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Every test: formatting, the native unit and flow tests of the core, the .wasm build (size
+# checked), and the end-to-end tests against real Envoy, oidc-provider and headless chromium.
+# Installs what it needs first (scripts/setup.sh). CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+scripts/setup.sh
+cargo fmt --all -- --check
+cargo test --all-targets
+./wasm-build.sh >/dev/null
+.venv/bin/pytest -q -p no:cacheprovider integration "$@"
