@@ -43,8 +43,9 @@ class Echo(BaseHTTPRequestHandler):
 
 def main():
     port = int(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("PORT", "8081"))
-    server = ThreadingHTTPServer(("127.0.0.1", port), Echo)
-    print(f"backend ready on http://127.0.0.1:{port}", flush=True)
+    host = os.environ.get("HOST", "127.0.0.1")
+    server = ThreadingHTTPServer((host, port), Echo)
+    print(f"backend ready on http://{host}:{port}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

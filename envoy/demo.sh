@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The demo: Envoy with envoy-wam on http://localhost:8080 in front of an echo backend, and the
+# OpenID Provider on http://localhost:9000. Stays in the foreground; Ctrl-C stops everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+./wasm-build.sh >/dev/null
+
+pids=()
+stop() {
+    trap - EXIT INT TERM
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    echo "demo stopped"
+}
+trap stop EXIT INT TERM
+
+OP_PORT=9000 OP_ISSUER=http://localhost:9000 GATEWAY_URLS=http://localhost:8080,http://127.0.0.1:8080 \
+    node integration/op/op.mjs 2> >(grep -v WARNING >&2) &
+pids+=($!)
+.venv/bin/python integration/backend/echo.py 8081 &
+pids+=($!)
+.venv/bin/envoy -c envoy/envoy-demo.yaml --concurrency 2 --disable-hot-restart \
+    -l warn --component-log-level wasm:info &
+pids+=($!)
+
+for _ in $(seq 100); do
+    if curl -sf -o /dev/null http://127.0.0.1:8080/pa/heartbeat.ping && curl -sf -o /dev/null http://127.0.0.1:9000/.well-known/openid-configuration; then
+        break
+    fi
+    sleep 0.2
+done
+cat <<MSG
+
+  envoy-wam demo is up.
+    protected app:  http://localhost:8080/   (log in as alice or bob, any password)
+    logout:         http://localhost:8080/pa/oidc/logout
+    OpenID Provider: http://localhost:9000/
+  Press Ctrl-C to stop.
+
+MSG
+wait -n "${pids[@]}"
