@@ -597,8 +597,14 @@ impl Settings {
                 parse_http_url("logout.redirect_uri", uri)?;
             }
         }
-        if raw.login_timeout_s < 30 {
-            return Err(ConfigError::new("login_timeout_s", "must be at least 30"));
+        if !(30..=3600).contains(&raw.login_timeout_s) {
+            return Err(ConfigError::new(
+                "login_timeout_s",
+                "must be between 30 and 3600",
+            ));
+        }
+        if raw.clock_skew_s > 600 {
+            return Err(ConfigError::new("clock_skew_s", "must be at most 600"));
         }
 
         Ok(Settings {

@@ -537,7 +537,7 @@ impl RequestFlow {
                     sid,
                     sub: token.sub,
                     auth_time: token.auth_time.unwrap_or(now),
-                    expires_at: now + settings.session.max_lifetime_s,
+                    expires_at: now.saturating_add(settings.session.max_lifetime_s),
                     last_activity: now,
                     claims,
                 };
