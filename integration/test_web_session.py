@@ -295,3 +295,22 @@ def test_secrets_and_codes_stay_out_of_the_log(gateway, op):
     assert stack.CLIENT_SECRET not in log
     assert "code=" not in log and "id_token" not in log
     assert "login: sub=alice" in log
+
+
+def test_discovery_finds_the_op_endpoints(start_gateway, op):
+    cfg = stack.wam_config(op.issuer)
+    cfg["op"] = {"issuer": op.issuer, "cluster": "op", "discovery": True, "timeout_ms": 3000}
+    gw = start_gateway(cfg)
+    deadline = time.time() + 10
+    while True:  # the first tick fetches the document; until then logins get 503
+        r = requests.get(gw.url + "/d", headers=HTML, allow_redirects=False)
+        if r.status_code != 503 or time.time() > deadline:
+            break
+        assert r.headers["retry-after"]
+        time.sleep(0.2)
+    assert r.status_code == 302 and r.headers["location"].startswith(op.issuer + "/auth?")
+    s = requests.Session()
+    assert backend_view(stack.login(s, gw.url, "/d", "alice"))["headers"]["x-wam-user"] == "alice"
+    assert "discovered the endpoints" in gw.log()
+    out = s.get(gw.url + "/pa/oidc/logout", allow_redirects=False)
+    assert out.headers["location"].startswith(op.issuer + "/session/end?")

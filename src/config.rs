@@ -63,9 +63,16 @@ struct RawConfig {
 struct RawOp {
     issuer: String,
     cluster: String,
-    authorization_endpoint: String,
-    token_endpoint: String,
-    jwks_uri: String,
+    /// Fetch the endpoints from `<issuer>/.well-known/openid-configuration`; endpoints given
+    /// here as well take precedence over the discovered ones.
+    #[serde(default)]
+    discovery: bool,
+    #[serde(default)]
+    authorization_endpoint: Option<String>,
+    #[serde(default)]
+    token_endpoint: Option<String>,
+    #[serde(default)]
+    jwks_uri: Option<String>,
     #[serde(default)]
     end_session_endpoint: Option<String>,
     #[serde(default = "default_timeout_ms")]
@@ -228,7 +235,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    fn parse(field: &str, value: &str) -> Result<Self, ConfigError> {
+    pub(crate) fn parse(field: &str, value: &str) -> Result<Self, ConfigError> {
         let url = parse_http_url(field, value)?;
         let host = url.host_str().unwrap_or_default();
         let authority = match url.port() {
@@ -248,7 +255,7 @@ impl Endpoint {
     }
 }
 
-fn parse_http_url(field: &str, value: &str) -> Result<Url, ConfigError> {
+pub(crate) fn parse_http_url(field: &str, value: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(value).map_err(|e| ConfigError::new(field, format!("not a URL: {e}")))?;
     if url.scheme() != "https" && url.scheme() != "http" {
         return Err(ConfigError::new(field, "must be an http or https URL"));
@@ -262,14 +269,43 @@ fn parse_http_url(field: &str, value: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
+/// The OP's endpoints the gateway uses, from the configuration or from discovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpEndpoints {
+    pub authorization: Url,
+    pub token: Endpoint,
+    pub jwks: Endpoint,
+    pub end_session: Option<Url>,
+}
+
+/// Endpoints named in the configuration (all of them unless discovery is on).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfiguredEndpoints {
+    pub authorization: Option<Url>,
+    pub token: Option<Endpoint>,
+    pub jwks: Option<Endpoint>,
+    pub end_session: Option<Url>,
+}
+
+impl ConfiguredEndpoints {
+    /// All the endpoints, when the configuration names every required one.
+    pub fn complete(&self) -> Option<OpEndpoints> {
+        Some(OpEndpoints {
+            authorization: self.authorization.clone()?,
+            token: self.token.clone()?,
+            jwks: self.jwks.clone()?,
+            end_session: self.end_session.clone(),
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct OpSettings {
     pub issuer: String,
     pub cluster: String,
-    pub authorization_endpoint: Url,
-    pub token_endpoint: Endpoint,
-    pub jwks_endpoint: Endpoint,
-    pub end_session_endpoint: Option<Url>,
+    pub endpoints: ConfiguredEndpoints,
+    /// The discovery document's location, when discovery is on.
+    pub discovery: Option<Endpoint>,
     pub timeout_ms: u64,
     pub jwks_max_age_s: u64,
     pub jwks_min_refetch_interval_s: u64,
@@ -395,18 +431,55 @@ impl Settings {
                 "must be between 1 and 60000",
             ));
         }
-        let op = OpSettings {
-            authorization_endpoint: parse_http_url(
-                "op.authorization_endpoint",
-                &op.authorization_endpoint,
-            )?,
-            token_endpoint: Endpoint::parse("op.token_endpoint", &op.token_endpoint)?,
-            jwks_endpoint: Endpoint::parse("op.jwks_uri", &op.jwks_uri)?,
-            end_session_endpoint: op
+        let endpoints = ConfiguredEndpoints {
+            authorization: op
+                .authorization_endpoint
+                .as_deref()
+                .map(|u| parse_http_url("op.authorization_endpoint", u))
+                .transpose()?,
+            token: op
+                .token_endpoint
+                .as_deref()
+                .map(|u| Endpoint::parse("op.token_endpoint", u))
+                .transpose()?,
+            jwks: op
+                .jwks_uri
+                .as_deref()
+                .map(|u| Endpoint::parse("op.jwks_uri", u))
+                .transpose()?,
+            end_session: op
                 .end_session_endpoint
                 .as_deref()
                 .map(|u| parse_http_url("op.end_session_endpoint", u))
                 .transpose()?,
+        };
+        let discovery = if op.discovery {
+            let url = format!(
+                "{}/.well-known/openid-configuration",
+                op.issuer.trim_end_matches('/')
+            );
+            Some(Endpoint::parse("op.issuer", &url)?)
+        } else {
+            for (field, missing) in [
+                (
+                    "op.authorization_endpoint",
+                    endpoints.authorization.is_none(),
+                ),
+                ("op.token_endpoint", endpoints.token.is_none()),
+                ("op.jwks_uri", endpoints.jwks.is_none()),
+            ] {
+                if missing {
+                    return Err(ConfigError::new(
+                        field,
+                        "is required unless op.discovery is true",
+                    ));
+                }
+            }
+            None
+        };
+        let op = OpSettings {
+            endpoints,
+            discovery,
             issuer: op.issuer,
             cluster: op.cluster,
             timeout_ms: op.timeout_ms,
@@ -692,9 +765,11 @@ pub(crate) mod tests {
             vec!["email".to_string(), "groups".to_string()]
         );
         assert_eq!(s.identity_headers[0].header, "x-wam-user");
-        assert_eq!(s.op.jwks_endpoint.authority, "op.example.com:8443");
-        assert_eq!(s.op.jwks_endpoint.path, "/jwks?x=1");
-        assert_eq!(s.op.token_endpoint.authority, "op.example.com");
+        let ep = s.op.endpoints.complete().unwrap();
+        assert_eq!(ep.jwks.authority, "op.example.com:8443");
+        assert_eq!(ep.jwks.path, "/jwks?x=1");
+        assert_eq!(ep.token.authority, "op.example.com");
+        assert_eq!(s.op.discovery, None);
         assert_eq!(
             s.id_token_algorithms,
             vec![SignatureAlg::Rs256, SignatureAlg::Es256]
@@ -769,6 +844,18 @@ pub(crate) mod tests {
             v["session"]["signing_keys"][0]["secret"] = json!("%%%not-base64-SECRETVALUE")
         });
         assert!(!e.to_string().contains("SECRETVALUE"), "{e}");
+    }
+
+    #[test]
+    fn discovery_needs_no_endpoints() {
+        let mut v = sample_json();
+        v["op"] =
+            json!({"issuer": "https://op.example.com/tenant/", "cluster": "op", "discovery": true});
+        let s = Settings::from_json(v.to_string().as_bytes()).unwrap();
+        let d = s.op.discovery.unwrap();
+        assert_eq!(d.path, "/tenant/.well-known/openid-configuration");
+        assert_eq!(d.authority, "op.example.com");
+        assert_eq!(s.op.endpoints.complete(), None);
     }
 
     #[test]

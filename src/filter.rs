@@ -11,11 +11,11 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action as HostAction, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action as HostAction, BufferType, ContextType, LogLevel, MapType};
 
 use crate::config::Settings;
-use crate::gateway::{HeaderSource, Level, RequestFlow, VmState, MAX_CALLOUT_BODY};
-use crate::http::{Action, CalloutResult, Forward, LocalResponse};
+use crate::gateway::{HeaderSource, Level, LogLine, RequestFlow, VmState, MAX_CALLOUT_BODY};
+use crate::http::{Action, Callout, CalloutResult, Forward, LocalResponse};
 use crate::login::Entropy;
 
 proxy_wasm::main! {{
@@ -27,18 +27,42 @@ fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
 }
 
-fn now_secs() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs())
+fn log_line(line: &LogLine) {
+    let level = match line.level {
+        Level::Info => LogLevel::Info,
+        Level::Warn => LogLevel::Warn,
+    };
+    log(level, &line.message);
 }
 
-fn now_millis() -> u128 {
+fn now_since_epoch() -> Duration {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis())
+        .unwrap_or_default()
+}
+
+fn now_secs() -> u64 {
+    now_since_epoch().as_secs()
+}
+
+/// Seconds since the epoch, refreshed by the root context's one-second tick. Envoy ticks the
+/// root context of every worker's VM, so each VM's clock stays current; reading it costs no host
+/// call on the request path, where sessions are judged to the second anyway.
+#[derive(Clone, Default)]
+struct Clock(Rc<Cell<u64>>);
+
+impl Clock {
+    fn refresh(&self) {
+        self.0.set(now_secs());
+    }
+
+    fn now(&self) -> u64 {
+        match self.0.get() {
+            0 => now_secs(),
+            t => t,
+        }
+    }
 }
 
 /// The request headers, read from Envoy one at a time as the core asks for them. A value that
@@ -62,88 +86,180 @@ impl Entropy for HostEntropy {
     }
 }
 
-/// Seconds since the epoch, refreshed by the root context's one-second tick. Envoy ticks the
-/// root context of every worker's VM, so each VM's clock stays current; reading it costs no host
-/// call on the request path, where sessions are judged to the second anyway.
-#[derive(Clone, Default)]
-struct Clock(Rc<Cell<u64>>);
+/// A callout on its way: what is needed to tell a timeout from a failure when it ends.
+struct PendingCallout {
+    token: u32,
+    started: Duration,
+    timeout_ms: u64,
+}
 
-impl Clock {
-    fn refresh(&self) {
-        self.0.set(now_secs());
-    }
-
-    fn now(&self) -> u64 {
-        match self.0.get() {
-            0 => now_secs(),
-            t => t,
+fn dispatch(c: &Callout) -> Option<PendingCallout> {
+    let mut headers: Vec<(&str, &str)> = vec![
+        (":method", c.method),
+        (":path", &c.path),
+        (":authority", &c.authority),
+        (":scheme", "https"),
+    ];
+    headers.extend(c.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    let body = (!c.body.is_empty()).then_some(c.body.as_slice());
+    let timeout = Duration::from_millis(c.timeout_ms);
+    match hostcalls::dispatch_http_call(&c.cluster, headers, body, vec![], timeout) {
+        Ok(token) => Some(PendingCallout {
+            token,
+            started: now_since_epoch(),
+            timeout_ms: c.timeout_ms,
+        }),
+        Err(_) => {
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "envoy-wam: could not dispatch a callout to cluster {}",
+                    c.cluster
+                ),
+            );
+            None
         }
     }
+}
+
+/// How the callout `pending` ended (called from `on_http_call_response`).
+fn callout_result(pending: &PendingCallout, body_size: usize) -> CalloutResult {
+    let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+        .ok()
+        .flatten()
+        .and_then(|b| {
+            std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.parse::<u16>().ok())
+        });
+    match status {
+        Some(status) if body_size <= MAX_CALLOUT_BODY => {
+            let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            CalloutResult::Response { status, body }
+        }
+        // Too large to be a real answer: treat like garbage.
+        Some(status) => CalloutResult::Response {
+            status,
+            body: Vec::new(),
+        },
+        None => {
+            // Envoy reports a reset, refused connection or timeout as an answer with no headers.
+            let elapsed = now_since_epoch().saturating_sub(pending.started);
+            if elapsed.as_millis() + 50 >= u128::from(pending.timeout_ms) {
+                CalloutResult::TimedOut
+            } else {
+                CalloutResult::Failed
+            }
+        }
+    }
+}
+
+/// What a configured VM runs on: the settings and the state its requests share.
+#[derive(Clone)]
+struct Configured {
+    settings: Rc<Settings>,
+    vm: Rc<RefCell<VmState>>,
 }
 
 #[derive(Default)]
 struct WamRoot {
-    settings: Option<Rc<Settings>>,
-    vm: Rc<RefCell<VmState>>,
+    configured: Option<Configured>,
     clock: Clock,
+    discovery: Option<PendingCallout>,
 }
 
-impl Context for WamRoot {}
+impl Context for WamRoot {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let Some(pending) = self.discovery.take_if(|p| p.token == token) else {
+            return;
+        };
+        let Some(c) = &self.configured else { return };
+        let result = callout_result(&pending, body_size);
+        let line = c.vm.borrow_mut().on_discovery(&c.settings, result);
+        log_line(&line);
+    }
+}
 
 impl RootContext for WamRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = match hostcalls::get_buffer(
-            proxy_wasm::types::BufferType::PluginConfiguration,
-            0,
-            usize::MAX,
-        ) {
-            Ok(Some(b)) => b,
-            _ => {
-                log(
-                    LogLevel::Critical,
-                    "envoy-wam: invalid configuration at `(root)`: no plugin configuration given",
-                );
+        let Ok(Some(bytes)) = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+        else {
+            log(
+                LogLevel::Critical,
+                "envoy-wam: invalid configuration at `(root)`: no plugin configuration given",
+            );
+            return false;
+        };
+        let settings = match Settings::from_json(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                log(LogLevel::Critical, &format!("envoy-wam: {e}"));
                 return false;
             }
         };
-        match Settings::from_json(&bytes) {
-            Ok(settings) => {
-                log(
-                    LogLevel::Info,
-                    &format!(
-                        "envoy-wam: configured for issuer {} (client {}, cluster {})",
-                        settings.op.issuer, settings.client.client_id, settings.op.cluster
-                    ),
-                );
-                self.settings = Some(Rc::new(settings));
-                self.clock.refresh();
-                if hostcalls::set_tick_period(Duration::from_secs(1)).is_err() {
-                    log(
-                        LogLevel::Warn,
-                        "envoy-wam: no tick; reading the clock on every request",
-                    );
-                    self.clock = Clock::default();
+        log(
+            LogLevel::Info,
+            &format!(
+                "envoy-wam: configured for issuer {} (client {}, cluster {}{})",
+                settings.op.issuer,
+                settings.client.client_id,
+                settings.op.cluster,
+                if settings.op.discovery.is_some() {
+                    ", discovery"
+                } else {
+                    ""
                 }
-                // A new configuration may name another OP: forget this VM's keys and sessions.
-                self.vm = Rc::new(RefCell::new(VmState::default()));
-                true
-            }
-            Err(e) => {
-                log(LogLevel::Critical, &format!("envoy-wam: {e}"));
-                false
-            }
+            ),
+        );
+        // A new configuration may name another OP: this VM's keys, sessions and endpoints start over.
+        let vm = VmState::new(&settings);
+        self.configured = Some(Configured {
+            settings: Rc::new(settings),
+            vm: Rc::new(RefCell::new(vm)),
+        });
+        self.discovery = None;
+        self.clock.refresh();
+        if hostcalls::set_tick_period(Duration::from_secs(1)).is_err() {
+            log(
+                LogLevel::Warn,
+                "envoy-wam: no tick; reading the clock on every request",
+            );
+            self.clock = Clock::default();
         }
+        true
     }
 
     fn on_tick(&mut self) {
         self.clock.refresh();
+        let Some(c) = &self.configured else { return };
+        if self.discovery.is_some() {
+            return;
+        }
+        let due =
+            c.vm.borrow_mut()
+                .discovery_due(&c.settings, self.clock.now());
+        if let Some(callout) = due {
+            self.discovery = dispatch(&callout);
+            if self.discovery.is_none() {
+                c.vm.borrow_mut()
+                    .on_discovery(&c.settings, CalloutResult::Failed);
+            }
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(WamHttp {
             clock: self.clock.clone(),
-            settings: self.settings.clone(),
-            vm: self.vm.clone(),
+            configured: self.configured.clone(),
             flow: RequestFlow::new(),
             callout: None,
             response_cookies: Vec::new(),
@@ -155,33 +271,15 @@ impl RootContext for WamRoot {
     }
 }
 
-struct PendingCallout {
-    token: u32,
-    started_ms: u128,
-    timeout_ms: u64,
-}
-
 struct WamHttp {
     clock: Clock,
-    settings: Option<Rc<Settings>>,
-    vm: Rc<RefCell<VmState>>,
+    configured: Option<Configured>,
     flow: RequestFlow,
     callout: Option<PendingCallout>,
     response_cookies: Vec<String>,
 }
 
 impl WamHttp {
-    fn flush_log(&mut self) {
-        for line in self.flow.take_log() {
-            let level = match line.level {
-                Level::Info => LogLevel::Info,
-                Level::Warn => LogLevel::Warn,
-            };
-            // Envoy prefixes lines from a request context with the plugin name already.
-            log(level, &line.message);
-        }
-    }
-
     fn respond(&self, r: &LocalResponse) {
         let headers: Vec<(&str, &str)> = r
             .headers
@@ -202,8 +300,10 @@ impl WamHttp {
     }
 
     /// Carries out `action`; returns whether the request may go on upstream now.
-    fn carry_out(&mut self, action: Action, settings: &Settings) -> bool {
-        self.flush_log();
+    fn carry_out(&mut self, c: &Configured, action: Action) -> bool {
+        for line in self.flow.take_log() {
+            log_line(&line);
+        }
         match action {
             Action::Forward(fwd) => {
                 self.apply_forward(fwd);
@@ -213,49 +313,19 @@ impl WamHttp {
                 self.respond(&r);
                 false
             }
-            Action::Callout(c) => {
-                let mut headers: Vec<(&str, &str)> = vec![
-                    (":method", c.method),
-                    (":path", &c.path),
-                    (":authority", &c.authority),
-                    (":scheme", "https"),
-                ];
-                headers.extend(c.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-                let body = (!c.body.is_empty()).then_some(c.body.as_slice());
-                match hostcalls::dispatch_http_call(
-                    &c.cluster,
-                    headers,
-                    body,
-                    vec![],
-                    Duration::from_millis(c.timeout_ms),
-                ) {
-                    Ok(token) => {
-                        self.callout = Some(PendingCallout {
-                            token,
-                            started_ms: now_millis(),
-                            timeout_ms: c.timeout_ms,
-                        });
-                    }
-                    Err(_) => {
-                        log(
-                            LogLevel::Warn,
-                            &format!(
-                                "envoy-wam: could not dispatch a callout to cluster {}",
-                                c.cluster
-                            ),
-                        );
-                        let vm = self.vm.clone();
-                        let next = self.flow.on_callout(
-                            settings,
-                            &mut vm.borrow_mut(),
-                            CalloutResult::Failed,
-                            now_secs(),
-                            &mut HostEntropy,
-                        );
-                        return self.carry_out(next, settings);
-                    }
+            Action::Callout(callout) => {
+                self.callout = dispatch(&callout);
+                if self.callout.is_some() {
+                    return false;
                 }
-                false
+                let next = self.flow.on_callout(
+                    &c.settings,
+                    &mut c.vm.borrow_mut(),
+                    CalloutResult::Failed,
+                    now_secs(),
+                    &mut HostEntropy,
+                );
+                self.carry_out(c, next)
             }
         }
     }
@@ -265,60 +335,25 @@ impl Context for WamHttp {
     fn on_http_call_response(
         &mut self,
         token: u32,
-        _num_headers: usize,
+        _headers: usize,
         body_size: usize,
-        _num_trailers: usize,
+        _trailers: usize,
     ) {
-        let Some(pending) = self.callout.take().filter(|p| p.token == token) else {
+        let Some(pending) = self.callout.take_if(|p| p.token == token) else {
             return;
         };
-        let Some(settings) = self.settings.clone() else {
+        let Some(c) = self.configured.clone() else {
             return;
         };
-        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten()
-            .and_then(|b| {
-                std::str::from_utf8(&b)
-                    .ok()
-                    .and_then(|s| s.parse::<u16>().ok())
-            });
-        let result = match status {
-            Some(status) if body_size <= MAX_CALLOUT_BODY => {
-                let body = hostcalls::get_buffer(
-                    proxy_wasm::types::BufferType::HttpCallResponseBody,
-                    0,
-                    body_size,
-                )
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-                CalloutResult::Response { status, body }
-            }
-            // Too large to be a real answer: treat like garbage.
-            Some(status) => CalloutResult::Response {
-                status,
-                body: Vec::new(),
-            },
-            None => {
-                // Envoy reports a reset, refused connection or timeout as an answer with no headers.
-                let elapsed = now_millis().saturating_sub(pending.started_ms);
-                if elapsed + 50 >= u128::from(pending.timeout_ms) {
-                    CalloutResult::TimedOut
-                } else {
-                    CalloutResult::Failed
-                }
-            }
-        };
-        let vm = self.vm.clone();
+        let result = callout_result(&pending, body_size);
         let next = self.flow.on_callout(
-            &settings,
-            &mut vm.borrow_mut(),
+            &c.settings,
+            &mut c.vm.borrow_mut(),
             result,
             now_secs(),
             &mut HostEntropy,
         );
-        if self.carry_out(next, &settings) {
+        if self.carry_out(&c, next) {
             let _ = hostcalls::resume_http_request();
         }
     }
@@ -326,22 +361,21 @@ impl Context for WamHttp {
 
 impl HttpContext for WamHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> HostAction {
-        let Some(settings) = self.settings.clone() else {
+        let Some(c) = self.configured.clone() else {
             // No valid configuration: fail closed.
             self.respond(
                 &LocalResponse::new(503).body("text/plain", "envoy-wam is not configured\n"),
             );
             return HostAction::Pause;
         };
-        let vm = self.vm.clone();
         let action = self.flow.on_request(
-            &settings,
-            &mut vm.borrow_mut(),
+            &c.settings,
+            &mut c.vm.borrow_mut(),
             &HostHeaders,
             self.clock.now(),
             &mut HostEntropy,
         );
-        if self.carry_out(action, &settings) {
+        if self.carry_out(&c, action) {
             HostAction::Continue
         } else {
             HostAction::Pause

@@ -6,8 +6,9 @@ use std::rc::Rc;
 
 use serde_json::Map;
 
-use crate::config::Settings;
+use crate::config::{OpEndpoints, Settings};
 use crate::cookie::{self, CookieAttributes};
+use crate::discovery::{self, DiscoveryState};
 use crate::http::{Action, Callout, CalloutResult, Forward, LocalResponse};
 use crate::id_token::{self, Expected, IdTokenError};
 use crate::identity;
@@ -26,13 +27,56 @@ pub const MAX_CALLOUT_BODY: usize = 256 * 1024;
 pub struct VmState {
     pub jwks: JwksCache,
     pub sessions: SessionCache,
+    /// The OP's endpoints: from the configuration, or once discovery has fetched them.
+    pub endpoints: Option<Rc<OpEndpoints>>,
+    pub discovery: DiscoveryState,
 }
 
-impl Default for VmState {
-    fn default() -> Self {
+impl VmState {
+    pub fn new(settings: &Settings) -> Self {
         Self {
             jwks: JwksCache::default(),
             sessions: SessionCache::new(SESSION_CACHE_ENTRIES),
+            endpoints: settings.op.endpoints.complete().map(Rc::new),
+            discovery: DiscoveryState::default(),
+        }
+    }
+
+    /// The discovery request to send now, if one is due.
+    pub fn discovery_due(&mut self, settings: &Settings, now: u64) -> Option<Callout> {
+        if !self.discovery.due(now, self.endpoints.is_some()) {
+            return None;
+        }
+        let callout = discovery::request(settings)?;
+        self.discovery.started(now);
+        Some(callout)
+    }
+
+    /// Takes in the discovery answer; returns a line for the log.
+    pub fn on_discovery(&mut self, settings: &Settings, result: CalloutResult) -> LogLine {
+        self.discovery.finished();
+        let outcome = match normalize(result) {
+            CalloutResult::Response { status: 200, body } => discovery::parse(settings, &body),
+            CalloutResult::Response { status, .. } => Err(format!("HTTP {status}")),
+            CalloutResult::TimedOut => Err("timed out".into()),
+            CalloutResult::Failed => Err("OP unreachable".into()),
+        };
+        match outcome {
+            Ok(endpoints) => {
+                self.endpoints = Some(Rc::new(endpoints));
+                LogLine {
+                    level: Level::Info,
+                    message: format!("discovered the endpoints of {}", settings.op.issuer),
+                }
+            }
+            Err(why) => LogLine {
+                level: Level::Warn,
+                message: format!(
+                    "discovery at {} failed: {why}; retrying in {}s",
+                    settings.op.issuer,
+                    discovery::RETRY_S
+                ),
+            },
         }
     }
 }
@@ -214,11 +258,14 @@ impl RequestFlow {
             }
             if path_only == settings.callback_path {
                 let head = RequestHead::read(request, path, cookie);
-                return self.callback(settings, &head, now, rng);
+                let Some(endpoints) = vm.endpoints.clone() else {
+                    return not_ready(true);
+                };
+                return self.callback(settings, &endpoints, &head, now, rng);
             }
             if path_only == settings.logout_path {
                 let head = RequestHead::read(request, path, cookie);
-                return Action::Respond(logout(settings, &head));
+                return Action::Respond(logout(settings, vm.endpoints.as_deref(), &head));
             }
         }
 
@@ -238,7 +285,7 @@ impl RequestFlow {
             Some(entry) => Action::Forward(forward(settings, vm, cookie.as_deref(), entry, now)),
             None => {
                 let head = RequestHead::read(request, path, cookie);
-                self.unauthenticated(settings, &head, now, rng)
+                self.unauthenticated(settings, vm.endpoints.as_deref(), &head, now, rng)
             }
         }
     }
@@ -339,6 +386,7 @@ impl RequestFlow {
     fn unauthenticated(
         &mut self,
         settings: &Settings,
+        endpoints: Option<&OpEndpoints>,
         head: &RequestHead,
         now: u64,
         rng: &mut dyn Entropy,
@@ -358,6 +406,9 @@ impl RequestFlow {
             ));
             return Action::Respond(r);
         }
+        let Some(endpoints) = endpoints else {
+            return not_ready(true);
+        };
         let return_to = safe_return_path(&head.path).unwrap_or("/").to_string();
         let redirect_uri = settings
             .client
@@ -380,7 +431,7 @@ impl RequestFlow {
             &txn_cookie_attrs(settings),
         );
         Action::Respond(
-            LocalResponse::redirect(&oidc::authorization_url(settings, &txn))
+            LocalResponse::redirect(&oidc::authorization_url(settings, endpoints, &txn))
                 .header("set-cookie", set),
         )
     }
@@ -405,6 +456,7 @@ impl RequestFlow {
     fn callback(
         &mut self,
         settings: &Settings,
+        endpoints: &OpEndpoints,
         head: &RequestHead,
         now: u64,
         rng: &mut dyn Entropy,
@@ -490,7 +542,7 @@ impl RequestFlow {
             );
             return add_cookie(action, clear_txn_cookie(settings, &txn));
         };
-        let callout = oidc::token_request(settings, &txn, &code);
+        let callout = oidc::token_request(settings, endpoints, &txn, &code);
         self.stage = Stage::Token { txn, html };
         Action::Callout(callout)
     }
@@ -561,7 +613,10 @@ impl RequestFlow {
             }
             Err(IdTokenError::NeedKeys) if may_fetch_keys => {
                 vm.jwks.attempted(now);
-                let endpoint = &op.jwks_endpoint;
+                let Some(endpoints) = vm.endpoints.clone() else {
+                    return not_ready(html);
+                };
+                let endpoint = &endpoints.jwks;
                 let callout = Callout {
                     cluster: op.cluster.clone(),
                     method: "GET",
@@ -677,6 +732,18 @@ impl RequestFlow {
     }
 }
 
+/// The OP's endpoints are not known yet (discovery has not answered): try again shortly.
+fn not_ready(html: bool) -> Action {
+    let problem = Problem {
+        status: 503,
+        code: "op_not_ready",
+        message: "Sign-in is starting up; please try again in a moment.",
+        reference: None,
+        retry: None,
+    };
+    Action::Respond(problem.respond(html).header("retry-after", "5"))
+}
+
 /// Envoy answers a callout it could not complete with a response of its own: 504 when the
 /// timeout hit, 503 when no connection could be made. Any 5xx means the OP is not serving.
 fn normalize(result: CalloutResult) -> CalloutResult {
@@ -726,7 +793,11 @@ fn forward(
     fwd
 }
 
-fn logout(settings: &Settings, head: &RequestHead) -> LocalResponse {
+fn logout(
+    settings: &Settings,
+    endpoints: Option<&OpEndpoints>,
+    head: &RequestHead,
+) -> LocalResponse {
     let clear = session_cookie(settings, "", 0);
     let after = settings.logout.redirect_uri.clone().map(|u| {
         if u.starts_with('/') {
@@ -738,7 +809,7 @@ fn logout(settings: &Settings, head: &RequestHead) -> LocalResponse {
     let post_logout = after
         .clone()
         .unwrap_or_else(|| format!("{}/", head.origin()));
-    if let Some(url) = oidc::end_session_url(settings, Some(&post_logout)) {
+    if let Some(url) = oidc::end_session_url(settings, endpoints, Some(&post_logout)) {
         return LocalResponse::redirect(&url).header("set-cookie", clear);
     }
     match after {

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod cookie;
+pub mod discovery;
 pub mod gateway;
 pub mod http;
 pub mod id_token;

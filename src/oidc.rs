@@ -6,13 +6,17 @@ use base64::Engine;
 use serde::Deserialize;
 use url::Url;
 
-use crate::config::{ClientAuth, Settings};
+use crate::config::{ClientAuth, OpEndpoints, Settings};
 use crate::http::{form_encode, Callout};
 use crate::login::LoginTransaction;
 
 /// The OP authorization-endpoint URL for `txn` (authorization code flow, PKCE S256).
-pub fn authorization_url(settings: &Settings, txn: &LoginTransaction) -> String {
-    let mut url: Url = settings.op.authorization_endpoint.clone();
+pub fn authorization_url(
+    settings: &Settings,
+    endpoints: &OpEndpoints,
+    txn: &LoginTransaction,
+) -> String {
+    let mut url: Url = endpoints.authorization.clone();
     url.query_pairs_mut()
         .append_pair("response_type", "code")
         .append_pair("client_id", &settings.client.client_id)
@@ -26,7 +30,12 @@ pub fn authorization_url(settings: &Settings, txn: &LoginTransaction) -> String 
 }
 
 /// The token request that redeems `code` (RFC 6749 §4.1.3 with the PKCE verifier).
-pub fn token_request(settings: &Settings, txn: &LoginTransaction, code: &str) -> Callout {
+pub fn token_request(
+    settings: &Settings,
+    endpoints: &OpEndpoints,
+    txn: &LoginTransaction,
+    code: &str,
+) -> Callout {
     let client = &settings.client;
     let mut form = vec![
         ("grant_type", "authorization_code"),
@@ -54,7 +63,7 @@ pub fn token_request(settings: &Settings, txn: &LoginTransaction, code: &str) ->
             form.push(("client_secret", client.client_secret.as_str()));
         }
     }
-    let endpoint = &settings.op.token_endpoint;
+    let endpoint = &endpoints.token;
     Callout {
         cluster: settings.op.cluster.clone(),
         method: "POST",
@@ -120,12 +129,13 @@ pub fn parse_token_response(status: u16, body: &[u8]) -> Result<String, TokenErr
 /// The OP end-session URL (OpenID Connect RP-Initiated Logout 1.0).
 pub fn end_session_url(
     settings: &Settings,
+    endpoints: Option<&OpEndpoints>,
     post_logout_redirect_uri: Option<&str>,
 ) -> Option<String> {
     if !settings.logout.use_end_session_endpoint {
         return None;
     }
-    let mut url = settings.op.end_session_endpoint.clone()?;
+    let mut url = endpoints?.end_session.clone()?;
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("client_id", &settings.client.client_id);
@@ -151,6 +161,10 @@ mod tests {
         .unwrap()
     }
 
+    fn ep() -> OpEndpoints {
+        sample().op.endpoints.complete().unwrap()
+    }
+
     fn query(url: &str) -> Vec<(String, String)> {
         Url::parse(url)
             .unwrap()
@@ -162,7 +176,7 @@ mod tests {
     #[test]
     fn authorization_request_has_every_parameter() {
         let t = txn();
-        let url = authorization_url(&sample(), &t);
+        let url = authorization_url(&sample(), &ep(), &t);
         assert!(url.starts_with("https://op.example.com/auth?"));
         let q = query(&url);
         let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
@@ -187,7 +201,7 @@ mod tests {
     #[test]
     fn token_request_with_basic_auth() {
         let t = txn();
-        let c = token_request(&sample(), &t, "the+code");
+        let c = token_request(&sample(), &ep(), &t, "the+code");
         assert_eq!(c.method, "POST");
         assert_eq!(c.cluster, "op");
         assert_eq!(c.authority, "op.example.com");
@@ -217,7 +231,7 @@ mod tests {
         let mut v = sample_json();
         v["client"]["auth_method"] = "client_secret_post".into();
         let s = Settings::from_json(v.to_string().as_bytes()).unwrap();
-        let c = token_request(&s, &txn(), "c");
+        let c = token_request(&s, &ep(), &txn(), "c");
         assert!(c.headers.iter().all(|(n, _)| n != "authorization"));
         let body = String::from_utf8(c.body).unwrap();
         assert!(body.contains("client_id=pa_wam") && body.contains("client_secret=s3cret"));
@@ -225,7 +239,7 @@ mod tests {
         let mut v = sample_json();
         v["client"]["client_secret"] = "a:b c".into();
         let s = Settings::from_json(v.to_string().as_bytes()).unwrap();
-        let c = token_request(&s, &txn(), "c");
+        let c = token_request(&s, &ep(), &txn(), "c");
         let auth = &c
             .headers
             .iter()
@@ -284,7 +298,7 @@ mod tests {
 
     #[test]
     fn end_session() {
-        let url = end_session_url(&sample(), Some("https://gw.example.com/")).unwrap();
+        let url = end_session_url(&sample(), Some(&ep()), Some("https://gw.example.com/")).unwrap();
         let q = query(&url);
         assert!(url.starts_with("https://op.example.com/session/end?"));
         assert!(q.contains(&("client_id".into(), "pa_wam".into())));
@@ -295,6 +309,6 @@ mod tests {
         let mut v = sample_json();
         v["logout"] = serde_json::json!({"use_end_session_endpoint": false});
         let s = Settings::from_json(v.to_string().as_bytes()).unwrap();
-        assert_eq!(end_session_url(&s, None), None);
+        assert_eq!(end_session_url(&s, Some(&ep()), None), None);
     }
 }

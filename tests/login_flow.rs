@@ -113,9 +113,10 @@ impl Gateway {
     }
 
     fn with(config: Value) -> Self {
+        let settings = Settings::from_json(config.to_string().as_bytes()).unwrap();
         Self {
-            settings: Settings::from_json(config.to_string().as_bytes()).unwrap(),
-            vm: VmState::default(),
+            vm: VmState::new(&settings),
+            settings,
             rng: Rng(42),
         }
     }
@@ -130,13 +131,19 @@ impl Gateway {
 
     /// Starts a login at `path`; returns the authorization URL's query and the txn cookie.
     fn start_login(&mut self, path: &str, now: u64) -> (Map<String, Value>, String) {
+        self.start_login_at(path, now, "https://op.example.com/auth?")
+    }
+
+    fn start_login_at(
+        &mut self,
+        path: &str,
+        now: u64,
+        endpoint: &str,
+    ) -> (Map<String, Value>, String) {
         let r = respond(self.request(&mut RequestFlow::new(), &head("GET", path, &[BROWSER]), now));
         assert_eq!(r.status, 302);
         let location = r.header_value("location").unwrap();
-        assert!(
-            location.starts_with("https://op.example.com/auth?"),
-            "{location}"
-        );
+        assert!(location.starts_with(endpoint), "{location}");
         let query: Map<String, Value> = url::Url::parse(location)
             .unwrap()
             .query_pairs()
@@ -711,4 +718,56 @@ fn client_secret_post_and_forwarded_proto() {
         .header_value("location")
         .unwrap()
         .contains("redirect_uri=https%3A%2F%2Fgw.example.com%2Fpa%2Foidc%2Fcb"));
+}
+
+#[test]
+fn discovery_fills_in_the_endpoints_before_the_first_login() {
+    let mut cfg = config();
+    cfg["op"] = json!({"issuer": ISSUER, "cluster": "op", "discovery": true});
+    let mut gw = Gateway::with(cfg);
+    // Before discovery answers: logins wait (503, retry), health checks do not.
+    let r = respond(gw.request(&mut RequestFlow::new(), &head("GET", "/x", &[BROWSER]), NOW));
+    assert_eq!((r.status, r.header_value("retry-after")), (503, Some("5")));
+    let c = gw
+        .vm
+        .discovery_due(&gw.settings, NOW)
+        .expect("a discovery callout is due");
+    assert_eq!(c.path, "/.well-known/openid-configuration");
+    assert!(
+        gw.vm.discovery_due(&gw.settings, NOW + 1).is_none(),
+        "one at a time"
+    );
+    gw.vm.on_discovery(&gw.settings, CalloutResult::TimedOut);
+    assert!(
+        gw.vm.discovery_due(&gw.settings, NOW + 2).is_none(),
+        "spaced retries"
+    );
+    assert!(gw.vm.discovery_due(&gw.settings, NOW + 5).is_some());
+    let doc = json!({
+        "issuer": ISSUER,
+        "authorization_endpoint": "https://op.example.com/as/authorize",
+        "token_endpoint": "https://op.example.com/as/token",
+        "jwks_uri": "https://op.example.com/as/jwks"
+    });
+    let line = gw.vm.on_discovery(
+        &gw.settings,
+        CalloutResult::Response {
+            status: 200,
+            body: doc.to_string().into_bytes(),
+        },
+    );
+    assert!(line.message.contains("discovered"), "{}", line.message);
+    let (q, txn) = gw.start_login_at("/x", NOW + 6, "https://op.example.com/as/authorize?");
+    let mut flow = RequestFlow::new();
+    let cb = format!("/pa/oidc/cb?code=c&state={}", q["state"].as_str().unwrap());
+    let c = callout(gw.request(
+        &mut flow,
+        &head("GET", &cb, &[("cookie", cookie_pair(&txn))]),
+        NOW + 6,
+    ));
+    assert_eq!(c.path, "/as/token");
+    assert!(
+        gw.vm.discovery_due(&gw.settings, NOW + 100).is_none(),
+        "no more fetches once known"
+    );
 }

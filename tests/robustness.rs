@@ -89,7 +89,7 @@ fn settings() -> Settings {
 #[test]
 fn random_requests_and_op_answers_never_panic_or_pass() {
     let settings = settings();
-    let mut vm = VmState::default();
+    let mut vm = VmState::new(&settings);
     let mut rng = Lcg(7);
     let paths = [
         "/",

@@ -1,0 +1,174 @@
+//! OpenID Provider discovery (OpenID Connect Discovery 1.0): the endpoints from
+//! `<issuer>/.well-known/openid-configuration`, and when to (re)try fetching them.
+
+use serde::Deserialize;
+
+use crate::config::{parse_http_url, Endpoint, OpEndpoints, Settings};
+use crate::http::Callout;
+
+/// How long to wait before trying again after a failed fetch.
+pub const RETRY_S: u64 = 5;
+
+/// The discovery request, when the configuration asks for discovery.
+pub fn request(settings: &Settings) -> Option<Callout> {
+    let doc = settings.op.discovery.as_ref()?;
+    Some(Callout {
+        cluster: settings.op.cluster.clone(),
+        method: "GET",
+        authority: doc.authority.clone(),
+        path: doc.path.clone(),
+        headers: vec![("accept".into(), "application/json".into())],
+        body: Vec::new(),
+        timeout_ms: settings.op.timeout_ms,
+    })
+}
+
+#[derive(Deserialize)]
+struct Document {
+    issuer: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    jwks_uri: String,
+    #[serde(default)]
+    end_session_endpoint: Option<String>,
+}
+
+/// The endpoints from a discovery document, with configured ones taking precedence. The
+/// document must name exactly the configured issuer (Discovery §4.3), or it is refused.
+pub fn parse(settings: &Settings, body: &[u8]) -> Result<OpEndpoints, String> {
+    let doc: Document = serde_json::from_slice(body)
+        .map_err(|_| "not an OpenID Provider configuration document".to_string())?;
+    if doc.issuer != settings.op.issuer {
+        return Err("the document names another issuer".into());
+    }
+    let configured = &settings.op.endpoints;
+    let bad = |e: crate::config::ConfigError| {
+        format!("discovered `{}` is not usable: {}", e.field, e.message)
+    };
+    Ok(OpEndpoints {
+        authorization: match &configured.authorization {
+            Some(u) => u.clone(),
+            None => parse_http_url("authorization_endpoint", &doc.authorization_endpoint)
+                .map_err(bad)?,
+        },
+        token: match &configured.token {
+            Some(e) => e.clone(),
+            None => Endpoint::parse("token_endpoint", &doc.token_endpoint).map_err(bad)?,
+        },
+        jwks: match &configured.jwks {
+            Some(e) => e.clone(),
+            None => Endpoint::parse("jwks_uri", &doc.jwks_uri).map_err(bad)?,
+        },
+        end_session: match (&configured.end_session, doc.end_session_endpoint.as_deref()) {
+            (Some(u), _) => Some(u.clone()),
+            (None, Some(u)) => Some(parse_http_url("end_session_endpoint", u).map_err(bad)?),
+            (None, None) => None,
+        },
+    })
+}
+
+/// When this VM should fetch the document: until it has one, one fetch at a time, and no
+/// more often than every [`RETRY_S`] seconds.
+#[derive(Debug, Default)]
+pub struct DiscoveryState {
+    in_flight: bool,
+    last_attempt: Option<u64>,
+}
+
+impl DiscoveryState {
+    pub fn due(&self, now: u64, have_endpoints: bool) -> bool {
+        !have_endpoints
+            && !self.in_flight
+            && self
+                .last_attempt
+                .is_none_or(|t| now.saturating_sub(t) >= RETRY_S)
+    }
+
+    pub fn started(&mut self, now: u64) {
+        self.in_flight = true;
+        self.last_attempt = Some(now);
+    }
+
+    pub fn finished(&mut self) {
+        self.in_flight = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::sample_json;
+    use serde_json::json;
+
+    fn settings(op: serde_json::Value) -> Settings {
+        let mut v = sample_json();
+        v["op"] = op;
+        Settings::from_json(v.to_string().as_bytes()).unwrap()
+    }
+
+    fn doc(issuer: &str) -> Vec<u8> {
+        json!({
+            "issuer": issuer,
+            "authorization_endpoint": "https://op.example.com/as/authorize",
+            "token_endpoint": "https://op.example.com:8443/as/token",
+            "jwks_uri": "https://op.example.com/jwks",
+            "end_session_endpoint": "https://op.example.com/logout",
+            "response_types_supported": ["code"]
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn endpoints_come_from_the_document_with_configured_ones_first() {
+        let s = settings(
+            json!({"issuer": "https://op.example.com", "cluster": "op", "discovery": true,
+                                "jwks_uri": "https://keys.example.com/jwks"}),
+        );
+        let c = request(&s).unwrap();
+        assert_eq!(
+            (c.method, c.path.as_str(), c.authority.as_str()),
+            ("GET", "/.well-known/openid-configuration", "op.example.com")
+        );
+        let ep = parse(&s, &doc("https://op.example.com")).unwrap();
+        assert_eq!(
+            ep.authorization.as_str(),
+            "https://op.example.com/as/authorize"
+        );
+        assert_eq!(
+            (ep.token.authority.as_str(), ep.token.path.as_str()),
+            ("op.example.com:8443", "/as/token")
+        );
+        assert_eq!(ep.jwks.authority, "keys.example.com");
+        assert_eq!(
+            ep.end_session.unwrap().as_str(),
+            "https://op.example.com/logout"
+        );
+    }
+
+    #[test]
+    fn refuses_another_issuer_and_garbage() {
+        let s = settings(
+            json!({"issuer": "https://op.example.com", "cluster": "op", "discovery": true}),
+        );
+        assert!(parse(&s, &doc("https://evil.example.com")).is_err());
+        assert!(parse(&s, b"<html>").is_err());
+        assert!(parse(&s, br#"{"issuer":"https://op.example.com"}"#).is_err());
+        let mut d: serde_json::Value =
+            serde_json::from_slice(&doc("https://op.example.com")).unwrap();
+        d["token_endpoint"] = json!("javascript:alert(1)");
+        assert!(parse(&s, d.to_string().as_bytes()).is_err());
+    }
+
+    #[test]
+    fn retries_are_spaced_and_single() {
+        let mut d = DiscoveryState::default();
+        assert!(d.due(100, false));
+        assert!(!d.due(100, true));
+        d.started(100);
+        assert!(!d.due(200, false), "one fetch at a time");
+        d.finished();
+        assert!(!d.due(102, false));
+        assert!(d.due(105, false));
+    }
+}
