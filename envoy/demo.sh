@@ -16,8 +16,8 @@ stop() {
 }
 trap stop EXIT INT TERM
 
-OP_PORT=9000 OP_ISSUER=http://localhost:9000 GATEWAY_URLS=http://localhost:8080,http://127.0.0.1:8080 \
-    node integration/op/op.mjs 2> >(grep -v WARNING >&2) &
+OP_HOST=127.0.0.1 OP_PORT=9000 OP_ISSUER=http://localhost:9000 GATEWAY_URLS=http://localhost:8080,http://127.0.0.1:8080 \
+    node integration/op/op.mjs &
 pids+=($!)
 .venv/bin/python integration/backend/echo.py 8081 &
 pids+=($!)
@@ -25,15 +25,22 @@ pids+=($!)
     -l warn --component-log-level wasm:info &
 pids+=($!)
 
-for _ in $(seq 100); do
-    if curl -sf -o /dev/null http://127.0.0.1:8080/pa/heartbeat.ping && curl -sf -o /dev/null http://127.0.0.1:9000/.well-known/openid-configuration; then
-        break
-    fi
+up() {
+    curl -sf -o /dev/null http://127.0.0.1:8080/pa/heartbeat.ping &&
+        curl -sf -o /dev/null http://127.0.0.1:9000/.well-known/openid-configuration &&
+        curl -sf -o /dev/null http://127.0.0.1:8081/
+}
+for _ in $(seq 150); do
+    up && break
     sleep 0.2
 done
+if ! up; then
+    echo "demo: not up after 30s (are ports 8080, 8081, 9000 and 9901 free?)" >&2
+    exit 1
+fi
 cat <<MSG
 
-  envoy-wam demo is up.
+  envoy-wam demo is up. Open http://localhost:8080/ and log in as alice (any password).
     protected app:  http://localhost:8080/   (log in as alice or bob, any password)
     logout:         http://localhost:8080/pa/oidc/logout
     OpenID Provider: http://localhost:9000/

@@ -4,7 +4,9 @@ a login through the OP's form. Every process runs in its own process group and i
 with its children, by `stop()`.
 """
 
+import atexit
 import base64
+import ctypes
 import html
 import json
 import os
@@ -43,6 +45,28 @@ def build_wasm():
     )
 
 
+_LIVE = set()
+
+try:
+    _prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+except (OSError, AttributeError):
+    _prctl = None
+
+
+def _die_with_parent():
+    """In the child, before exec: get SIGTERM when the thread that started it ends, so not even
+    a killed pytest leaves servers behind (Linux prctl PR_SET_PDEATHSIG). Start processes from
+    the main thread (or a thread that outlives them)."""
+    _prctl(1, int(signal.SIGTERM), 0, 0, 0)
+
+
+@atexit.register
+def stop_all():
+    """Stops every process started here that is still running (also run at interpreter exit)."""
+    for p in list(_LIVE):
+        p.stop()
+
+
 class Proc:
     """A child process in its own process group, with its output in a log file."""
 
@@ -59,7 +83,9 @@ class Proc:
             env={**os.environ, **(env or {})},
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=_die_with_parent if _prctl else None,
         )
+        _LIVE.add(self)
 
     def log(self):
         with open(self.log_path, "rb") as f:
@@ -92,6 +118,7 @@ class Proc:
                 except ProcessLookupError:
                     pass
                 self.p.wait(timeout=10)
+        _LIVE.discard(self)
         self._log.close()
 
 

@@ -11,13 +11,31 @@
 //
 // Clients: pa_wam (client_secret_basic, RS256 ID tokens), pa_wam_post (client_secret_post),
 // pa_wam_es (ES256 ID tokens). All use the authorization-code grant with PKCE (required).
+// oidc-provider accepts client_secret_basic and client_secret_post alike from a client
+// registered with either, so every client takes both; pa_wam_post states it explicitly.
 // Login: the built-in development form; any login name works with any password. alice is in
 // the groups staff and admins, bob in staff.
 //
 // GET /__stats answers how often each path was requested; POST /__stats/reset clears it.
+//
+// oidc-provider's warnings and notices about this being a development setup (in-memory
+// storage, the development login form, default TTLs, Node.js 20) are left out unless
+// OP_VERBOSE=1; any other warning still shows.
 
 import { generateKeyPair, exportJWK } from 'jose';
-import Provider from 'oidc-provider';
+
+if (!process.env.OP_VERBOSE) {
+  const expected =
+    /^oidc-provider (WARNING: (Unsupported runtime|a quick start development-only)|NOTICE: default ttl\.)/;
+  for (const level of ['warn', 'info']) {
+    const print = console[level].bind(console);
+    console[level] = (...args) => {
+      if (!(typeof args[0] === 'string' && expected.test(args[0]))) print(...args);
+    };
+  }
+}
+// Imported after the filter above: oidc-provider warns about the runtime when it loads.
+const { default: Provider } = await import('oidc-provider');
 
 const host = process.env.OP_HOST || '127.0.0.1';
 const port = Number(process.env.OP_PORT || 9000);
