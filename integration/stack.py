@@ -26,6 +26,8 @@ ENVOY = os.path.join(VENV_BIN, "envoy")
 WAM_WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "envoy_wam.wasm")
 NOOP_DIR = os.path.join(ROOT, "integration", "noop-filter")
 NOOP_WASM = os.path.join(NOOP_DIR, "target", "wasm32-wasip1", "release", "noop_filter.wasm")
+FLOOR_DIR = os.path.join(ROOT, "integration", "floor-filter")
+FLOOR_WASM = os.path.join(FLOOR_DIR, "target", "wasm32-wasip1", "release", "floor_filter.wasm")
 CLIENT_SECRET = "demo-secret-change-me-0123456789abcdef"
 
 
@@ -35,14 +37,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def build_wasm():
-    """Builds the filter (a no-op when up to date) and the no-op reference filter."""
+def build_wasm(references=(NOOP_DIR,)):
+    """Builds the filter (a no-op when up to date) and the reference filters named."""
     subprocess.run([os.path.join(ROOT, "wasm-build.sh")], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(
-        ["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip1"],
-        cwd=NOOP_DIR,
-        check=True,
-    )
+    for crate in references:
+        subprocess.run(["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip1"], cwd=crate, check=True)
 
 
 _LIVE = set()
