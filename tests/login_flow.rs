@@ -154,6 +154,40 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Comes back to the callback of the login `q` with `cookie`, answers the token callout with
+    /// `token_answer(nonce)` and a JWKS callout, if one follows, with the OP's keys; returns the
+    /// gateway's final answer.
+    fn complete(
+        &mut self,
+        op: &Op,
+        q: &Map<String, Value>,
+        cookie: &str,
+        now: u64,
+        token_answer: impl FnOnce(&str) -> CalloutResult,
+    ) -> LocalResponse {
+        let mut flow = RequestFlow::new();
+        let cb = format!("/pa/oidc/cb?code=c&state={}", q["state"].as_str().unwrap());
+        let c = callout(self.request(
+            &mut flow,
+            &head("GET", &cb, &[BROWSER, ("cookie", cookie)]),
+            now,
+        ));
+        assert_eq!(c.path, "/token");
+        match self.answer(&mut flow, token_answer(q["nonce"].as_str().unwrap()), now) {
+            Action::Callout(c) => {
+                assert_eq!(c.path, "/jwks");
+                let keys = CalloutResult::Response {
+                    status: 200,
+                    body: op.jwks(),
+                };
+                respond(self.answer(&mut flow, keys, now))
+            }
+            other => respond(other),
+        }
+    }
+}
+
 fn respond(a: Action) -> LocalResponse {
     match a {
         Action::Respond(r) => r,
@@ -199,36 +233,9 @@ fn token_response(id_token: &str) -> CalloutResult {
 /// Runs a login to the end and returns the session cookie pair (`PA.wam=…`).
 fn login(gw: &mut Gateway, op: &Op, path: &str) -> String {
     let (query, txn_cookie) = gw.start_login(path, NOW);
-    let state = query["state"].as_str().unwrap();
-    let nonce = query["nonce"].as_str().unwrap();
-    let cb = format!("/pa/oidc/cb?code=abc&state={state}");
-    let mut flow = RequestFlow::new();
-    let c = callout(gw.request(
-        &mut flow,
-        &head("GET", &cb, &[BROWSER, ("cookie", cookie_pair(&txn_cookie))]),
-        NOW + 5,
-    ));
-    assert_eq!(c.path, "/token");
-    let next = gw.answer(
-        &mut flow,
-        token_response(&op.id_token(nonce, NOW + 5, |_| {})),
-        NOW + 6,
-    );
-    let next = match next {
-        Action::Callout(c) => {
-            assert_eq!(c.path, "/jwks");
-            gw.answer(
-                &mut flow,
-                CalloutResult::Response {
-                    status: 200,
-                    body: op.jwks(),
-                },
-                NOW + 6,
-            )
-        }
-        other => other,
-    };
-    let r = respond(next);
+    let r = gw.complete(op, &query, cookie_pair(&txn_cookie), NOW + 6, |nonce| {
+        token_response(&op.id_token(nonce, NOW + 5, |_| {}))
+    });
     assert_eq!(r.status, 302, "{:?}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header_value("location"), Some(path));
     let cookies = set_cookies(&r);
@@ -372,25 +379,9 @@ fn parallel_logins_in_two_tabs_both_complete() {
     );
     let both = format!("{}; {}", cookie_pair(&c1), cookie_pair(&c2));
     for (q, want) in [(&q2, "/two"), (&q1, "/one")] {
-        let mut flow = RequestFlow::new();
-        let cb = format!("/pa/oidc/cb?code=c&state={}", q["state"].as_str().unwrap());
-        callout(gw.request(&mut flow, &head("GET", &cb, &[("cookie", &both)]), NOW));
-        let next = gw.answer(
-            &mut flow,
-            token_response(&op.id_token(q["nonce"].as_str().unwrap(), NOW, |_| {})),
-            NOW,
-        );
-        let r = match next {
-            Action::Callout(_) => respond(gw.answer(
-                &mut flow,
-                CalloutResult::Response {
-                    status: 200,
-                    body: op.jwks(),
-                },
-                NOW,
-            )),
-            other => respond(other),
-        };
+        let r = gw.complete(&op, q, &both, NOW, |nonce| {
+            token_response(&op.id_token(nonce, NOW, |_| {}))
+        });
         assert_eq!(r.header_value("location"), Some(want));
     }
 }
@@ -464,25 +455,7 @@ fn callback_outcome(
     token_answer: impl FnOnce(&str) -> CalloutResult,
 ) -> LocalResponse {
     let (q, txn) = gw.start_login("/a", NOW);
-    let mut flow = RequestFlow::new();
-    let cb = format!("/pa/oidc/cb?code=c&state={}", q["state"].as_str().unwrap());
-    callout(gw.request(
-        &mut flow,
-        &head("GET", &cb, &[BROWSER, ("cookie", cookie_pair(&txn))]),
-        NOW,
-    ));
-    let next = gw.answer(&mut flow, token_answer(q["nonce"].as_str().unwrap()), NOW);
-    match next {
-        Action::Callout(_) => respond(gw.answer(
-            &mut flow,
-            CalloutResult::Response {
-                status: 200,
-                body: op.jwks(),
-            },
-            NOW,
-        )),
-        other => respond(other),
-    }
+    gw.complete(op, &q, cookie_pair(&txn), NOW, token_answer)
 }
 
 #[test]
@@ -646,30 +619,10 @@ fn return_target_is_never_another_site() {
     for evil in ["//evil.example/x", "/\\evil.example"] {
         let (q, txn) = gw.start_login(evil, NOW);
         let op = Op::new();
-        let mut flow = RequestFlow::new();
-        let cb = format!("/pa/oidc/cb?code=c&state={}", q["state"].as_str().unwrap());
-        callout(gw.request(
-            &mut flow,
-            &head("GET", &cb, &[("cookie", cookie_pair(&txn))]),
-            NOW,
-        ));
-        let next = gw.answer(
-            &mut flow,
-            token_response(&op.id_token(q["nonce"].as_str().unwrap(), NOW, |_| {})),
-            NOW,
-        );
-        let next = match next {
-            Action::Callout(_) => gw.answer(
-                &mut flow,
-                CalloutResult::Response {
-                    status: 200,
-                    body: op.jwks(),
-                },
-                NOW,
-            ),
-            other => other,
-        };
-        assert_eq!(respond(next).header_value("location"), Some("/"));
+        let r = gw.complete(&op, &q, cookie_pair(&txn), NOW, |nonce| {
+            token_response(&op.id_token(nonce, NOW, |_| {}))
+        });
+        assert_eq!(r.header_value("location"), Some("/"));
         gw = Gateway::new();
     }
 }
