@@ -84,12 +84,13 @@ pub struct IdToken {
     pub claims: Map<String, Value>,
 }
 
-fn verify_with(
+/// Verifies `token`'s signature with `key` for `alg`, and its time claims per `options`.
+pub(crate) fn verify_with<T: Serialize + serde::de::DeserializeOwned>(
     key: &Jwk,
     alg: SignatureAlg,
     token: &str,
     options: VerificationOptions,
-) -> Result<JWTClaims<IdTokenExtra>, jwt_simple::Error> {
+) -> Result<JWTClaims<T>, jwt_simple::Error> {
     use SignatureAlg::*;
     let opts = Some(options);
     match (&key.material, alg) {
@@ -140,7 +141,7 @@ pub fn validate(
         max_token_length: Some(64 * 1024),
         ..Default::default()
     };
-    let claims =
+    let claims: JWTClaims<IdTokenExtra> =
         verify_with(key, alg, token, options).map_err(|e| match e.downcast_ref::<JWTError>() {
             Some(JWTError::TokenHasExpired) => IdTokenError::Expired,
             Some(JWTError::ClockDrift) | Some(JWTError::TokenNotValidYet) => {

@@ -1,0 +1,602 @@
+//! OAuth bearer tokens for API access (RFC 6750): taking the token from the request, checking
+//! it locally as a JWT or at the OP by introspection (RFC 7662), caching the outcome by a hash
+//! of the token, and the `WWW-Authenticate` answers.
+//!
+//! Groundwork for the bearer-token issue: tested here, not yet wired into the request flow.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use jwt_simple::prelude::*;
+use jwt_simple::JWTError;
+use serde_json::{Map, Value};
+
+use crate::config::{Endpoint, SignatureAlg};
+use crate::http::{form_encode, Callout};
+use crate::id_token::verify_with;
+use crate::jwks::{JwksCache, KeyLookup};
+
+/// Why a bearer token was not accepted; each maps to an RFC 6750 answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BearerError {
+    /// `Authorization` is not a well-formed `Bearer` credential (400 `invalid_request`).
+    Malformed,
+    /// Expired, revoked, not ours, bad signature (401 `invalid_token`).
+    InvalidToken(&'static str),
+    /// The token's key is not loaded: fetch the JWKS, then check again.
+    NeedKeys,
+}
+
+/// What a valid token says, for policy rules and identity mapping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenInfo {
+    pub sub: Option<String>,
+    pub client_id: Option<String>,
+    pub scopes: Vec<String>,
+    pub expires_at: u64,
+    pub claims: Map<String, Value>,
+}
+
+/// The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1). `Ok(None)` when the
+/// request carries no bearer credential at all.
+pub fn extract(authorization: Option<&str>) -> Result<Option<&str>, BearerError> {
+    let Some(value) = authorization else {
+        return Ok(None);
+    };
+    let (scheme, token) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    let token = token.trim();
+    // b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+    let body = token.trim_end_matches('=');
+    let well_formed = !body.is_empty()
+        && token.len() <= 16 * 1024
+        && body
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-._~+/".contains(&c));
+    if well_formed {
+        Ok(Some(token))
+    } else {
+        Err(BearerError::Malformed)
+    }
+}
+
+/// What a JWT access token must satisfy.
+pub struct JwtRules<'a> {
+    pub issuer: &'a str,
+    /// The token's `aud` must contain one of these.
+    pub audiences: &'a [String],
+    pub algorithms: &'a [SignatureAlg],
+    pub clock_skew_s: u64,
+    pub now: u64,
+}
+
+fn scopes_of(claims: &Map<String, Value>) -> Vec<String> {
+    match claims.get("scope").or_else(|| claims.get("scp")) {
+        Some(Value::String(s)) => s
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Checks a JWT access token against the OP's keys: signature, `iss`, `aud`, `exp`, `nbf`.
+pub fn validate_jwt(
+    token: &str,
+    jwks: &JwksCache,
+    jwks_max_age_s: u64,
+    jwks_min_refetch_s: u64,
+    rules: &JwtRules<'_>,
+) -> Result<TokenInfo, BearerError> {
+    let meta = Token::decode_metadata(token).map_err(|_| BearerError::InvalidToken("malformed"))?;
+    let alg = SignatureAlg::from_name(meta.algorithm())
+        .filter(|a| rules.algorithms.contains(a))
+        .ok_or(BearerError::InvalidToken("algorithm not allowed"))?;
+    let key = match jwks.lookup(
+        meta.key_id(),
+        alg,
+        rules.now,
+        jwks_max_age_s,
+        jwks_min_refetch_s,
+    ) {
+        KeyLookup::Found(k) => k,
+        KeyLookup::Refetch => return Err(BearerError::NeedKeys),
+        KeyLookup::Unknown => return Err(BearerError::InvalidToken("unknown signing key")),
+    };
+    let options = VerificationOptions {
+        time_tolerance: Some(Duration::from_secs(rules.clock_skew_s)),
+        artificial_time: Some(UnixTimeStamp::from_secs(rules.now)),
+        max_token_length: Some(16 * 1024),
+        ..Default::default()
+    };
+    let claims: JWTClaims<Map<String, Value>> =
+        verify_with(key, alg, token, options).map_err(|e| match e.downcast_ref::<JWTError>() {
+            Some(JWTError::TokenHasExpired) => BearerError::InvalidToken("expired"),
+            Some(JWTError::TokenNotValidYet) | Some(JWTError::ClockDrift) => {
+                BearerError::InvalidToken("not valid yet")
+            }
+            Some(JWTError::InvalidSignature) => BearerError::InvalidToken("bad signature"),
+            _ => BearerError::InvalidToken("malformed"),
+        })?;
+    if claims.issuer.as_deref() != Some(rules.issuer) {
+        return Err(BearerError::InvalidToken("wrong issuer"));
+    }
+    let audience_ok = match &claims.audiences {
+        Some(Audiences::AsString(a)) => rules.audiences.contains(a),
+        Some(Audiences::AsSet(set)) => rules.audiences.iter().any(|a| set.contains(a)),
+        None => false,
+    };
+    if !audience_ok {
+        return Err(BearerError::InvalidToken("wrong audience"));
+    }
+    let expires_at = claims
+        .expires_at
+        .ok_or(BearerError::InvalidToken("no expiry"))?
+        .as_secs();
+    let client_id = claims
+        .custom
+        .get("client_id")
+        .or_else(|| claims.custom.get("azp"))
+        .and_then(Value::as_str)
+        .map(String::from);
+    Ok(TokenInfo {
+        scopes: scopes_of(&claims.custom),
+        sub: claims.subject,
+        client_id,
+        expires_at,
+        claims: claims.custom,
+    })
+}
+
+/// The RFC 7662 introspection request, authenticated as the gateway's client.
+pub fn introspection_request(
+    cluster: &str,
+    endpoint: &Endpoint,
+    client_id: &str,
+    client_secret: &str,
+    token: &str,
+    timeout_ms: u64,
+) -> Callout {
+    let user: String = url::form_urlencoded::byte_serialize(client_id.as_bytes()).collect();
+    let pass: String = url::form_urlencoded::byte_serialize(client_secret.as_bytes()).collect();
+    Callout {
+        cluster: cluster.to_string(),
+        method: "POST",
+        authority: endpoint.authority.clone(),
+        path: endpoint.path.clone(),
+        headers: vec![
+            (
+                "content-type".into(),
+                "application/x-www-form-urlencoded".into(),
+            ),
+            ("accept".into(), "application/json".into()),
+            (
+                "authorization".into(),
+                format!("Basic {}", STANDARD.encode(format!("{user}:{pass}"))),
+            ),
+        ],
+        body: form_encode(&[("token", token), ("token_type_hint", "access_token")]).into_bytes(),
+        timeout_ms,
+    }
+}
+
+/// Reads an introspection answer. `Err(None)` when the answer is not usable (the OP failed:
+/// answer 502, do not cache); `Err(Some(_))` when the OP says the token is not valid.
+pub fn parse_introspection(
+    status: u16,
+    body: &[u8],
+    now: u64,
+) -> Result<TokenInfo, Option<BearerError>> {
+    if status != 200 {
+        return Err(None);
+    }
+    let claims: Map<String, Value> = serde_json::from_slice(body).map_err(|_| None)?;
+    if claims.get("active") != Some(&Value::Bool(true)) {
+        return Err(Some(BearerError::InvalidToken("inactive")));
+    }
+    let expires_at = match claims.get("exp") {
+        Some(v) => v.as_u64().ok_or(None)?,
+        // No expiry given: trust it only as long as the cache's own maximum.
+        None => u64::MAX,
+    };
+    if expires_at <= now {
+        return Err(Some(BearerError::InvalidToken("expired")));
+    }
+    let text = |k: &str| claims.get(k).and_then(Value::as_str).map(String::from);
+    Ok(TokenInfo {
+        sub: text("sub"),
+        client_id: text("client_id"),
+        scopes: scopes_of(&claims),
+        expires_at,
+        claims,
+    })
+}
+
+/// The `WWW-Authenticate` value for a refusal (RFC 6750 §3). `scope` names what was missing
+/// for `insufficient_scope`.
+pub fn challenge(realm: &str, error: Option<&str>, scope: Option<&str>) -> String {
+    let quoted = |s: &str| s.replace(['"', '\\'], "");
+    let mut out = format!("Bearer realm=\"{}\"", quoted(realm));
+    if let Some(e) = error {
+        out.push_str(&format!(", error=\"{}\"", quoted(e)));
+    }
+    if let Some(s) = scope {
+        out.push_str(&format!(", scope=\"{}\"", quoted(s)));
+    }
+    out
+}
+
+/// The cache key: SHA-256 of the token. The token itself is never kept or logged.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    hmac_sha256::Hash::hash(token.as_bytes())
+}
+
+enum Slot {
+    Known {
+        result: Result<Rc<TokenInfo>, BearerError>,
+        until: u64,
+    },
+    /// A check is under way; these request contexts wait for it.
+    Pending { waiters: Vec<u32> },
+}
+
+/// What the cache says about a token.
+#[derive(Debug, PartialEq)]
+pub enum Lookup {
+    Valid(Rc<TokenInfo>),
+    Invalid(BearerError),
+    /// Nobody is checking it: the caller checks it, then calls [`TokenCache::complete`].
+    CheckIt,
+    /// Another request is checking it; the caller waits and is named in `complete`'s answer.
+    Wait,
+}
+
+/// Outcomes of token checks in this VM, by token hash. Valid tokens are kept until their expiry
+/// or `max_ttl_s`, refusals for `negative_ttl_s` (so a flood of one bad token does not become a
+/// flood of callouts), and concurrent requests for the same unchecked token make one check.
+pub struct TokenCache {
+    slots: HashMap<[u8; 32], Slot>,
+    capacity: usize,
+    max_ttl_s: u64,
+    negative_ttl_s: u64,
+}
+
+impl TokenCache {
+    pub fn new(capacity: usize, max_ttl_s: u64, negative_ttl_s: u64) -> Self {
+        Self {
+            slots: HashMap::new(),
+            capacity: capacity.max(1),
+            max_ttl_s,
+            negative_ttl_s,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Looks `key` up for the request context `waiter`.
+    pub fn lookup(&mut self, key: &[u8; 32], waiter: u32, now: u64) -> Lookup {
+        match self.slots.get_mut(key) {
+            Some(Slot::Known { result, until }) if now < *until => match result {
+                Ok(info) => Lookup::Valid(info.clone()),
+                Err(e) => Lookup::Invalid(e.clone()),
+            },
+            Some(Slot::Pending { waiters }) => {
+                waiters.push(waiter);
+                Lookup::Wait
+            }
+            _ => {
+                self.make_room(now);
+                self.slots.insert(
+                    *key,
+                    Slot::Pending {
+                        waiters: Vec::new(),
+                    },
+                );
+                Lookup::CheckIt
+            }
+        }
+    }
+
+    /// Records the outcome of a check (or, with `None`, that it could not be made: nothing is
+    /// cached). Returns the contexts that waited for it.
+    pub fn complete(
+        &mut self,
+        key: &[u8; 32],
+        outcome: Option<Result<TokenInfo, BearerError>>,
+        now: u64,
+    ) -> Vec<u32> {
+        let waiters = match self.slots.remove(key) {
+            Some(Slot::Pending { waiters }) => waiters,
+            _ => Vec::new(),
+        };
+        match outcome {
+            Some(Ok(info)) => {
+                let until = info.expires_at.min(now.saturating_add(self.max_ttl_s));
+                self.slots.insert(
+                    *key,
+                    Slot::Known {
+                        result: Ok(Rc::new(info)),
+                        until,
+                    },
+                );
+            }
+            Some(Err(e)) => {
+                let until = now.saturating_add(self.negative_ttl_s);
+                self.slots.insert(
+                    *key,
+                    Slot::Known {
+                        result: Err(e),
+                        until,
+                    },
+                );
+            }
+            None => {}
+        }
+        waiters
+    }
+
+    /// Drops expired entries when full; if still full, drops the known entries (pending ones
+    /// have requests waiting on them).
+    fn make_room(&mut self, now: u64) {
+        if self.slots.len() < self.capacity {
+            return;
+        }
+        self.slots.retain(|_, s| {
+            matches!(s, Slot::Known { until, .. } if now < *until)
+                || matches!(s, Slot::Pending { .. })
+        });
+        if self.slots.len() >= self.capacity {
+            self.slots.retain(|_, s| matches!(s, Slot::Pending { .. }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id_token::tests::{TestOp, NOW};
+    use serde_json::json;
+
+    #[test]
+    fn extracts_bearer_credentials() {
+        assert_eq!(extract(None), Ok(None));
+        assert_eq!(extract(Some("Basic dXNlcjpwYXNz")), Ok(None));
+        assert_eq!(
+            extract(Some("Bearer abc.def-ghi_~+/==")),
+            Ok(Some("abc.def-ghi_~+/=="))
+        );
+        assert_eq!(extract(Some("bearer  tok")), Ok(Some("tok")));
+        assert_eq!(extract(Some("Bearer")), Err(BearerError::Malformed));
+        assert_eq!(extract(Some("Bearer a b")), Err(BearerError::Malformed));
+        assert_eq!(extract(Some("Bearer a\"b")), Err(BearerError::Malformed));
+        assert_eq!(extract(Some("Bearer ==")), Err(BearerError::Malformed));
+    }
+
+    fn rules<'a>(audiences: &'a [String], now: u64) -> JwtRules<'a> {
+        JwtRules {
+            issuer: "https://op.example.com",
+            audiences,
+            algorithms: &[SignatureAlg::Es256],
+            clock_skew_s: 30,
+            now,
+        }
+    }
+
+    fn access_token(op: &TestOp, tweak: impl FnOnce(&mut Map<String, Value>)) -> String {
+        let mut c = json!({
+            "iss": "https://op.example.com", "sub": "alice", "aud": "https://api.example.com",
+            "exp": NOW + 600, "iat": NOW, "scope": "orders:read orders:write", "client_id": "app1"
+        });
+        tweak(c.as_object_mut().unwrap());
+        op.sign(c)
+    }
+
+    #[test]
+    fn jwt_access_tokens() {
+        let op = TestOp::new();
+        let aud = vec!["https://api.example.com".to_string()];
+        let ok = validate_jwt(
+            &access_token(&op, |_| {}),
+            &op.jwks,
+            3600,
+            30,
+            &rules(&aud, NOW),
+        )
+        .unwrap();
+        assert_eq!(ok.sub.as_deref(), Some("alice"));
+        assert_eq!(ok.client_id.as_deref(), Some("app1"));
+        assert_eq!(ok.scopes, vec!["orders:read", "orders:write"]);
+        assert_eq!(ok.expires_at, NOW + 600);
+
+        let cases: Vec<(String, &str)> = vec![
+            (
+                access_token(&op, |c| {
+                    drop(c.insert("aud".into(), "https://other".into()))
+                }),
+                "wrong audience",
+            ),
+            (
+                access_token(&op, |c| drop(c.remove("aud"))),
+                "wrong audience",
+            ),
+            (
+                access_token(&op, |c| drop(c.insert("iss".into(), "https://evil".into()))),
+                "wrong issuer",
+            ),
+            (
+                access_token(&op, |c| drop(c.insert("exp".into(), (NOW - 100).into()))),
+                "expired",
+            ),
+            (
+                access_token(&op, |c| drop(c.insert("nbf".into(), (NOW + 100).into()))),
+                "not valid yet",
+            ),
+            (access_token(&op, |c| drop(c.remove("exp"))), "no expiry"),
+        ];
+        for (token, why) in cases {
+            assert_eq!(
+                validate_jwt(&token, &op.jwks, 3600, 30, &rules(&aud, NOW)),
+                Err(BearerError::InvalidToken(why))
+            );
+        }
+        let mut tampered = access_token(&op, |_| {});
+        tampered.pop();
+        tampered.push('A');
+        assert!(matches!(
+            validate_jwt(&tampered, &op.jwks, 3600, 30, &rules(&aud, NOW)),
+            Err(BearerError::InvalidToken(_))
+        ));
+        let scp = access_token(&op, |c| {
+            c.remove("scope");
+            c.insert("scp".into(), json!(["a", "b"]));
+        });
+        assert_eq!(
+            validate_jwt(&scp, &op.jwks, 3600, 30, &rules(&aud, NOW))
+                .unwrap()
+                .scopes,
+            vec!["a", "b"]
+        );
+    }
+
+    #[test]
+    fn introspection_answers() {
+        let body = json!({"active": true, "sub": "bob", "client_id": "app2", "scope": "read", "exp": NOW + 60});
+        let info = parse_introspection(200, body.to_string().as_bytes(), NOW).unwrap();
+        assert_eq!(
+            (
+                info.sub.as_deref(),
+                info.client_id.as_deref(),
+                info.scopes.clone()
+            ),
+            (Some("bob"), Some("app2"), vec!["read".to_string()])
+        );
+        assert_eq!(
+            parse_introspection(200, br#"{"active":false}"#, NOW),
+            Err(Some(BearerError::InvalidToken("inactive")))
+        );
+        let expired = json!({"active": true, "exp": NOW});
+        assert_eq!(
+            parse_introspection(200, expired.to_string().as_bytes(), NOW),
+            Err(Some(BearerError::InvalidToken("expired")))
+        );
+        assert_eq!(parse_introspection(200, b"garbage", NOW), Err(None));
+        assert_eq!(parse_introspection(500, b"{}", NOW), Err(None));
+        assert_eq!(
+            parse_introspection(200, br#"{"active":"true"}"#, NOW),
+            Err(Some(BearerError::InvalidToken("inactive")))
+        );
+
+        let ep = Endpoint {
+            url: String::new(),
+            authority: "op.example.com".into(),
+            path: "/token/introspection".into(),
+        };
+        let c = introspection_request("op", &ep, "pa_wam", "s3cret", "tok", 1000);
+        assert_eq!(
+            (c.method, c.path.as_str()),
+            ("POST", "/token/introspection")
+        );
+        assert_eq!(
+            String::from_utf8(c.body).unwrap(),
+            "token=tok&token_type_hint=access_token"
+        );
+        assert!(c.headers.iter().any(|(n, v)| n == "authorization"
+            && v == &format!("Basic {}", STANDARD.encode("pa_wam:s3cret"))));
+    }
+
+    #[test]
+    fn challenges_follow_rfc6750() {
+        assert_eq!(challenge("api", None, None), "Bearer realm=\"api\"");
+        assert_eq!(
+            challenge("api", Some("invalid_token"), None),
+            "Bearer realm=\"api\", error=\"invalid_token\""
+        );
+        assert_eq!(
+            challenge("a\"pi", Some("insufficient_scope"), Some("orders:write")),
+            "Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"orders:write\""
+        );
+    }
+
+    fn info(exp: u64) -> TokenInfo {
+        TokenInfo {
+            sub: Some("alice".into()),
+            client_id: None,
+            scopes: vec![],
+            expires_at: exp,
+            claims: Map::new(),
+        }
+    }
+
+    #[test]
+    fn cache_expiry_negative_caching_single_flight_and_bound() {
+        let mut cache = TokenCache::new(3, 300, 10);
+        let a = token_hash("token-a");
+        assert_eq!(cache.lookup(&a, 1, NOW), Lookup::CheckIt);
+        assert_eq!(
+            cache.lookup(&a, 2, NOW),
+            Lookup::Wait,
+            "one check at a time"
+        );
+        assert_eq!(cache.lookup(&a, 3, NOW), Lookup::Wait);
+        assert_eq!(
+            cache.complete(&a, Some(Ok(info(NOW + 100))), NOW),
+            vec![2, 3]
+        );
+        assert!(matches!(cache.lookup(&a, 4, NOW + 99), Lookup::Valid(_)));
+        assert_eq!(
+            cache.lookup(&a, 5, NOW + 100),
+            Lookup::CheckIt,
+            "not past the token's expiry"
+        );
+        cache.complete(&a, Some(Ok(info(NOW + 10_000))), NOW + 100);
+        assert!(matches!(cache.lookup(&a, 6, NOW + 399), Lookup::Valid(_)));
+        assert_eq!(
+            cache.lookup(&a, 7, NOW + 400),
+            Lookup::CheckIt,
+            "not past the cache's maximum"
+        );
+
+        let bad = token_hash("bad");
+        assert_eq!(cache.lookup(&bad, 1, NOW), Lookup::CheckIt);
+        cache.complete(&bad, Some(Err(BearerError::InvalidToken("inactive"))), NOW);
+        assert_eq!(
+            cache.lookup(&bad, 2, NOW + 9),
+            Lookup::Invalid(BearerError::InvalidToken("inactive"))
+        );
+        assert_eq!(
+            cache.lookup(&bad, 3, NOW + 10),
+            Lookup::CheckIt,
+            "refusals are cached briefly"
+        );
+
+        // An OP failure caches nothing, but still releases the waiters.
+        let c = token_hash("c");
+        cache.lookup(&c, 1, NOW);
+        cache.lookup(&c, 2, NOW);
+        assert_eq!(cache.complete(&c, None, NOW), vec![2]);
+        assert_eq!(cache.lookup(&c, 3, NOW), Lookup::CheckIt);
+
+        for i in 0..10 {
+            let k = token_hash(&format!("t{i}"));
+            cache.lookup(&k, 1, NOW);
+            cache.complete(&k, Some(Ok(info(NOW + 100))), NOW);
+            assert!(cache.len() <= 4, "bounded ({})", cache.len());
+        }
+        assert_ne!(token_hash("x"), token_hash("y"));
+    }
+}
