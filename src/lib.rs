@@ -16,6 +16,7 @@ pub mod jwks;
 pub mod login;
 pub mod oidc;
 pub mod pages;
+pub mod policy;
 pub mod session;
 
 #[cfg(target_arch = "wasm32")]

@@ -1,0 +1,726 @@
+//! The policy JSON an operator writes, and its compilation into the [`Policy`] a request is
+//! matched against. Everything a request would otherwise re-parse (CIDRs, patterns, times,
+//! rule-set references) is resolved here.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde::Deserialize;
+
+use super::{
+    AppType, Application, Cidr, Decide, Kind, Matcher, Node, Pattern, Policy, Resource, Route,
+};
+use crate::config::ConfigError;
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// What a request matching no application gets.
+    #[serde(default)]
+    pub default_decision: DefaultDecision,
+    /// Paths (with `*` wildcards, whole request path) that need neither identity nor policy.
+    #[serde(default)]
+    pub unprotected_paths: Vec<String>,
+    #[serde(default)]
+    pub rule_sets: Vec<RawRuleSet>,
+    #[serde(default)]
+    pub applications: Vec<RawApplication>,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DefaultDecision {
+    #[default]
+    Deny,
+    Allow,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    All,
+    Any,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Ordering {
+    #[default]
+    Automatic,
+    Manual,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuleSet {
+    pub name: String,
+    #[serde(default)]
+    pub mode: Mode,
+    pub rules: Vec<RawRule>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawApplication {
+    pub name: String,
+    pub hosts: Vec<String>,
+    #[serde(default = "default_root")]
+    pub context_root: String,
+    #[serde(default, rename = "type")]
+    pub app_type: AppType,
+    #[serde(default)]
+    pub ordering: Ordering,
+    /// How the application's own rules combine; they run before the resource's.
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    #[serde(default)]
+    pub resources: Vec<RawResource>,
+}
+
+fn default_root() -> String {
+    "/".into()
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawResource {
+    pub name: String,
+    pub paths: Vec<String>,
+    /// Methods this resource answers; absent means all.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub unprotected: bool,
+    #[serde(default)]
+    pub anonymous: bool,
+    #[serde(default)]
+    pub audit: bool,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+/// One rule. The value tests (`equals`, `one_of`, `like`) are shared by attribute, header and
+/// query rules: exactly one of them is given (or `present` for headers and query parameters).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawRule {
+    All {
+        #[serde(default)]
+        name: Option<String>,
+        rules: Vec<RawRule>,
+    },
+    Any {
+        #[serde(default)]
+        name: Option<String>,
+        rules: Vec<RawRule>,
+    },
+    RuleSet {
+        name: String,
+    },
+    Attribute {
+        #[serde(default)]
+        name: Option<String>,
+        claim: String,
+        #[serde(flatten)]
+        test: RawTest,
+    },
+    Scope {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        all: Option<Vec<String>>,
+        #[serde(default)]
+        any: Option<Vec<String>>,
+    },
+    Network {
+        #[serde(default)]
+        name: Option<String>,
+        cidrs: Vec<String>,
+        #[serde(default)]
+        negate: bool,
+    },
+    Time {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        days: Option<Vec<String>>,
+        #[serde(default)]
+        from: Option<String>,
+        #[serde(default)]
+        to: Option<String>,
+        #[serde(default = "default_offset")]
+        utc_offset: String,
+    },
+    Method {
+        #[serde(default)]
+        name: Option<String>,
+        methods: Vec<String>,
+    },
+    Header {
+        #[serde(default)]
+        name: Option<String>,
+        header: String,
+        #[serde(flatten)]
+        test: RawTest,
+    },
+    Query {
+        #[serde(default)]
+        name: Option<String>,
+        param: String,
+        #[serde(flatten)]
+        test: RawTest,
+    },
+    Redirect {
+        #[serde(default)]
+        name: Option<String>,
+        url: String,
+        #[serde(default = "default_redirect_status")]
+        status: u16,
+    },
+}
+
+fn default_offset() -> String {
+    "+00:00".into()
+}
+fn default_redirect_status() -> u16 {
+    302
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+pub struct RawTest {
+    #[serde(default)]
+    pub equals: Option<String>,
+    #[serde(default)]
+    pub one_of: Option<Vec<String>>,
+    /// A pattern where `*` stands for any run of characters (regexes are not supported: the
+    /// regex crate costs more .wasm than the size budget allows).
+    #[serde(default)]
+    pub like: Option<String>,
+    #[serde(default)]
+    pub present: bool,
+    #[serde(default)]
+    pub case_insensitive: bool,
+    #[serde(default)]
+    pub negate: bool,
+}
+
+impl RawPolicy {
+    /// Parses policy JSON on its own (tools, tests); the error names the JSON field at fault.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "(root)".into() } else { path };
+            err(field, e.inner().to_string())
+        })
+    }
+}
+
+/// Checks and precompiles a policy. Field paths in errors are relative to the policy object;
+/// a caller embedding it under a key prefixes them.
+pub fn compile(raw: &RawPolicy) -> Result<Policy, ConfigError> {
+    let mut sets = RuleSets {
+        raw: HashMap::new(),
+        done: HashMap::new(),
+        visiting: Vec::new(),
+    };
+    for (i, set) in raw.rule_sets.iter().enumerate() {
+        let field = format!("rule_sets[{i}].name");
+        if set.name.is_empty() {
+            return Err(err(field, "must not be empty"));
+        }
+        if sets.raw.insert(set.name.as_str(), (i, set)).is_some() {
+            return Err(err(field, format!("duplicate rule set `{}`", set.name)));
+        }
+    }
+    // Compile every set, even unreferenced ones, so mistakes surface at load time.
+    for set in &raw.rule_sets {
+        sets.get(&set.name, "rule_sets")?;
+    }
+
+    let mut unprotected = Vec::new();
+    for (i, p) in raw.unprotected_paths.iter().enumerate() {
+        unprotected.push(path_pattern(&format!("unprotected_paths[{i}]"), p)?);
+    }
+
+    let mut applications = Vec::new();
+    for (i, app) in raw.applications.iter().enumerate() {
+        applications.push(compile_app(&format!("applications[{i}]"), app, &mut sets)?);
+    }
+    Ok(Policy {
+        default_decision: raw.default_decision,
+        unprotected,
+        applications,
+    })
+}
+
+struct RuleSets<'r> {
+    raw: HashMap<&'r str, (usize, &'r RawRuleSet)>,
+    done: HashMap<String, Node>,
+    /// Names being compiled, to refuse a set that contains itself.
+    visiting: Vec<String>,
+}
+
+impl RuleSets<'_> {
+    fn get(&mut self, name: &str, field: &str) -> Result<Node, ConfigError> {
+        if let Some(node) = self.done.get(name) {
+            return Ok(node.clone());
+        }
+        let Some(&(i, set)) = self.raw.get(name) else {
+            return Err(err(field, format!("unknown rule set `{name}`")));
+        };
+        if self.visiting.iter().any(|n| n == name) {
+            return Err(err(field, format!("rule set `{name}` includes itself")));
+        }
+        self.visiting.push(name.to_string());
+        let base = format!("rule_sets[{i}]");
+        let node = rule_list(&base, Some(&set.name), set.mode, &set.rules, self);
+        self.visiting.pop();
+        let node = node?;
+        self.done.insert(name.to_string(), node.clone());
+        Ok(node)
+    }
+}
+
+fn compile_app(
+    field: &str,
+    raw: &RawApplication,
+    sets: &mut RuleSets,
+) -> Result<Application, ConfigError> {
+    if raw.name.is_empty() {
+        return Err(err(format!("{field}.name"), "must not be empty"));
+    }
+    if raw.hosts.is_empty() {
+        return Err(err(format!("{field}.hosts"), "must name at least one host"));
+    }
+    let mut hosts = Vec::new();
+    for (i, h) in raw.hosts.iter().enumerate() {
+        hosts.push(host_pattern(&format!("{field}.hosts[{i}]"), h)?);
+    }
+    let root = raw.context_root.trim_end_matches('/');
+    if !raw.context_root.starts_with('/') || root.contains(['*', '?', '#']) {
+        return Err(err(
+            format!("{field}.context_root"),
+            "must be an absolute path without wildcards, such as /app",
+        ));
+    }
+    let rules = rule_list(
+        field,
+        Some(&format!("{}:rules", raw.name)),
+        raw.mode,
+        &raw.rules,
+        sets,
+    )?;
+
+    let mut resources = Vec::new();
+    let mut routes = Vec::new();
+    for (r, res) in raw.resources.iter().enumerate() {
+        let rf = format!("{field}.resources[{r}]");
+        if res.name.is_empty() {
+            return Err(err(format!("{rf}.name"), "must not be empty"));
+        }
+        if res.paths.is_empty() {
+            return Err(err(format!("{rf}.paths"), "must list at least one path"));
+        }
+        if res.unprotected && res.anonymous {
+            return Err(err(
+                format!("{rf}.anonymous"),
+                "a resource cannot be both unprotected and anonymous",
+            ));
+        }
+        for (p, path) in res.paths.iter().enumerate() {
+            routes.push(Route {
+                pattern: path_pattern(&format!("{rf}.paths[{p}]"), path)?,
+                resource: r,
+            });
+        }
+        let methods = match &res.methods {
+            None => None,
+            Some(m) => Some(methods(&format!("{rf}.methods"), m)?),
+        };
+        resources.push(Resource {
+            name: res.name.clone(),
+            methods,
+            unprotected: res.unprotected,
+            anonymous: res.anonymous,
+            audit: res.audit,
+            rules: rule_list(
+                &rf,
+                Some(&format!("{}:{}", raw.name, res.name)),
+                res.mode,
+                &res.rules,
+                sets,
+            )?,
+        });
+    }
+    if raw.ordering == Ordering::Automatic {
+        // Most specific first; the sort is stable, so ties keep the configured order.
+        routes.sort_by_key(|r| r.pattern.specificity());
+    }
+    Ok(Application {
+        name: raw.name.clone(),
+        hosts,
+        context_root: root.to_string(),
+        app_type: raw.app_type,
+        rules,
+        resources,
+        routes,
+    })
+}
+
+/// The rules of an application, resource or rule set as one node; `field` is where the
+/// `rules` list sits, `label` what an audit line calls the whole list.
+fn rule_list(
+    field: &str,
+    label: Option<&String>,
+    mode: Mode,
+    rules: &[RawRule],
+    sets: &mut RuleSets,
+) -> Result<Node, ConfigError> {
+    let mut nodes = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        nodes.push(rule(&format!("{field}.rules[{i}]"), r, sets)?);
+    }
+    Ok(Node {
+        label: label.cloned().unwrap_or_else(|| format!("{field}.rules")),
+        kind: match mode {
+            Mode::All => Kind::All(nodes),
+            Mode::Any => Kind::Any(nodes),
+        },
+    })
+}
+
+fn rule(field: &str, raw: &RawRule, sets: &mut RuleSets) -> Result<Node, ConfigError> {
+    let label = |name: &Option<String>| name.clone().unwrap_or_else(|| field.to_string());
+    Ok(match raw {
+        RawRule::All { name, rules } => {
+            let mut n = rule_list(field, name.as_ref(), Mode::All, rules, sets)?;
+            n.label = label(name);
+            n
+        }
+        RawRule::Any { name, rules } => {
+            let mut n = rule_list(field, name.as_ref(), Mode::Any, rules, sets)?;
+            n.label = label(name);
+            n
+        }
+        RawRule::RuleSet { name } => sets.get(name, &format!("{field}.name"))?,
+        RawRule::Attribute { name, claim, test } => {
+            if claim.is_empty() {
+                return Err(err(format!("{field}.claim"), "must not be empty"));
+            }
+            if test.present {
+                return Err(err(
+                    format!("{field}.present"),
+                    "is for header and query rules",
+                ));
+            }
+            Node {
+                label: label(name),
+                kind: Kind::Attribute {
+                    claim: claim.clone(),
+                    test: matcher(field, test)?,
+                },
+            }
+        }
+        RawRule::Scope { name, all, any } => {
+            let (scopes, need_all, key) = match (all, any) {
+                (Some(s), None) => (s, true, "all"),
+                (None, Some(s)) => (s, false, "any"),
+                _ => return Err(err(field, "give exactly one of `all` or `any`")),
+            };
+            if scopes.is_empty() || scopes.iter().any(|s| s.is_empty() || s.contains(' ')) {
+                return Err(err(
+                    format!("{field}.{key}"),
+                    "must list scopes (non-empty, without spaces)",
+                ));
+            }
+            Node {
+                label: label(name),
+                kind: Kind::Scope {
+                    scopes: scopes.clone(),
+                    all: need_all,
+                },
+            }
+        }
+        RawRule::Network {
+            name,
+            cidrs,
+            negate,
+        } => {
+            if cidrs.is_empty() {
+                return Err(err(
+                    format!("{field}.cidrs"),
+                    "must list at least one range",
+                ));
+            }
+            let mut out = Vec::new();
+            for (i, c) in cidrs.iter().enumerate() {
+                out.push(cidr(&format!("{field}.cidrs[{i}]"), c)?);
+            }
+            Node {
+                label: label(name),
+                kind: Kind::Network {
+                    cidrs: out,
+                    negate: *negate,
+                },
+            }
+        }
+        RawRule::Time {
+            name,
+            days,
+            from,
+            to,
+            utc_offset,
+        } => {
+            let mut mask = 0x7f; // every day
+            if let Some(days) = days {
+                mask = 0;
+                for (i, d) in days.iter().enumerate() {
+                    mask |= 1 << weekday(&format!("{field}.days[{i}]"), d)?;
+                }
+                if mask == 0 {
+                    return Err(err(format!("{field}.days"), "must list at least one day"));
+                }
+            }
+            let from = match from {
+                Some(t) => clock(&format!("{field}.from"), t)?,
+                None => 0,
+            };
+            let to = match to {
+                Some(t) => clock(&format!("{field}.to"), t)?,
+                None => 24 * 60,
+            };
+            if from == to {
+                return Err(err(format!("{field}.to"), "must differ from `from`"));
+            }
+            Node {
+                label: label(name),
+                kind: Kind::Time {
+                    days: mask,
+                    from,
+                    to,
+                    offset_s: offset(&format!("{field}.utc_offset"), utc_offset)?,
+                },
+            }
+        }
+        RawRule::Method { name, methods: m } => Node {
+            label: label(name),
+            kind: Kind::Method(methods(&format!("{field}.methods"), m)?),
+        },
+        RawRule::Header { name, header, test } => {
+            if header.is_empty() || !header.bytes().all(is_token_char) {
+                return Err(err(format!("{field}.header"), "must be a header name"));
+            }
+            Node {
+                label: label(name),
+                kind: Kind::Header {
+                    header: header.to_ascii_lowercase(),
+                    test: matcher(field, test)?,
+                },
+            }
+        }
+        RawRule::Query { name, param, test } => {
+            if param.is_empty() {
+                return Err(err(format!("{field}.param"), "must not be empty"));
+            }
+            Node {
+                label: label(name),
+                kind: Kind::Query {
+                    param: param.clone(),
+                    test: matcher(field, test)?,
+                },
+            }
+        }
+        RawRule::Redirect { name, url, status } => {
+            crate::config::parse_http_url(&format!("{field}.url"), url)?;
+            if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+                return Err(err(
+                    format!("{field}.status"),
+                    "must be 301, 302, 303, 307 or 308",
+                ));
+            }
+            Node {
+                label: label(name),
+                kind: Kind::Redirect {
+                    url: url.clone(),
+                    status: *status,
+                },
+            }
+        }
+    })
+}
+
+fn matcher(field: &str, raw: &RawTest) -> Result<Matcher, ConfigError> {
+    let ci = raw.case_insensitive;
+    let fold = |s: &String| if ci { s.to_lowercase() } else { s.clone() };
+    let given = [
+        raw.equals.is_some(),
+        raw.one_of.is_some(),
+        raw.like.is_some(),
+        raw.present,
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if given != 1 {
+        return Err(err(
+            field,
+            "give exactly one of `equals`, `one_of`, `like` or `present`",
+        ));
+    }
+    let decide = if let Some(v) = &raw.equals {
+        Decide::OneOf(vec![fold(v)])
+    } else if let Some(vs) = &raw.one_of {
+        if vs.is_empty() {
+            return Err(err(
+                format!("{field}.one_of"),
+                "must list at least one value",
+            ));
+        }
+        Decide::OneOf(vs.iter().map(fold).collect())
+    } else if let Some(p) = &raw.like {
+        Decide::Like(fold(p))
+    } else {
+        Decide::Present
+    };
+    Ok(Matcher {
+        decide,
+        case_insensitive: ci,
+        negate: raw.negate,
+    })
+}
+
+fn host_pattern(field: &str, raw: &str) -> Result<String, ConfigError> {
+    let h = raw.to_ascii_lowercase();
+    let rest = h.strip_prefix("*.").unwrap_or(&h);
+    let ok = h == "*"
+        || (!rest.is_empty()
+            && !rest.contains('*')
+            && rest
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"-.:[]".contains(&c)));
+    if !ok {
+        return Err(err(
+            field,
+            "must be a host name, `*.domain` or `*` (optionally with :port)",
+        ));
+    }
+    Ok(h)
+}
+
+fn path_pattern(field: &str, raw: &str) -> Result<Pattern, ConfigError> {
+    if !raw.starts_with('/') || raw.contains(['?', '#']) {
+        return Err(err(
+            field,
+            "must be a path starting with / (wildcard `*` allowed, no query)",
+        ));
+    }
+    Ok(Pattern::new(raw))
+}
+
+fn methods(field: &str, raw: &[String]) -> Result<Vec<String>, ConfigError> {
+    if raw.is_empty() {
+        return Err(err(field, "must list at least one method"));
+    }
+    let mut out = Vec::new();
+    for (i, m) in raw.iter().enumerate() {
+        if m.is_empty() || !m.bytes().all(is_token_char) {
+            return Err(err(format!("{field}[{i}]"), "must be an HTTP method"));
+        }
+        out.push(m.to_ascii_uppercase());
+    }
+    Ok(out)
+}
+
+fn is_token_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+fn cidr(field: &str, raw: &str) -> Result<Cidr, ConfigError> {
+    let (addr, len) = match raw.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (raw, None),
+    };
+    let addr: IpAddr = addr
+        .trim()
+        .parse()
+        .map_err(|_| err(field, "not an IPv4 or IPv6 address or range"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        None => max,
+        Some(l) => l
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| err(field, format!("prefix length must be 0..={max}")))?,
+    };
+    let c = Cidr::new(addr, len);
+    // A range with host bits set is usually a typo for a different range; refuse it.
+    if !c.contains(addr) || c.base != Cidr::bits(addr) {
+        return Err(err(field, "has bits set beyond the prefix length"));
+    }
+    Ok(c)
+}
+
+fn weekday(field: &str, raw: &str) -> Result<u8, ConfigError> {
+    // 0 = Sunday, as in the day arithmetic in `super`.
+    const FULL: [&str; 7] = [
+        "sunday",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+    ];
+    let lower = raw.to_ascii_lowercase();
+    FULL.iter()
+        .position(|d| *d == lower || (lower.len() == 3 && d.starts_with(&lower)))
+        .map(|d| d as u8)
+        .ok_or_else(|| err(field, "must be a day of the week such as `mon` or `monday`"))
+}
+
+/// `HH:MM` as minutes since midnight; `24:00` is allowed as the end of the day.
+fn clock(field: &str, raw: &str) -> Result<u16, ConfigError> {
+    let bad = || err(field, "must be a time of day as HH:MM (00:00 to 24:00)");
+    let (h, m) = raw.split_once(':').ok_or_else(bad)?;
+    if h.len() != 2 || m.len() != 2 {
+        return Err(bad());
+    }
+    let h: u16 = h.parse().map_err(|_| bad())?;
+    let m: u16 = m.parse().map_err(|_| bad())?;
+    if m >= 60 || h > 24 || (h == 24 && m != 0) {
+        return Err(bad());
+    }
+    Ok(h * 60 + m)
+}
+
+/// `+HH:MM` / `-HH:MM` (or `Z`) as seconds east of UTC.
+fn offset(field: &str, raw: &str) -> Result<i64, ConfigError> {
+    if raw == "Z" {
+        return Ok(0);
+    }
+    let bad = || err(field, "must be a UTC offset such as +02:00 or -05:30");
+    let sign = match raw.as_bytes().first() {
+        Some(b'+') => 1,
+        Some(b'-') => -1,
+        _ => return Err(bad()),
+    };
+    let minutes = clock(field, &raw[1..]).map_err(|_| bad())?;
+    if minutes > 14 * 60 {
+        return Err(bad());
+    }
+    Ok(sign * i64::from(minutes) * 60)
+}

@@ -1,0 +1,631 @@
+//! Access policies (issue 3): which application and resource a request is for, and whether
+//! its rules let it through. Plain data in, a [`Decision`] out: no I/O, no clock, no host
+//! calls, so the gateway owns the wiring and this is tested natively.
+//!
+//! Paths are matched as given; the gateway should hand over a normalised path (Envoy's
+//! `normalize_path` / `merge_slashes`) so `/app/../admin` cannot dodge a resource.
+
+mod config;
+#[cfg(test)]
+mod tests;
+
+use std::net::IpAddr;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::gateway::HeaderSource;
+
+pub use config::{
+    compile, DefaultDecision, Mode, Ordering, RawApplication, RawPolicy, RawResource, RawRule,
+    RawRuleSet, RawTest,
+};
+
+/// How an unauthenticated request to an application is answered.
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AppType {
+    /// Browser: redirect to the OP's login.
+    #[default]
+    Web,
+    /// API: 401 with `WWW-Authenticate`.
+    Api,
+    /// Either; [`AppType::is_api_request`] tells which one a request is.
+    Both,
+}
+
+impl AppType {
+    /// Whether a request is answered as an API call: always for `api`, never for `web`, and
+    /// for `both` when it carries a bearer token or does not accept HTML.
+    pub fn is_api_request(self, has_bearer: bool, accept: Option<&str>) -> bool {
+        match self {
+            AppType::Web => false,
+            AppType::Api => true,
+            AppType::Both => {
+                has_bearer || !accept.is_some_and(|a| a.contains("text/html") || a.contains("*/*"))
+            }
+        }
+    }
+}
+
+/// A checked policy, built once by [`compile`].
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub default_decision: DefaultDecision,
+    unprotected: Vec<Pattern>,
+    applications: Vec<Application>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Application {
+    pub name: String,
+    /// Lower-case: `host`, `host:port`, `*.domain` or `*`.
+    hosts: Vec<String>,
+    /// Without trailing slash; `""` for `/`.
+    context_root: String,
+    pub app_type: AppType,
+    rules: Node,
+    resources: Vec<Resource>,
+    /// (pattern, resource) in matching order.
+    routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub name: String,
+    methods: Option<Vec<String>>,
+    pub unprotected: bool,
+    pub anonymous: bool,
+    pub audit: bool,
+    rules: Node,
+}
+
+#[derive(Debug, Clone)]
+struct Route {
+    pattern: Pattern,
+    resource: usize,
+}
+
+/// A path pattern: literal segments separated by `*`, which matches any run of characters
+/// (slashes included).
+#[derive(Debug, Clone)]
+struct Pattern {
+    raw: String,
+}
+
+impl Pattern {
+    fn new(raw: &str) -> Self {
+        Self { raw: raw.into() }
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        glob(self.raw.as_bytes(), path.as_bytes())
+    }
+
+    /// Sort key, smallest = most specific: exact paths, then the longer literal prefix, then
+    /// fewer wildcards, then more literal characters.
+    fn specificity(
+        &self,
+    ) -> (
+        bool,
+        std::cmp::Reverse<usize>,
+        usize,
+        std::cmp::Reverse<usize>,
+    ) {
+        let stars = self.raw.matches('*').count();
+        let prefix = self.raw.find('*').unwrap_or(self.raw.len());
+        (
+            stars > 0,
+            std::cmp::Reverse(prefix),
+            stars,
+            std::cmp::Reverse(self.raw.len() - stars),
+        )
+    }
+}
+
+/// `*` wildcard match, iterative with single backtrack point: linear-ish, never recursive.
+fn glob(pat: &[u8], s: &[u8]) -> bool {
+    let (mut p, mut i) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while i < s.len() {
+        match pat.get(p) {
+            Some(b'*') => {
+                star = Some((p, i));
+                p += 1;
+            }
+            Some(c) if *c == s[i] => {
+                p += 1;
+                i += 1;
+            }
+            _ => match star {
+                Some((sp, si)) => {
+                    p = sp + 1;
+                    i = si + 1;
+                    star = Some((sp, si + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pat[p.min(pat.len())..].iter().all(|c| *c == b'*')
+}
+
+/// An IP range, as the address bits in the upper end of a u128 (so v4 and v6 share code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Cidr {
+    v4: bool,
+    base: u128,
+    mask: u128,
+}
+
+impl Cidr {
+    fn new(addr: IpAddr, len: u8) -> Self {
+        let mask = if len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(len))
+        };
+        Self {
+            v4: addr.is_ipv4(),
+            base: Self::bits(addr) & mask,
+            mask,
+        }
+    }
+
+    fn bits(addr: IpAddr) -> u128 {
+        match addr {
+            IpAddr::V4(a) => u128::from(u32::from(a)) << 96,
+            IpAddr::V6(a) => u128::from(a),
+        }
+    }
+
+    fn contains(&self, addr: IpAddr) -> bool {
+        // A v4 client reaching a dual-stack listener shows up as ::ffff:a.b.c.d.
+        let addr = match addr {
+            IpAddr::V6(a) => a.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+            a => a,
+        };
+        addr.is_ipv4() == self.v4 && Self::bits(addr) & self.mask == self.base
+    }
+}
+
+/// A compiled rule or rule set; `label` names it in decisions and audit lines (its `name`,
+/// or its JSON path).
+#[derive(Debug, Clone)]
+struct Node {
+    label: String,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    All(Vec<Node>),
+    Any(Vec<Node>),
+    Attribute {
+        claim: String,
+        test: Matcher,
+    },
+    Scope {
+        scopes: Vec<String>,
+        all: bool,
+    },
+    Network {
+        cidrs: Vec<Cidr>,
+        negate: bool,
+    },
+    Time {
+        /// Bit n = weekday n (0 = Sunday), in the configured offset.
+        days: u8,
+        /// Minutes since local midnight; `from > to` spans midnight.
+        from: u16,
+        to: u16,
+        offset_s: i64,
+    },
+    Method(Vec<String>),
+    Header {
+        header: String,
+        test: Matcher,
+    },
+    Query {
+        param: String,
+        test: Matcher,
+    },
+    Redirect {
+        url: String,
+        status: u16,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Matcher {
+    decide: Decide,
+    case_insensitive: bool,
+    negate: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Decide {
+    /// Already lower-cased when case-insensitive.
+    OneOf(Vec<String>),
+    Like(String),
+    Present,
+}
+
+impl Matcher {
+    /// Applies the test to every value; passes when any value matches (then negated).
+    fn test<'v>(&self, values: impl Iterator<Item = &'v str>) -> bool {
+        let mut found = false;
+        for v in values {
+            let folded;
+            let v = if self.case_insensitive {
+                folded = v.to_lowercase();
+                folded.as_str()
+            } else {
+                v
+            };
+            if match &self.decide {
+                Decide::OneOf(set) => set.iter().any(|s| s == v),
+                Decide::Like(p) => glob(p.as_bytes(), v.as_bytes()),
+                Decide::Present => true,
+            } {
+                found = true;
+                break;
+            }
+        }
+        found != self.negate
+    }
+}
+
+/// Who the request is from, when known: a session or a validated bearer token.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    pub sub: &'a str,
+    pub claims: &'a Map<String, Value>,
+    /// OAuth scopes (bearer tokens); empty for browser sessions.
+    pub scopes: &'a [String],
+}
+
+/// What the rules may look at; all borrowed from the request.
+pub struct RequestFacts<'a> {
+    pub method: &'a str,
+    /// The path without the query.
+    pub path: &'a str,
+    /// The raw query string (after `?`), decoded only if a query rule runs.
+    pub query: &'a str,
+    pub headers: &'a dyn HeaderSource,
+    /// The client address (downstream, or from trusted `X-Forwarded-For` hops).
+    pub client_ip: Option<IpAddr>,
+    /// Unix seconds.
+    pub now: u64,
+    pub identity: Option<Identity<'a>>,
+}
+
+impl<'a> RequestFacts<'a> {
+    /// Splits `:path` into path and query.
+    pub fn split_path(path_and_query: &'a str) -> (&'a str, &'a str) {
+        let no_fragment = path_and_query.split('#').next().unwrap_or_default();
+        no_fragment.split_once('?').unwrap_or((no_fragment, ""))
+    }
+}
+
+/// What to do with the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision<'p> {
+    pub outcome: Outcome<'p>,
+    /// The rule or rule set that decided (its name, or its JSON path), for logs and audit.
+    pub rule: &'p str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome<'p> {
+    Allow,
+    /// A rule needs an identity the request does not have: log in (web) or 401 (API).
+    NeedIdentity,
+    /// Refused by policy: 403.
+    Forbidden,
+    /// A redirect rule: send the browser to `url` with `status`.
+    Redirect {
+        url: &'p str,
+        status: u16,
+    },
+}
+
+impl Decision<'_> {
+    pub fn allowed(&self) -> bool {
+        self.outcome == Outcome::Allow
+    }
+}
+
+/// Where [`Policy::route`] sent a request.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'p> {
+    /// A global unprotected path: no identity, no policy.
+    Unprotected,
+    /// No application serves this host and path; the configured default applies.
+    NoApplication(DefaultDecision),
+    /// An application, and the resource if one matched (`None`: only the application's
+    /// rules apply, and an identity is required, like PingAccess's implicit root resource).
+    App {
+        app: &'p Application,
+        resource: Option<&'p Resource>,
+    },
+}
+
+impl Policy {
+    /// Finds the application (best host match, then longest context root) and the resource
+    /// (first matching pattern in order, with a matching method).
+    pub fn route(&self, host: &str, path: &str, method: &str) -> Target<'_> {
+        if self.unprotected.iter().any(|p| p.matches(path)) {
+            return Target::Unprotected;
+        }
+        let host = host.to_ascii_lowercase();
+        let mut best: Option<(&Application, (u8, usize), usize)> = None;
+        for app in &self.applications {
+            let Some(h) = app.hosts.iter().filter_map(|p| host_rank(p, &host)).max() else {
+                continue;
+            };
+            let Some(_) = strip_root(&app.context_root, path) else {
+                continue;
+            };
+            let root = app.context_root.len();
+            if best.is_none_or(|(_, bh, br)| (h, root) > (bh, br)) {
+                best = Some((app, h, root));
+            }
+        }
+        let Some((app, _, _)) = best else {
+            return Target::NoApplication(self.default_decision);
+        };
+        let rel = strip_root(&app.context_root, path).unwrap_or("/");
+        let resource = app
+            .routes
+            .iter()
+            .filter(|r| r.pattern.matches(rel))
+            .filter_map(|r| app.resources.get(r.resource))
+            .find(|res| {
+                res.methods
+                    .as_ref()
+                    .is_none_or(|ms| ms.iter().any(|m| m == method))
+            });
+        Target::App { app, resource }
+    }
+
+    pub fn applications(&self) -> &[Application] {
+        &self.applications
+    }
+}
+
+/// How well a host pattern matches, higher is better: exact, then longer `*.` suffix, then
+/// `*`. A pattern without a port ignores the request's port.
+fn host_rank(pattern: &str, host: &str) -> Option<(u8, usize)> {
+    let bare = strip_port(host);
+    let candidate = if strip_port(pattern).len() == pattern.len() {
+        bare
+    } else {
+        host
+    };
+    if pattern == "*" {
+        Some((0, 0))
+    } else if let Some(suffix) = pattern.strip_prefix('*') {
+        // `*.example.com` matches any subdomain depth, not the apex.
+        (candidate.len() > suffix.len() && candidate.ends_with(suffix)).then_some((1, suffix.len()))
+    } else {
+        (pattern == candidate).then_some((2, pattern.len()))
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        // `[::1]:8080` keeps its brackets; a bare IPv6 address has no port.
+        Some(i)
+            if !host[i..].contains(']') && (host.starts_with('[') || !host[..i].contains(':')) =>
+        {
+            &host[..i]
+        }
+        _ => host,
+    }
+}
+
+/// The path relative to the context root (always starting with `/`), when it is under it.
+fn strip_root<'a>(root: &str, path: &'a str) -> Option<&'a str> {
+    let rest = path.strip_prefix(root)?;
+    if rest.is_empty() {
+        Some("/")
+    } else if rest.starts_with('/') {
+        Some(rest)
+    } else {
+        None // `/app` does not serve `/apple`
+    }
+}
+
+impl Application {
+    pub fn context_root(&self) -> &str {
+        if self.context_root.is_empty() {
+            "/"
+        } else {
+            &self.context_root
+        }
+    }
+
+    pub fn resources(&self) -> &[Resource] {
+        &self.resources
+    }
+
+    /// The application's rules, then the resource's; an identity is required unless the
+    /// resource is unprotected or anonymous. On an unprotected resource the identity is not
+    /// looked at, and a rule needing one is a plain refusal (logging in would not help).
+    pub fn evaluate<'p>(
+        &'p self,
+        resource: Option<&'p Resource>,
+        facts: &RequestFacts,
+    ) -> Decision<'p> {
+        let unprotected = resource.is_some_and(|r| r.unprotected);
+        let anonymous = resource.is_some_and(|r| r.anonymous);
+        let without;
+        let facts = if unprotected && facts.identity.is_some() {
+            without = RequestFacts {
+                identity: None,
+                ..*facts
+            };
+            &without
+        } else {
+            facts
+        };
+        if facts.identity.is_none() && !unprotected && !anonymous {
+            return Decision {
+                outcome: Outcome::NeedIdentity,
+                rule: "authentication",
+            };
+        }
+        let mut d = evaluate(&self.rules, facts);
+        if d.allowed() {
+            if let Some(r) = resource {
+                d = evaluate(&r.rules, facts);
+            }
+        }
+        if unprotected && d.outcome == Outcome::NeedIdentity {
+            d.outcome = Outcome::Forbidden;
+        }
+        d
+    }
+}
+
+impl Clone for RequestFacts<'_> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl Copy for RequestFacts<'_> {}
+
+impl Resource {
+    pub fn methods(&self) -> Option<&[String]> {
+        self.methods.as_deref()
+    }
+}
+
+/// Evaluates one rule tree. `all`: every rule must pass, the first failure decides; `any`:
+/// the first success decides, and if none passes the refusal says whether an identity would
+/// have helped.
+fn evaluate<'p>(node: &'p Node, facts: &RequestFacts) -> Decision<'p> {
+    let pass = Decision {
+        outcome: Outcome::Allow,
+        rule: &node.label,
+    };
+    let fail = |outcome| Decision {
+        outcome,
+        rule: node.label.as_str(),
+    };
+    let check = |ok: bool| {
+        if ok {
+            pass.clone()
+        } else {
+            fail(Outcome::Forbidden)
+        }
+    };
+    match &node.kind {
+        Kind::All(rules) => rules
+            .iter()
+            .map(|r| evaluate(r, facts))
+            .find(|d| !d.allowed())
+            .unwrap_or(pass),
+        Kind::Any(rules) => {
+            let mut refusal: Option<Decision> = None;
+            for r in rules {
+                let d = evaluate(r, facts);
+                if d.allowed() {
+                    return d;
+                }
+                // Prefer "log in" to a flat refusal: with an identity, the rule may pass.
+                if refusal
+                    .as_ref()
+                    .is_none_or(|f| f.outcome != Outcome::NeedIdentity)
+                {
+                    refusal = Some(d);
+                }
+            }
+            // An empty `any` has nothing to satisfy it.
+            refusal.unwrap_or(fail(Outcome::Forbidden))
+        }
+        Kind::Attribute { claim, test } => {
+            let Some(id) = facts.identity else {
+                return fail(Outcome::NeedIdentity);
+            };
+            let value = if claim == "sub" {
+                Some(Value::String(id.sub.to_string()))
+            } else {
+                id.claims.get(claim).cloned()
+            };
+            let mut texts = Vec::new();
+            if let Some(v) = &value {
+                claim_texts(v, &mut texts);
+            }
+            check(test.test(texts.iter().map(String::as_str)))
+        }
+        Kind::Scope { scopes, all } => {
+            let Some(id) = facts.identity else {
+                return fail(Outcome::NeedIdentity);
+            };
+            let has = |s: &String| id.scopes.iter().any(|t| t == s);
+            check(if *all {
+                scopes.iter().all(has)
+            } else {
+                scopes.iter().any(has)
+            })
+        }
+        Kind::Network { cidrs, negate } => {
+            let inside = facts
+                .client_ip
+                .is_some_and(|ip| cidrs.iter().any(|c| c.contains(ip)));
+            // An unknown address is outside every range, and not inside a negated one either.
+            check(facts.client_ip.is_some() && inside != *negate)
+        }
+        Kind::Time {
+            days,
+            from,
+            to,
+            offset_s,
+        } => {
+            let local = i64::try_from(facts.now).unwrap_or(i64::MAX - 86_400) + offset_s;
+            let day = (local.div_euclid(86_400) + 4).rem_euclid(7); // 1970-01-01 was a Thursday
+            let minute = (local.rem_euclid(86_400) / 60) as u16;
+            let in_hours = if from < to {
+                (*from..*to).contains(&minute)
+            } else {
+                minute >= *from || minute < *to
+            };
+            check(days & (1 << day) != 0 && in_hours)
+        }
+        Kind::Method(methods) => check(methods.iter().any(|m| m == facts.method)),
+        Kind::Header { header, test } => {
+            let value = facts.headers.header(header);
+            check(test.test(value.iter().flat_map(|v| v.split(',')).map(str::trim)))
+        }
+        Kind::Query { param, test } => {
+            let values: Vec<String> = url::form_urlencoded::parse(facts.query.as_bytes())
+                .filter(|(k, _)| k == param)
+                .map(|(_, v)| v.into_owned())
+                .collect();
+            check(test.test(values.iter().map(String::as_str)))
+        }
+        Kind::Redirect { url, status } => fail(Outcome::Redirect {
+            url,
+            status: *status,
+        }),
+    }
+}
+
+/// A claim as strings: scalars as text, each element of a list (such as `groups`).
+fn claim_texts(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Number(n) => out.push(n.to_string()),
+        Value::Bool(b) => out.push(b.to_string()),
+        Value::Array(items) => {
+            for item in items {
+                if !item.is_array() {
+                    claim_texts(item, out);
+                }
+            }
+        }
+        Value::Null | Value::Object(_) => {}
+    }
+}
