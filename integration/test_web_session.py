@@ -314,3 +314,31 @@ def test_discovery_finds_the_op_endpoints(start_gateway, op):
     assert "discovered the endpoints" in gw.log()
     out = s.get(gw.url + "/pa/oidc/logout", allow_redirects=False)
     assert out.headers["location"].startswith(op.issuer + "/session/end?")
+
+
+def raw_request(port, head: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(head)
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+    return data
+
+
+def test_non_utf8_and_hostile_headers_do_not_crash_the_vm(gateway):
+    s, _ = logged_in(gateway, "/", "alice")
+    good = f"PA.wam={session_cookie(s)}".encode()
+    hostile = [
+        b"Cookie: PA.wam=\xff\xfe\xfd\r\nAccept: text/html\r\n",
+        b"Cookie: " + good + b"; x=\xff\r\nX-Wam-User: \xc3\x28\r\n",
+        b"Authorization: Bearer \xff\r\nAccept: text/html\r\n",
+        b"Cookie: " + b"PA.wam=" + b"A" * 6000 + b"\r\n",
+    ]
+    for i, extra in enumerate(hostile):
+        head = b"GET /hostile/" + str(i).encode() + b"?q=\xff HTTP/1.1\r\nHost: x\r\n" + extra + b"Connection: close\r\n\r\n"
+        status = raw_request(gateway.port, head).split(b" ", 2)[1]
+        assert status in (b"200", b"302", b"400", b"401"), (i, status)
+    # The worker's VM is alive and still serves sessions.
+    r = s.get(gateway.url + "/after", allow_redirects=False)
+    assert backend_view(r)["headers"]["x-wam-user"] == "alice"
+    assert "panicked" not in gateway.log() and "Function: proxy_on" not in gateway.log()
