@@ -3,11 +3,11 @@
 use std::fmt;
 
 use jwt_simple::prelude::*;
-use jwt_simple::JWTError;
 use serde_json::{Map, Value};
 
 use crate::config::SignatureAlg;
-use crate::jwks::{Jwk, JwksCache, KeyLookup, KeyMaterial};
+use crate::jwks::JwksCache;
+use crate::jws::{verify_signed, SignatureCheck, SignatureProblem};
 
 /// What the ID token must say for this login.
 pub struct Expected<'a> {
@@ -84,34 +84,6 @@ pub struct IdToken {
     pub claims: Map<String, Value>,
 }
 
-/// Verifies `token`'s signature with `key` for `alg`, and its time claims per `options`.
-pub(crate) fn verify_with<T: Serialize + serde::de::DeserializeOwned>(
-    key: &Jwk,
-    alg: SignatureAlg,
-    token: &str,
-    options: VerificationOptions,
-) -> Result<JWTClaims<T>, jwt_simple::Error> {
-    use SignatureAlg::*;
-    let opts = Some(options);
-    match (&key.material, alg) {
-        (KeyMaterial::Rsa { n, e }, Rs256) => {
-            RS256PublicKey::from_components(n, e)?.verify_token(token, opts)
-        }
-        (KeyMaterial::Rsa { n, e }, Rs384) => {
-            RS384PublicKey::from_components(n, e)?.verify_token(token, opts)
-        }
-        (KeyMaterial::Rsa { n, e }, Rs512) => {
-            RS512PublicKey::from_components(n, e)?.verify_token(token, opts)
-        }
-        (KeyMaterial::Rsa { n, e }, Ps256) => {
-            PS256PublicKey::from_components(n, e)?.verify_token(token, opts)
-        }
-        (KeyMaterial::P256(p), Es256) => ES256PublicKey::from_bytes(p)?.verify_token(token, opts),
-        (KeyMaterial::P384(p), Es384) => ES384PublicKey::from_bytes(p)?.verify_token(token, opts),
-        _ => Err(JWTError::AlgorithmMismatch.into()),
-    }
-}
-
 /// Validates `token` against the cached keys. Signature first, then every claim rule.
 pub fn validate(
     token: &str,
@@ -120,35 +92,23 @@ pub fn validate(
     jwks_min_refetch_s: u64,
     expected: &Expected<'_>,
 ) -> Result<IdToken, IdTokenError> {
-    let meta = Token::decode_metadata(token).map_err(|_| IdTokenError::Malformed)?;
-    let alg = SignatureAlg::from_name(meta.algorithm())
-        .filter(|a| expected.algorithms.contains(a))
-        .ok_or_else(|| IdTokenError::AlgorithmNotAllowed(meta.algorithm().to_string()))?;
-    let key = match jwks.lookup(
-        meta.key_id(),
-        alg,
-        expected.now,
+    let check = SignatureCheck {
+        algorithms: expected.algorithms,
+        now: expected.now,
+        clock_skew_s: expected.clock_skew_s,
+        max_token_length: 64 * 1024,
         jwks_max_age_s,
         jwks_min_refetch_s,
-    ) {
-        KeyLookup::Found(k) => k,
-        KeyLookup::Refetch => return Err(IdTokenError::NeedKeys),
-        KeyLookup::Unknown => return Err(IdTokenError::UnknownKey),
-    };
-    let options = VerificationOptions {
-        time_tolerance: Some(Duration::from_secs(expected.clock_skew_s)),
-        artificial_time: Some(UnixTimeStamp::from_secs(expected.now)),
-        max_token_length: Some(64 * 1024),
-        ..Default::default()
     };
     let claims: JWTClaims<IdTokenExtra> =
-        verify_with(key, alg, token, options).map_err(|e| match e.downcast_ref::<JWTError>() {
-            Some(JWTError::TokenHasExpired) => IdTokenError::Expired,
-            Some(JWTError::ClockDrift) | Some(JWTError::TokenNotValidYet) => {
-                IdTokenError::IssuedInFuture
-            }
-            Some(JWTError::InvalidSignature) => IdTokenError::BadSignature,
-            _ => IdTokenError::Malformed,
+        verify_signed(token, jwks, &check).map_err(|p| match p {
+            SignatureProblem::Malformed => IdTokenError::Malformed,
+            SignatureProblem::AlgorithmNotAllowed(a) => IdTokenError::AlgorithmNotAllowed(a),
+            SignatureProblem::NeedKeys => IdTokenError::NeedKeys,
+            SignatureProblem::UnknownKey => IdTokenError::UnknownKey,
+            SignatureProblem::BadSignature => IdTokenError::BadSignature,
+            SignatureProblem::Expired => IdTokenError::Expired,
+            SignatureProblem::NotYetValid => IdTokenError::IssuedInFuture,
         })?;
 
     if claims.issuer.as_deref() != Some(expected.issuer) {
@@ -196,6 +156,7 @@ pub fn validate(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::jwks::{Jwk, KeyMaterial};
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
 

@@ -13,6 +13,7 @@ pub mod http;
 pub mod id_token;
 pub mod identity;
 pub mod jwks;
+mod jws;
 pub mod login;
 pub mod oidc;
 pub mod pages;
