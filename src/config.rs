@@ -18,7 +18,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
@@ -384,7 +384,8 @@ const RESERVED_HEADERS: &[&str] = &[
     "expect",
 ];
 
-fn is_token_char(c: u8) -> bool {
+/// A `tchar` of RFC 9110 (header names, cookie names).
+pub(crate) fn is_token_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
 }
 

@@ -10,13 +10,10 @@ use serde::Deserialize;
 use super::{
     AppType, Application, Cidr, Decide, Kind, Matcher, Node, Pattern, Policy, Resource, Route,
 };
-use crate::config::ConfigError;
+use crate::config::{is_token_char, ConfigError};
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        message: message.into(),
-    }
+    ConfigError::new(field, message)
 }
 
 #[derive(Deserialize, Debug, Clone, Default)]
@@ -642,10 +639,6 @@ fn methods(field: &str, raw: &[String]) -> Result<Vec<String>, ConfigError> {
         out.push(m.to_ascii_uppercase());
     }
     Ok(out)
-}
-
-fn is_token_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
 }
 
 fn cidr(field: &str, raw: &str) -> Result<Cidr, ConfigError> {
