@@ -132,7 +132,9 @@ def test_tampered_cookie_means_login_again(gateway):
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     claims["sub"] = "admin"
     forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
-    for forged in (f"{header}.{forged_payload}.{sig}", value[:-2] + ("AA" if value[-2:] != "AA" else "BB"), "garbage"):
+    # One character flipped inside the signature (not the last: its low bits are padding).
+    flipped = value[:-10] + ("A" if value[-10] != "A" else "B") + value[-9:]
+    for forged in (f"{header}.{forged_payload}.{sig}", flipped, "garbage"):
         r = requests.get(gateway.url + "/x", headers={**HTML, "cookie": f"PA.wam={forged}"}, allow_redirects=False)
         assert r.status_code == 302 and "/auth?" in r.headers["location"], forged
 
