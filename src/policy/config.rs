@@ -4,11 +4,13 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use super::{
-    AppType, Application, Cidr, Decide, Kind, Matcher, Node, Pattern, Policy, Resource, Route,
+    AppApi, AppType, Application, Cidr, Decide, Kind, Limit, Matcher, Node, Pattern, Policy,
+    Rejection, Resource, Route, Template,
 };
 use crate::config::{is_token_char, ConfigError};
 
@@ -29,6 +31,69 @@ pub struct RawPolicy {
     pub rule_sets: Vec<RawRuleSet>,
     #[serde(default)]
     pub applications: Vec<RawApplication>,
+    /// `X-Forwarded-For` entries added by trusted proxies (0: the downstream address is the
+    /// client); at most 10.
+    #[serde(default)]
+    pub xff_trusted_hops: u8,
+}
+
+/// How an API application checks bearer tokens.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Validation {
+    /// Verify the signed JWT locally (the OP's JWKS).
+    Jwt,
+    /// Ask the OP's introspection endpoint (RFC 7662).
+    Introspection,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawAppApi {
+    pub validation: Validation,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub forward_token: bool,
+}
+
+/// A rejection handler as written: an error document or a redirect.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawRejection {
+    Error {
+        #[serde(default = "default_error_status")]
+        status: u16,
+        #[serde(default = "default_content_type")]
+        content_type: String,
+        /// With `{code}`, `{reference}` and `{rule}` placeholders.
+        body: String,
+    },
+    Redirect {
+        url: String,
+        #[serde(default = "default_redirect_status")]
+        status: u16,
+    },
+}
+
+fn default_error_status() -> u16 {
+    403
+}
+fn default_content_type() -> String {
+    "text/html; charset=utf-8".into()
+}
+
+/// Whose bucket a rate-limit rule counts a request in.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Per {
+    /// The subject (`sub`).
+    Identity,
+    ClientAddress,
+    /// The token's `client_id` (or `azp`) claim.
+    OauthClient,
+    /// One bucket per application resource, shared by all clients.
+    Resource,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -62,6 +127,8 @@ pub struct RawRuleSet {
     #[serde(default)]
     pub mode: Mode,
     pub rules: Vec<RawRule>,
+    #[serde(default)]
+    pub rejection: Option<RawRejection>,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -73,6 +140,14 @@ pub struct RawApplication {
     pub context_root: String,
     #[serde(default, rename = "type")]
     pub app_type: AppType,
+    /// Bearer-token settings; required for `api` and `both`.
+    #[serde(default)]
+    pub api: Option<RawAppApi>,
+    /// Token mediation for the backend: a name from `site_authenticators`.
+    #[serde(default)]
+    pub site_authenticator: Option<String>,
+    #[serde(default)]
+    pub rejection: Option<RawRejection>,
     #[serde(default)]
     pub ordering: Ordering,
     /// How the application's own rules combine; they run before the resource's.
@@ -106,6 +181,8 @@ pub struct RawResource {
     pub mode: Mode,
     #[serde(default)]
     pub rules: Vec<RawRule>,
+    #[serde(default)]
+    pub rejection: Option<RawRejection>,
 }
 
 /// One rule. The value tests (`equals`, `one_of`, `like`) are shared by attribute, header and
@@ -116,11 +193,15 @@ pub enum RawRule {
     All {
         #[serde(default)]
         name: Option<String>,
+        #[serde(default)]
+        rejection: Option<RawRejection>,
         rules: Vec<RawRule>,
     },
     Any {
         #[serde(default)]
         name: Option<String>,
+        #[serde(default)]
+        rejection: Option<RawRejection>,
         rules: Vec<RawRule>,
     },
     RuleSet {
@@ -129,6 +210,8 @@ pub enum RawRule {
     Attribute {
         #[serde(default)]
         name: Option<String>,
+        #[serde(default)]
+        rejection: Option<RawRejection>,
         claim: String,
         #[serde(flatten)]
         test: RawTest,
@@ -137,6 +220,8 @@ pub enum RawRule {
         #[serde(default)]
         name: Option<String>,
         #[serde(default)]
+        rejection: Option<RawRejection>,
+        #[serde(default)]
         all: Option<Vec<String>>,
         #[serde(default)]
         any: Option<Vec<String>>,
@@ -144,6 +229,8 @@ pub enum RawRule {
     Network {
         #[serde(default)]
         name: Option<String>,
+        #[serde(default)]
+        rejection: Option<RawRejection>,
         cidrs: Vec<String>,
         #[serde(default)]
         negate: bool,
@@ -151,6 +238,8 @@ pub enum RawRule {
     Time {
         #[serde(default)]
         name: Option<String>,
+        #[serde(default)]
+        rejection: Option<RawRejection>,
         #[serde(default)]
         days: Option<Vec<String>>,
         #[serde(default)]
@@ -163,11 +252,15 @@ pub enum RawRule {
     Method {
         #[serde(default)]
         name: Option<String>,
+        #[serde(default)]
+        rejection: Option<RawRejection>,
         methods: Vec<String>,
     },
     Header {
         #[serde(default)]
         name: Option<String>,
+        #[serde(default)]
+        rejection: Option<RawRejection>,
         header: String,
         #[serde(flatten)]
         test: RawTest,
@@ -175,6 +268,8 @@ pub enum RawRule {
     Query {
         #[serde(default)]
         name: Option<String>,
+        #[serde(default)]
+        rejection: Option<RawRejection>,
         param: String,
         #[serde(flatten)]
         test: RawTest,
@@ -182,9 +277,24 @@ pub enum RawRule {
     Redirect {
         #[serde(default)]
         name: Option<String>,
+        #[serde(default)]
+        rejection: Option<RawRejection>,
         url: String,
         #[serde(default = "default_redirect_status")]
         status: u16,
+    },
+    /// Token bucket: `burst` requests at once, refilled at `requests` per `interval_s`.
+    RateLimit {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        rejection: Option<RawRejection>,
+        requests: u32,
+        interval_s: u32,
+        /// Bucket size; `requests` when absent.
+        #[serde(default)]
+        burst: Option<u32>,
+        per: Per,
     },
 }
 
@@ -201,10 +311,12 @@ pub struct RawTest {
     pub equals: Option<String>,
     #[serde(default)]
     pub one_of: Option<Vec<String>>,
-    /// A pattern where `*` stands for any run of characters (regexes are not supported: the
-    /// regex crate costs more .wasm than the size budget allows).
+    /// A pattern where `*` stands for any run of characters.
     #[serde(default)]
     pub like: Option<String>,
+    /// A regex (unanchored: use `^...$` for the whole value).
+    #[serde(default)]
+    pub matches: Option<String>,
     #[serde(default)]
     pub present: bool,
     #[serde(default)]
@@ -228,10 +340,14 @@ impl RawPolicy {
 /// Checks and precompiles a policy. Field paths in errors are relative to the policy object;
 /// a caller embedding it under a key prefixes them.
 pub fn compile(raw: &RawPolicy) -> Result<Policy, ConfigError> {
+    if raw.xff_trusted_hops > 10 {
+        return Err(err("xff_trusted_hops", "must be 0 to 10"));
+    }
     let mut sets = RuleSets {
         raw: HashMap::new(),
         done: HashMap::new(),
         visiting: Vec::new(),
+        next_id: 0,
     };
     for (i, set) in raw.rule_sets.iter().enumerate() {
         let field = format!("rule_sets[{i}].name");
@@ -258,6 +374,7 @@ pub fn compile(raw: &RawPolicy) -> Result<Policy, ConfigError> {
     }
     Ok(Policy {
         default_decision: raw.default_decision,
+        xff_trusted_hops: raw.xff_trusted_hops,
         unprotected,
         applications,
     })
@@ -265,15 +382,24 @@ pub fn compile(raw: &RawPolicy) -> Result<Policy, ConfigError> {
 
 struct RuleSets<'r> {
     raw: HashMap<&'r str, (usize, &'r RawRuleSet)>,
-    done: HashMap<String, Node>,
+    done: HashMap<String, Arc<Node>>,
     /// Names being compiled, to refuse a set that contains itself.
     visiting: Vec<String>,
+    /// The next rate-limit rule id: ids follow the configuration's order, so the same
+    /// configuration always numbers its rules the same way.
+    next_id: u32,
 }
 
 impl RuleSets<'_> {
+    /// A reference to the named set (compiled once, shared by every reference).
     fn get(&mut self, name: &str, field: &str) -> Result<Node, ConfigError> {
+        let shared = |node: &Arc<Node>| Node {
+            label: node.label.clone(),
+            kind: Kind::Shared(Arc::clone(node)),
+            rejection: None,
+        };
         if let Some(node) = self.done.get(name) {
-            return Ok(node.clone());
+            return Ok(shared(node));
         }
         let Some(&(i, set)) = self.raw.get(name) else {
             return Err(err(field, format!("unknown rule set `{name}`")));
@@ -285,9 +411,11 @@ impl RuleSets<'_> {
         let base = format!("rule_sets[{i}]");
         let node = rule_list(&base, Some(&set.name), set.mode, &set.rules, self);
         self.visiting.pop();
-        let node = node?;
-        self.done.insert(name.to_string(), node.clone());
-        Ok(node)
+        let mut node = node?;
+        node.rejection = rejection(&format!("{base}.rejection"), set.rejection.as_ref())?;
+        let node = Arc::new(node);
+        self.done.insert(name.to_string(), Arc::clone(&node));
+        Ok(shared(&node))
     }
 }
 
@@ -311,6 +439,40 @@ fn compile_app(
         return Err(err(
             format!("{field}.context_root"),
             "must be an absolute path without wildcards, such as /app",
+        ));
+    }
+    let api = match (&raw.api, raw.app_type) {
+        (None, AppType::Web) => None,
+        (None, _) => {
+            return Err(err(
+                format!("{field}.api"),
+                "required for applications of type `api` or `both` (validation: jwt or introspection)",
+            ))
+        }
+        (Some(api), _) => {
+            if api.validation == super::Validation::Jwt && api.audiences.is_empty() {
+                return Err(err(
+                    format!("{field}.api.audiences"),
+                    "JWT validation needs at least one accepted audience",
+                ));
+            }
+            if let Some(i) = api.audiences.iter().position(|a| a.is_empty()) {
+                return Err(err(
+                    format!("{field}.api.audiences[{i}]"),
+                    "must not be empty",
+                ));
+            }
+            Some(AppApi {
+                validation: api.validation,
+                audiences: api.audiences.clone(),
+                forward_token: api.forward_token,
+            })
+        }
+    };
+    if raw.site_authenticator.as_deref() == Some("") {
+        return Err(err(
+            format!("{field}.site_authenticator"),
+            "must name a site authenticator",
         ));
     }
     let rules = rule_list(
@@ -338,8 +500,16 @@ fn compile_app(
             ));
         }
         for (p, path) in res.paths.iter().enumerate() {
+            let pf = format!("{rf}.paths[{p}]");
+            let pattern = path_pattern(&pf, path)?;
+            if pattern.regex.is_some() && raw.ordering == Ordering::Automatic {
+                return Err(err(
+                    pf,
+                    format!("a regex path needs manual ordering: set `{field}.ordering` to \"manual\""),
+                ));
+            }
             routes.push(Route {
-                pattern: path_pattern(&format!("{rf}.paths[{p}]"), path)?,
+                pattern,
                 resource: r,
             });
         }
@@ -360,6 +530,7 @@ fn compile_app(
                 &res.rules,
                 sets,
             )?,
+            rejection: rejection(&format!("{rf}.rejection"), res.rejection.as_ref())?,
         });
     }
     if raw.ordering == Ordering::Automatic {
@@ -371,7 +542,10 @@ fn compile_app(
         hosts,
         context_root: root.to_string(),
         app_type: raw.app_type,
+        api,
+        site_authenticator: raw.site_authenticator.clone(),
         rules,
+        rejection: rejection(&format!("{field}.rejection"), raw.rejection.as_ref())?,
         resources,
         routes,
     })
@@ -396,24 +570,54 @@ fn rule_list(
             Mode::All => Kind::All(nodes),
             Mode::Any => Kind::Any(nodes),
         },
+        rejection: None,
     })
 }
 
 fn rule(field: &str, raw: &RawRule, sets: &mut RuleSets) -> Result<Node, ConfigError> {
+    let mut node = rule_kind(field, raw, sets)?;
+    let handler = match raw {
+        RawRule::RuleSet { .. } => None,
+        RawRule::All { rejection, .. }
+        | RawRule::Any { rejection, .. }
+        | RawRule::Attribute { rejection, .. }
+        | RawRule::Scope { rejection, .. }
+        | RawRule::Network { rejection, .. }
+        | RawRule::Time { rejection, .. }
+        | RawRule::Method { rejection, .. }
+        | RawRule::Header { rejection, .. }
+        | RawRule::Query { rejection, .. }
+        | RawRule::Redirect { rejection, .. }
+        | RawRule::RateLimit { rejection, .. } => rejection.as_ref(),
+    };
+    if handler.is_some() {
+        node.rejection = rejection(&format!("{field}.rejection"), handler)?;
+    }
+    Ok(node)
+}
+
+fn rule_kind(field: &str, raw: &RawRule, sets: &mut RuleSets) -> Result<Node, ConfigError> {
     let label = |name: &Option<String>| name.clone().unwrap_or_else(|| field.to_string());
+    let node = |label: String, kind: Kind| Node {
+        label,
+        kind,
+        rejection: None,
+    };
     Ok(match raw {
-        RawRule::All { name, rules } => {
+        RawRule::All { name, rules, .. } => {
             let mut n = rule_list(field, name.as_ref(), Mode::All, rules, sets)?;
             n.label = label(name);
             n
         }
-        RawRule::Any { name, rules } => {
+        RawRule::Any { name, rules, .. } => {
             let mut n = rule_list(field, name.as_ref(), Mode::Any, rules, sets)?;
             n.label = label(name);
             n
         }
         RawRule::RuleSet { name } => sets.get(name, &format!("{field}.name"))?,
-        RawRule::Attribute { name, claim, test } => {
+        RawRule::Attribute {
+            name, claim, test, ..
+        } => {
             if claim.is_empty() {
                 return Err(err(format!("{field}.claim"), "must not be empty"));
             }
@@ -425,13 +629,14 @@ fn rule(field: &str, raw: &RawRule, sets: &mut RuleSets) -> Result<Node, ConfigE
             }
             Node {
                 label: label(name),
+                rejection: None,
                 kind: Kind::Attribute {
                     claim: claim.clone(),
                     test: matcher(field, test)?,
                 },
             }
         }
-        RawRule::Scope { name, all, any } => {
+        RawRule::Scope { name, all, any, .. } => {
             let (scopes, need_all, key) = match (all, any) {
                 (Some(s), None) => (s, true, "all"),
                 (None, Some(s)) => (s, false, "any"),
@@ -443,18 +648,20 @@ fn rule(field: &str, raw: &RawRule, sets: &mut RuleSets) -> Result<Node, ConfigE
                     "must list scopes (non-empty, without spaces)",
                 ));
             }
-            Node {
-                label: label(name),
-                kind: Kind::Scope {
+            node(
+                label(name),
+                Kind::Scope {
                     scopes: scopes.clone(),
                     all: need_all,
+                    required: scopes.join(" "),
                 },
-            }
+            )
         }
         RawRule::Network {
             name,
             cidrs,
             negate,
+            ..
         } => {
             if cidrs.is_empty() {
                 return Err(err(
@@ -468,6 +675,7 @@ fn rule(field: &str, raw: &RawRule, sets: &mut RuleSets) -> Result<Node, ConfigE
             }
             Node {
                 label: label(name),
+                rejection: None,
                 kind: Kind::Network {
                     cidrs: out,
                     negate: *negate,
@@ -480,6 +688,7 @@ fn rule(field: &str, raw: &RawRule, sets: &mut RuleSets) -> Result<Node, ConfigE
             from,
             to,
             utc_offset,
+            ..
         } => {
             let mut mask = 0x7f; // every day
             if let Some(days) = days {
@@ -504,6 +713,7 @@ fn rule(field: &str, raw: &RawRule, sets: &mut RuleSets) -> Result<Node, ConfigE
             }
             Node {
                 label: label(name),
+                rejection: None,
                 kind: Kind::Time {
                     days: mask,
                     from,
@@ -512,35 +722,45 @@ fn rule(field: &str, raw: &RawRule, sets: &mut RuleSets) -> Result<Node, ConfigE
                 },
             }
         }
-        RawRule::Method { name, methods: m } => Node {
-            label: label(name),
-            kind: Kind::Method(methods(&format!("{field}.methods"), m)?),
-        },
-        RawRule::Header { name, header, test } => {
+        RawRule::Method {
+            name, methods: m, ..
+        } => node(
+            label(name),
+            Kind::Method(methods(&format!("{field}.methods"), m)?),
+        ),
+        RawRule::Header {
+            name, header, test, ..
+        } => {
             if header.is_empty() || !header.bytes().all(is_token_char) {
                 return Err(err(format!("{field}.header"), "must be a header name"));
             }
             Node {
                 label: label(name),
+                rejection: None,
                 kind: Kind::Header {
                     header: header.to_ascii_lowercase(),
                     test: matcher(field, test)?,
                 },
             }
         }
-        RawRule::Query { name, param, test } => {
+        RawRule::Query {
+            name, param, test, ..
+        } => {
             if param.is_empty() {
                 return Err(err(format!("{field}.param"), "must not be empty"));
             }
             Node {
                 label: label(name),
+                rejection: None,
                 kind: Kind::Query {
                     param: param.clone(),
                     test: matcher(field, test)?,
                 },
             }
         }
-        RawRule::Redirect { name, url, status } => {
+        RawRule::Redirect {
+            name, url, status, ..
+        } => {
             crate::config::parse_http_url(&format!("{field}.url"), url)?;
             if !matches!(status, 301 | 302 | 303 | 307 | 308) {
                 return Err(err(
@@ -550,13 +770,119 @@ fn rule(field: &str, raw: &RawRule, sets: &mut RuleSets) -> Result<Node, ConfigE
             }
             Node {
                 label: label(name),
+                rejection: None,
                 kind: Kind::Redirect {
                     url: url.clone(),
                     status: *status,
                 },
             }
         }
+        RawRule::RateLimit {
+            name,
+            requests,
+            interval_s,
+            burst,
+            per,
+            ..
+        } => {
+            if *requests == 0 {
+                return Err(err(format!("{field}.requests"), "must be at least 1"));
+            }
+            if *interval_s == 0 || *interval_s > 86_400 * 366 {
+                return Err(err(
+                    format!("{field}.interval_s"),
+                    "must be 1 second to a year",
+                ));
+            }
+            let burst = burst.unwrap_or(*requests);
+            if burst == 0 {
+                return Err(err(format!("{field}.burst"), "must be at least 1"));
+            }
+            let id = sets.next_id;
+            sets.next_id = id.saturating_add(1);
+            node(
+                label(name),
+                Kind::RateLimit {
+                    limit: Limit {
+                        id,
+                        capacity: f64::from(burst),
+                        per_ms: f64::from(*requests) / (f64::from(*interval_s) * 1000.0),
+                    },
+                    per: *per,
+                },
+            )
+        }
     })
+}
+
+/// Compiles a rejection handler (`field` is where it sits).
+fn rejection(field: &str, raw: Option<&RawRejection>) -> Result<Option<Rejection>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    Ok(Some(match raw {
+        RawRejection::Error {
+            status,
+            content_type,
+            body,
+        } => {
+            if !(400..=599).contains(status) {
+                return Err(err(format!("{field}.status"), "must be 400 to 599"));
+            }
+            let essence = content_type.split(';').next().unwrap_or_default().trim();
+            let valid = essence.split_once('/').is_some_and(|(t, s)| {
+                !t.is_empty() && !s.is_empty() && t.bytes().chain(s.bytes()).all(is_token_char)
+            }) && content_type.bytes().all(|c| c == b'\t' || (b' '..0x7f).contains(&c));
+            if !valid {
+                return Err(err(
+                    format!("{field}.content_type"),
+                    "must be a media type such as text/html; charset=utf-8",
+                ));
+            }
+            if body.len() > 64 * 1024 {
+                return Err(err(format!("{field}.body"), "must be at most 64 KiB"));
+            }
+            Rejection::Error {
+                status: *status,
+                content_type: content_type.clone(),
+                body: Template::parse(body),
+            }
+        }
+        RawRejection::Redirect { url, status } => {
+            crate::config::parse_http_url(&format!("{field}.url"), url)?;
+            if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+                return Err(err(
+                    format!("{field}.status"),
+                    "must be 301, 302, 303, 307 or 308",
+                ));
+            }
+            Rejection::Redirect {
+                url: url.clone(),
+                status: *status,
+            }
+        }
+    }))
+}
+
+/// Longest regex accepted (characters), and the compiled size and nesting bounds: a
+/// configuration cannot make a regex that eats memory or stack.
+const MAX_REGEX_LEN: usize = 1024;
+const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+const REGEX_NEST_LIMIT: u32 = 32;
+
+fn regex(field: &str, raw: &str, case_insensitive: bool) -> Result<regex_lite::Regex, ConfigError> {
+    if raw.len() > MAX_REGEX_LEN {
+        return Err(err(
+            field,
+            format!("regex longer than {MAX_REGEX_LEN} characters"),
+        ));
+    }
+    regex_lite::RegexBuilder::new(raw)
+        .case_insensitive(case_insensitive)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .nest_limit(REGEX_NEST_LIMIT)
+        .build()
+        .map_err(|e| err(field, format!("invalid or too large regex: {e}")))
 }
 
 fn matcher(field: &str, raw: &RawTest) -> Result<Matcher, ConfigError> {
@@ -566,6 +892,7 @@ fn matcher(field: &str, raw: &RawTest) -> Result<Matcher, ConfigError> {
         raw.equals.is_some(),
         raw.one_of.is_some(),
         raw.like.is_some(),
+        raw.matches.is_some(),
         raw.present,
     ]
     .iter()
@@ -574,7 +901,7 @@ fn matcher(field: &str, raw: &RawTest) -> Result<Matcher, ConfigError> {
     if given != 1 {
         return Err(err(
             field,
-            "give exactly one of `equals`, `one_of`, `like` or `present`",
+            "give exactly one of `equals`, `one_of`, `like`, `matches` or `present`",
         ));
     }
     let decide = if let Some(v) = &raw.equals {
@@ -589,6 +916,8 @@ fn matcher(field: &str, raw: &RawTest) -> Result<Matcher, ConfigError> {
         Decide::OneOf(vs.iter().map(fold).collect())
     } else if let Some(p) = &raw.like {
         Decide::Like(fold(p))
+    } else if let Some(re) = &raw.matches {
+        Decide::Regex(regex(&format!("{field}.matches"), re, ci)?)
     } else {
         Decide::Present
     };
@@ -617,11 +946,17 @@ fn host_pattern(field: &str, raw: &str) -> Result<String, ConfigError> {
     Ok(h)
 }
 
+/// A path with `*` wildcards, or `~` and a regex.
 fn path_pattern(field: &str, raw: &str) -> Result<Pattern, ConfigError> {
+    if let Some(re) = raw.strip_prefix('~') {
+        let mut p = Pattern::new(raw);
+        p.regex = Some(regex(field, re, false)?);
+        return Ok(p);
+    }
     if !raw.starts_with('/') || raw.contains(['?', '#']) {
         return Err(err(
             field,
-            "must be a path starting with / (wildcard `*` allowed, no query)",
+            "must be a path starting with / (wildcard `*` allowed, no query), or ~ and a regex",
         ));
     }
     Ok(Pattern::new(raw))

@@ -5,21 +5,30 @@
 //! Paths are matched as given; the gateway should hand over a normalised path (Envoy's
 //! `normalize_path` / `merge_slashes`) so `/app/../admin` cannot dodge a resource.
 
+mod audit;
 mod config;
+mod ratelimit;
+mod rejection;
 #[cfg(test)]
 mod tests;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::gateway::HeaderSource;
 
+pub use audit::AuditRecord;
 pub use config::{
-    compile, DefaultDecision, Mode, Ordering, RawApplication, RawPolicy, RawResource, RawRule,
-    RawRuleSet, RawTest,
+    compile, DefaultDecision, Mode, Ordering, Per, RawAppApi, RawApplication, RawPolicy,
+    RawRejection, RawResource, RawRule, RawRuleSet, RawTest, Validation,
 };
+pub use ratelimit::{RateLimits, DEFAULT_MAX_BUCKETS};
+pub use rejection::{Rejection, Template};
+
+use ratelimit::Limit;
 
 /// How an unauthenticated request to an application is answered.
 #[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,8 +61,20 @@ impl AppType {
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub default_decision: DefaultDecision,
+    /// `X-Forwarded-For` entries added by trusted proxies; see [`client_ip`].
+    pub xff_trusted_hops: u8,
     unprotected: Vec<Pattern>,
     applications: Vec<Application>,
+}
+
+/// How bearer tokens for an API application are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppApi {
+    pub validation: Validation,
+    /// Accepted `aud` values (JWT validation: at least one).
+    pub audiences: Vec<String>,
+    /// Whether the client's token goes on to the backend.
+    pub forward_token: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -64,7 +85,13 @@ pub struct Application {
     /// Without trailing slash; `""` for `/`.
     context_root: String,
     pub app_type: AppType,
+    /// Present for `api` and `both` applications.
+    pub api: Option<AppApi>,
+    /// Name of the site authenticator (token mediation) for this application's backend.
+    pub site_authenticator: Option<String>,
     rules: Node,
+    /// Answer to refusals that no rule or rule set handles.
+    rejection: Option<Rejection>,
     resources: Vec<Resource>,
     /// (pattern, resource) in matching order.
     routes: Vec<Route>,
@@ -78,6 +105,7 @@ pub struct Resource {
     pub anonymous: bool,
     pub audit: bool,
     rules: Node,
+    rejection: Option<Rejection>,
 }
 
 #[derive(Debug, Clone)]
@@ -87,19 +115,26 @@ struct Route {
 }
 
 /// A path pattern: literal segments separated by `*`, which matches any run of characters
-/// (slashes included).
+/// (slashes included); or, written with a leading `~`, a regex (unanchored unless it says so).
 #[derive(Debug, Clone)]
 struct Pattern {
     raw: String,
+    regex: Option<regex_lite::Regex>,
 }
 
 impl Pattern {
     fn new(raw: &str) -> Self {
-        Self { raw: raw.into() }
+        Self {
+            raw: raw.into(),
+            regex: None,
+        }
     }
 
     fn matches(&self, path: &str) -> bool {
-        glob(self.raw.as_bytes(), path.as_bytes())
+        match &self.regex {
+            Some(re) => re.is_match(path),
+            None => glob(self.raw.as_bytes(), path.as_bytes()),
+        }
     }
 
     /// Sort key, smallest = most specific: exact paths, then the longer literal prefix, then
@@ -195,12 +230,15 @@ impl Cidr {
 struct Node {
     label: String,
     kind: Kind,
+    rejection: Option<Rejection>,
 }
 
 #[derive(Debug, Clone)]
 enum Kind {
     All(Vec<Node>),
     Any(Vec<Node>),
+    /// A named rule set, compiled once and shared by every rule that refers to it.
+    Shared(Arc<Node>),
     Attribute {
         claim: String,
         test: Matcher,
@@ -208,6 +246,8 @@ enum Kind {
     Scope {
         scopes: Vec<String>,
         all: bool,
+        /// The scopes space-joined, for `WWW-Authenticate: ... scope="..."`.
+        required: String,
     },
     Network {
         cidrs: Vec<Cidr>,
@@ -234,6 +274,10 @@ enum Kind {
         url: String,
         status: u16,
     },
+    RateLimit {
+        limit: Limit,
+        per: Per,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -248,6 +292,8 @@ enum Decide {
     /// Already lower-cased when case-insensitive.
     OneOf(Vec<String>),
     Like(String),
+    /// Unanchored unless the pattern anchors itself; built case-insensitive when asked.
+    Regex(regex_lite::Regex),
     Present,
 }
 
@@ -257,7 +303,7 @@ impl Matcher {
         let mut found = false;
         for v in values {
             let folded;
-            let v = if self.case_insensitive {
+            let v = if self.case_insensitive && !matches!(self.decide, Decide::Regex(_)) {
                 folded = v.to_lowercase();
                 folded.as_str()
             } else {
@@ -266,6 +312,7 @@ impl Matcher {
             if match &self.decide {
                 Decide::OneOf(set) => set.iter().any(|s| s == v),
                 Decide::Like(p) => glob(p.as_bytes(), v.as_bytes()),
+                Decide::Regex(re) => re.is_match(v),
                 Decide::Present => true,
             } {
                 found = true;
@@ -295,8 +342,10 @@ pub struct RequestFacts<'a> {
     pub headers: &'a dyn HeaderSource,
     /// The client address (downstream, or from trusted `X-Forwarded-For` hops).
     pub client_ip: Option<IpAddr>,
-    /// Unix seconds.
+    /// Unix seconds (time rules).
     pub now: u64,
+    /// Unix milliseconds (rate limits); the same clock as `now`.
+    pub now_ms: u64,
     pub identity: Option<Identity<'a>>,
 }
 
@@ -314,6 +363,14 @@ pub struct Decision<'p> {
     pub outcome: Outcome<'p>,
     /// The rule or rule set that decided (its name, or its JSON path), for logs and audit.
     pub rule: &'p str,
+    /// For a refusal: the configured answer, the innermost one on the way from the refusing
+    /// rule up through its rule sets to the resource, then the application. `None`: the
+    /// gateway's default answer. A rate-limited request only uses a handler set on the
+    /// rate-limit rule itself (the default is 429 with `Retry-After`).
+    pub handler: Option<&'p Rejection>,
+    /// For a refusal by a scope rule: the scopes it asks for, space-separated (RFC 6750
+    /// `insufficient_scope`).
+    pub scope: Option<&'p str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -328,12 +385,50 @@ pub enum Outcome<'p> {
         url: &'p str,
         status: u16,
     },
+    /// A rate-limit rule's bucket is empty: 429 with `Retry-After`.
+    RateLimited {
+        retry_after_s: u64,
+    },
 }
 
-impl Decision<'_> {
+impl<'p> Decision<'p> {
     pub fn allowed(&self) -> bool {
         self.outcome == Outcome::Allow
     }
+
+    fn new(outcome: Outcome<'p>, rule: &'p str) -> Self {
+        Self {
+            outcome,
+            rule,
+            handler: None,
+            scope: None,
+        }
+    }
+}
+
+/// The client's address. `downstream` is Envoy's `source.address` (`1.2.3.4:5678`,
+/// `[::1]:5678`, or a bare address); `xff` the `X-Forwarded-For` value (several headers
+/// joined with commas). With `trusted_hops` = 0 the downstream address is the client; with N,
+/// the N-th entry from the right of `X-Forwarded-For` (N = 1: the one added by the single
+/// trusted proxy). Too few entries, or one that is not an address: `None`, and network rules
+/// then fail closed.
+pub fn client_ip(downstream: Option<&str>, xff: Option<&str>, trusted_hops: u8) -> Option<IpAddr> {
+    if trusted_hops == 0 {
+        return parse_addr(downstream?);
+    }
+    let entry = xff?.rsplit(',').nth(usize::from(trusted_hops) - 1)?;
+    parse_addr(entry)
+}
+
+fn parse_addr(raw: &str) -> Option<IpAddr> {
+    let raw = raw.trim();
+    raw.parse::<IpAddr>()
+        .ok()
+        .or_else(|| raw.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| {
+            // `[::1]` without a port.
+            raw.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
+        })
 }
 
 /// Where [`Policy::route`] sent a request.
@@ -352,6 +447,33 @@ pub enum Target<'p> {
 }
 
 impl Policy {
+    /// The policy in force when the configuration has none: one web application for every
+    /// host and path, with no rules (a session is required everywhere).
+    pub fn implicit() -> Policy {
+        let all = Node {
+            label: "default:rules".into(),
+            kind: Kind::All(Vec::new()),
+            rejection: None,
+        };
+        Policy {
+            default_decision: DefaultDecision::Deny,
+            xff_trusted_hops: 0,
+            unprotected: Vec::new(),
+            applications: vec![Application {
+                name: "default".into(),
+                hosts: vec!["*".into()],
+                context_root: String::new(),
+                app_type: AppType::Web,
+                api: None,
+                site_authenticator: None,
+                rules: all,
+                rejection: None,
+                resources: Vec::new(),
+                routes: Vec::new(),
+            }],
+        }
+    }
+
     /// Finds the application (best host match, then longest context root) and the resource
     /// (first matching pattern in order, with a matching method).
     pub fn route(&self, host: &str, path: &str, method: &str) -> Target<'_> {
@@ -453,10 +575,13 @@ impl Application {
     /// The application's rules, then the resource's; an identity is required unless the
     /// resource is unprotected or anonymous. On an unprotected resource the identity is not
     /// looked at, and a rule needing one is a plain refusal (logging in would not help).
+    /// Rate-limit rules take a token from `limits` (owned by the caller, one per VM and
+    /// compiled policy) at `facts.now_ms`.
     pub fn evaluate<'p>(
         &'p self,
         resource: Option<&'p Resource>,
         facts: &RequestFacts,
+        limits: &mut RateLimits,
     ) -> Decision<'p> {
         let unprotected = resource.is_some_and(|r| r.unprotected);
         let anonymous = resource.is_some_and(|r| r.anonymous);
@@ -471,19 +596,30 @@ impl Application {
             facts
         };
         if facts.identity.is_none() && !unprotected && !anonymous {
-            return Decision {
-                outcome: Outcome::NeedIdentity,
-                rule: "authentication",
-            };
+            return Decision::new(Outcome::NeedIdentity, "authentication");
         }
-        let mut d = evaluate(&self.rules, facts);
+        let mut cx = Cx {
+            facts,
+            limits,
+            app: &self.name,
+            resource: resource.map(|r| r.name.as_str()),
+        };
+        let mut d = evaluate(&self.rules, &mut cx);
+        let mut from_resource = false;
         if d.allowed() {
             if let Some(r) = resource {
-                d = evaluate(&r.rules, facts);
+                d = evaluate(&r.rules, &mut cx);
+                from_resource = true;
             }
         }
         if unprotected && d.outcome == Outcome::NeedIdentity {
             d.outcome = Outcome::Forbidden;
+        }
+        if d.outcome == Outcome::Forbidden && d.handler.is_none() {
+            d.handler = resource
+                .filter(|_| from_resource)
+                .and_then(|r| r.rejection.as_ref())
+                .or(self.rejection.as_ref());
         }
         d
     }
@@ -502,18 +638,37 @@ impl Resource {
     }
 }
 
+/// What one evaluation carries along besides the rules.
+struct Cx<'c, 'f> {
+    facts: &'c RequestFacts<'f>,
+    limits: &'c mut RateLimits,
+    app: &'c str,
+    resource: Option<&'c str>,
+}
+
 /// Evaluates one rule tree. `all`: every rule must pass, the first failure decides; `any`:
 /// the first success decides, and if none passes the refusal says whether an identity would
-/// have helped.
-fn evaluate<'p>(node: &'p Node, facts: &RequestFacts) -> Decision<'p> {
-    let pass = Decision {
-        outcome: Outcome::Allow,
-        rule: &node.label,
-    };
-    let fail = |outcome| Decision {
-        outcome,
-        rule: node.label.as_str(),
-    };
+/// have helped. A refusal picks up the innermost rejection handler on its way up.
+fn evaluate<'p>(node: &'p Node, cx: &mut Cx) -> Decision<'p> {
+    let mut d = decide(node, cx);
+    if d.handler.is_none() {
+        let applies = match d.outcome {
+            Outcome::Forbidden => true,
+            // Only the rate-limit rule's own handler; outer ones are for refusals.
+            Outcome::RateLimited { .. } => matches!(node.kind, Kind::RateLimit { .. }),
+            _ => false,
+        };
+        if applies {
+            d.handler = node.rejection.as_ref();
+        }
+    }
+    d
+}
+
+fn decide<'p>(node: &'p Node, cx: &mut Cx) -> Decision<'p> {
+    let facts = cx.facts;
+    let pass = Decision::new(Outcome::Allow, &node.label);
+    let fail = |outcome| Decision::new(outcome, node.label.as_str());
     let check = |ok: bool| {
         if ok {
             pass.clone()
@@ -522,15 +677,19 @@ fn evaluate<'p>(node: &'p Node, facts: &RequestFacts) -> Decision<'p> {
         }
     };
     match &node.kind {
-        Kind::All(rules) => rules
-            .iter()
-            .map(|r| evaluate(r, facts))
-            .find(|d| !d.allowed())
-            .unwrap_or(pass),
+        Kind::All(rules) => {
+            for r in rules {
+                let d = evaluate(r, cx);
+                if !d.allowed() {
+                    return d;
+                }
+            }
+            pass
+        }
         Kind::Any(rules) => {
             let mut refusal: Option<Decision> = None;
             for r in rules {
-                let d = evaluate(r, facts);
+                let d = evaluate(r, cx);
                 if d.allowed() {
                     return d;
                 }
@@ -545,31 +704,38 @@ fn evaluate<'p>(node: &'p Node, facts: &RequestFacts) -> Decision<'p> {
             // An empty `any` has nothing to satisfy it.
             refusal.unwrap_or(fail(Outcome::Forbidden))
         }
+        Kind::Shared(set) => evaluate(set, cx),
         Kind::Attribute { claim, test } => {
             let Some(id) = facts.identity else {
                 return fail(Outcome::NeedIdentity);
             };
-            let value = if claim == "sub" {
-                Some(Value::String(id.sub.to_string()))
-            } else {
-                id.claims.get(claim).cloned()
-            };
             let mut texts = Vec::new();
-            if let Some(v) = &value {
+            if claim == "sub" {
+                texts.push(id.sub.to_string());
+            } else if let Some(v) = id.claims.get(claim) {
                 claim_texts(v, &mut texts);
             }
             check(test.test(texts.iter().map(String::as_str)))
         }
-        Kind::Scope { scopes, all } => {
+        Kind::Scope {
+            scopes,
+            all,
+            required,
+        } => {
             let Some(id) = facts.identity else {
                 return fail(Outcome::NeedIdentity);
             };
             let has = |s: &String| id.scopes.iter().any(|t| t == s);
-            check(if *all {
+            let ok = if *all {
                 scopes.iter().all(has)
             } else {
                 scopes.iter().any(has)
-            })
+            };
+            let mut d = check(ok);
+            if !ok {
+                d.scope = Some(required);
+            }
+            d
         }
         Kind::Network { cidrs, negate } => {
             let inside = facts
@@ -610,7 +776,38 @@ fn evaluate<'p>(node: &'p Node, facts: &RequestFacts) -> Decision<'p> {
             url,
             status: *status,
         }),
+        Kind::RateLimit { limit, per } => {
+            let key = rate_key(*per, cx);
+            match cx.limits.take(limit, &key, facts.now_ms) {
+                Ok(()) => pass,
+                Err(retry_after_s) => fail(Outcome::RateLimited { retry_after_s }),
+            }
+        }
     }
+}
+
+/// Whose bucket a request draws from. A key that is missing (no identity, no client id)
+/// falls back to the client address, then to one bucket shared by all such requests.
+/// Prefixes keep the kinds of key apart.
+fn rate_key(per: Per, cx: &Cx) -> String {
+    let id = cx.facts.identity;
+    let client = || cx.facts.client_ip.map(|ip| format!("ip:{ip}"));
+    let key = match per {
+        Per::Identity => id.map(|i| format!("sub:{}", i.sub)),
+        Per::OauthClient => id.and_then(|i| {
+            ["client_id", "azp"]
+                .iter()
+                .find_map(|c| i.claims.get(*c).and_then(Value::as_str))
+                .map(|c| format!("client:{c}"))
+        }),
+        Per::ClientAddress => None,
+        Per::Resource => Some(format!(
+            "res:{}\u{0}{}",
+            cx.app,
+            cx.resource.unwrap_or_default()
+        )),
+    };
+    key.or_else(client).unwrap_or_default()
 }
 
 /// A claim as strings: scalars as text, each element of a list (such as `groups`).

@@ -65,6 +65,7 @@ impl Req {
             headers: &self.headers,
             client_ip: self.ip,
             now: self.now,
+            now_ms: self.now * 1000,
             identity: self.logged_in.then_some(Identity {
                 sub: "bob",
                 claims: &self.claims,
@@ -72,7 +73,7 @@ impl Req {
             }),
         };
         match p.route("a.example", self.path, self.method) {
-            Target::App { app, resource } => app.evaluate(resource, &facts),
+            Target::App { app, resource } => app.evaluate(resource, &facts, &mut RateLimits::default()),
             t => panic!("unexpected target {t:?}"),
         }
     }
@@ -146,10 +147,7 @@ fn identity_rules_without_identity_ask_for_login() {
     ));
     assert_eq!(
         r.decide(&p),
-        Decision {
-            outcome: Outcome::NeedIdentity,
-            rule: "authentication"
-        }
+        Decision::new(Outcome::NeedIdentity, "authentication")
     );
     r.path = "/anon/x";
     assert_eq!(r.decide(&p).outcome, Outcome::NeedIdentity);
@@ -303,20 +301,17 @@ fn all_any_nesting_and_named_sets() {
     // `any` of [root (fails), office (fails at `reads`)]: the last refusal is reported.
     assert_eq!(
         d,
-        Decision {
-            outcome: Outcome::Forbidden,
-            rule: "reads"
-        }
+        Decision::new(Outcome::Forbidden, "reads")
     );
     r.method = "GET";
     r.claims.insert("groups".into(), json!(["other"]));
     let d = r.decide(&p);
     assert_eq!(
         d,
-        Decision {
-            outcome: Outcome::Forbidden,
-            rule: "applications[0].resources[0].rules[0].rules[1].rules[1]"
-        }
+        Decision::new(
+            Outcome::Forbidden,
+            "applications[0].resources[0].rules[0].rules[1].rules[1]"
+        )
     );
 }
 
@@ -337,7 +332,9 @@ fn all_stops_at_first_failure_and_any_at_first_success() {
         kind: Kind::Any(vec![Node {
             label: "m1".into(),
             kind: Kind::Method(vec!["GET".into()]),
+            rejection: None,
         }]),
+        rejection: None,
     };
     let headers = HeaderList::default();
     let facts = RequestFacts {
@@ -347,14 +344,19 @@ fn all_stops_at_first_failure_and_any_at_first_success() {
         headers: &headers,
         client_ip: None,
         now: 0,
+        now_ms: 0,
         identity: None,
     };
+    let mut limits = RateLimits::default();
+    let mut cx = Cx {
+        facts: &facts,
+        limits: &mut limits,
+        app: "a",
+        resource: None,
+    };
     assert_eq!(
-        evaluate(&any, &facts),
-        Decision {
-            outcome: Outcome::Allow,
-            rule: "m1"
-        }
+        evaluate(&any, &mut cx),
+        Decision::new(Outcome::Allow, "m1")
     );
     // An empty rule list allows, an empty `any` does not.
     assert!(req().allowed(&policy(app(json!([]), json!([])))));
@@ -451,6 +453,7 @@ fn host_and_context_root_matching() {
             {"name": "wild", "hosts": ["*.example.com"], "resources": [{"name": "r", "paths": ["/*"]}]},
             {"name": "exact", "hosts": ["App.Example.com"], "resources": [{"name": "r", "paths": ["/*"]}]},
             {"name": "exact-api", "hosts": ["app.example.com"], "context_root": "/api/", "type": "api",
+             "api": {"validation": "introspection"},
              "resources": [{"name": "r", "paths": ["/v1/*"]}]},
             {"name": "port", "hosts": ["app.example.com:8443"], "context_root": "/p"}
         ]}),
