@@ -23,7 +23,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 ENVOY = os.path.join(VENV_BIN, "envoy")
-WAM_WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "envoy_wam.wasm")
+WAM_WASM = os.path.join(ROOT, "target", "envoy_wam.wasm")  # wasm-build.sh: cargo, then wasm-opt
 NOOP_DIR = os.path.join(ROOT, "integration", "noop-filter")
 NOOP_WASM = os.path.join(NOOP_DIR, "target", "wasm32-wasip1", "release", "noop_filter.wasm")
 FLOOR_DIR = os.path.join(ROOT, "integration", "floor-filter")

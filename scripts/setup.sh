@@ -44,8 +44,10 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
     rustup target add wasm32-wasip1 >&2
 fi
 
-# Debian packages: chromium for the browser test, wrk for benchmarks.
+# Debian packages: chromium for the browser test, wrk for benchmarks, binaryen's wasm-opt to
+# shrink the filter.
 missing=()
+command -v wasm-opt >/dev/null || missing+=(binaryen)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v wrk >/dev/null || missing+=(wrk)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -13,7 +13,7 @@ use jwt_simple::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::config::{Endpoint, SignatureAlg};
-use crate::http::{form_encode, Callout};
+use crate::http::{form_encode, Callout, HeaderOps};
 use crate::jwks::JwksCache;
 use crate::jws::{verify_signed, SignatureCheck, SignatureProblem};
 
@@ -22,6 +22,8 @@ use crate::jws::{verify_signed, SignatureCheck, SignatureProblem};
 pub enum BearerError {
     /// `Authorization` is not a well-formed `Bearer` credential (400 `invalid_request`).
     Malformed,
+    /// No bearer token where one is required (401 without an error code, RFC 6750 §3.1).
+    Missing,
     /// Expired, revoked, not ours, bad signature (401 `invalid_token`).
     InvalidToken(&'static str),
     /// The token's key is not loaded: fetch the JWKS, then check again.
@@ -36,6 +38,8 @@ pub struct TokenInfo {
     pub scopes: Vec<String>,
     pub expires_at: u64,
     pub claims: Map<String, Value>,
+    /// The identity headers this token gives the backend (derived once, by the gateway).
+    pub headers: HeaderOps,
 }
 
 /// The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1). `Ok(None)` when the
@@ -143,6 +147,7 @@ pub fn validate_jwt(
         client_id,
         expires_at,
         claims: claims.custom,
+        headers: HeaderOps::from([]),
     })
 }
 
@@ -207,6 +212,7 @@ pub fn parse_introspection(
         scopes: scopes_of(&claims),
         expires_at,
         claims,
+        headers: HeaderOps::from([]),
     })
 }
 
@@ -530,6 +536,7 @@ mod tests {
             scopes: vec![],
             expires_at: exp,
             claims: Map::new(),
+            headers: HeaderOps::from([]),
         }
     }
 

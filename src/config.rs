@@ -8,6 +8,9 @@ use base64::Engine;
 use serde::Deserialize;
 use url::Url;
 
+use crate::http::HeaderOps;
+use crate::identity;
+use crate::policy::{self, Policy, RawPolicy, Validation};
 use crate::session::KeyRing;
 
 /// A configuration that was refused: `field` is the JSON path an operator has to fix.
@@ -56,6 +59,51 @@ struct RawConfig {
     logout: RawLogout,
     #[serde(default = "default_login_timeout")]
     login_timeout_s: u64,
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default)]
+    policy: Option<RawPolicy>,
+}
+
+/// Bearer-token settings shared by every API application (the OP is the token provider).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    #[serde(default = "default_realm")]
+    realm: String,
+    #[serde(default = "default_id_token_algorithms")]
+    algorithms: Vec<String>,
+    #[serde(default = "default_token_cache_entries")]
+    cache_max_entries: usize,
+    #[serde(default = "default_token_cache_ttl")]
+    cache_max_ttl_s: u64,
+    #[serde(default = "default_negative_ttl")]
+    negative_ttl_s: u64,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        Self {
+            realm: default_realm(),
+            algorithms: default_id_token_algorithms(),
+            cache_max_entries: default_token_cache_entries(),
+            cache_max_ttl_s: default_token_cache_ttl(),
+            negative_ttl_s: default_negative_ttl(),
+        }
+    }
+}
+
+fn default_realm() -> String {
+    "envoy-wam".into()
+}
+fn default_token_cache_entries() -> usize {
+    10_000
+}
+fn default_token_cache_ttl() -> u64 {
+    300
+}
+fn default_negative_ttl() -> u64 {
+    10
 }
 
 #[derive(Deserialize)]
@@ -75,6 +123,9 @@ struct RawOp {
     jwks_uri: Option<String>,
     #[serde(default)]
     end_session_endpoint: Option<String>,
+    /// RFC 7662 token introspection (API applications that validate by introspection).
+    #[serde(default)]
+    introspection_endpoint: Option<String>,
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u64,
     #[serde(default = "default_jwks_max_age")]
@@ -276,6 +327,7 @@ pub struct OpEndpoints {
     pub token: Endpoint,
     pub jwks: Endpoint,
     pub end_session: Option<Url>,
+    pub introspection: Option<Endpoint>,
 }
 
 /// Endpoints named in the configuration (all of them unless discovery is on).
@@ -285,6 +337,7 @@ pub struct ConfiguredEndpoints {
     pub token: Option<Endpoint>,
     pub jwks: Option<Endpoint>,
     pub end_session: Option<Url>,
+    pub introspection: Option<Endpoint>,
 }
 
 impl ConfiguredEndpoints {
@@ -295,6 +348,7 @@ impl ConfiguredEndpoints {
             token: self.token.clone()?,
             jwks: self.jwks.clone()?,
             end_session: self.end_session.clone(),
+            introspection: self.introspection.clone(),
         })
     }
 }
@@ -342,6 +396,16 @@ pub struct IdentityHeader {
     pub claim: String,
 }
 
+/// How bearer tokens are checked and remembered.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub realm: String,
+    pub algorithms: Vec<SignatureAlg>,
+    pub cache_max_entries: usize,
+    pub cache_max_ttl_s: u64,
+    pub negative_ttl_s: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct LogoutSettings {
     pub redirect_uri: Option<String>,
@@ -363,6 +427,16 @@ pub struct Settings {
     pub id_token_algorithms: Vec<SignatureAlg>,
     pub logout: LogoutSettings,
     pub login_timeout_s: u64,
+    pub api: ApiSettings,
+    /// Applications, resources and rules; without a `policy` in the configuration, one web
+    /// application for every host and path with no rules (a session is all it takes).
+    pub policy: Policy,
+    /// True when the configuration has no `policy`: the request path skips routing.
+    pub policy_is_implicit: bool,
+    /// What `policy.default_decision: allow` falls back to: a session, no rules.
+    pub fallback: Policy,
+    /// Every identity header removed: for requests that go on without an identity.
+    pub no_identity: HeaderOps,
     /// Prefix of the per-login transaction cookies (`<session cookie>.txn.<id>`).
     pub txn_cookie_prefix: String,
 }
@@ -452,6 +526,11 @@ impl Settings {
                 .end_session_endpoint
                 .as_deref()
                 .map(|u| parse_http_url("op.end_session_endpoint", u))
+                .transpose()?,
+            introspection: op
+                .introspection_endpoint
+                .as_deref()
+                .map(|u| Endpoint::parse("op.introspection_endpoint", u))
                 .transpose()?,
         };
         let discovery = if op.discovery {
@@ -650,20 +729,24 @@ impl Settings {
             }
         }
 
-        let mut id_token_algorithms = Vec::new();
-        for (i, name) in raw.id_token_algorithms.iter().enumerate() {
-            let alg = SignatureAlg::from_name(name).ok_or_else(|| {
-                ConfigError::new(
-                    format!("id_token_algorithms[{i}]"),
-                    format!(
-                        "`{name}` is not accepted (use RS256, RS384, RS512, PS256, ES256 or ES384)"
-                    ),
-                )
-            })?;
-            id_token_algorithms.push(alg);
-        }
-        if id_token_algorithms.is_empty() {
-            return Err(ConfigError::new("id_token_algorithms", "must not be empty"));
+        let id_token_algorithms = algorithms("id_token_algorithms", &raw.id_token_algorithms)?;
+        let api = api_settings(raw.api)?;
+        let policy = match &raw.policy {
+            Some(p) => policy::compile(p)
+                .map_err(|e| ConfigError::new(format!("policy.{}", e.field), e.message))?,
+            None => Policy::implicit(),
+        };
+        for (i, app) in policy.applications().iter().enumerate() {
+            let introspects = app
+                .api
+                .as_ref()
+                .is_some_and(|a| a.validation == Validation::Introspection);
+            if introspects && op.endpoints.introspection.is_none() && op.discovery.is_none() {
+                return Err(ConfigError::new(
+                    format!("policy.applications[{i}].api.validation"),
+                    "introspection needs op.introspection_endpoint (or op.discovery)",
+                ));
+            }
         }
 
         if let Some(uri) = &raw.logout.redirect_uri {
@@ -699,6 +782,7 @@ impl Settings {
                 activity_refresh_s: s.activity_refresh_s,
                 claims,
             },
+            no_identity: identity::request_headers(&identity_headers, None),
             identity_headers,
             clock_skew_s: raw.clock_skew_s,
             id_token_algorithms,
@@ -707,8 +791,68 @@ impl Settings {
                 use_end_session_endpoint: raw.logout.use_end_session_endpoint,
             },
             login_timeout_s: raw.login_timeout_s,
+            api,
+            policy_is_implicit: raw.policy.is_none(),
+            policy,
+            fallback: Policy::implicit(),
         })
     }
+}
+
+fn algorithms(field: &str, names: &[String]) -> Result<Vec<SignatureAlg>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let alg = SignatureAlg::from_name(name).ok_or_else(|| {
+            ConfigError::new(
+                format!("{field}[{i}]"),
+                format!(
+                    "`{name}` is not accepted (use RS256, RS384, RS512, PS256, ES256 or ES384)"
+                ),
+            )
+        })?;
+        out.push(alg);
+    }
+    if out.is_empty() {
+        return Err(ConfigError::new(field, "must not be empty"));
+    }
+    Ok(out)
+}
+
+fn api_settings(raw: RawApi) -> Result<ApiSettings, ConfigError> {
+    if raw.realm.is_empty()
+        || raw.realm.contains(['"', '\\'])
+        || raw.realm.chars().any(char::is_control)
+    {
+        return Err(ConfigError::new(
+            "api.realm",
+            "must be non-empty text without quotes or backslashes",
+        ));
+    }
+    if !(1..=1_000_000).contains(&raw.cache_max_entries) {
+        return Err(ConfigError::new(
+            "api.cache_max_entries",
+            "must be between 1 and 1000000",
+        ));
+    }
+    if raw.cache_max_ttl_s > 86_400 {
+        return Err(ConfigError::new(
+            "api.cache_max_ttl_s",
+            "must be at most 86400",
+        ));
+    }
+    if raw.negative_ttl_s > 3600 {
+        return Err(ConfigError::new(
+            "api.negative_ttl_s",
+            "must be at most 3600",
+        ));
+    }
+    Ok(ApiSettings {
+        realm: raw.realm,
+        algorithms: algorithms("api.algorithms", &raw.algorithms)?,
+        cache_max_entries: raw.cache_max_entries,
+        cache_max_ttl_s: raw.cache_max_ttl_s,
+        negative_ttl_s: raw.negative_ttl_s,
+    })
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ struct Document {
     jwks_uri: String,
     #[serde(default)]
     end_session_endpoint: Option<String>,
+    #[serde(default)]
+    introspection_endpoint: Option<String>,
 }
 
 /// The endpoints from a discovery document, with configured ones taking precedence. The
@@ -62,6 +64,14 @@ pub fn parse(settings: &Settings, body: &[u8]) -> Result<OpEndpoints, String> {
         end_session: match (&configured.end_session, doc.end_session_endpoint.as_deref()) {
             (Some(u), _) => Some(u.clone()),
             (None, Some(u)) => Some(parse_http_url("end_session_endpoint", u).map_err(bad)?),
+            (None, None) => None,
+        },
+        introspection: match (
+            &configured.introspection,
+            doc.introspection_endpoint.as_deref(),
+        ) {
+            (Some(e), _) => Some(e.clone()),
+            (None, Some(u)) => Some(Endpoint::parse("introspection_endpoint", u).map_err(bad)?),
             (None, None) => None,
         },
     })

@@ -6,6 +6,7 @@
 //! the SDK's string variants panic on non-UTF-8 values, and a panic would abort the VM.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -15,12 +16,17 @@ use proxy_wasm::types::{Action as HostAction, BufferType, ContextType, LogLevel,
 
 use crate::config::Settings;
 use crate::gateway::{HeaderSource, Level, LogLine, RequestFlow, VmState, MAX_CALLOUT_BODY};
-use crate::http::{Action, Callout, CalloutResult, Forward, LocalResponse};
+use crate::http::{Action, Callout, CalloutResult, LocalResponse, Wake};
 use crate::login::Entropy;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(WamRoot::default()) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> {
+        Box::new(WamRoot {
+            id,
+            ..WamRoot::default()
+        })
+    });
 }}
 
 fn log(level: LogLevel, message: &str) {
@@ -74,6 +80,15 @@ impl HeaderSource for HostHeaders {
     fn header(&self, name: &str) -> Option<String> {
         let bytes = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok()??;
         String::from_utf8(bytes).ok()
+    }
+
+    fn client_address(&self) -> Option<String> {
+        let bytes = hostcalls::get_property(vec!["source", "address"]).ok()??;
+        String::from_utf8(bytes).ok()
+    }
+
+    fn now_us(&self) -> u64 {
+        u64::try_from(now_since_epoch().as_micros()).unwrap_or(u64::MAX)
     }
 }
 
@@ -157,15 +172,222 @@ fn callout_result(pending: &PendingCallout, body_size: usize) -> CalloutResult {
     }
 }
 
+/// Requests of this VM that wait for a callout or for another request's callout, by context
+/// id, and which callout belongs to whom. The SDK hands a callout's answer to the context that
+/// was active when it was sent, so a request woken inside another request's callback never
+/// sends its own callout from there: that is left to the root context's next tick.
+#[derive(Default)]
+struct Registry {
+    parked: HashMap<u32, Shared>,
+    /// Callout token -> the context it answers.
+    callouts: HashMap<u32, u32>,
+    /// Wake-ups and callouts for the root context to carry out (see above).
+    deferred: Vec<(u32, Wake)>,
+    deferred_callouts: Vec<u32>,
+}
+
+/// What one request keeps between callbacks.
+struct HttpState {
+    flow: RequestFlow,
+    callout: Option<PendingCallout>,
+    /// A callout decided while this request was woken from another's callback, to be sent
+    /// from the root context.
+    unsent: Option<Callout>,
+    response_cookies: Vec<String>,
+}
+
+type Shared = Rc<RefCell<HttpState>>;
+
 /// What a configured VM runs on: the settings and the state its requests share.
 #[derive(Clone)]
 struct Configured {
     settings: Rc<Settings>,
     vm: Rc<RefCell<VmState>>,
+    registry: Rc<RefCell<Registry>>,
+}
+
+/// Where the host is while it carries out an action: in the request's own callback, or in
+/// one where a callout sent now would be owned by someone else.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// The request's own callback, or the root context's: a callout may be sent.
+    Safe,
+    /// Another request's callback: a callout is deferred to the root context.
+    Borrowed,
+}
+
+impl Configured {
+    /// Carries out `action` for the request `ctx`; returns whether it may go on upstream now
+    /// (the caller continues or resumes it).
+    fn carry_out(&self, ctx: u32, state: &Shared, action: Action, origin: Origin) -> bool {
+        let mut st = state.borrow_mut();
+        for line in st.flow.take_log() {
+            log_line(&line);
+        }
+        match action {
+            Action::Forward(fwd) => {
+                drop(st);
+                self.registry.borrow_mut().parked.remove(&ctx);
+                let identity = fwd.identity.iter();
+                for (name, value) in identity.chain(fwd.request_headers.iter()) {
+                    let _ = hostcalls::set_map_value(
+                        MapType::HttpRequestHeaders,
+                        name,
+                        value.as_deref(),
+                    );
+                }
+                state.borrow_mut().response_cookies = fwd.response_cookies;
+                true
+            }
+            Action::Respond(r) => {
+                drop(st);
+                self.registry.borrow_mut().parked.remove(&ctx);
+                respond(&r);
+                false
+            }
+            Action::Wait => {
+                drop(st);
+                self.registry.borrow_mut().parked.insert(ctx, state.clone());
+                false
+            }
+            Action::Callout(callout) => {
+                if origin == Origin::Borrowed {
+                    st.unsent = Some(callout);
+                    drop(st);
+                    let mut reg = self.registry.borrow_mut();
+                    reg.parked.insert(ctx, state.clone());
+                    reg.deferred_callouts.push(ctx);
+                    return false;
+                }
+                st.callout = dispatch(&callout);
+                if let Some(p) = &st.callout {
+                    let token = p.token;
+                    drop(st);
+                    let mut reg = self.registry.borrow_mut();
+                    reg.callouts.insert(token, ctx);
+                    reg.parked.insert(ctx, state.clone());
+                    return false;
+                }
+                let next = st.flow.on_callout(
+                    &self.settings,
+                    &mut self.vm.borrow_mut(),
+                    &HostHeaders,
+                    CalloutResult::Failed,
+                    now_secs(),
+                    &mut HostEntropy,
+                );
+                drop(st);
+                self.carry_out(ctx, state, next, origin)
+            }
+        }
+    }
+
+    /// A callout's answer arrived (in whichever context the SDK chose): continue its owner.
+    fn deliver(&self, token: u32, body_size: usize, origin: Origin, current: u32) {
+        let owner = self.registry.borrow_mut().callouts.remove(&token);
+        let Some(ctx) = owner else { return };
+        let state = self.registry.borrow().parked.get(&ctx).cloned();
+        let Some(state) = state else { return };
+        let pending = state.borrow_mut().callout.take();
+        let Some(pending) = pending.filter(|p| p.token == token) else {
+            return;
+        };
+        let result = callout_result(&pending, body_size);
+        if ctx != current {
+            let _ = hostcalls::set_effective_context(ctx);
+        }
+        let next = state.borrow_mut().flow.on_callout(
+            &self.settings,
+            &mut self.vm.borrow_mut(),
+            &HostHeaders,
+            result,
+            now_secs(),
+            &mut HostEntropy,
+        );
+        if self.carry_out(ctx, &state, next, origin) {
+            let _ = hostcalls::resume_http_request();
+        }
+        if ctx != current {
+            let _ = hostcalls::set_effective_context(current);
+        }
+    }
+
+    /// Wakes the requests the core released. Inside a request's callback (`Borrowed`) they
+    /// are run at once unless they need a callout; a dying request defers them all.
+    fn wake_released(&self, current: u32, origin: Origin, defer_all: bool) {
+        let woken = std::mem::take(&mut self.vm.borrow_mut().woken);
+        if woken.is_empty() {
+            return;
+        }
+        if defer_all {
+            self.registry.borrow_mut().deferred.extend(woken);
+            return;
+        }
+        for (ctx, why) in woken {
+            let state = self.registry.borrow().parked.get(&ctx).cloned();
+            let Some(state) = state else { continue };
+            let _ = hostcalls::set_effective_context(ctx);
+            let next = state.borrow_mut().flow.on_wake(
+                &self.settings,
+                &mut self.vm.borrow_mut(),
+                &HostHeaders,
+                why,
+                now_secs(),
+                &mut HostEntropy,
+            );
+            if self.carry_out(ctx, &state, next, origin) {
+                let _ = hostcalls::resume_http_request();
+            }
+        }
+        let _ = hostcalls::set_effective_context(current);
+        // Waking may release others in turn (a woken request that leads a check it finished).
+        if !self.vm.borrow().woken.is_empty() {
+            self.wake_released(current, origin, false);
+        }
+    }
+
+    /// The root context's share: deferred wake-ups and callouts, sent from here so their
+    /// answers come back to a context that lives as long as the VM.
+    fn run_deferred(&self, root: u32) {
+        let (wakes, callouts) = {
+            let mut reg = self.registry.borrow_mut();
+            (
+                std::mem::take(&mut reg.deferred),
+                std::mem::take(&mut reg.deferred_callouts),
+            )
+        };
+        for ctx in callouts {
+            let state = self.registry.borrow().parked.get(&ctx).cloned();
+            let Some(state) = state else { continue };
+            let unsent = state.borrow_mut().unsent.take();
+            let Some(callout) = unsent else { continue };
+            let _ = hostcalls::set_effective_context(ctx);
+            if self.carry_out(ctx, &state, Action::Callout(callout), Origin::Safe) {
+                let _ = hostcalls::resume_http_request();
+            }
+        }
+        if !wakes.is_empty() {
+            self.vm.borrow_mut().woken.extend(wakes);
+            self.wake_released(root, Origin::Safe, false);
+        }
+        let _ = hostcalls::set_effective_context(root);
+    }
+}
+
+fn respond(r: &LocalResponse) {
+    let headers: Vec<(&str, &str)> = r
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    if hostcalls::send_http_response(r.status, headers, Some(&r.body)).is_err() {
+        log(LogLevel::Warn, "envoy-wam: could not send a local response");
+    }
 }
 
 #[derive(Default)]
 struct WamRoot {
+    id: u32,
     configured: Option<Configured>,
     clock: Clock,
     discovery: Option<PendingCallout>,
@@ -179,13 +401,15 @@ impl Context for WamRoot {
         body_size: usize,
         _trailers: usize,
     ) {
-        let Some(pending) = self.discovery.take_if(|p| p.token == token) else {
-            return;
-        };
         let Some(c) = &self.configured else { return };
-        let result = callout_result(&pending, body_size);
-        let line = c.vm.borrow_mut().on_discovery(&c.settings, result);
-        log_line(&line);
+        if let Some(pending) = self.discovery.take_if(|p| p.token == token) {
+            let result = callout_result(&pending, body_size);
+            let line = c.vm.borrow_mut().on_discovery(&c.settings, result);
+            log_line(&line);
+            return;
+        }
+        c.deliver(token, body_size, Origin::Safe, self.id);
+        c.wake_released(self.id, Origin::Safe, false);
     }
 }
 
@@ -209,7 +433,7 @@ impl RootContext for WamRoot {
         log(
             LogLevel::Info,
             &format!(
-                "envoy-wam: configured for issuer {} (client {}, cluster {}{})",
+                "envoy-wam: configured for issuer {} (client {}, cluster {}{}; {} applications)",
                 settings.op.issuer,
                 settings.client.client_id,
                 settings.op.cluster,
@@ -217,7 +441,12 @@ impl RootContext for WamRoot {
                     ", discovery"
                 } else {
                     ""
-                }
+                },
+                if settings.policy_is_implicit {
+                    0
+                } else {
+                    settings.policy.applications().len()
+                },
             ),
         );
         // A new configuration may name another OP: this VM's keys, sessions and endpoints start over.
@@ -225,10 +454,11 @@ impl RootContext for WamRoot {
         self.configured = Some(Configured {
             settings: Rc::new(settings),
             vm: Rc::new(RefCell::new(vm)),
+            registry: Rc::new(RefCell::new(Registry::default())),
         });
         self.discovery = None;
         self.clock.refresh();
-        if hostcalls::set_tick_period(Duration::from_secs(1)).is_err() {
+        if hostcalls::set_tick_period(Duration::from_millis(TICK_MS)).is_err() {
             log(
                 LogLevel::Warn,
                 "envoy-wam: no tick; reading the clock on every request",
@@ -241,6 +471,7 @@ impl RootContext for WamRoot {
     fn on_tick(&mut self) {
         self.clock.refresh();
         let Some(c) = &self.configured else { return };
+        c.run_deferred(self.id);
         if self.discovery.is_some() {
             return;
         }
@@ -256,13 +487,17 @@ impl RootContext for WamRoot {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(WamHttp {
+            ctx: context_id,
             clock: self.clock.clone(),
             configured: self.configured.clone(),
-            flow: RequestFlow::new(),
-            callout: None,
-            response_cookies: Vec::new(),
+            state: Rc::new(RefCell::new(HttpState {
+                flow: RequestFlow::for_context(context_id),
+                callout: None,
+                unsent: None,
+                response_cookies: Vec::new(),
+            })),
         }))
     }
 
@@ -271,64 +506,15 @@ impl RootContext for WamRoot {
     }
 }
 
+/// How often the root context ticks: the clock's resolution, and the longest a deferred
+/// wake-up waits.
+const TICK_MS: u64 = 100;
+
 struct WamHttp {
+    ctx: u32,
     clock: Clock,
     configured: Option<Configured>,
-    flow: RequestFlow,
-    callout: Option<PendingCallout>,
-    response_cookies: Vec<String>,
-}
-
-impl WamHttp {
-    fn respond(&self, r: &LocalResponse) {
-        let headers: Vec<(&str, &str)> = r
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        if hostcalls::send_http_response(r.status, headers, Some(&r.body)).is_err() {
-            log(LogLevel::Warn, "envoy-wam: could not send a local response");
-        }
-    }
-
-    fn apply_forward(&mut self, fwd: Forward) {
-        let identity = fwd.identity.iter().flat_map(|e| e.headers.iter());
-        for (name, value) in identity.chain(fwd.request_headers.iter()) {
-            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value.as_deref());
-        }
-        self.response_cookies = fwd.response_cookies;
-    }
-
-    /// Carries out `action`; returns whether the request may go on upstream now.
-    fn carry_out(&mut self, c: &Configured, action: Action) -> bool {
-        for line in self.flow.take_log() {
-            log_line(&line);
-        }
-        match action {
-            Action::Forward(fwd) => {
-                self.apply_forward(fwd);
-                true
-            }
-            Action::Respond(r) => {
-                self.respond(&r);
-                false
-            }
-            Action::Callout(callout) => {
-                self.callout = dispatch(&callout);
-                if self.callout.is_some() {
-                    return false;
-                }
-                let next = self.flow.on_callout(
-                    &c.settings,
-                    &mut c.vm.borrow_mut(),
-                    CalloutResult::Failed,
-                    now_secs(),
-                    &mut HostEntropy,
-                );
-                self.carry_out(c, next)
-            }
-        }
-    }
+    state: Shared,
 }
 
 impl Context for WamHttp {
@@ -339,23 +525,28 @@ impl Context for WamHttp {
         body_size: usize,
         _trailers: usize,
     ) {
-        let Some(pending) = self.callout.take_if(|p| p.token == token) else {
-            return;
-        };
         let Some(c) = self.configured.clone() else {
             return;
         };
-        let result = callout_result(&pending, body_size);
-        let next = self.flow.on_callout(
-            &c.settings,
-            &mut c.vm.borrow_mut(),
-            result,
-            now_secs(),
-            &mut HostEntropy,
-        );
-        if self.carry_out(&c, next) {
-            let _ = hostcalls::resume_http_request();
+        c.deliver(token, body_size, Origin::Safe, self.ctx);
+        c.wake_released(self.ctx, Origin::Borrowed, false);
+    }
+
+    fn on_done(&mut self) -> bool {
+        let Some(c) = self.configured.clone() else {
+            return true;
+        };
+        let was_parked = c.registry.borrow_mut().parked.remove(&self.ctx).is_some();
+        if was_parked {
+            let mut st = self.state.borrow_mut();
+            if let Some(p) = st.callout.take() {
+                c.registry.borrow_mut().callouts.remove(&p.token);
+            }
+            st.flow.on_abandon(&mut c.vm.borrow_mut(), self.clock.now());
+            drop(st);
+            c.wake_released(self.ctx, Origin::Borrowed, true);
         }
+        true
     }
 }
 
@@ -363,19 +554,19 @@ impl HttpContext for WamHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> HostAction {
         let Some(c) = self.configured.clone() else {
             // No valid configuration: fail closed.
-            self.respond(
-                &LocalResponse::new(503).body("text/plain", "envoy-wam is not configured\n"),
-            );
+            respond(&LocalResponse::new(503).body("text/plain", "envoy-wam is not configured\n"));
             return HostAction::Pause;
         };
-        let action = self.flow.on_request(
+        let action = self.state.borrow_mut().flow.on_request(
             &c.settings,
             &mut c.vm.borrow_mut(),
             &HostHeaders,
             self.clock.now(),
             &mut HostEntropy,
         );
-        if self.carry_out(&c, action) {
+        let go_on = c.carry_out(self.ctx, &self.state, action, Origin::Safe);
+        c.wake_released(self.ctx, Origin::Borrowed, false);
+        if go_on {
             HostAction::Continue
         } else {
             HostAction::Pause
@@ -387,7 +578,7 @@ impl HttpContext for WamHttp {
         _num_headers: usize,
         _end_of_stream: bool,
     ) -> HostAction {
-        for cookie in self.response_cookies.drain(..) {
+        for cookie in self.state.borrow_mut().response_cookies.drain(..) {
             let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, "set-cookie", &cookie);
         }
         HostAction::Continue

@@ -2,20 +2,26 @@
 //! with the time and a source of randomness; it answers with an [`Action`]. No I/O happens
 //! here, so every path is unit-tested natively.
 
+use std::net::IpAddr;
 use std::rc::Rc;
 
 use serde_json::Map;
 
+use crate::access;
+use crate::bearer::{self, BearerError, JwtRules, Lookup, TokenCache, TokenInfo};
 use crate::config::{OpEndpoints, Settings};
 use crate::cookie::{self, CookieAttributes};
 use crate::discovery::{self, DiscoveryState};
-use crate::http::{Action, Callout, CalloutResult, Forward, LocalResponse};
+use crate::http::{Action, Callout, CalloutResult, Forward, HeaderOps, LocalResponse, Wake};
 use crate::id_token::{self, Expected, IdTokenError};
 use crate::identity;
 use crate::jwks::{parse_jwks, JwksCache};
 use crate::login::{random_token, safe_return_path, Entropy, LoginTransaction};
 use crate::oidc::{self, TokenError};
 use crate::pages::Problem;
+use crate::policy::{
+    self, AppType, Application, Identity, Outcome, RateLimits, RequestFacts, Target, Validation,
+};
 use crate::session::{Session, SessionCache, SessionEntry};
 
 /// Verified session cookies remembered per VM.
@@ -30,16 +36,44 @@ pub struct VmState {
     /// The OP's endpoints: from the configuration, or once discovery has fetched them.
     pub endpoints: Option<Rc<OpEndpoints>>,
     pub discovery: DiscoveryState,
+    /// Bearer-token checks (valid and refused), by token hash, with their identity headers.
+    pub tokens: TokenCache,
+    /// A JWKS fetch for bearer tokens under way, and the requests waiting for it.
+    pub keys_flight: Option<KeysFlight>,
+    /// Token buckets of rate-limit rules (per worker).
+    pub limits: RateLimits,
+    /// Parked requests to wake (context id, why). The host drains this after every callback.
+    pub woken: Vec<(u32, Wake)>,
+}
+
+/// One JWKS fetch at a time for bearer tokens; the others wait for it.
+pub struct KeysFlight {
+    pub leader: u32,
+    pub since: u64,
+    pub waiters: Vec<u32>,
 }
 
 impl VmState {
     pub fn new(settings: &Settings) -> Self {
+        let api = &settings.api;
         Self {
             jwks: JwksCache::default(),
             sessions: SessionCache::new(SESSION_CACHE_ENTRIES),
             endpoints: settings.op.endpoints.complete().map(Rc::new),
             discovery: DiscoveryState::default(),
+            tokens: TokenCache::new(
+                api.cache_max_entries,
+                api.cache_max_ttl_s,
+                api.negative_ttl_s,
+            ),
+            keys_flight: None,
+            limits: RateLimits::default(),
+            woken: Vec::new(),
         }
+    }
+
+    fn wake(&mut self, waiters: Vec<u32>, why: Wake) {
+        self.woken.extend(waiters.into_iter().map(|w| (w, why)));
     }
 
     /// The discovery request to send now, if one is due.
@@ -86,6 +120,16 @@ impl VmState {
 /// copying the whole header map on every request.
 pub trait HeaderSource {
     fn header(&self, name: &str) -> Option<String>;
+
+    /// The downstream peer's address as Envoy reports it (`1.2.3.4:5678`, `[::1]:5678`).
+    fn client_address(&self) -> Option<String> {
+        self.header(":source-address")
+    }
+
+    /// A microsecond clock for measuring time spent in the filter (audit lines).
+    fn now_us(&self) -> u64 {
+        0
+    }
 }
 
 /// A header list held in memory (tests, tools).
@@ -176,6 +220,14 @@ impl RequestHead {
         method_ok && navigating && !xhr
     }
 
+    /// Not a browser page load: answered with JSON rather than HTML.
+    fn is_api_like(&self) -> bool {
+        !self
+            .accept
+            .as_deref()
+            .is_some_and(|a| a.contains("text/html"))
+    }
+
     fn origin(&self) -> String {
         format!("{}://{}", self.scheme, self.authority)
     }
@@ -196,6 +248,12 @@ pub struct LogLine {
 
 enum Stage {
     Start,
+    /// Waiting for the introspection endpoint about the token with this hash.
+    Introspect {
+        key: [u8; 32],
+    },
+    /// Waiting for the JWKS to check a bearer token (this request leads the fetch).
+    BearerKeys,
     /// Waiting for the token endpoint.
     Token {
         txn: LoginTransaction,
@@ -214,6 +272,12 @@ enum Stage {
 pub struct RequestFlow {
     stage: Stage,
     log: Vec<LogLine>,
+    /// The host's id of this request (for waiting on another request's callout).
+    ctx: u32,
+    /// Times this request was run again after a callout or wake-up (a loop guard).
+    reruns: u8,
+    /// When an audited request started being decided (see [`HeaderSource::now_us`]).
+    audit_started_us: Option<u64>,
 }
 
 impl Default for RequestFlow {
@@ -224,9 +288,17 @@ impl Default for RequestFlow {
 
 impl RequestFlow {
     pub fn new() -> Self {
+        Self::for_context(0)
+    }
+
+    /// A flow for the request the host knows as `ctx`.
+    pub fn for_context(ctx: u32) -> Self {
         Self {
             stage: Stage::Start,
             log: Vec::new(),
+            ctx,
+            reruns: 0,
+            audit_started_us: None,
         }
     }
 
@@ -251,7 +323,7 @@ impl RequestFlow {
         self.stage = Stage::Done;
         let path = request.header(":path").unwrap_or_default();
         let cookie = request.header("cookie");
-        let path_only = path.split('?').next().unwrap_or("");
+        let (path_only, query) = RequestFacts::split_path(&path);
         if path_only.starts_with(settings.base_path.as_str()) {
             if path_only == settings.heartbeat_path {
                 return Action::Respond(LocalResponse::new(200).body("text/plain", "OK"));
@@ -269,25 +341,400 @@ impl RequestFlow {
             }
         }
 
-        let token = cookie
-            .as_deref()
-            .and_then(|c| cookie::get(c, &settings.session.cookie_name));
-        let entry = token.and_then(|t| {
-            vm.sessions.lookup(
-                t,
-                &settings.session.keys,
+        let implicit = settings.policy.applications().len() == 1 && settings.policy_is_implicit;
+        let method;
+        let (app, resource) = if implicit {
+            method = String::new();
+            match settings.policy.applications().first() {
+                Some(app) => (app, None),
+                None => return Action::Respond(self.internal_error()),
+            }
+        } else {
+            method = request.header(":method").unwrap_or_default();
+            let host = request.header(":authority").unwrap_or_default();
+            match settings.policy.route(&host, path_only, &method) {
+                Target::Unprotected => {
+                    return Action::Forward(anonymous(settings, cookie.as_deref(), None))
+                }
+                Target::NoApplication(policy::DefaultDecision::Deny) => {
+                    let head = RequestHead::read(request, path.clone(), cookie.clone());
+                    return Action::Respond(self.forbidden_page(
+                        rng,
+                        !head.is_api_like(),
+                        "no_application",
+                        format!(
+                            "no application for host {} path {}",
+                            printable(&host),
+                            printable(path_only)
+                        ),
+                    ));
+                }
+                Target::NoApplication(policy::DefaultDecision::Allow) => {
+                    match settings.fallback.applications().first() {
+                        Some(app) => (app, None),
+                        None => return Action::Respond(self.internal_error()),
+                    }
+                }
+                Target::App { app, resource } => (app, resource),
+            }
+        };
+        let unprotected = resource.is_some_and(|r| r.unprotected);
+        if resource.is_some_and(|r| r.audit) && self.audit_started_us.is_none() {
+            self.audit_started_us = Some(request.now_us());
+        }
+
+        // Who is asking: a bearer token (API access), a session cookie (web), or nobody.
+        let authorization = match app.app_type {
+            AppType::Web => None,
+            AppType::Api | AppType::Both => request.header("authorization"),
+        };
+        let bearer = match bearer::extract(authorization.as_deref()) {
+            Ok(t) => t,
+            Err(_) if unprotected => None,
+            Err(_) => return self.bearer_refused(settings, BearerError::Malformed),
+        };
+        let use_bearer = match app.app_type {
+            AppType::Web => false,
+            AppType::Api => true,
+            AppType::Both => bearer.is_some(),
+        };
+        let mut session: Option<Rc<SessionEntry>> = None;
+        let mut token: Option<Rc<TokenInfo>> = None;
+        if unprotected {
+            // Nothing about the caller is looked at, so nothing is vouched for.
+        } else if use_bearer {
+            if let Some(raw) = bearer {
+                match self.check_bearer(settings, vm, app, raw, now) {
+                    Ok(info) => token = Some(info),
+                    Err(action) => return action,
+                }
+            }
+        } else {
+            let value = cookie
+                .as_deref()
+                .and_then(|c| cookie::get(c, &settings.session.cookie_name));
+            session = value.and_then(|t| {
+                vm.sessions.lookup(
+                    t,
+                    &settings.session.keys,
+                    now,
+                    settings.session.idle_timeout_s,
+                    |s| identity::request_headers(&settings.identity_headers, Some(s)),
+                )
+            });
+        }
+
+        // The policy: skipped for the implicit application, which has no rules.
+        let identity = match (&session, &token) {
+            (Some(e), _) => Some(Identity {
+                sub: &e.session.sub,
+                claims: &e.session.claims,
+                scopes: &[],
+            }),
+            (None, Some(t)) => Some(Identity {
+                sub: t.sub.as_deref().unwrap_or_default(),
+                claims: &t.claims,
+                scopes: &t.scopes,
+            }),
+            (None, None) => None,
+        };
+        let outcome = if implicit {
+            match identity {
+                Some(_) => None,
+                None => Some((Outcome::NeedIdentity, None)),
+            }
+        } else {
+            let client_ip = client_ip(settings, request);
+            let facts = RequestFacts {
+                method: &method,
+                path: path_only,
+                query,
+                headers: request,
+                client_ip,
                 now,
-                settings.session.idle_timeout_s,
-                |s| identity::request_headers(&settings.identity_headers, Some(s)),
-            )
-        });
-        match entry {
-            Some(entry) => Action::Forward(forward(settings, vm, cookie.as_deref(), entry, now)),
-            None => {
-                let head = RequestHead::read(request, path, cookie);
-                self.unauthenticated(settings, vm.endpoints.as_deref(), &head, now, rng)
+                now_ms: now.saturating_mul(1000),
+                identity,
+            };
+            let decision = app.evaluate(resource, &facts, &mut vm.limits);
+            if resource.is_some_and(|r| r.audit) {
+                let elapsed = request
+                    .now_us()
+                    .saturating_sub(self.audit_started_us.unwrap_or(0));
+                let line = access::audit_line(&facts, app, resource, &decision, request, elapsed);
+                self.note(Level::Info, line);
+            }
+            match decision.outcome {
+                Outcome::Allow => None,
+                ref other => Some((other.clone(), Some(decision.clone()))),
+            }
+        };
+        if let Some((outcome, decision)) = outcome {
+            return match outcome {
+                Outcome::NeedIdentity if use_bearer => self.bearer_refused(
+                    settings,
+                    if bearer.is_some() {
+                        BearerError::InvalidToken("no identity")
+                    } else {
+                        BearerError::Missing
+                    },
+                ),
+                Outcome::NeedIdentity => {
+                    let head = RequestHead::read(request, path.clone(), cookie.clone());
+                    self.unauthenticated(settings, vm.endpoints.as_deref(), &head, now, rng)
+                }
+                _ => {
+                    let head = RequestHead::read(request, path.clone(), cookie.clone());
+                    let html = !use_bearer && !head.is_api_like();
+                    let reference = random_token(rng, 6).unwrap_or_default();
+                    match decision {
+                        Some(d) => {
+                            let (response, log) =
+                                access::refusal(settings, &d, html, use_bearer, &reference);
+                            if let Some(log) = log {
+                                self.note(Level::Info, log);
+                            }
+                            Action::Respond(response)
+                        }
+                        None => Action::Respond(self.internal_error()),
+                    }
+                }
+            };
+        }
+
+        let mut fwd = match (&session, &token) {
+            (Some(entry), _) => forward(settings, vm, cookie.as_deref(), entry.clone(), now),
+            (None, Some(t)) => anonymous(settings, cookie.as_deref(), Some(t.headers.clone())),
+            (None, None) => anonymous(settings, cookie.as_deref(), None),
+        };
+        let keep_token = app.api.as_ref().is_some_and(|a| a.forward_token);
+        if token.is_some() && !keep_token {
+            fwd.request_headers.push(("authorization".into(), None));
+        }
+        Action::Forward(fwd)
+    }
+
+    /// Runs a request again once what it waited for is known (`Wake::Ready`), or answers
+    /// with the failure of the request it waited for.
+    pub fn on_wake(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        request: &dyn HeaderSource,
+        wake: Wake,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) -> Action {
+        match wake {
+            Wake::Ready => self.rerun(settings, vm, request, now, rng),
+            Wake::TimedOut => self.upstream_failure(rng, true, "the request waited for timed out"),
+            Wake::Failed => self.upstream_failure(rng, false, "the request waited for failed"),
+        }
+    }
+
+    /// The request ended (client gone) while it waited or called out: whoever waited on it
+    /// must not wait forever.
+    pub fn on_abandon(&mut self, vm: &mut VmState, now: u64) {
+        match std::mem::replace(&mut self.stage, Stage::Done) {
+            Stage::Introspect { key } => {
+                let waiters = vm.tokens.complete(&key, None, now);
+                vm.wake(waiters, Wake::Ready);
+            }
+            Stage::BearerKeys => {
+                if let Some(f) = vm.keys_flight.take() {
+                    vm.wake(f.waiters, Wake::Ready);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn rerun(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        request: &dyn HeaderSource,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) -> Action {
+        self.reruns = self.reruns.saturating_add(1);
+        if self.reruns > 4 {
+            self.note(
+                Level::Warn,
+                "request did not settle after 4 callouts; refusing".into(),
+            );
+            return self.upstream_failure(rng, false, "no settled answer");
+        }
+        self.on_request(settings, vm, request, now, rng)
+    }
+
+    /// The bearer token's identity, from the cache or by a check; `Err` is what to do instead
+    /// (refuse, call out, wait). Off the hot path, so the large `Err` is not boxed.
+    #[allow(clippy::result_large_err)]
+    fn check_bearer(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        app: &Application,
+        raw: &str,
+        now: u64,
+    ) -> Result<Rc<TokenInfo>, Action> {
+        let Some(api) = app.api.as_ref() else {
+            return Err(self.bearer_refused(settings, BearerError::InvalidToken("no API access")));
+        };
+        let key = bearer::token_hash(raw);
+        match vm.tokens.lookup(&key, self.ctx, now) {
+            Lookup::Valid(info) => Ok(info),
+            Lookup::Invalid(e) => Err(self.bearer_refused(settings, e)),
+            Lookup::Wait => Err(Action::Wait),
+            Lookup::CheckIt => {
+                match api.validation {
+                    Validation::Jwt => {
+                        let rules = JwtRules {
+                            issuer: &settings.op.issuer,
+                            audiences: &api.audiences,
+                            algorithms: &settings.api.algorithms,
+                            clock_skew_s: settings.clock_skew_s,
+                            now,
+                        };
+                        let op = &settings.op;
+                        match bearer::validate_jwt(
+                            raw,
+                            &vm.jwks,
+                            op.jwks_max_age_s,
+                            op.jwks_min_refetch_interval_s,
+                            &rules,
+                        ) {
+                            Ok(info) => {
+                                let info = with_headers(settings, info);
+                                let waiters = vm.tokens.complete(&key, Some(Ok(info)), now);
+                                vm.wake(waiters, Wake::Ready);
+                                match vm.tokens.lookup(&key, self.ctx, now) {
+                                    Lookup::Valid(info) => Ok(info),
+                                    _ => Err(self
+                                        .upstream_failure_action("token cache refused an entry")),
+                                }
+                            }
+                            Err(BearerError::NeedKeys) => {
+                                // Free the token's slot: whoever waits on it now waits on the keys.
+                                let waiters = vm.tokens.complete(&key, None, now);
+                                vm.wake(waiters, Wake::Ready);
+                                Err(self.fetch_bearer_keys(settings, vm, now))
+                            }
+                            Err(e) => {
+                                self.note(
+                                    Level::Info,
+                                    format!("bearer token refused: {}", describe(&e)),
+                                );
+                                let waiters = vm.tokens.complete(&key, Some(Err(e.clone())), now);
+                                vm.wake(waiters, Wake::Ready);
+                                Err(self.bearer_refused(settings, e))
+                            }
+                        }
+                    }
+                    Validation::Introspection => {
+                        let endpoint = vm.endpoints.as_ref().and_then(|e| e.introspection.clone());
+                        let Some(endpoint) = endpoint else {
+                            let waiters = vm.tokens.complete(&key, None, now);
+                            vm.wake(waiters, Wake::Failed);
+                            return Err(not_ready(false));
+                        };
+                        let callout = bearer::introspection_request(
+                            &settings.op.cluster,
+                            &endpoint,
+                            &settings.client.client_id,
+                            &settings.client.client_secret,
+                            raw,
+                            settings.op.timeout_ms,
+                        );
+                        self.stage = Stage::Introspect { key };
+                        Err(Action::Callout(callout))
+                    }
+                }
             }
         }
+    }
+
+    /// Leads or joins the one JWKS fetch for bearer tokens.
+    fn fetch_bearer_keys(&mut self, settings: &Settings, vm: &mut VmState, now: u64) -> Action {
+        // A fetch whose leader vanished without a word is given up after the callout timeout.
+        let stale = settings.op.timeout_ms / 1000 + 2;
+        if let Some(f) = vm.keys_flight.as_mut() {
+            if now.saturating_sub(f.since) <= stale && f.leader != self.ctx {
+                f.waiters.push(self.ctx);
+                return Action::Wait;
+            }
+        }
+        let Some(endpoints) = vm.endpoints.clone() else {
+            return not_ready(false);
+        };
+        let waiters = vm.keys_flight.take().map(|f| f.waiters).unwrap_or_default();
+        vm.keys_flight = Some(KeysFlight {
+            leader: self.ctx,
+            since: now,
+            waiters,
+        });
+        vm.jwks.attempted(now);
+        self.stage = Stage::BearerKeys;
+        Action::Callout(jwks_callout(settings, &endpoints))
+    }
+
+    fn bearer_refused(&mut self, settings: &Settings, e: BearerError) -> Action {
+        Action::Respond(access::bearer_challenge(&settings.api.realm, &e))
+    }
+
+    fn internal_error(&mut self) -> LocalResponse {
+        Problem {
+            status: 500,
+            code: "internal_error",
+            message: "Unexpected state.",
+            reference: None,
+            retry: None,
+        }
+        .respond(false)
+    }
+
+    fn forbidden_page(
+        &mut self,
+        rng: &mut dyn Entropy,
+        html: bool,
+        code: &str,
+        log: String,
+    ) -> LocalResponse {
+        let reference = random_token(rng, 6).unwrap_or_default();
+        self.note(
+            Level::Info,
+            format!("{log}: denied (status=403 reference={reference})"),
+        );
+        Problem {
+            status: 403,
+            code,
+            message: "You do not have access to this page.",
+            reference: Some(&reference),
+            retry: None,
+        }
+        .respond(html)
+    }
+
+    fn upstream_failure_action(&mut self, why: &str) -> Action {
+        self.note(Level::Warn, why.to_string());
+        Action::Respond(self.internal_error())
+    }
+
+    fn upstream_failure(&mut self, rng: &mut dyn Entropy, timed_out: bool, log: &str) -> Action {
+        let (status, code, message) = if timed_out {
+            (
+                504,
+                "upstream_timeout",
+                "A service the gateway needs did not answer in time.",
+            )
+        } else {
+            (
+                502,
+                "upstream_unavailable",
+                "A service the gateway needs could not be reached.",
+            )
+        };
+        self.refuse(rng, false, status, code, message, None, log.to_string())
     }
 
     /// Continues after a callout this flow asked for.
@@ -295,6 +742,7 @@ impl RequestFlow {
         &mut self,
         settings: &Settings,
         vm: &mut VmState,
+        request: &dyn HeaderSource,
         result: CalloutResult,
         now: u64,
         rng: &mut dyn Entropy,
@@ -362,6 +810,66 @@ impl RequestFlow {
                     other => return self.callout_failure(rng, html, &txn, "JWKS", other),
                 }
                 self.check_id_token(settings, vm, txn, id_token, html, now, rng, false)
+            }
+            Stage::Introspect { key } => {
+                let outcome = match result {
+                    CalloutResult::Response { status, body } => {
+                        bearer::parse_introspection(status, &body, now)
+                    }
+                    CalloutResult::TimedOut => {
+                        let waiters = vm.tokens.complete(&key, None, now);
+                        vm.wake(waiters, Wake::TimedOut);
+                        return self.upstream_failure(rng, true, "introspection callout timed out");
+                    }
+                    CalloutResult::Failed => Err(None),
+                };
+                match outcome {
+                    Ok(info) => {
+                        let info = with_headers(settings, info);
+                        let waiters = vm.tokens.complete(&key, Some(Ok(info)), now);
+                        vm.wake(waiters, Wake::Ready);
+                    }
+                    Err(Some(e)) => {
+                        self.note(
+                            Level::Info,
+                            format!("bearer token refused by introspection: {}", describe(&e)),
+                        );
+                        let waiters = vm.tokens.complete(&key, Some(Err(e)), now);
+                        vm.wake(waiters, Wake::Ready);
+                    }
+                    Err(None) => {
+                        let waiters = vm.tokens.complete(&key, None, now);
+                        vm.wake(waiters, Wake::Failed);
+                        return self.upstream_failure(
+                            rng,
+                            false,
+                            "introspection endpoint failed or gave no usable answer",
+                        );
+                    }
+                }
+                self.rerun(settings, vm, request, now, rng)
+            }
+            Stage::BearerKeys => {
+                let waiters = vm.keys_flight.take().map(|f| f.waiters).unwrap_or_default();
+                match result {
+                    CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
+                        Some(keys) => vm.jwks.replace(keys, now),
+                        None => {
+                            vm.wake(waiters, Wake::Failed);
+                            return self.upstream_failure(rng, false, "JWKS is not a JWK Set");
+                        }
+                    },
+                    CalloutResult::TimedOut => {
+                        vm.wake(waiters, Wake::TimedOut);
+                        return self.upstream_failure(rng, true, "JWKS callout timed out");
+                    }
+                    _ => {
+                        vm.wake(waiters, Wake::Failed);
+                        return self.upstream_failure(rng, false, "JWKS callout failed");
+                    }
+                }
+                vm.wake(waiters, Wake::Ready);
+                self.rerun(settings, vm, request, now, rng)
             }
             stage @ (Stage::Start | Stage::Done) => {
                 self.stage = stage;
@@ -616,16 +1124,7 @@ impl RequestFlow {
                 let Some(endpoints) = vm.endpoints.clone() else {
                     return not_ready(html);
                 };
-                let endpoint = &endpoints.jwks;
-                let callout = Callout {
-                    cluster: op.cluster.clone(),
-                    method: "GET",
-                    authority: endpoint.authority.clone(),
-                    path: endpoint.path.clone(),
-                    headers: vec![("accept".into(), "application/json".into())],
-                    body: Vec::new(),
-                    timeout_ms: op.timeout_ms,
-                };
+                let callout = jwks_callout(settings, &endpoints);
                 self.stage = Stage::Keys {
                     txn,
                     id_token,
@@ -766,7 +1265,7 @@ fn forward(
     now: u64,
 ) -> Forward {
     let mut fwd = Forward {
-        identity: Some(entry.clone()),
+        identity: entry.headers.clone(),
         request_headers: Vec::new(),
         response_cookies: Vec::new(),
     };
@@ -858,6 +1357,67 @@ fn add_cookie(action: Action, set_cookie: String) -> Action {
         Action::Respond(r) => Action::Respond(with_cookie(r, set_cookie)),
         other => other,
     }
+}
+
+/// A request that goes on without a session: our cookies removed, and the identity headers
+/// set from a bearer token (`token`) or removed.
+fn anonymous(settings: &Settings, cookie: Option<&str>, token: Option<HeaderOps>) -> Forward {
+    let mut fwd = Forward {
+        identity: token.unwrap_or_else(|| settings.no_identity.clone()),
+        request_headers: Vec::new(),
+        response_cookies: Vec::new(),
+    };
+    if let Some(c) = cookie {
+        let name = &settings.session.cookie_name;
+        let prefix = &settings.txn_cookie_prefix;
+        if let Some(rest) = cookie::without(c, |n| n == name || n.starts_with(prefix.as_str())) {
+            fwd.request_headers.push(("cookie".into(), rest));
+        }
+    }
+    fwd
+}
+
+fn jwks_callout(settings: &Settings, endpoints: &OpEndpoints) -> Callout {
+    Callout {
+        cluster: settings.op.cluster.clone(),
+        method: "GET",
+        authority: endpoints.jwks.authority.clone(),
+        path: endpoints.jwks.path.clone(),
+        headers: vec![("accept".into(), "application/json".into())],
+        body: Vec::new(),
+        timeout_ms: settings.op.timeout_ms,
+    }
+}
+
+/// A checked token with the identity headers it gives, derived once for the cache.
+fn with_headers(settings: &Settings, mut info: TokenInfo) -> TokenInfo {
+    info.headers = identity::claim_headers(
+        &settings.identity_headers,
+        info.sub.as_deref(),
+        &info.claims,
+    );
+    info
+}
+
+fn describe(e: &BearerError) -> &'static str {
+    match e {
+        BearerError::Malformed => "malformed",
+        BearerError::Missing => "missing",
+        BearerError::InvalidToken(why) => why,
+        BearerError::NeedKeys => "unknown key",
+    }
+}
+
+/// The client's address for network rules and audit lines: the downstream peer, or the
+/// entry of `X-Forwarded-For` that the configured number of trusted proxies vouch for.
+fn client_ip(settings: &Settings, request: &dyn HeaderSource) -> Option<IpAddr> {
+    let hops = settings.policy.xff_trusted_hops;
+    let xff = if hops > 0 {
+        request.header("x-forwarded-for")
+    } else {
+        None
+    };
+    policy::client_ip(request.client_address().as_deref(), xff.as_deref(), hops)
 }
 
 /// A subject or other OP-given value, made safe for one log line.

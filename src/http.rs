@@ -3,7 +3,9 @@
 
 use std::rc::Rc;
 
-use crate::session::SessionEntry;
+/// Request-header operations (set, or remove with `None`), derived once per session or token
+/// and shared by every request that presents it.
+pub type HeaderOps = Rc<[(String, Option<String>)]>;
 
 /// An HTTP request the host sends to an Envoy cluster on the core's behalf.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,10 +74,10 @@ impl LocalResponse {
 }
 
 /// Changes to the request before it goes upstream, and to the response on its way back.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Forward {
-    /// The session whose identity headers to set (set, or removed where `None`).
-    pub identity: Option<Rc<SessionEntry>>,
+    /// The identity headers: each configured one set from the session or token, or removed.
+    pub identity: HeaderOps,
     /// Request headers to set (replacing every copy) or, with `None`, to remove.
     pub request_headers: Vec<(String, Option<String>)>,
     /// `Set-Cookie` values to add to the upstream response.
@@ -88,6 +90,19 @@ pub enum Action {
     Forward(Forward),
     Respond(LocalResponse),
     Callout(Callout),
+    /// Another request is already asking the OP or STS the same question: stay paused until
+    /// the host is told (through [`crate::gateway::VmState::woken`]) to wake this request.
+    Wait,
+}
+
+/// Why a parked request is woken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// The answer is in the cache now (or the slot is free again): run the request again.
+    Ready,
+    /// The request it waited for found the OP or STS down or slow: answer with that.
+    TimedOut,
+    Failed,
 }
 
 /// Form-encodes `pairs` (application/x-www-form-urlencoded).

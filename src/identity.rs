@@ -2,7 +2,10 @@
 
 use serde_json::Value;
 
+use serde_json::Map;
+
 use crate::config::IdentityHeader;
+use crate::http::HeaderOps;
 use crate::session::Session;
 
 /// A claim as a header value: strings as they are, lists joined with commas, other JSON as
@@ -30,19 +33,26 @@ pub fn header_value(value: &Value) -> Option<String> {
 
 /// Header operations for `session`: every configured header is set from its claim, or removed
 /// when the user has no such claim, so a copy sent by the client never survives.
-pub fn request_headers(
+pub fn request_headers(map: &[IdentityHeader], session: Option<&Session>) -> HeaderOps {
+    match session {
+        Some(s) => claim_headers(map, Some(&s.sub), &s.claims),
+        None => claim_headers(map, None, &Map::new()),
+    }
+}
+
+/// Header operations for a subject and its claims (a session's, or a bearer token's).
+pub fn claim_headers(
     map: &[IdentityHeader],
-    session: Option<&Session>,
-) -> Vec<(String, Option<String>)> {
+    sub: Option<&str>,
+    claims: &Map<String, Value>,
+) -> HeaderOps {
     map.iter()
         .map(|h| {
-            let value = session.and_then(|s| {
-                if h.claim == "sub" {
-                    header_value(&Value::String(s.sub.clone()))
-                } else {
-                    s.claim(&h.claim).and_then(header_value)
-                }
-            });
+            let value = if h.claim == "sub" {
+                sub.and_then(|s| header_value(&Value::String(s.to_string())))
+            } else {
+                claims.get(&h.claim).and_then(header_value)
+            };
             (h.header.clone(), value)
         })
         .collect()
@@ -92,7 +102,7 @@ mod tests {
             claims,
         };
         assert_eq!(
-            request_headers(&map, Some(&s)),
+            request_headers(&map, Some(&s)).to_vec(),
             vec![
                 ("x-user".into(), Some("alice".into())),
                 ("x-groups".into(), Some("staff".into())),

@@ -173,7 +173,7 @@ impl JwksCache {
         if !stale {
             let candidates = self.keys.iter().filter(|k| k.fits(alg));
             let found = match kid {
-                Some(kid) => candidates.filter(|k| k.kid.as_deref() == Some(kid)).next(),
+                Some(kid) => candidates.find(|k| k.kid.as_deref() == Some(kid)),
                 // Without a kid, only an unambiguous key will do.
                 None => {
                     let mut c = candidates;

@@ -14,6 +14,8 @@ use jwt_simple::prelude::*;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::http::HeaderOps;
+
 /// Secrets are derived per purpose so a login-transaction cookie can never pass as a session
 /// cookie (or the reverse), even though both are signed from the same configured key.
 const SESSION_KEY_LABEL: &[u8] = b"envoy-wam session cookie v1";
@@ -197,7 +199,7 @@ fn cache_key(token: &str) -> &str {
 #[derive(Debug, PartialEq)]
 pub struct SessionEntry {
     pub session: Session,
-    pub headers: Vec<(String, Option<String>)>,
+    pub headers: HeaderOps,
     /// When a successor cookie was last issued for this one. Clients that ignore Set-Cookie
     /// (or send many requests at once) then cost one re-issue per refresh interval, not one
     /// HMAC per request.
@@ -205,7 +207,7 @@ pub struct SessionEntry {
 }
 
 impl SessionEntry {
-    pub fn new(session: Session, headers: Vec<(String, Option<String>)>) -> Self {
+    pub fn new(session: Session, headers: HeaderOps) -> Self {
         let renewed_at = Cell::new(session.last_activity);
         Self {
             session,
@@ -250,7 +252,7 @@ impl SessionCache {
         keys: &KeyRing,
         now: u64,
         idle_timeout_s: u64,
-        derive: impl FnOnce(&Session) -> Vec<(String, Option<String>)>,
+        derive: impl FnOnce(&Session) -> HeaderOps,
     ) -> Option<Rc<SessionEntry>> {
         let key = cache_key(token);
         if let Some((full, e)) = self.entries.get(key) {
@@ -444,14 +446,14 @@ mod tests {
         let token = session(NOW).encode(&keys).unwrap();
         let mut cache = SessionCache::new(2);
         assert!(cache
-            .lookup(&token, &keys, NOW, IDLE, |_| Vec::new())
+            .lookup(&token, &keys, NOW, IDLE, |_| HeaderOps::from([]))
             .is_some());
         assert_eq!(cache.len(), 1);
         assert!(cache
-            .lookup(&token, &keys, NOW + 1, IDLE, |_| Vec::new())
+            .lookup(&token, &keys, NOW + 1, IDLE, |_| HeaderOps::from([]))
             .is_some());
         assert_eq!(
-            cache.lookup(&token, &keys, NOW + IDLE, IDLE, |_| Vec::new()),
+            cache.lookup(&token, &keys, NOW + IDLE, IDLE, |_| HeaderOps::from([])),
             None
         );
         assert!(cache.is_empty());
@@ -459,11 +461,13 @@ mod tests {
             let mut s = session(NOW);
             s.sid = format!("s{i}");
             let t = s.encode(&keys).unwrap();
-            assert!(cache.lookup(&t, &keys, NOW, IDLE, |_| Vec::new()).is_some());
+            assert!(cache
+                .lookup(&t, &keys, NOW, IDLE, |_| HeaderOps::from([]))
+                .is_some());
             assert!(cache.len() <= 2);
         }
         assert_eq!(
-            cache.lookup("forged", &keys, NOW, IDLE, |_| Vec::new()),
+            cache.lookup("forged", &keys, NOW, IDLE, |_| HeaderOps::from([])),
             None
         );
     }
@@ -474,7 +478,7 @@ mod tests {
         let token = session(NOW).encode(&keys).unwrap();
         let mut cache = SessionCache::new(10);
         assert!(cache
-            .lookup(&token, &keys, NOW, IDLE, |_| Vec::new())
+            .lookup(&token, &keys, NOW, IDLE, |_| HeaderOps::from([]))
             .is_some());
         let mut other = session(NOW);
         other.sub = "mallory".into();
@@ -483,11 +487,11 @@ mod tests {
         let parts: Vec<&str> = token.split('.').collect();
         let forged = format!("{}.{}.{}", parts[0], other_payload, parts[2]);
         assert_eq!(
-            cache.lookup(&forged, &keys, NOW, IDLE, |_| Vec::new()),
+            cache.lookup(&forged, &keys, NOW, IDLE, |_| HeaderOps::from([])),
             None
         );
         let hit = cache
-            .lookup(&token, &keys, NOW, IDLE, |_| Vec::new())
+            .lookup(&token, &keys, NOW, IDLE, |_| HeaderOps::from([]))
             .unwrap();
         assert_eq!(hit.session.sub, "alice");
     }

@@ -5,27 +5,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use envoy_wam::config::Settings;
 use envoy_wam::gateway::{HeaderList, RequestFlow, VmState};
-use envoy_wam::http::{Action, Callout, CalloutResult, Forward, LocalResponse};
-use envoy_wam::login::Entropy;
-use jwt_simple::prelude::*;
+use envoy_wam::http::{Action, CalloutResult, LocalResponse};
 use serde_json::{json, Map, Value};
 
-const NOW: u64 = 1_800_000_000;
-const ISSUER: &str = "https://op.example.com";
-
-struct Rng(u64);
-impl Entropy for Rng {
-    fn fill(&mut self, buf: &mut [u8]) -> bool {
-        for b in buf {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            *b = (self.0 >> 33) as u8;
-        }
-        true
-    }
-}
+mod common;
+use common::*;
 
 fn config() -> Value {
     json!({
@@ -51,27 +35,7 @@ fn config() -> Value {
     })
 }
 
-struct Op {
-    key: ES256KeyPair,
-}
-
 impl Op {
-    fn new() -> Self {
-        Self {
-            key: ES256KeyPair::generate().with_key_id("op-ec-1"),
-        }
-    }
-
-    fn jwks(&self) -> Vec<u8> {
-        let point = self.key.public_key().public_key().to_bytes_uncompressed();
-        json!({"keys": [{
-            "kty": "EC", "crv": "P-256", "kid": "op-ec-1", "use": "sig", "alg": "ES256",
-            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])
-        }]})
-        .to_string()
-        .into_bytes()
-    }
-
     fn id_token(
         &self,
         nonce: &str,
@@ -83,8 +47,7 @@ impl Op {
             "nonce": nonce, "email": "alice@example.com", "groups": ["staff", "admins"]
         });
         tweak(claims.as_object_mut().unwrap());
-        let claims: JWTClaims<Map<String, Value>> = serde_json::from_value(claims).unwrap();
-        self.key.sign(claims).unwrap()
+        self.sign(claims)
     }
 }
 
@@ -92,17 +55,6 @@ struct Gateway {
     settings: Settings,
     vm: VmState,
     rng: Rng,
-}
-
-fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> HeaderList {
-    let mut all = vec![
-        (":method", method),
-        (":scheme", "https"),
-        (":authority", "gw.example.com"),
-        (":path", path),
-    ];
-    all.extend_from_slice(headers);
-    HeaderList::new(all)
 }
 
 const BROWSER: (&str, &str) = ("accept", "text/html,application/xhtml+xml");
@@ -126,7 +78,14 @@ impl Gateway {
     }
 
     fn answer(&mut self, flow: &mut RequestFlow, result: CalloutResult, now: u64) -> Action {
-        flow.on_callout(&self.settings, &mut self.vm, result, now, &mut self.rng)
+        flow.on_callout(
+            &self.settings,
+            &mut self.vm,
+            &HeaderList::default(),
+            result,
+            now,
+            &mut self.rng,
+        )
     }
 
     /// Starts a login at `path`; returns the authorization URL's query and the txn cookie.
@@ -185,27 +144,6 @@ impl Gateway {
             }
             other => respond(other),
         }
-    }
-}
-
-fn respond(a: Action) -> LocalResponse {
-    match a {
-        Action::Respond(r) => r,
-        other => panic!("expected a local response, got {other:?}"),
-    }
-}
-
-fn callout(a: Action) -> Callout {
-    match a {
-        Action::Callout(c) => c,
-        other => panic!("expected a callout, got {other:?}"),
-    }
-}
-
-fn forward(a: Action) -> Forward {
-    match a {
-        Action::Forward(f) => f,
-        other => panic!("expected the request to go upstream, got {other:?}"),
     }
 }
 
@@ -324,12 +262,7 @@ fn full_login_then_requests_carry_identity() {
         ],
     );
     let f = forward(gw.request(&mut RequestFlow::new(), &h, NOW + 10));
-    let identity = f.identity.as_ref().expect("identity headers");
-    let all: Vec<_> = identity
-        .headers
-        .iter()
-        .chain(f.request_headers.iter())
-        .collect();
+    let all: Vec<_> = f.identity.iter().chain(f.request_headers.iter()).collect();
     let get = |n: &str| all.iter().find(|(h, _)| h == n).map(|(_, v)| v.clone());
     assert_eq!(get("x-wam-user"), Some(Some("alice".into())));
     assert_eq!(get("x-wam-email"), Some(Some("alice@example.com".into())));

@@ -157,7 +157,14 @@ fn random_requests_and_op_answers_never_panic_or_pass() {
                     body,
                 },
             };
-            action = flow.on_callout(&settings, &mut vm, result, 1_800_000_000, &mut entropy);
+            action = flow.on_callout(
+                &settings,
+                &mut vm,
+                &headers,
+                result,
+                1_800_000_000,
+                &mut entropy,
+            );
         }
         if let Action::Forward(_) = action {
             panic!("forwarded without a session: path={path:?} cookie={cookie:?}");

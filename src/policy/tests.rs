@@ -73,7 +73,9 @@ impl Req {
             }),
         };
         match p.route("a.example", self.path, self.method) {
-            Target::App { app, resource } => app.evaluate(resource, &facts, &mut RateLimits::default()),
+            Target::App { app, resource } => {
+                app.evaluate(resource, &facts, &mut RateLimits::default())
+            }
             t => panic!("unexpected target {t:?}"),
         }
     }
@@ -299,10 +301,7 @@ fn all_any_nesting_and_named_sets() {
     r.method = "POST";
     let d = r.decide(&p);
     // `any` of [root (fails), office (fails at `reads`)]: the last refusal is reported.
-    assert_eq!(
-        d,
-        Decision::new(Outcome::Forbidden, "reads")
-    );
+    assert_eq!(d, Decision::new(Outcome::Forbidden, "reads"));
     r.method = "GET";
     r.claims.insert("groups".into(), json!(["other"]));
     let d = r.decide(&p);
@@ -354,10 +353,7 @@ fn all_stops_at_first_failure_and_any_at_first_success() {
         app: "a",
         resource: None,
     };
-    assert_eq!(
-        evaluate(&any, &mut cx),
-        Decision::new(Outcome::Allow, "m1")
-    );
+    assert_eq!(evaluate(&any, &mut cx), Decision::new(Outcome::Allow, "m1"));
     // An empty rule list allows, an empty `any` does not.
     assert!(req().allowed(&policy(app(json!([]), json!([])))));
     assert!(!req().allowed(&one_rule(json!({"type": "any", "rules": []}))));

@@ -1,0 +1,88 @@
+//! What the native flow tests share: a deterministic RNG, a test OP with an ES256 key, request
+//! heads, and unwrapping the core's actions.
+#![allow(dead_code)]
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use envoy_wam::gateway::HeaderList;
+use envoy_wam::http::{Action, Callout, Forward, LocalResponse};
+use envoy_wam::login::Entropy;
+use jwt_simple::prelude::*;
+use serde_json::{json, Map, Value};
+
+pub const NOW: u64 = 1_800_000_000;
+pub const ISSUER: &str = "https://op.example.com";
+
+pub struct Rng(pub u64);
+impl Entropy for Rng {
+    fn fill(&mut self, buf: &mut [u8]) -> bool {
+        for b in buf {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *b = (self.0 >> 33) as u8;
+        }
+        true
+    }
+}
+
+pub struct Op {
+    pub key: ES256KeyPair,
+}
+
+impl Op {
+    pub fn new() -> Self {
+        Self {
+            key: ES256KeyPair::generate().with_key_id("op-ec-1"),
+        }
+    }
+
+    pub fn jwks(&self) -> Vec<u8> {
+        let point = self.key.public_key().public_key().to_bytes_uncompressed();
+        json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "op-ec-1", "use": "sig", "alg": "ES256",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])
+        }]})
+        .to_string()
+        .into_bytes()
+    }
+
+    /// Signs `claims` (a JSON object) with the OP's key.
+    pub fn sign(&self, claims: Value) -> String {
+        let claims: JWTClaims<Map<String, Value>> = serde_json::from_value(claims).unwrap();
+        self.key.sign(claims).unwrap()
+    }
+}
+
+pub fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> HeaderList {
+    let mut all = vec![
+        (":method", method),
+        (":scheme", "https"),
+        (":authority", "gw.example.com"),
+        (":path", path),
+    ];
+    all.extend_from_slice(headers);
+    HeaderList::new(all)
+}
+
+pub fn respond(a: Action) -> LocalResponse {
+    match a {
+        Action::Respond(r) => r,
+        other => panic!("expected a local response, got {other:?}"),
+    }
+}
+
+pub fn callout(a: Action) -> Callout {
+    match a {
+        Action::Callout(c) => c,
+        other => panic!("expected a callout, got {other:?}"),
+    }
+}
+
+pub fn forward(a: Action) -> Forward {
+    match a {
+        Action::Forward(f) => f,
+        other => panic!("expected the request to go upstream, got {other:?}"),
+    }
+}
