@@ -5,6 +5,7 @@
 //! natively. `filter` maps proxy-wasm callbacks onto them and exists only on wasm32.
 
 pub mod bearer;
+pub mod cache;
 pub mod config;
 pub mod cookie;
 pub mod discovery;
