@@ -4,6 +4,7 @@
 //! as inputs and say what to do as data ([`http::Action`]), so they compile and are tested
 //! natively. `filter` maps proxy-wasm callbacks onto them and exists only on wasm32.
 
+pub mod authtoken;
 pub mod bearer;
 pub mod cache;
 pub mod config;
