@@ -42,9 +42,10 @@ fn default_lifetime() -> u64 {
 /// Longest lifetime accepted for a token the gateway signs.
 const MAX_LIFETIME_S: u64 = 24 * 3600;
 
+#[allow(clippy::large_enum_variant)] // one per configuration
 enum SigningKey {
     Es256(ES256KeyPair),
-    Rs256(Box<RS256KeyPair>),
+    Rs256(RS256KeyPair),
 }
 
 /// The loaded `authtoken` configuration: the first key signs, every key is published.
@@ -168,7 +169,7 @@ impl AuthTokenSigner {
                         )
                     })?,
                 "RS256" => RS256KeyPair::from_pem(&k.private_key_pem)
-                    .map(|k| SigningKey::Rs256(Box::new(k)))
+                    .map(SigningKey::Rs256)
                     .map_err(|_| {
                         ConfigError::new(
                             field("private_key_pem"),
@@ -189,7 +190,7 @@ impl AuthTokenSigner {
         };
         let signing = match signing {
             SigningKey::Es256(k) => SigningKey::Es256(k.with_key_id(&kid)),
-            SigningKey::Rs256(k) => SigningKey::Rs256(Box::new(k.with_key_id(&kid))),
+            SigningKey::Rs256(k) => SigningKey::Rs256(k.with_key_id(&kid)),
         };
         Ok(Self {
             issuer: raw.issuer,

@@ -17,6 +17,7 @@ pub mod identity;
 pub mod jwks;
 mod jws;
 pub mod login;
+pub mod mediation;
 pub mod oidc;
 pub mod pages;
 pub mod policy;
