@@ -84,19 +84,88 @@ fn pem_body(pem: &str, label: &str) -> Option<Vec<u8>> {
     STANDARD.decode(b64).ok()
 }
 
-/// A P-256 key in SEC1 form (`-----BEGIN EC PRIVATE KEY-----`, what `openssl ecparam -genkey`
-/// writes): RFC 5915 ECPrivateKey with the named-curve parameter, as OpenSSL lays it out.
-fn p256_from_sec1(pem: &str) -> Option<ES256KeyPair> {
-    const PREFIX: [u8; 7] = [0x30, 0x77, 0x02, 0x01, 0x01, 0x04, 0x20];
-    // [0] { OID 1.2.840.10045.3.1.7 (prime256v1) }
-    const CURVE: [u8; 12] = [
-        0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
-    ];
-    let der = pem_body(pem, "EC PRIVATE KEY")?;
-    if der.get(..7)? != PREFIX || der.get(39..51)? != CURVE {
+/// A minimal DER reader: just what reading a P-256 private key needs. Never panics.
+struct Der<'a>(&'a [u8]);
+
+impl<'a> Der<'a> {
+    /// The next element if it has `tag`: its contents, and the reader moves past it.
+    fn take(&mut self, tag: u8) -> Option<&'a [u8]> {
+        let (&t, rest) = self.0.split_first()?;
+        if t != tag {
+            return None;
+        }
+        let (&first, rest) = rest.split_first()?;
+        let (len, rest) = match first {
+            n if n < 0x80 => (usize::from(n), rest),
+            0x81 => {
+                let (&n, rest) = rest.split_first()?;
+                (usize::from(n), rest)
+            }
+            0x82 => {
+                let (hi, lo) = (*rest.first()?, *rest.get(1)?);
+                ((usize::from(hi) << 8) | usize::from(lo), rest.get(2..)?)
+            }
+            _ => return None,
+        };
+        let contents = rest.get(..len)?;
+        self.0 = rest.get(len..)?;
+        Some(contents)
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.0.first().copied()
+    }
+}
+
+const SEQUENCE: u8 = 0x30;
+const INTEGER: u8 = 0x02;
+const OCTET_STRING: u8 = 0x04;
+const OID: u8 = 0x06;
+const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+/// The private scalar of an RFC 5915 ECPrivateKey on P-256 (the curve, when named inside,
+/// must be P-256).
+fn sec1_p256_scalar(der: &[u8]) -> Option<&[u8]> {
+    let mut outer = Der(der);
+    let mut key = Der(outer.take(SEQUENCE)?);
+    if key.take(INTEGER)? != [1] {
         return None;
     }
-    ES256KeyPair::from_bytes(der.get(7..39)?).ok()
+    let scalar = key.take(OCTET_STRING)?;
+    if key.peek() == Some(0xa0) {
+        let mut params = Der(key.take(0xa0)?);
+        if params.take(OID)? != OID_P256 {
+            return None;
+        }
+    }
+    (scalar.len() == 32).then_some(scalar)
+}
+
+/// The private scalar of a PKCS#8 (RFC 5208) P-256 key.
+fn pkcs8_p256_scalar(der: &[u8]) -> Option<&[u8]> {
+    let mut outer = Der(der);
+    let mut info = Der(outer.take(SEQUENCE)?);
+    if info.take(INTEGER)? != [0] {
+        return None;
+    }
+    let mut alg = Der(info.take(SEQUENCE)?);
+    if alg.take(OID)? != OID_EC_PUBLIC_KEY || alg.take(OID)? != OID_P256 {
+        return None;
+    }
+    sec1_p256_scalar(info.take(OCTET_STRING)?)
+}
+
+/// A P-256 key from PEM: PKCS#8 (`BEGIN PRIVATE KEY`) or SEC1 (`BEGIN EC PRIVATE KEY`, what
+/// `openssl ecparam -genkey` writes). Read here rather than by the PKCS#8 crates, which cost
+/// about 50 KB of .wasm.
+fn p256_from_pem(pem: &str) -> Option<ES256KeyPair> {
+    let scalar = if let Some(der) = pem_body(pem, "PRIVATE KEY") {
+        pkcs8_p256_scalar(&der)?.to_vec()
+    } else {
+        sec1_p256_scalar(&pem_body(pem, "EC PRIVATE KEY")?)?.to_vec()
+    };
+    ES256KeyPair::from_bytes(&scalar).ok()
 }
 
 fn jwk_of(kid: &str, key: &SigningKey) -> Value {
@@ -158,9 +227,7 @@ impl AuthTokenSigner {
                 ));
             }
             let key = match k.alg.as_str() {
-                "ES256" => ES256KeyPair::from_pem(&k.private_key_pem)
-                    .ok()
-                    .or_else(|| p256_from_sec1(&k.private_key_pem))
+                "ES256" => p256_from_pem(&k.private_key_pem)
                     .map(SigningKey::Es256)
                     .ok_or_else(|| {
                         ConfigError::new(
@@ -504,6 +571,32 @@ d2S2hwaDdLABseii2RxciY9kYji0PVocXalCccJm4GfvntWKBsI=\n\
             "issuer": "http://gw", "keys": [], "lifetme_s": 3
         }))
         .is_err());
+    }
+
+    #[test]
+    fn p256_key_reading_never_panics_and_checks_the_curve() {
+        let der = pem_body(EC_PKCS8, "PRIVATE KEY").unwrap();
+        assert!(pkcs8_p256_scalar(&der).is_some());
+        for n in 0..der.len() {
+            assert!(pkcs8_p256_scalar(&der[..n]).is_none(), "truncated at {n}");
+        }
+        let sec1 = pem_body(EC_SEC1, "EC PRIVATE KEY").unwrap();
+        assert_eq!(sec1_p256_scalar(&sec1), pkcs8_p256_scalar(&der));
+        for n in 0..sec1.len() {
+            let _ = sec1_p256_scalar(&sec1[..n]);
+        }
+        // Another curve's OID (P-384: 1.3.132.0.34 would not even fit; flip the last byte).
+        let at = der
+            .windows(OID_P256.len())
+            .position(|w| w == OID_P256)
+            .unwrap();
+        let mut other = der.clone();
+        other[at + OID_P256.len() - 1] ^= 1;
+        assert!(pkcs8_p256_scalar(&other).is_none());
+        assert!(p256_from_pem("garbage").is_none());
+        assert!(p256_from_pem(RSA_PKCS8).is_none());
+        assert!(pkcs8_p256_scalar(&[0x30, 0x82, 0xff]).is_none());
+        assert!(pkcs8_p256_scalar(&[0x30, 0x84, 1, 2, 3, 4]).is_none());
     }
 
     /// Signing cost, natively (run: cargo test --release --lib signing_time -- --ignored --nocapture).
