@@ -4,7 +4,6 @@
 //!
 //! Groundwork for the bearer-token issue: tested here, not yet wired into the request flow.
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use base64::engine::general_purpose::STANDARD;
@@ -12,6 +11,7 @@ use base64::Engine;
 use jwt_simple::prelude::*;
 use serde_json::{Map, Value};
 
+use crate::cache::{self, FlightCache};
 use crate::config::{Endpoint, SignatureAlg};
 use crate::http::{form_encode, Callout, HeaderOps};
 use crate::jwks::JwksCache;
@@ -235,15 +235,6 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     hmac_sha256::Hash::hash(token.as_bytes())
 }
 
-enum Slot {
-    Known {
-        result: Result<Rc<TokenInfo>, BearerError>,
-        until: u64,
-    },
-    /// A check is under way; these request contexts wait for it.
-    Pending { waiters: Vec<u32> },
-}
-
 /// What the cache says about a token.
 #[derive(Debug, PartialEq)]
 pub enum Lookup {
@@ -258,9 +249,9 @@ pub enum Lookup {
 /// Outcomes of token checks in this VM, by token hash. Valid tokens are kept until their expiry
 /// or `max_ttl_s`, refusals for `negative_ttl_s` (so a flood of one bad token does not become a
 /// flood of callouts), and concurrent requests for the same unchecked token make one check.
+/// A [`FlightCache`] (bounded, least recently used evicted first) underneath.
 pub struct TokenCache {
-    slots: HashMap<[u8; 32], Slot>,
-    capacity: usize,
+    cache: FlightCache<Result<Rc<TokenInfo>, BearerError>>,
     max_ttl_s: u64,
     negative_ttl_s: u64,
 }
@@ -268,42 +259,28 @@ pub struct TokenCache {
 impl TokenCache {
     pub fn new(capacity: usize, max_ttl_s: u64, negative_ttl_s: u64) -> Self {
         Self {
-            slots: HashMap::new(),
-            capacity: capacity.max(1),
+            // Lifetimes are computed here (they differ for valid and refused tokens).
+            cache: FlightCache::new(capacity, None, u64::MAX),
             max_ttl_s,
             negative_ttl_s,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.cache.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.cache.is_empty()
     }
 
     /// Looks `key` up for the request context `waiter`.
     pub fn lookup(&mut self, key: &[u8; 32], waiter: u32, now: u64) -> Lookup {
-        match self.slots.get_mut(key) {
-            Some(Slot::Known { result, until }) if now < *until => match result {
-                Ok(info) => Lookup::Valid(info.clone()),
-                Err(e) => Lookup::Invalid(e.clone()),
-            },
-            Some(Slot::Pending { waiters }) => {
-                waiters.push(waiter);
-                Lookup::Wait
-            }
-            _ => {
-                self.make_room(now);
-                self.slots.insert(
-                    *key,
-                    Slot::Pending {
-                        waiters: Vec::new(),
-                    },
-                );
-                Lookup::CheckIt
-            }
+        match self.cache.lookup(key, waiter, now) {
+            cache::Lookup::Hit(Ok(info)) => Lookup::Valid(info),
+            cache::Lookup::Hit(Err(e)) => Lookup::Invalid(e),
+            cache::Lookup::Miss => Lookup::CheckIt,
+            cache::Lookup::Wait => Lookup::Wait,
         }
     }
 
@@ -315,49 +292,20 @@ impl TokenCache {
         outcome: Option<Result<TokenInfo, BearerError>>,
         now: u64,
     ) -> Vec<u32> {
-        let waiters = match self.slots.remove(key) {
-            Some(Slot::Pending { waiters }) => waiters,
-            _ => Vec::new(),
-        };
-        match outcome {
-            Some(Ok(info)) => {
+        let outcome = outcome.map(|result| match result {
+            Ok(info) => {
                 let until = info.expires_at.min(now.saturating_add(self.max_ttl_s));
-                self.slots.insert(
-                    *key,
-                    Slot::Known {
-                        result: Ok(Rc::new(info)),
-                        until,
-                    },
-                );
+                (Ok(Rc::new(info)), until)
             }
-            Some(Err(e)) => {
-                let until = now.saturating_add(self.negative_ttl_s);
-                self.slots.insert(
-                    *key,
-                    Slot::Known {
-                        result: Err(e),
-                        until,
-                    },
-                );
-            }
-            None => {}
-        }
-        waiters
+            Err(e) => (Err(e), now.saturating_add(self.negative_ttl_s)),
+        });
+        self.cache.complete(key, outcome, now)
     }
 
-    /// Drops expired entries when full; if still full, drops the known entries (pending ones
-    /// have requests waiting on them).
-    fn make_room(&mut self, now: u64) {
-        if self.slots.len() < self.capacity {
-            return;
-        }
-        self.slots.retain(|_, s| {
-            matches!(s, Slot::Known { until, .. } if now < *until)
-                || matches!(s, Slot::Pending { .. })
-        });
-        if self.slots.len() >= self.capacity {
-            self.slots.retain(|_, s| matches!(s, Slot::Pending { .. }));
-        }
+    /// The request `waiter` went away before its check ended (see [`FlightCache::abandon`]):
+    /// returns the contexts to wake, one of which will check the token instead.
+    pub fn abandon(&mut self, key: &[u8; 32], waiter: u32) -> Vec<u32> {
+        self.cache.abandon(key, waiter)
     }
 }
 

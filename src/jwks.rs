@@ -171,7 +171,7 @@ impl JwksCache {
             .last_attempt
             .is_none_or(|t| now.saturating_sub(t) >= min_refetch_s);
         if !stale {
-            let candidates = self.keys.iter().filter(|k| k.fits(alg));
+            let mut candidates = self.keys.iter().filter(|k| k.fits(alg));
             let found = match kid {
                 Some(kid) => candidates.find(|k| k.kid.as_deref() == Some(kid)),
                 // Without a kid, only an unambiguous key will do.

@@ -5,7 +5,9 @@
 //! natively. `filter` maps proxy-wasm callbacks onto them and exists only on wasm32.
 
 pub mod access;
+pub mod authtoken;
 pub mod bearer;
+pub mod cache;
 pub mod config;
 pub mod cookie;
 pub mod discovery;
@@ -16,6 +18,7 @@ pub mod identity;
 pub mod jwks;
 mod jws;
 pub mod login;
+pub mod mediation;
 pub mod oidc;
 pub mod pages;
 pub mod policy;
