@@ -48,7 +48,10 @@ impl AuditRecord<'_> {
             Some((i, _)) => &path[..i],
             None => path,
         };
-        let record = AuditRecord { path, ..self.clone() };
+        let record = AuditRecord {
+            path,
+            ..self.clone()
+        };
         serde_json::to_string(&record).unwrap_or_default()
     }
 }

@@ -443,12 +443,10 @@ fn compile_app(
     }
     let api = match (&raw.api, raw.app_type) {
         (None, AppType::Web) => None,
-        (None, _) => {
-            return Err(err(
-                format!("{field}.api"),
-                "required for applications of type `api` or `both` (validation: jwt or introspection)",
-            ))
-        }
+        (None, _) => return Err(err(
+            format!("{field}.api"),
+            "required for applications of type `api` or `both` (validation: jwt or introspection)",
+        )),
         (Some(api), _) => {
             if api.validation == super::Validation::Jwt && api.audiences.is_empty() {
                 return Err(err(
@@ -505,7 +503,9 @@ fn compile_app(
             if pattern.regex.is_some() && raw.ordering == Ordering::Automatic {
                 return Err(err(
                     pf,
-                    format!("a regex path needs manual ordering: set `{field}.ordering` to \"manual\""),
+                    format!(
+                        "a regex path needs manual ordering: set `{field}.ordering` to \"manual\""
+                    ),
                 ));
             }
             routes.push(Route {
@@ -832,7 +832,9 @@ fn rejection(field: &str, raw: Option<&RawRejection>) -> Result<Option<Rejection
             let essence = content_type.split(';').next().unwrap_or_default().trim();
             let valid = essence.split_once('/').is_some_and(|(t, s)| {
                 !t.is_empty() && !s.is_empty() && t.bytes().chain(s.bytes()).all(is_token_char)
-            }) && content_type.bytes().all(|c| c == b'\t' || (b' '..0x7f).contains(&c));
+            }) && content_type
+                .bytes()
+                .all(|c| c == b'\t' || (b' '..0x7f).contains(&c));
             if !valid {
                 return Err(err(
                     format!("{field}.content_type"),
