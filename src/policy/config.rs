@@ -348,6 +348,7 @@ pub fn compile(raw: &RawPolicy) -> Result<Policy, ConfigError> {
         done: HashMap::new(),
         visiting: Vec::new(),
         next_id: 0,
+        regexes: HashMap::new(),
     };
     for (i, set) in raw.rule_sets.iter().enumerate() {
         let field = format!("rule_sets[{i}].name");
@@ -372,12 +373,12 @@ pub fn compile(raw: &RawPolicy) -> Result<Policy, ConfigError> {
     for (i, app) in raw.applications.iter().enumerate() {
         applications.push(compile_app(&format!("applications[{i}]"), app, &mut sets)?);
     }
-    Ok(Policy {
-        default_decision: raw.default_decision,
-        xff_trusted_hops: raw.xff_trusted_hops,
+    Ok(Policy::new(
+        raw.default_decision,
+        raw.xff_trusted_hops,
         unprotected,
         applications,
-    })
+    ))
 }
 
 struct RuleSets<'r> {
@@ -388,6 +389,9 @@ struct RuleSets<'r> {
     /// The next rate-limit rule id: ids follow the configuration's order, so the same
     /// configuration always numbers its rules the same way.
     next_id: u32,
+    /// Value regexes by (pattern, case-insensitive): a pattern used by many rules is
+    /// compiled once.
+    regexes: HashMap<(String, bool), Arc<regex_lite::Regex>>,
 }
 
 impl RuleSets<'_> {
@@ -632,7 +636,7 @@ fn rule_kind(field: &str, raw: &RawRule, sets: &mut RuleSets) -> Result<Node, Co
                 rejection: None,
                 kind: Kind::Attribute {
                     claim: claim.clone(),
-                    test: matcher(field, test)?,
+                    test: matcher(field, test, sets)?,
                 },
             }
         }
@@ -739,7 +743,7 @@ fn rule_kind(field: &str, raw: &RawRule, sets: &mut RuleSets) -> Result<Node, Co
                 rejection: None,
                 kind: Kind::Header {
                     header: header.to_ascii_lowercase(),
-                    test: matcher(field, test)?,
+                    test: matcher(field, test, sets)?,
                 },
             }
         }
@@ -754,7 +758,7 @@ fn rule_kind(field: &str, raw: &RawRule, sets: &mut RuleSets) -> Result<Node, Co
                 rejection: None,
                 kind: Kind::Query {
                     param: param.clone(),
-                    test: matcher(field, test)?,
+                    test: matcher(field, test, sets)?,
                 },
             }
         }
@@ -887,7 +891,7 @@ fn regex(field: &str, raw: &str, case_insensitive: bool) -> Result<regex_lite::R
         .map_err(|e| err(field, format!("invalid or too large regex: {e}")))
 }
 
-fn matcher(field: &str, raw: &RawTest) -> Result<Matcher, ConfigError> {
+fn matcher(field: &str, raw: &RawTest, sets: &mut RuleSets) -> Result<Matcher, ConfigError> {
     let ci = raw.case_insensitive;
     let fold = |s: &String| if ci { s.to_lowercase() } else { s.clone() };
     let given = [
@@ -919,7 +923,16 @@ fn matcher(field: &str, raw: &RawTest) -> Result<Matcher, ConfigError> {
     } else if let Some(p) = &raw.like {
         Decide::Like(fold(p))
     } else if let Some(re) = &raw.matches {
-        Decide::Regex(regex(&format!("{field}.matches"), re, ci)?)
+        let key = (re.clone(), ci);
+        let compiled = match sets.regexes.get(&key) {
+            Some(r) => Arc::clone(r),
+            None => {
+                let r = Arc::new(regex(&format!("{field}.matches"), re, ci)?);
+                sets.regexes.insert(key, Arc::clone(&r));
+                r
+            }
+        };
+        Decide::Regex(compiled)
     } else {
         Decide::Present
     };

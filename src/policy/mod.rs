@@ -12,6 +12,7 @@ mod rejection;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -65,6 +66,63 @@ pub struct Policy {
     pub xff_trusted_hops: u8,
     unprotected: Vec<Pattern>,
     applications: Vec<Application>,
+    hosts: HostIndex,
+}
+
+/// Which applications a host can match, so routing looks at a few candidates instead of
+/// every application.
+#[derive(Debug, Clone, Default)]
+struct HostIndex {
+    /// Exact host patterns (`host` or `host:port`) -> application indexes.
+    exact: HashMap<String, Vec<usize>>,
+    /// Applications with a `*.domain` pattern (each listed once).
+    suffix: Vec<usize>,
+    /// Applications with `*`.
+    any: Vec<usize>,
+}
+
+impl HostIndex {
+    fn new(apps: &[Application]) -> Self {
+        let mut ix = HostIndex::default();
+        for (i, app) in apps.iter().enumerate() {
+            let mut suffix = false;
+            for h in &app.hosts {
+                if h == "*" {
+                    if ix.any.last() != Some(&i) {
+                        ix.any.push(i);
+                    }
+                } else if h.starts_with('*') {
+                    suffix = true;
+                } else {
+                    let list = ix.exact.entry(h.clone()).or_default();
+                    if list.last() != Some(&i) {
+                        list.push(i);
+                    }
+                }
+            }
+            if suffix {
+                ix.suffix.push(i);
+            }
+        }
+        ix
+    }
+
+    /// Every application that may match `host` (lower-case), in no particular order,
+    /// possibly with repeats.
+    fn candidates<'a>(&'a self, host: &'a str) -> impl Iterator<Item = usize> + 'a {
+        let bare = strip_port(host);
+        let exact = self.exact.get(bare).into_iter().flatten();
+        let with_port = (bare.len() != host.len())
+            .then(|| self.exact.get(host))
+            .flatten()
+            .into_iter()
+            .flatten();
+        exact
+            .chain(with_port)
+            .chain(self.suffix.iter())
+            .chain(self.any.iter())
+            .copied()
+    }
 }
 
 /// How bearer tokens for an API application are checked.
@@ -293,7 +351,8 @@ enum Decide {
     OneOf(Vec<String>),
     Like(String),
     /// Unanchored unless the pattern anchors itself; built case-insensitive when asked.
-    Regex(regex_lite::Regex),
+    /// Shared by every rule with the same pattern (one compiled program, one match cache).
+    Regex(Arc<regex_lite::Regex>),
     Present,
 }
 
@@ -302,6 +361,16 @@ impl Matcher {
     fn test<'v>(&self, values: impl Iterator<Item = &'v str>) -> bool {
         let mut found = false;
         for v in values {
+            if let (true, Decide::OneOf(set)) =
+                (self.case_insensitive && v.is_ascii(), &self.decide)
+            {
+                // The set is folded already; an ASCII value needs no folded copy.
+                if set.iter().any(|s| s.eq_ignore_ascii_case(v)) {
+                    found = true;
+                    break;
+                }
+                continue;
+            }
             let folded;
             let v = if self.case_insensitive && !matches!(self.decide, Decide::Regex(_)) {
                 folded = v.to_lowercase();
@@ -455,11 +524,11 @@ impl Policy {
             kind: Kind::All(Vec::new()),
             rejection: None,
         };
-        Policy {
-            default_decision: DefaultDecision::Deny,
-            xff_trusted_hops: 0,
-            unprotected: Vec::new(),
-            applications: vec![Application {
+        Policy::new(
+            DefaultDecision::Deny,
+            0,
+            Vec::new(),
+            vec![Application {
                 name: "default".into(),
                 hosts: vec!["*".into()],
                 context_root: String::new(),
@@ -471,6 +540,21 @@ impl Policy {
                 resources: Vec::new(),
                 routes: Vec::new(),
             }],
+        )
+    }
+
+    fn new(
+        default_decision: DefaultDecision,
+        xff_trusted_hops: u8,
+        unprotected: Vec<Pattern>,
+        applications: Vec<Application>,
+    ) -> Policy {
+        Policy {
+            default_decision,
+            xff_trusted_hops,
+            unprotected,
+            hosts: HostIndex::new(&applications),
+            applications,
         }
     }
 
@@ -480,10 +564,20 @@ impl Policy {
         if self.unprotected.iter().any(|p| p.matches(path)) {
             return Target::Unprotected;
         }
-        let host = host.to_ascii_lowercase();
+        let lower;
+        let host = if host.bytes().any(|c| c.is_ascii_uppercase()) {
+            lower = host.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            host
+        };
         let mut best: Option<(&Application, (u8, usize), usize)> = None;
-        for app in &self.applications {
-            let Some(h) = app.hosts.iter().filter_map(|p| host_rank(p, &host)).max() else {
+        for app in self
+            .hosts
+            .candidates(host)
+            .filter_map(|i| self.applications.get(i))
+        {
+            let Some(h) = app.hosts.iter().filter_map(|p| host_rank(p, host)).max() else {
                 continue;
             };
             let Some(_) = strip_root(&app.context_root, path) else {
@@ -709,13 +803,25 @@ fn decide<'p>(node: &'p Node, cx: &mut Cx) -> Decision<'p> {
             let Some(id) = facts.identity else {
                 return fail(Outcome::NeedIdentity);
             };
-            let mut texts = Vec::new();
             if claim == "sub" {
-                texts.push(id.sub.to_string());
-            } else if let Some(v) = id.claims.get(claim) {
-                claim_texts(v, &mut texts);
+                return check(test.test(std::iter::once(id.sub)));
             }
-            check(test.test(texts.iter().map(String::as_str)))
+            let Some(v) = id.claims.get(claim) else {
+                return check(test.test(std::iter::empty()));
+            };
+            // Strings (the usual case) are tested in place; numbers and booleans as text.
+            let mut texts = Vec::new();
+            claim_texts(v, &mut texts);
+            let strings = match v {
+                Value::String(_) => std::slice::from_ref(v),
+                Value::Array(items) => items.as_slice(),
+                _ => &[],
+            };
+            let values = strings
+                .iter()
+                .filter_map(Value::as_str)
+                .chain(texts.iter().map(String::as_str));
+            check(test.test(values))
         }
         Kind::Scope {
             scopes,
@@ -810,10 +916,10 @@ fn rate_key(per: Per, cx: &Cx) -> String {
     key.or_else(client).unwrap_or_default()
 }
 
-/// A claim as strings: scalars as text, each element of a list (such as `groups`).
+/// The non-string scalars of a claim as text (strings are read in place), each element of
+/// a list (such as `groups`) on its own.
 fn claim_texts(v: &Value, out: &mut Vec<String>) {
     match v {
-        Value::String(s) => out.push(s.clone()),
         Value::Number(n) => out.push(n.to_string()),
         Value::Bool(b) => out.push(b.to_string()),
         Value::Array(items) => {
@@ -823,6 +929,6 @@ fn claim_texts(v: &Value, out: &mut Vec<String>) {
                 }
             }
         }
-        Value::Null | Value::Object(_) => {}
+        Value::String(_) | Value::Null | Value::Object(_) => {}
     }
 }

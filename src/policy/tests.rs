@@ -674,3 +674,717 @@ fn unknown_rule_fields_and_types_are_refused() {
         );
     }
 }
+
+impl Req {
+    fn decide_with<'p>(&self, p: &'p Policy, limits: &mut RateLimits, now_ms: u64) -> Decision<'p> {
+        let facts = RequestFacts {
+            method: self.method,
+            path: self.path,
+            query: self.query,
+            headers: &self.headers,
+            client_ip: self.ip,
+            now: now_ms / 1000,
+            now_ms,
+            identity: self.logged_in.then_some(Identity {
+                sub: "bob",
+                claims: &self.claims,
+                scopes: &self.scopes,
+            }),
+        };
+        match p.route("a.example", self.path, self.method) {
+            Target::App { app, resource } => app.evaluate(resource, &facts, limits),
+            t => panic!("unexpected target {t:?}"),
+        }
+    }
+}
+
+#[test]
+fn application_api_settings_and_site_authenticator() {
+    let p = policy(json!({"applications": [
+        {"name": "w", "hosts": ["w"]},
+        {"name": "a", "hosts": ["a"], "type": "api", "site_authenticator": "orders-sts",
+         "api": {"validation": "jwt", "audiences": ["https://api.example.test"], "forward_token": true}},
+        {"name": "b", "hosts": ["b"], "type": "both", "api": {"validation": "introspection"}}
+    ]}));
+    let apps = p.applications();
+    assert_eq!(apps[0].api, None);
+    assert_eq!(apps[0].site_authenticator, None);
+    assert_eq!(
+        apps[1].api,
+        Some(AppApi {
+            validation: Validation::Jwt,
+            audiences: vec!["https://api.example.test".into()],
+            forward_token: true
+        })
+    );
+    assert_eq!(apps[1].site_authenticator.as_deref(), Some("orders-sts"));
+    let b = apps[2].api.as_ref().unwrap();
+    assert_eq!(
+        (b.validation, b.audiences.len(), b.forward_token),
+        (Validation::Introspection, 0, false)
+    );
+}
+
+#[test]
+fn client_ip_from_downstream_and_trusted_hops() {
+    let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+    assert_eq!(client_ip(Some("192.0.2.1:5678"), None, 0), ip("192.0.2.1"));
+    assert_eq!(
+        client_ip(Some("[2001:db8::1]:443"), None, 0),
+        ip("2001:db8::1")
+    );
+    assert_eq!(client_ip(Some("2001:db8::1"), None, 0), ip("2001:db8::1"));
+    assert_eq!(client_ip(Some("[::1]"), None, 0), ip("::1"));
+    assert_eq!(client_ip(Some("nonsense"), None, 0), None);
+    assert_eq!(client_ip(None, Some("1.1.1.1"), 0), None);
+    // Zero hops: X-Forwarded-For is the client's to write, so it is ignored.
+    assert_eq!(
+        client_ip(Some("10.0.0.1:1"), Some("1.1.1.1"), 0),
+        ip("10.0.0.1")
+    );
+    let xff = "203.0.113.9, 198.51.100.2 ,10.0.0.5";
+    assert_eq!(client_ip(Some("10.0.0.1:1"), Some(xff), 1), ip("10.0.0.5"));
+    assert_eq!(
+        client_ip(Some("10.0.0.1:1"), Some(xff), 2),
+        ip("198.51.100.2")
+    );
+    assert_eq!(
+        client_ip(Some("10.0.0.1:1"), Some(xff), 3),
+        ip("203.0.113.9")
+    );
+    assert_eq!(client_ip(Some("10.0.0.1:1"), Some(xff), 4), None);
+    assert_eq!(client_ip(Some("10.0.0.1:1"), None, 1), None);
+    assert_eq!(client_ip(None, Some("1.1.1.1, junk"), 1), None);
+    assert_eq!(client_ip(None, Some("1.1.1.1,,2.2.2.2"), 2), None);
+    assert_eq!(
+        client_ip(None, Some("[2001:db8::7]:80"), 1),
+        ip("2001:db8::7")
+    );
+    assert_eq!(client_ip(None, Some(""), 1), None);
+    assert_eq!(client_ip(None, Some("1.1.1.1"), 255), None);
+
+    let p = policy(json!({"xff_trusted_hops": 2}));
+    assert_eq!(p.xff_trusted_hops, 2);
+    assert_eq!(policy(json!({})).xff_trusted_hops, 0);
+}
+
+#[test]
+fn implicit_policy_is_one_web_app_needing_a_session() {
+    let p = Policy::implicit();
+    assert_eq!(p.default_decision, DefaultDecision::Deny);
+    let Target::App { app, resource } = p.route("any.host:8080", "/x/y?z", "DELETE") else {
+        panic!("no app");
+    };
+    assert_eq!(
+        (app.name.as_str(), app.app_type, app.context_root()),
+        ("default", AppType::Web, "/")
+    );
+    assert!(resource.is_none());
+    let mut r = req();
+    let mut limits = RateLimits::default();
+    assert!(r.decide_with(&p, &mut limits, 0).allowed());
+    r.logged_in = false;
+    assert_eq!(
+        r.decide_with(&p, &mut limits, 0).outcome,
+        Outcome::NeedIdentity
+    );
+}
+
+#[test]
+fn regex_paths_in_manual_order() {
+    let p = policy(
+        json!({"unprotected_paths": ["~^/pub/[a-z]+\\.js$"], "applications": [
+            {"name": "a", "hosts": ["h"], "context_root": "/shop", "ordering": "manual", "resources": [
+                {"name": "item", "paths": ["~^/items/[0-9]+$"], "methods": ["GET"]},
+                {"name": "items", "paths": ["/items/*"]},
+                {"name": "any-edit", "paths": ["~/edit$", "/x"]}
+            ]}
+        ]}),
+    );
+    let name = |path: &str, m: &str| resource_name(&p, "h", path, m);
+    assert_eq!(name("/shop/items/42", "GET").as_deref(), Some("item"));
+    assert_eq!(name("/shop/items/42", "PUT").as_deref(), Some("items"));
+    assert_eq!(name("/shop/items/4x2", "GET").as_deref(), Some("items"));
+    assert_eq!(name("/shop/a/b/edit", "GET").as_deref(), Some("any-edit"));
+    assert_eq!(name("/shop/x", "GET").as_deref(), Some("any-edit"));
+    assert_eq!(name("/shop/y", "GET"), None);
+    // Regexes see the path relative to the context root.
+    assert_eq!(name("/items/42", "GET"), None);
+    assert!(matches!(
+        p.route("h", "/pub/app.js", "GET"),
+        Target::Unprotected
+    ));
+    assert!(!matches!(
+        p.route("h", "/pub/app.jsx", "GET"),
+        Target::Unprotected
+    ));
+}
+
+#[test]
+fn regex_path_needs_manual_ordering() {
+    let ConfigErrorView(field, message) = refused(json!({"applications": [
+        {"name": "a", "hosts": ["h"], "resources": [{"name": "r", "paths": ["/a", "~^/b$"]}]}
+    ]}));
+    assert_eq!(field, "applications[0].resources[0].paths[1]");
+    assert!(message.contains("applications[0].ordering"), "{message}");
+}
+
+#[test]
+fn matches_test_on_claims_headers_and_query() {
+    let mut r = req();
+    assert!(r.allowed(&one_rule(
+        json!({"type": "attribute", "claim": "email", "matches": "^[a-z]+@example\\.com$", "case_insensitive": true})
+    )));
+    assert!(!r.allowed(&one_rule(
+        json!({"type": "attribute", "claim": "email", "matches": "^[a-z]+@example\\.com$"})
+    )));
+    assert!(r.allowed(&one_rule(
+        json!({"type": "attribute", "claim": "groups", "matches": "^adm"  , "case_insensitive": true})
+    )));
+    assert!(r.allowed(&one_rule(
+        json!({"type": "attribute", "claim": "groups", "matches": "^ADMINS$", "case_insensitive": true})
+    )));
+    assert!(!r.allowed(&one_rule(
+        json!({"type": "attribute", "claim": "groups", "matches": "^sta", "negate": true})
+    )));
+    r.headers = HeaderList::new([("x-client-version", "2.13.0")]);
+    assert!(r.allowed(&one_rule(
+        json!({"type": "header", "header": "x-client-version", "matches": "^2\\.1[0-9]\\."})
+    )));
+    r.query = "id=abc-123";
+    assert!(r.allowed(&one_rule(
+        json!({"type": "query", "param": "id", "matches": "^[a-z]{3}-[0-9]{3}$"})
+    )));
+    assert!(!r.allowed(&one_rule(
+        json!({"type": "query", "param": "id", "matches": "^[0-9]+$"})
+    )));
+}
+
+#[test]
+fn bad_and_oversized_regexes_are_refused() {
+    let at = "applications[0].rules[0]";
+    for (rule, field) in [
+        (
+            json!({"type": "attribute", "claim": "g", "matches": "(unclosed"}),
+            format!("{at}.matches"),
+        ),
+        (
+            json!({"type": "header", "header": "h", "matches": "a{1000}{1000}"}),
+            format!("{at}.matches"),
+        ),
+        (
+            json!({"type": "query", "param": "q", "matches": "x".repeat(2000)}),
+            format!("{at}.matches"),
+        ),
+        (
+            json!({"type": "query", "param": "q", "matches": format!("{}a{}", "(".repeat(100), ")".repeat(100))}),
+            format!("{at}.matches"),
+        ),
+        (
+            json!({"type": "query", "param": "q", "matches": "a", "like": "b"}),
+            at.to_string(),
+        ),
+    ] {
+        let ConfigErrorView(got, message) = refused(app(json!([rule.clone()]), json!([])));
+        assert_eq!(got, field, "{rule}: {message}");
+    }
+    let ConfigErrorView(got, _) = refused(
+        json!({"applications": [{"name": "a", "hosts": ["h"], "ordering": "manual",
+        "resources": [{"name": "r", "paths": ["~[z-a]"]}]}]}),
+    );
+    assert_eq!(got, "applications[0].resources[0].paths[0]");
+}
+
+#[test]
+fn scope_refusal_names_the_scopes() {
+    let r = req();
+    let p = one_rule(json!({"type": "scope", "all": ["read", "orders:write", "admin"]}));
+    let d = r.decide(&p);
+    assert_eq!(d.outcome, Outcome::Forbidden);
+    assert_eq!(d.scope, Some("read orders:write admin"));
+    let p = one_rule(json!({"type": "scope", "any": ["read"]}));
+    let d = r.decide(&p);
+    assert_eq!((d.outcome, d.scope), (Outcome::Allow, None));
+    // Another rule's refusal carries no scope.
+    let p = one_rule(json!({"type": "method", "methods": ["PUT"]}));
+    let d = r.decide(&p);
+    assert_eq!(d.scope, None);
+}
+
+fn error_handler(body: &str) -> Value {
+    json!({"type": "error", "status": 403, "content_type": "application/json", "body": body})
+}
+
+#[test]
+fn innermost_rejection_handler_wins() {
+    let p = policy(json!({
+        "rule_sets": [{"name": "set", "rules": [
+            {"type": "method", "name": "set-inner", "methods": ["GET"]},
+            {"type": "method", "name": "set-handled", "methods": ["GET", "PUT"], "rejection": error_handler("rule-in-set")}
+        ], "rejection": error_handler("set")}],
+        "applications": [{"name": "a", "hosts": ["a.example"], "ordering": "manual",
+            "rejection": error_handler("app"),
+            "rules": [{"type": "header", "name": "app-rule", "header": "x-block", "present": true, "negate": true}],
+            "resources": [
+                {"name": "r1", "paths": ["/r1"], "rejection": error_handler("resource"), "rules": [
+                    {"type": "any", "name": "inline", "rejection": error_handler("inline"), "rules": [
+                        {"type": "query", "name": "q-handled", "param": "q", "equals": "1", "rejection": error_handler("rule")},
+                        {"type": "query", "name": "q-plain", "param": "z", "equals": "1"}
+                    ]},
+                    {"type": "rule_set", "name": "set"},
+                    {"type": "time", "name": "never", "from": "00:00", "to": "00:01"}
+                ]},
+                {"name": "r2", "paths": ["/r2"], "rules": [{"type": "method", "name": "m", "methods": ["PUT"]}]},
+                {"name": "r3", "paths": ["/r3"], "rules": [{"type": "attribute", "claim": "sub", "equals": "nobody"}]}
+            ]}]
+    }));
+    let body = |d: &Decision| -> String {
+        let h = d.handler.expect("a handler");
+        String::from_utf8(h.render("c", "ref", d.rule).2).unwrap()
+    };
+    let mut r = req();
+    r.path = "/r1";
+    r.method = "POST";
+    r.query = "q=1&z=1";
+    // `any` fails at its last refusal (q-plain, no handler) -> the inline set's handler.
+    r.query = "q=2";
+    let d = r.decide(&p);
+    assert_eq!((d.rule, body(&d).as_str()), ("q-plain", "inline"));
+    r.query = "q=1";
+    // A rule in a named set without its own handler -> the set's handler.
+    let d = r.decide(&p);
+    assert_eq!((d.rule, body(&d).as_str()), ("set-inner", "set"));
+    r.method = "DELETE";
+    let d = r.decide(&p);
+    assert_eq!((d.rule, body(&d).as_str()), ("set-inner", "set"));
+    r.method = "GET";
+    // A plain resource rule -> the resource's handler.
+    let d = r.decide(&p);
+    assert_eq!((d.rule, body(&d).as_str()), ("never", "resource"));
+    // Resource without a handler -> the application's.
+    r.path = "/r2";
+    let d = r.decide(&p);
+    assert_eq!((d.rule, body(&d).as_str()), ("m", "app"));
+    // Application rules never use a resource's handler.
+    r.path = "/r1";
+    r.headers = HeaderList::new([("x-block", "1")]);
+    let d = r.decide(&p);
+    assert_eq!((d.rule, body(&d).as_str()), ("app-rule", "app"));
+    // Logging in is not a refusal: no handler.
+    r.logged_in = false;
+    let d = r.decide(&p);
+    assert_eq!((d.outcome, d.handler), (Outcome::NeedIdentity, None));
+}
+
+#[test]
+fn rule_handler_itself_and_no_handler() {
+    let p = one_rule(json!({"type": "method", "name": "m", "methods": ["PUT"],
+        "rejection": {"type": "redirect", "url": "https://help.example/denied"}}));
+    let d = req().decide(&p);
+    assert_eq!(
+        d.handler,
+        Some(&Rejection::Redirect {
+            url: "https://help.example/denied".into(),
+            status: 302
+        })
+    );
+    let (status, headers, body) = d.handler.unwrap().render("x", "y", "z");
+    assert_eq!(status, 302);
+    assert!(headers.contains(&("location".into(), "https://help.example/denied".into())));
+    assert!(body.is_empty());
+    let p = one_rule(json!({"type": "method", "methods": ["PUT"]}));
+    let d = req().decide(&p);
+    assert_eq!((d.outcome, d.handler), (Outcome::Forbidden, None));
+}
+
+#[test]
+fn rejection_rendering_escapes_for_the_content_type() {
+    let evil = "</p><script>\"x\"&'y'\n";
+    let html = Rejection::Error {
+        status: 451,
+        content_type: "text/html; charset=utf-8".into(),
+        body: Template::parse("<p>{code} {reference} {rule} {other} {code</p>"),
+    };
+    let (status, headers, body) = html.render(evil, "R-1", "r<1>");
+    assert_eq!(status, 451);
+    assert!(headers.contains(&("content-type".into(), "text/html; charset=utf-8".into())));
+    assert!(headers.contains(&("cache-control".into(), "no-store".into())));
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        "<p>&lt;/p&gt;&lt;script&gt;&quot;x&quot;&amp;&#39;y&#39; R-1 r&lt;1&gt; {other} {code</p>"
+    );
+    let json = Rejection::Error {
+        status: 403,
+        content_type: "application/problem+json".into(),
+        body: Template::parse("{\"error\":\"{code}\",\"ref\":\"{reference}\"}"),
+    };
+    let (_, _, body) = json.render(evil, "R-2", "");
+    let text = String::from_utf8(body).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"], evil);
+    assert_eq!(v["ref"], "R-2");
+    assert!(!text.contains('<'));
+    let plain = Rejection::Error {
+        status: 400,
+        content_type: "text/plain".into(),
+        body: Template::parse("é {code}"),
+    };
+    assert_eq!(plain.render("a\r\nb", "", "").2, "é ab".as_bytes());
+}
+
+#[test]
+fn malformed_rejection_handlers_are_refused() {
+    let with = |h: Value| {
+        app(
+            json!([{"type": "method", "methods": ["GET"], "rejection": h}]),
+            json!([]),
+        )
+    };
+    let at = "applications[0].rules[0].rejection";
+    for (config, field) in [
+        (
+            with(json!({"type": "error", "status": 200, "body": "x"})),
+            format!("{at}.status"),
+        ),
+        (
+            with(json!({"type": "error", "status": 600, "body": "x"})),
+            format!("{at}.status"),
+        ),
+        (
+            with(json!({"type": "error", "content_type": "html", "body": "x"})),
+            format!("{at}.content_type"),
+        ),
+        (
+            with(json!({"type": "error", "content_type": "text/html\r\nx: y", "body": "x"})),
+            format!("{at}.content_type"),
+        ),
+        (
+            with(json!({"type": "error", "body": "x".repeat(70_000)})),
+            format!("{at}.body"),
+        ),
+        (
+            with(json!({"type": "redirect", "url": "javascript:alert(1)"})),
+            format!("{at}.url"),
+        ),
+        (
+            with(json!({"type": "redirect", "url": "https://x", "status": 200})),
+            format!("{at}.status"),
+        ),
+        (
+            json!({"applications": [{"name": "a", "hosts": ["h"], "rejection": {"type": "error", "status": 999, "body": ""}}]}),
+            "applications[0].rejection.status".into(),
+        ),
+        (
+            json!({"applications": [{"name": "a", "hosts": ["h"], "resources": [{"name": "r", "paths": ["/"],
+                "rejection": {"type": "error", "status": 399, "body": ""}}]}]}),
+            "applications[0].resources[0].rejection.status".into(),
+        ),
+        (
+            json!({"rule_sets": [{"name": "s", "rules": [], "rejection": {"type": "redirect", "url": "nope"}}]}),
+            "rule_sets[0].rejection.url".into(),
+        ),
+    ] {
+        let ConfigErrorView(got, message) = refused(config.clone());
+        assert_eq!(got, field, "{config}: {message}");
+    }
+    // Unknown handler types and fields, and handlers on a rule-set reference, are refused.
+    for config in [
+        with(json!({"type": "teapot"})),
+        with(json!({"type": "error", "body": "", "colour": 1})),
+        app(
+            json!([{"type": "rule_set", "name": "s", "rejection": {"type": "error", "body": ""}}]),
+            json!([]),
+        ),
+    ] {
+        let ConfigErrorView(got, _) = refused(config.clone());
+        assert!(
+            got.starts_with("applications[0].rules[0]"),
+            "{config}: {got}"
+        );
+    }
+}
+
+fn limited(per: &str, extra: Value) -> Policy {
+    let mut rule = json!({"type": "rate_limit", "name": "rl", "requests": 1, "interval_s": 10, "burst": 3, "per": per});
+    if let (Some(r), Some(e)) = (rule.as_object_mut(), extra.as_object()) {
+        r.extend(e.clone());
+    }
+    policy(app(
+        json!([rule]),
+        json!([{"name": "one", "paths": ["/one"], "anonymous": true}, {"name": "two", "paths": ["/two"], "anonymous": true}]),
+    ))
+}
+
+#[test]
+fn rate_limit_burst_then_refill() {
+    let p = limited("identity", json!({}));
+    let mut limits = RateLimits::default();
+    let r = req();
+    let t0 = 1_000_000;
+    for _ in 0..3 {
+        assert!(r.decide_with(&p, &mut limits, t0).allowed());
+    }
+    let d = r.decide_with(&p, &mut limits, t0);
+    assert_eq!(d.outcome, Outcome::RateLimited { retry_after_s: 10 });
+    assert_eq!((d.rule, d.handler), ("rl", None));
+    // 1 request per 10 s: 4 s later, 6 s to go; 10 s later, one more.
+    assert_eq!(
+        r.decide_with(&p, &mut limits, t0 + 4_000).outcome,
+        Outcome::RateLimited { retry_after_s: 6 }
+    );
+    assert!(r.decide_with(&p, &mut limits, t0 + 10_000).allowed());
+    assert!(!r.decide_with(&p, &mut limits, t0 + 10_000).allowed());
+    // A long pause refills to the burst, not beyond.
+    let later = t0 + 3_600_000;
+    for _ in 0..3 {
+        assert!(r.decide_with(&p, &mut limits, later).allowed());
+    }
+    assert!(!r.decide_with(&p, &mut limits, later).allowed());
+    // A clock stepping back refills nothing and does not panic.
+    assert!(!r.decide_with(&p, &mut limits, 0).allowed());
+    assert_eq!(limits.len(), 1);
+}
+
+#[test]
+fn rate_limit_keys() {
+    let t = 5_000;
+    let drain = |p: &Policy, r: &Req, limits: &mut RateLimits| {
+        for _ in 0..3 {
+            assert!(r.decide_with(p, limits, t).allowed());
+        }
+        assert!(!r.decide_with(p, limits, t).allowed());
+    };
+    // Per identity: another subject has its own bucket; without identity, the address.
+    let p = limited("identity", json!({}));
+    let mut limits = RateLimits::default();
+    let mut r = req();
+    r.path = "/one";
+    drain(&p, &r, &mut limits);
+    r.logged_in = false;
+    drain(&p, &r, &mut limits);
+    r.ip = Some("192.0.2.99".parse().unwrap());
+    drain(&p, &r, &mut limits);
+    r.ip = None; // no identity, no address: one shared bucket
+    drain(&p, &r, &mut limits);
+    assert_eq!(limits.len(), 4);
+
+    // Per client address.
+    let p = limited("client_address", json!({}));
+    let mut limits = RateLimits::default();
+    let mut r = req();
+    r.path = "/one";
+    drain(&p, &r, &mut limits);
+    r.ip = Some("2001:db8::1".parse().unwrap());
+    drain(&p, &r, &mut limits);
+
+    // Per OAuth client: client_id, else azp, else the address.
+    let p = limited("oauth_client", json!({}));
+    let mut limits = RateLimits::default();
+    let mut r = req();
+    r.path = "/one";
+    r.claims.insert("client_id".into(), json!("app-1"));
+    drain(&p, &r, &mut limits);
+    r.ip = Some("198.51.100.1".parse().unwrap()); // same client, other address: still limited
+    assert!(!r.decide_with(&p, &mut limits, t).allowed());
+    r.claims.remove("client_id");
+    r.claims.insert("azp".into(), json!("app-2"));
+    drain(&p, &r, &mut limits);
+    r.claims.remove("azp");
+    drain(&p, &r, &mut limits);
+
+    // Per resource: shared by everyone, one bucket per resource.
+    let p = limited("resource", json!({}));
+    let mut limits = RateLimits::default();
+    let mut r = req();
+    r.path = "/one";
+    drain(&p, &r, &mut limits);
+    r.ip = Some("198.51.100.1".parse().unwrap());
+    r.logged_in = false;
+    assert!(!r.decide_with(&p, &mut limits, t).allowed());
+    r.path = "/two";
+    drain(&p, &r, &mut limits);
+}
+
+#[test]
+fn rate_limit_handler_and_rule_ids() {
+    let p = policy(json!({
+        "rule_sets": [{"name": "s", "rules": [
+            {"type": "rate_limit", "name": "shared", "requests": 1, "interval_s": 60, "burst": 1, "per": "identity"}
+        ], "rejection": error_handler("set")}],
+        "applications": [{"name": "a", "hosts": ["a.example"], "ordering": "manual", "resources": [
+            {"name": "x", "paths": ["/x"], "rules": [{"type": "rule_set", "name": "s"}]},
+            {"name": "y", "paths": ["/y"], "rules": [{"type": "rule_set", "name": "s"}]},
+            {"name": "z", "paths": ["/z"], "rules": [{"type": "rate_limit", "requests": 1, "interval_s": 60,
+                "per": "identity", "rejection": {"type": "error", "status": 429, "content_type": "text/plain", "body": "slow down"}}]}
+        ]}]
+    }));
+    let mut limits = RateLimits::default();
+    let mut r = req();
+    r.path = "/x";
+    assert!(r.decide_with(&p, &mut limits, 0).allowed());
+    // The set's refusal handler does not turn a rate limit into its error page.
+    let d = r.decide_with(&p, &mut limits, 0);
+    assert_eq!(
+        (d.outcome.clone(), d.handler),
+        (Outcome::RateLimited { retry_after_s: 60 }, None)
+    );
+    // One rule, one bucket, wherever the set is used.
+    r.path = "/y";
+    assert!(!r.decide_with(&p, &mut limits, 0).allowed());
+    r.path = "/z";
+    assert!(r.decide_with(&p, &mut limits, 0).allowed());
+    let d = r.decide_with(&p, &mut limits, 0);
+    assert_eq!(d.handler.map(Rejection::status), Some(429));
+    assert_eq!(limits.len(), 2);
+    // Ids follow the configuration: compiling it again gives the same ones.
+    let ids = |p: &Policy| {
+        let mut out = Vec::new();
+        fn walk(n: &Node, out: &mut Vec<u32>) {
+            match &n.kind {
+                Kind::All(v) | Kind::Any(v) => v.iter().for_each(|c| walk(c, out)),
+                Kind::Shared(s) => walk(s, out),
+                Kind::RateLimit { limit, .. } => out.push(limit.id),
+                _ => {}
+            }
+        }
+        for a in p.applications() {
+            for res in a.resources() {
+                walk(&res.rules, &mut out);
+            }
+        }
+        out
+    };
+    assert_eq!(ids(&p), vec![0, 0, 1]);
+}
+
+#[test]
+fn rate_limit_buckets_are_bounded() {
+    let limit = ratelimit::Limit {
+        id: 0,
+        capacity: 2.0,
+        per_ms: 1.0 / 1000.0,
+    };
+    let mut limits = RateLimits::new(1000);
+    for i in 0..10_000u32 {
+        // Each key takes one token: its bucket is not full, so eviction must drop old ones.
+        assert!(limits.take(&limit, &i.to_string(), u64::from(i)).is_ok());
+        assert!(limits.len() <= 1000);
+    }
+    // The most recent keys survived: the last one is still drained by one.
+    assert!(limits.take(&limit, "9999", 10_000).is_ok());
+    assert_eq!(limits.take(&limit, "9999", 10_000), Err(1));
+    // Idle buckets (full again) go first; time far ahead frees everything.
+    assert!(limits.take(&limit, "new", u64::MAX).is_ok());
+    assert!(limits.len() <= 1000);
+    assert!(RateLimits::new(0).take(&limit, "", 0).is_ok());
+}
+
+#[test]
+fn malformed_rate_limits_are_refused() {
+    let at = "applications[0].rules[0]";
+    let rl = |extra: Value| {
+        let mut r =
+            json!({"type": "rate_limit", "requests": 10, "interval_s": 60, "per": "identity"});
+        if let (Some(o), Some(e)) = (r.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        app(json!([r]), json!([]))
+    };
+    for (config, field) in [
+        (rl(json!({"requests": 0})), format!("{at}.requests")),
+        (rl(json!({"interval_s": 0})), format!("{at}.interval_s")),
+        (rl(json!({"burst": 0})), format!("{at}.burst")),
+        (rl(json!({"per": "planet"})), at.to_string()),
+        (rl(json!({"requests": -1})), at.to_string()),
+        (
+            rl(json!({"rejection": {"type": "error", "status": 99, "body": ""}})),
+            format!("{at}.rejection.status"),
+        ),
+    ] {
+        let ConfigErrorView(got, message) = refused(config.clone());
+        assert!(got.starts_with(&field), "{config}: {got} {message}");
+    }
+}
+
+#[test]
+fn malformed_api_settings_and_hops_are_refused() {
+    for (config, field) in [
+        (
+            json!({"applications": [{"name": "a", "hosts": ["h"], "type": "api"}]}),
+            "applications[0].api",
+        ),
+        (
+            json!({"applications": [{"name": "a", "hosts": ["h"], "type": "both"}]}),
+            "applications[0].api",
+        ),
+        (
+            json!({"applications": [{"name": "a", "hosts": ["h"], "type": "api", "api": {"validation": "jwt"}}]}),
+            "applications[0].api.audiences",
+        ),
+        (
+            json!({"applications": [{"name": "a", "hosts": ["h"], "type": "api", "api": {"validation": "jwt", "audiences": [""]}}]}),
+            "applications[0].api.audiences[0]",
+        ),
+        (
+            json!({"applications": [{"name": "a", "hosts": ["h"], "type": "api", "api": {"validation": "magic"}}]}),
+            "applications[0].api.validation",
+        ),
+        (
+            json!({"applications": [{"name": "a", "hosts": ["h"], "type": "api", "api": {"validation": "introspection", "audience": "x"}}]}),
+            "applications[0].api.audience",
+        ),
+        (
+            json!({"applications": [{"name": "a", "hosts": ["h"], "site_authenticator": ""}]}),
+            "applications[0].site_authenticator",
+        ),
+        (json!({"xff_trusted_hops": 11}), "xff_trusted_hops"),
+        (json!({"xff_trusted_hops": -1}), "xff_trusted_hops"),
+    ] {
+        let ConfigErrorView(got, message) = refused(config.clone());
+        assert_eq!(got, field, "{config}: {message}");
+    }
+}
+
+#[test]
+fn audit_record_is_json_without_query_or_secrets() {
+    let ip: IpAddr = "192.0.2.7".parse().unwrap();
+    let rec = AuditRecord {
+        time: 1_700_000_000_123,
+        request_id: "req-1",
+        subject: Some("bob"),
+        client_ip: Some(ip),
+        application: "orders",
+        resource: None,
+        method: "GET",
+        path: "/orders/1?access_token=SECRET#frag",
+        decision: AuditRecord::decision_name(&Outcome::RateLimited { retry_after_s: 3 }),
+        rule: "rl\"x",
+        elapsed_us: 42,
+    };
+    let line = rec.to_json();
+    assert!(!line.contains("SECRET") && !line.contains('\n'), "{line}");
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        v,
+        json!({"time": 1_700_000_000_123u64, "request_id": "req-1", "subject": "bob", "client_ip": "192.0.2.7",
+               "application": "orders", "resource": null, "method": "GET", "path": "/orders/1",
+               "decision": "rate_limited", "rule": "rl\"x", "elapsed_us": 42})
+    );
+    for (o, name) in [
+        (Outcome::Allow, "allow"),
+        (Outcome::NeedIdentity, "login"),
+        (Outcome::Forbidden, "deny"),
+        (
+            Outcome::Redirect {
+                url: "u",
+                status: 302,
+            },
+            "redirect",
+        ),
+    ] {
+        assert_eq!(AuditRecord::decision_name(&o), name);
+    }
+    let long = "/".repeat(10_000);
+    let rec = AuditRecord { path: &long, ..rec };
+    assert!(rec.to_json().len() < 3000);
+}
