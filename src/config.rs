@@ -3,13 +3,16 @@
 //! here, so a request never looks at configuration text.
 
 use std::fmt;
+use std::rc::Rc;
 
 use base64::Engine;
 use serde::Deserialize;
 use url::Url;
 
+use crate::authtoken::{AuthTokenSigner, RawAuthToken};
 use crate::http::HeaderOps;
 use crate::identity;
+use crate::mediation::{self, Inject, RawSiteAuthenticator, SiteAuthenticator};
 use crate::policy::{self, Policy, RawPolicy, Validation};
 use crate::session::KeyRing;
 
@@ -63,6 +66,10 @@ struct RawConfig {
     api: RawApi,
     #[serde(default)]
     policy: Option<RawPolicy>,
+    #[serde(default)]
+    site_authenticators: Vec<RawSiteAuthenticator>,
+    #[serde(default)]
+    authtoken: Option<RawAuthToken>,
 }
 
 /// Bearer-token settings shared by every API application (the OP is the token provider).
@@ -437,6 +444,12 @@ pub struct Settings {
     pub fallback: Policy,
     /// Every identity header removed: for requests that go on without an identity.
     pub no_identity: HeaderOps,
+    /// Token mediation per site; applications name them (see [`Settings::site_for`]).
+    pub sites: Vec<SiteAuthenticator>,
+    /// The gateway's own signing keys (JWT identity mapping, subject tokens for an STS).
+    pub authtoken: Option<Rc<AuthTokenSigner>>,
+    /// Where the gateway publishes the public keys of `authtoken`.
+    pub authtoken_jwks_path: String,
     /// Prefix of the per-login transaction cookies (`<session cookie>.txn.<id>`).
     pub txn_cookie_prefix: String,
 }
@@ -736,7 +749,35 @@ impl Settings {
                 .map_err(|e| ConfigError::new(format!("policy.{}", e.field), e.message))?,
             None => Policy::implicit(),
         };
+        let authtoken = raw.authtoken.map(AuthTokenSigner::compile).transpose()?;
+        let sites = mediation::compile_all(raw.site_authenticators, authtoken.is_some())?;
+        for (i, site) in sites.iter().enumerate() {
+            if let Inject::Cookie(name) = &site.inject {
+                if name == &s.cookie_name || name.starts_with(&format!("{}.txn.", s.cookie_name)) {
+                    return Err(ConfigError::new(
+                        format!("site_authenticators[{i}].inject.cookie"),
+                        "must not be the session cookie's name",
+                    ));
+                }
+            }
+        }
         for (i, app) in policy.applications().iter().enumerate() {
+            if let Some(name) = &app.site_authenticator {
+                let Some(site) = sites.iter().find(|s| &s.name == name) else {
+                    return Err(ConfigError::new(
+                        format!("policy.applications[{i}].site_authenticator"),
+                        format!("no site authenticator is named `{name}`"),
+                    ));
+                };
+                let web = app.app_type != policy::AppType::Api;
+                if web && site.token_exchange().is_some() && authtoken.is_none() {
+                    return Err(ConfigError::new(
+                        format!("policy.applications[{i}].site_authenticator"),
+                        "token exchange for web sessions needs `authtoken` (the gateway signs \
+                         the subject token the STS receives)",
+                    ));
+                }
+            }
             let introspects = app
                 .api
                 .as_ref()
@@ -765,6 +806,7 @@ impl Settings {
         }
 
         Ok(Settings {
+            authtoken_jwks_path: format!("{base_path}/authtoken/JWKS"),
             callback_path: format!("{base_path}/oidc/cb"),
             logout_path: format!("{base_path}/oidc/logout"),
             heartbeat_path: format!("{base_path}/heartbeat.ping"),
@@ -783,6 +825,8 @@ impl Settings {
                 claims,
             },
             no_identity: identity::request_headers(&identity_headers, None),
+            sites,
+            authtoken: authtoken.map(Rc::new),
             identity_headers,
             clock_skew_s: raw.clock_skew_s,
             id_token_algorithms,
@@ -796,6 +840,14 @@ impl Settings {
             policy,
             fallback: Policy::implicit(),
         })
+    }
+}
+
+impl Settings {
+    /// The site authenticator an application names, with its index.
+    pub fn site_for(&self, app: &policy::Application) -> Option<(usize, &SiteAuthenticator)> {
+        let name = app.site_authenticator.as_deref()?;
+        self.sites.iter().enumerate().find(|(_, s)| s.name == name)
     }
 }
 

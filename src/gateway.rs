@@ -9,6 +9,7 @@ use serde_json::Map;
 
 use crate::access;
 use crate::bearer::{self, BearerError, JwtRules, Lookup, TokenCache, TokenInfo};
+use crate::cache::{FlightCache, Key, Lookup as CacheLookup};
 use crate::config::{OpEndpoints, Settings};
 use crate::cookie::{self, CookieAttributes};
 use crate::discovery::{self, DiscoveryState};
@@ -17,6 +18,7 @@ use crate::id_token::{self, Expected, IdTokenError};
 use crate::identity;
 use crate::jwks::{parse_jwks, JwksCache};
 use crate::login::{random_token, safe_return_path, Entropy, LoginTransaction};
+use crate::mediation::{self, Inject, SiteAuthenticator, SiteKind};
 use crate::oidc::{self, TokenError};
 use crate::pages::Problem;
 use crate::policy::{
@@ -44,6 +46,15 @@ pub struct VmState {
     pub limits: RateLimits,
     /// Parked requests to wake (context id, why). The host drains this after every callback.
     pub woken: Vec<(u32, Wake)>,
+    /// Mediated tokens, one cache per site authenticator (same order as `Settings::sites`).
+    pub mediated: Vec<FlightCache<Rc<SiteToken>>>,
+}
+
+/// A site's token as it goes upstream, prepared once when it is cached.
+#[derive(Debug)]
+pub struct SiteToken {
+    /// The header value (`Bearer <token>` for `authorization`), or the cookie value.
+    pub value: String,
 }
 
 /// One JWKS fetch at a time for bearer tokens; the others wait for it.
@@ -69,6 +80,15 @@ impl VmState {
             keys_flight: None,
             limits: RateLimits::default(),
             woken: Vec::new(),
+            mediated: settings
+                .sites
+                .iter()
+                .map(|s| {
+                    s.cache
+                        .new_cache()
+                        .with_pending_timeout(stale_after_s(site_timeout_ms(s)))
+                })
+                .collect(),
         }
     }
 
@@ -254,6 +274,12 @@ enum Stage {
     },
     /// Waiting for the JWKS to check a bearer token (this request leads the fetch).
     BearerKeys,
+    /// Waiting for the STS of site `site` (index in `Settings::sites`).
+    Mediate {
+        site: usize,
+        key: Key,
+        html: bool,
+    },
     /// Waiting for the token endpoint.
     Token {
         txn: LoginTransaction,
@@ -335,6 +361,14 @@ impl RequestFlow {
                 };
                 return self.callback(settings, &endpoints, &head, now, rng);
             }
+            if path_only == settings.authtoken_jwks_path {
+                if let Some(signer) = &settings.authtoken {
+                    let mut r = LocalResponse::new(200)
+                        .body("application/jwk-set+json", signer.jwks_json());
+                    r.headers.retain(|(n, _)| n != "cache-control");
+                    return Action::Respond(r.header("cache-control", "public, max-age=300"));
+                }
+            }
             if path_only == settings.logout_path {
                 let head = RequestHead::read(request, path, cookie);
                 return Action::Respond(logout(settings, vm.endpoints.as_deref(), &head));
@@ -400,11 +434,14 @@ impl RequestFlow {
         };
         let mut session: Option<Rc<SessionEntry>> = None;
         let mut token: Option<Rc<TokenInfo>> = None;
+        let mut token_key: Option<Key> = None;
         if unprotected {
             // Nothing about the caller is looked at, so nothing is vouched for.
         } else if use_bearer {
             if let Some(raw) = bearer {
-                match self.check_bearer(settings, vm, app, raw, now) {
+                token_key = Some(bearer::token_hash(raw));
+                match self.check_bearer(settings, vm, app, raw, token_key.unwrap_or_default(), now)
+                {
                     Ok(info) => token = Some(info),
                     Err(action) => return action,
                 }
@@ -506,11 +543,137 @@ impl RequestFlow {
             (None, Some(t)) => anonymous(settings, cookie.as_deref(), Some(t.headers.clone())),
             (None, None) => anonymous(settings, cookie.as_deref(), None),
         };
-        let keep_token = app.api.as_ref().is_some_and(|a| a.forward_token);
+        // Token mediation: the site gets its own token, never the client's.
+        let subject = match (&session, &token) {
+            (Some(e), _) => Some((e.session.sub.as_str(), &e.session.claims)),
+            (None, Some(t)) => Some((t.sub.as_deref().unwrap_or_default(), &t.claims)),
+            (None, None) => None,
+        };
+        let mediated = match (settings.site_for(app), subject) {
+            (Some((i, site)), Some(subject)) => {
+                let html =
+                    !use_bearer && !RequestHead::read(request, String::new(), None).is_api_like();
+                let from = Subject {
+                    sub: subject.0,
+                    claims: subject.1,
+                    session: session.is_some(),
+                    bearer: bearer.zip(token_key),
+                };
+                match self.mediate(settings, vm, i, site, &from, html, now, rng) {
+                    Ok(t) => Some((site, t)),
+                    Err(action) => return action,
+                }
+            }
+            _ => None,
+        };
+        let keep_token = app.api.as_ref().is_some_and(|a| a.forward_token) && mediated.is_none();
         if token.is_some() && !keep_token {
             fwd.request_headers.push(("authorization".into(), None));
         }
+        if let Some((site, t)) = mediated {
+            match &site.inject {
+                Inject::Header(name) => fwd
+                    .request_headers
+                    .push((name.clone(), Some(t.value.clone()))),
+                Inject::Cookie(name) => {
+                    let upstream = match fwd.request_headers.iter().position(|(n, _)| n == "cookie")
+                    {
+                        Some(i) => fwd.request_headers.remove(i).1,
+                        None => cookie.clone(),
+                    };
+                    let value = mediation::cookie_with_token(upstream.as_deref(), name, &t.value);
+                    fwd.request_headers.push(("cookie".into(), Some(value)));
+                }
+            }
+        }
         Action::Forward(fwd)
+    }
+
+    /// The site's token for this subject: cached, signed now (JWT identity mapping), or asked
+    /// of the STS (a callout, or a wait for the request already asking).
+    #[allow(clippy::too_many_arguments, clippy::result_large_err)]
+    fn mediate(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        i: usize,
+        site: &SiteAuthenticator,
+        from: &Subject<'_>,
+        html: bool,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) -> Result<Rc<SiteToken>, Action> {
+        let key = match from.bearer {
+            Some((_, token_key)) if !from.session => {
+                mediation::cache_key(&[b"bearer", site.name.as_bytes(), &token_key])
+            }
+            _ => mediation::key_for_session(&site.name, from.sub),
+        };
+        let Some(cache) = vm.mediated.get_mut(i) else {
+            return Err(Action::Respond(self.internal_error()));
+        };
+        match cache.lookup(&key, self.ctx, now) {
+            CacheLookup::Hit(t) => return Ok(t),
+            CacheLookup::Wait => return Err(Action::Wait),
+            CacheLookup::Miss => {}
+        }
+        let jti = random_token(rng, 12);
+        let signer = settings.authtoken.as_deref();
+        match &site.kind {
+            SiteKind::Jwt(_) => {
+                let signed = signer.zip(jti).and_then(|(signer, jti)| {
+                    mediation::identity_jwt(signer, site, from.sub, from.claims, now, &jti)
+                });
+                let Some(t) = signed else {
+                    if let Some(cache) = vm.mediated.get_mut(i) {
+                        let waiters = cache.complete(&key, None, now);
+                        vm.wake(waiters, Wake::Fail(502));
+                    }
+                    return Err(self.upstream_failure_action("could not sign the identity JWT"));
+                };
+                let value = Rc::new(SiteToken {
+                    value: header_value(site, &t.token),
+                });
+                if let Some(cache) = vm.mediated.get_mut(i) {
+                    let waiters = cache.complete(&key, Some((value.clone(), t.expires_at)), now);
+                    vm.wake(waiters, Wake::Ready);
+                }
+                Ok(value)
+            }
+            SiteKind::TokenExchange(_) => {
+                let subject = match from.bearer {
+                    Some((raw, _)) if !from.session => {
+                        Some((raw.to_string(), mediation::ACCESS_TOKEN_TYPE))
+                    }
+                    _ => signer
+                        .zip(jti)
+                        .and_then(|(signer, jti)| {
+                            mediation::session_subject_token(
+                                signer,
+                                site,
+                                from.sub,
+                                from.claims,
+                                now,
+                                &jti,
+                            )
+                        })
+                        .map(|t| (t, mediation::JWT_TOKEN_TYPE)),
+                };
+                let callout =
+                    subject.and_then(|(t, kind)| mediation::exchange_request(site, &t, kind));
+                let Some(callout) = callout else {
+                    if let Some(cache) = vm.mediated.get_mut(i) {
+                        let waiters = cache.complete(&key, None, now);
+                        vm.wake(waiters, Wake::Fail(502));
+                    }
+                    return Err(
+                        self.upstream_failure_action("could not build the token exchange request")
+                    );
+                };
+                self.stage = Stage::Mediate { site: i, key, html };
+                Err(Action::Callout(callout))
+            }
+        }
     }
 
     /// Runs a request again once what it waited for is known (`Wake::Ready`), or answers
@@ -526,8 +689,11 @@ impl RequestFlow {
     ) -> Action {
         match wake {
             Wake::Ready => self.rerun(settings, vm, request, now, rng),
-            Wake::TimedOut => self.upstream_failure(rng, true, "the request waited for timed out"),
-            Wake::Failed => self.upstream_failure(rng, false, "the request waited for failed"),
+            Wake::Fail(status) => self.upstream_failure(
+                rng,
+                u32::from(status),
+                "the request this one waited for failed",
+            ),
         }
     }
 
@@ -542,6 +708,12 @@ impl RequestFlow {
             Stage::BearerKeys => {
                 if let Some(f) = vm.keys_flight.take() {
                     vm.wake(f.waiters, Wake::Ready);
+                }
+            }
+            Stage::Mediate { site, key, .. } => {
+                if let Some(cache) = vm.mediated.get_mut(site) {
+                    let waiters = cache.abandon(&key, self.ctx);
+                    vm.wake(waiters, Wake::Ready);
                 }
             }
             _ => {}
@@ -562,7 +734,7 @@ impl RequestFlow {
                 Level::Warn,
                 "request did not settle after 4 callouts; refusing".into(),
             );
-            return self.upstream_failure(rng, false, "no settled answer");
+            return self.upstream_failure(rng, 502, "no settled answer");
         }
         self.on_request(settings, vm, request, now, rng)
     }
@@ -576,12 +748,12 @@ impl RequestFlow {
         vm: &mut VmState,
         app: &Application,
         raw: &str,
+        key: Key,
         now: u64,
     ) -> Result<Rc<TokenInfo>, Action> {
         let Some(api) = app.api.as_ref() else {
             return Err(self.bearer_refused(settings, BearerError::InvalidToken("no API access")));
         };
-        let key = bearer::token_hash(raw);
         match vm.tokens.lookup(&key, self.ctx, now) {
             Lookup::Valid(info) => Ok(info),
             Lookup::Invalid(e) => Err(self.bearer_refused(settings, e)),
@@ -635,7 +807,7 @@ impl RequestFlow {
                         let endpoint = vm.endpoints.as_ref().and_then(|e| e.introspection.clone());
                         let Some(endpoint) = endpoint else {
                             let waiters = vm.tokens.complete(&key, None, now);
-                            vm.wake(waiters, Wake::Failed);
+                            vm.wake(waiters, Wake::Fail(502));
                             return Err(not_ready(false));
                         };
                         let callout = bearer::introspection_request(
@@ -657,7 +829,7 @@ impl RequestFlow {
     /// Leads or joins the one JWKS fetch for bearer tokens.
     fn fetch_bearer_keys(&mut self, settings: &Settings, vm: &mut VmState, now: u64) -> Action {
         // A fetch whose leader vanished without a word is given up after the callout timeout.
-        let stale = settings.op.timeout_ms / 1000 + 2;
+        let stale = stale_after_s(settings.op.timeout_ms);
         if let Some(f) = vm.keys_flight.as_mut() {
             if now.saturating_sub(f.since) <= stale && f.leader != self.ctx {
                 f.waiters.push(self.ctx);
@@ -720,19 +892,21 @@ impl RequestFlow {
         Action::Respond(self.internal_error())
     }
 
-    fn upstream_failure(&mut self, rng: &mut dyn Entropy, timed_out: bool, log: &str) -> Action {
-        let (status, code, message) = if timed_out {
-            (
-                504,
+    /// 502, 503 or 504 when the OP or STS failed the request.
+    fn upstream_failure(&mut self, rng: &mut dyn Entropy, status: u32, log: &str) -> Action {
+        let (code, message) = match status {
+            504 => (
                 "upstream_timeout",
                 "A service the gateway needs did not answer in time.",
-            )
-        } else {
-            (
-                502,
+            ),
+            503 => (
                 "upstream_unavailable",
-                "A service the gateway needs could not be reached.",
-            )
+                "A service the gateway needs is unavailable.",
+            ),
+            _ => (
+                "upstream_error",
+                "A service the gateway needs could not be reached or gave no usable answer.",
+            ),
         };
         self.refuse(rng, false, status, code, message, None, log.to_string())
     }
@@ -818,8 +992,8 @@ impl RequestFlow {
                     }
                     CalloutResult::TimedOut => {
                         let waiters = vm.tokens.complete(&key, None, now);
-                        vm.wake(waiters, Wake::TimedOut);
-                        return self.upstream_failure(rng, true, "introspection callout timed out");
+                        vm.wake(waiters, Wake::Fail(504));
+                        return self.upstream_failure(rng, 504, "introspection callout timed out");
                     }
                     CalloutResult::Failed => Err(None),
                 };
@@ -839,15 +1013,68 @@ impl RequestFlow {
                     }
                     Err(None) => {
                         let waiters = vm.tokens.complete(&key, None, now);
-                        vm.wake(waiters, Wake::Failed);
+                        vm.wake(waiters, Wake::Fail(502));
                         return self.upstream_failure(
                             rng,
-                            false,
+                            502,
                             "introspection endpoint failed or gave no usable answer",
                         );
                     }
                 }
                 self.rerun(settings, vm, request, now, rng)
+            }
+            Stage::Mediate { site: i, key, html } => {
+                let Some(site) = settings.sites.get(i) else {
+                    return Action::Respond(self.internal_error());
+                };
+                let parsed = match result {
+                    CalloutResult::Response { status, body } => {
+                        mediation::parse_exchange_response(site, status, &body, now)
+                            .map_err(|e| (e.http_status(), format!("{e:?}")))
+                    }
+                    CalloutResult::TimedOut => Err((504, "timed out".into())),
+                    CalloutResult::Failed => Err((503, "unreachable".into())),
+                };
+                let Some(cache) = vm.mediated.get_mut(i) else {
+                    return Action::Respond(self.internal_error());
+                };
+                match parsed {
+                    Ok(t) => {
+                        let value = Rc::new(SiteToken {
+                            value: header_value(site, &t.token),
+                        });
+                        let waiters = cache.complete(&key, Some((value, t.expires_at)), now);
+                        vm.wake(waiters, Wake::Ready);
+                        self.rerun(settings, vm, request, now, rng)
+                    }
+                    Err((status, why)) => {
+                        let waiters = cache.complete(&key, None, now);
+                        vm.wake(waiters, Wake::Fail(u16::try_from(status).unwrap_or(502)));
+                        let (code, message) = match status {
+                            504 => (
+                                "token_service_timeout",
+                                "The token service of this site did not answer in time.",
+                            ),
+                            503 => (
+                                "token_service_unavailable",
+                                "The token service of this site is unavailable.",
+                            ),
+                            _ => (
+                                "token_service_error",
+                                "The token service of this site refused or gave no usable answer.",
+                            ),
+                        };
+                        self.refuse(
+                            rng,
+                            html,
+                            status,
+                            code,
+                            message,
+                            None,
+                            format!("token exchange for site `{}` failed: {why}", site.name),
+                        )
+                    }
+                }
             }
             Stage::BearerKeys => {
                 let waiters = vm.keys_flight.take().map(|f| f.waiters).unwrap_or_default();
@@ -855,17 +1082,17 @@ impl RequestFlow {
                     CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
                         Some(keys) => vm.jwks.replace(keys, now),
                         None => {
-                            vm.wake(waiters, Wake::Failed);
-                            return self.upstream_failure(rng, false, "JWKS is not a JWK Set");
+                            vm.wake(waiters, Wake::Fail(502));
+                            return self.upstream_failure(rng, 502, "JWKS is not a JWK Set");
                         }
                     },
                     CalloutResult::TimedOut => {
-                        vm.wake(waiters, Wake::TimedOut);
-                        return self.upstream_failure(rng, true, "JWKS callout timed out");
+                        vm.wake(waiters, Wake::Fail(504));
+                        return self.upstream_failure(rng, 504, "JWKS callout timed out");
                     }
                     _ => {
-                        vm.wake(waiters, Wake::Failed);
-                        return self.upstream_failure(rng, false, "JWKS callout failed");
+                        vm.wake(waiters, Wake::Fail(502));
+                        return self.upstream_failure(rng, 502, "JWKS callout failed");
                     }
                 }
                 vm.wake(waiters, Wake::Ready);
@@ -1387,6 +1614,34 @@ fn jwks_callout(settings: &Settings, endpoints: &OpEndpoints) -> Callout {
         body: Vec::new(),
         timeout_ms: settings.op.timeout_ms,
     }
+}
+
+/// Who a mediated token is for: the session's or the bearer token's subject.
+struct Subject<'a> {
+    sub: &'a str,
+    claims: &'a Map<String, serde_json::Value>,
+    session: bool,
+    /// The client's bearer token and its hash, on API requests.
+    bearer: Option<(&'a str, Key)>,
+}
+
+/// The value that carries a site's token: `Bearer <token>` in `Authorization`, the raw token
+/// in any other header or cookie.
+fn header_value(site: &SiteAuthenticator, token: &str) -> String {
+    match &site.inject {
+        Inject::Header(name) if name == "authorization" => format!("Bearer {token}"),
+        _ => token.to_string(),
+    }
+}
+
+fn site_timeout_ms(site: &SiteAuthenticator) -> u64 {
+    site.token_exchange().map_or(5000, |x| x.sts.timeout_ms)
+}
+
+/// A single flight whose leader has not finished within its callout timeout (and a margin) is
+/// presumed lost, and the next request takes it over.
+fn stale_after_s(timeout_ms: u64) -> u64 {
+    timeout_ms / 1000 + 2
 }
 
 /// A checked token with the identity headers it gives, derived once for the cache.

@@ -100,9 +100,9 @@ pub enum Action {
 pub enum Wake {
     /// The answer is in the cache now (or the slot is free again): run the request again.
     Ready,
-    /// The request it waited for found the OP or STS down or slow: answer with that.
-    TimedOut,
-    Failed,
+    /// The request it waited for found the OP or STS down, slow or refusing: answer with this
+    /// status (502, 503 or 504) too.
+    Fail(u16),
 }
 
 /// Form-encodes `pairs` (application/x-www-form-urlencoded).
