@@ -41,7 +41,9 @@
 //       this OP's issuer, token endpoint, or pa_sts
 // The answer: a JWT signed by this OP (RS256, kid op-rsa-1) with iss, sub = the subject's
 // sub, aud = the requested audience(s)/resource(s) (pa_sts when none), scope (requested, or
-// the subject's), act {sub: pa_sts}, client_id, iat, exp = now + STS_TOKEN_TTL, jti; per
+// the subject's), email/name/groups of a gateway token, act {sub: pa_sts}, client_id, iat,
+// exp = now + STS_TOKEN_TTL (or less: an audience that is one of the resources above gets at
+// most that resource's lifetime, so audience https://short.example.test gives 3 s), jti; per
 // RFC 8693 2.2.1 {access_token, issued_token_type, token_type: "Bearer", expires_in}. Errors
 // per 2.2.2: invalid_request or invalid_grant, 400.
 //
@@ -321,6 +323,8 @@ async function tokenExchange(ctx) {
   for (const claim of ['email', 'name', 'groups']) {
     if (subject.claims?.[claim] !== undefined) extra[claim] = subject.claims[claim];
   }
+  // Never longer than the lifetime of the audience's own tokens (https://short.example.test: 3 s).
+  const ttl = Math.min(STS_TTL, ...aud.map((a) => RESOURCES[a]?.ttl ?? STS_TTL));
   const now = Math.floor(Date.now() / 1000);
   const accessToken = await new SignJWT({
     ...extra,
@@ -333,7 +337,7 @@ async function tokenExchange(ctx) {
     .setSubject(String(subject.sub))
     .setAudience(aud.length === 0 ? client.clientId : aud.length === 1 ? aud[0] : aud)
     .setIssuedAt(now)
-    .setExpirationTime(now + STS_TTL)
+    .setExpirationTime(now + ttl)
     .setJti(randomUUID())
     .sign(stsSigningKey);
   count('grant:token-exchange:issued');
@@ -341,7 +345,7 @@ async function tokenExchange(ctx) {
     access_token: accessToken,
     issued_token_type: requested,
     token_type: 'Bearer',
-    expires_in: STS_TTL,
+    expires_in: ttl,
     ...(scope ? { scope } : {}),
   };
 }
