@@ -419,3 +419,41 @@ def envoy_log_lines(envoy, marker):
             except ValueError:
                 pass
     return out
+
+
+def start_gateway(port, config, backend_port, op_port, logdir=None, name=None, concurrency=1, clusters=None, wait=True):
+    """Envoy with envoy-wam on `port` (one of the gateway URLs the OP knows), the backend and
+    the OP as clusters, plus `clusters` {name: port}."""
+    bootstrap = envoy_bootstrap(port, free_port(), "wam", config, backend_port, op_port, clusters=clusters)
+    return start_envoy(port, bootstrap, concurrency=concurrency, logdir=logdir, name=name or f"envoy-{port}", wait=wait)
+
+
+class Sink:
+    """A server that accepts connections and never answers (a slow OP or STS)."""
+
+    def __init__(self):
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._accept, daemon=True)
+        self._t.start()
+
+    def _accept(self):
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                self.conns.append(self.sock.accept()[0])
+            except OSError:
+                pass
+
+    def close(self):
+        self._stop.set()
+        self._t.join()
+        for c in self.conns:
+            c.close()
+        self.sock.close()

@@ -445,6 +445,8 @@ def test_token_exchange_refusals(op):
         status, answer = stack.token_exchange(op, audience="https://orders.internal", **form)
         assert (status, answer.get("error")) == (400, error), (form, answer)
         assert "access_token" not in answer
+    status, answer = stack.token_exchange(op, opaque, audience="https://refused.invalid")
+    assert (status, answer.get("error")) == (400, "invalid_target"), answer
     assert stack.op_stats(op.port).get("grant:token-exchange:issued", 0) == 0
     # Only pa_sts may exchange; and only with its secret.
     status, answer = stack.token_exchange(op, opaque, audience="x", client_id="api_client")

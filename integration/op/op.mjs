@@ -45,7 +45,8 @@
 // exp = now + STS_TOKEN_TTL (or less: an audience that is one of the resources above gets at
 // most that resource's lifetime, so audience https://short.example.test gives 3 s), jti; per
 // RFC 8693 2.2.1 {access_token, issued_token_type, token_type: "Bearer", expires_in}. Errors
-// per 2.2.2: invalid_request or invalid_grant, 400.
+// per 2.2.2: invalid_request, invalid_grant, or invalid_target for an audience under the
+// reserved TLD .invalid (e.g. https://refused.invalid: an STS that refuses), all 400.
 //
 // Login: the built-in development form; any login name works with any password. alice is in
 // the groups staff and admins, bob in staff.
@@ -318,6 +319,15 @@ async function tokenExchange(ctx) {
   if (!subject.sub) throw new errors.InvalidGrant('subject_token has no subject');
 
   const aud = [...list(params.audience), ...list(params.resource)];
+  // A target the STS serves no tokens for (RFC 8693 2.2.2 invalid_target): any host under the
+  // reserved TLD .invalid, e.g. https://refused.invalid (tests of an STS that refuses).
+  for (const a of aud) {
+    let host = '';
+    try {
+      host = new URL(a).hostname;
+    } catch {}
+    if (host === 'invalid' || host.endsWith('.invalid')) throw new errors.InvalidTarget('the STS does not serve this audience');
+  }
   const scope = params.scope || subject.scope || undefined;
   const extra = {};
   for (const claim of ['email', 'name', 'groups']) {
