@@ -410,14 +410,16 @@ def reset_op_stats(op_port):
     urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{op_port}/__stats/reset", method="POST"), timeout=5).read()
 
 
-def envoy_log_lines(envoy, marker):
-    """The JSON objects Envoy logged after `marker` (e.g. "envoy-wam audit: ")."""
+def envoy_log_lines(envoy, kind="audit"):
+    """The JSON objects the filter logged as `envoy-wam: <kind>: {...}` (the colon after
+    envoy-wam optional), e.g. the audit lines."""
+    pattern = re.compile(r"envoy-wam:? " + re.escape(kind) + r": (\{.*\})\s*$")
     out = []
     for line in envoy.log().splitlines():
-        i = line.find(marker)
-        if i >= 0:
+        m = pattern.search(line)
+        if m:
             try:
-                out.append(json.loads(line[i + len(marker) :]))
+                out.append(json.loads(m.group(1)))
             except ValueError:
                 pass
     return out

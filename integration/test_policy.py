@@ -16,7 +16,7 @@ import stack
 
 HTML = {"accept": "text/html,application/xhtml+xml"}
 JSON = {"accept": "application/json"}
-AUDIT = "envoy-wam audit: "
+AUDIT = "audit: {"  # lines `envoy-wam: audit: {json}`
 DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
@@ -231,7 +231,12 @@ def test_default_deny_for_unknown_paths_and_hosts(policy_gw):
     for s in (requests.Session(), alice):
         assert get(s, policy_gw, "/nowhere/x").status_code == 403
         assert get(s, policy_gw, "/hosted/x", headers={**HTML, "host": "other.example.test"}).status_code == 403
-    assert backend_saw(get(alice, policy_gw, "/hosted/x", headers={**HTML, "host": "portal.example.test"}))["x-wam-user"] == "alice"
+    # (requests keeps cookies per URL host and drops them when Host is overridden: send it by hand.)
+    cookie = {"cookie": f"PA.wam={alice.cookies.get('PA.wam')}"}
+    r = requests.get(policy_gw.url + "/hosted/x", headers={**HTML, **cookie, "host": "portal.example.test"}, allow_redirects=False)
+    assert backend_saw(r)["x-wam-user"] == "alice"
+    r = requests.get(policy_gw.url + "/hosted/x", headers={**HTML, **cookie, "host": "other.example.test"}, allow_redirects=False)
+    assert r.status_code == 403
     # The gateway's own endpoints are not subject to the policy.
     assert requests.get(policy_gw.url + "/pa/heartbeat.ping").status_code == 200
 
@@ -241,7 +246,7 @@ def test_audit_lines(policy_gw):
     get(alice, policy_gw, "/portal/admin/audited?token=secret-query")
     get(bob, policy_gw, "/portal/admin/audited")
     time.sleep(0.3)
-    lines = stack.envoy_log_lines(policy_gw, AUDIT)
+    lines = stack.envoy_log_lines(policy_gw, "audit")
     mine = [a for a in lines if a.get("application") == "portal" and a.get("resource") == "admin" and a.get("path") == "/portal/admin/audited"]
     by_subject = {a.get("subject"): a for a in mine}
     assert by_subject["alice"]["decision"] == "allow" and by_subject["bob"]["decision"] == "deny", mine
@@ -258,7 +263,7 @@ def test_audit_lines(policy_gw):
     # Resources without `audit` make no lines.
     get(alice, policy_gw, "/portal/always/not-audited")
     time.sleep(0.3)
-    assert not [x for x in stack.envoy_log_lines(policy_gw, AUDIT) if x.get("path") == "/portal/always/not-audited"]
+    assert not [x for x in stack.envoy_log_lines(policy_gw, "audit") if x.get("path") == "/portal/always/not-audited"]
 
 
 @pytest.mark.parametrize(
