@@ -53,10 +53,11 @@ def start_gateway(built, op, backend, gateways, logdir):
     """Starts an Envoy with the filter on one of the registered gateway ports."""
     started = []
 
-    def start(config=None, slot=1, concurrency=1, op_port=None, wait=True):
+    def start(config=None, slot=1, concurrency=1, op_port=None, wait=True, clusters=None):
+        """`clusters` adds Envoy clusters {name: port} (an STS, a dead port)."""
         port = gateways.ports[slot]
         cfg = config if config is not None else stack.wam_config(op.issuer)
-        bootstrap = stack.envoy_bootstrap(port, stack.free_port(), "wam", cfg, backend.port, op_port or op.port)
+        bootstrap = stack.envoy_bootstrap(port, stack.free_port(), "wam", cfg, backend.port, op_port or op.port, clusters=clusters)
         p = stack.start_envoy(port, bootstrap, concurrency=concurrency, logdir=logdir, name=f"envoy-{port}-{len(started)}", wait=wait)
         started.append(p)
         return p

@@ -17,13 +17,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 ENVOY = os.path.join(VENV_BIN, "envoy")
-WAM_WASM = os.path.join(ROOT, "target", "envoy_wam.wasm")  # wasm-build.sh: cargo, then wasm-opt
+# wasm-build.sh builds it (cargo, then wasm-opt). ENVOY_WAM_WASM: run the tests against a
+# .wasm built elsewhere (then it is not rebuilt here).
+WAM_WASM = os.environ.get("ENVOY_WAM_WASM") or os.path.join(ROOT, "target", "envoy_wam.wasm")
 NOOP_DIR = os.path.join(ROOT, "integration", "noop-filter")
 NOOP_WASM = os.path.join(NOOP_DIR, "target", "wasm32-wasip1", "release", "noop_filter.wasm")
 FLOOR_DIR = os.path.join(ROOT, "integration", "floor-filter")
@@ -39,7 +42,8 @@ def free_port():
 
 def build_wasm(references=(NOOP_DIR,)):
     """Builds the filter (a no-op when up to date) and the reference filters named."""
-    subprocess.run([os.path.join(ROOT, "wasm-build.sh")], check=True, stdout=subprocess.DEVNULL)
+    if not os.environ.get("ENVOY_WAM_WASM"):
+        subprocess.run([os.path.join(ROOT, "wasm-build.sh")], check=True, stdout=subprocess.DEVNULL)
     for crate in references:
         subprocess.run(["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip1"], cwd=crate, check=True)
 
@@ -129,10 +133,13 @@ def http_ok(url):
         return False
 
 
-def start_op(port, gateway_urls, logdir=None, issuer=None):
+def start_op(port, gateway_urls, logdir=None, issuer=None, env=None, name="op"):
+    """The OP (and STS) on `port`. `env` adds or overrides op.mjs's environment, e.g.
+    {"STS_TOKEN_TTL": "3"}, {"OP_SHORT_TOKEN_TTL": "2"} or {"GATEWAY_JWKS_URLS": "..."} (by
+    default the STS trusts <gateway>/pa/authtoken/JWKS of every gateway URL)."""
     issuer = issuer or f"http://127.0.0.1:{port}"
     p = Proc(
-        "op",
+        name,
         ["node", os.path.join(ROOT, "integration", "op", "op.mjs")],
         env={
             "OP_PORT": str(port),
@@ -140,6 +147,7 @@ def start_op(port, gateway_urls, logdir=None, issuer=None):
             "OP_ISSUER": issuer,
             "GATEWAY_URLS": ",".join(gateway_urls),
             "PA_WAM_SECRET": CLIENT_SECRET,
+            **(env or {}),
         },
         logdir=logdir,
     )
@@ -205,11 +213,12 @@ def _cluster(name, port):
     }
 
 
-def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_port=None, op_port=None, wasm=None):
+def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_port=None, op_port=None, wasm=None, clusters=None, http_filters=None):
     """Envoy's bootstrap (JSON is valid YAML). `filter` is "wam", "noop" or "none"; without a
     backend port, every route answers 200 itself (direct_response) so benchmarks measure the
-    filter, not the backend."""
-    http_filters = []
+    filter, not the backend. `clusters` adds clusters {name: port} on 127.0.0.1 (e.g. an STS
+    cluster); `http_filters` adds filters before the wasm filter (e.g. native jwt_authn)."""
+    http_filters = list(http_filters or [])
     if filter in ("wam", "noop"):
         code = wasm or (WAM_WASM if filter == "wam" else NOOP_WASM)
         wasm_config = {
@@ -234,7 +243,7 @@ def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_
         route = {"match": {"prefix": "/"}, "route": {"cluster": "backend"}}
     else:
         route = {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "hello\n"}}}
-    clusters = []
+    clusters = [_cluster(name, port) for name, port in (clusters or {}).items()]
     if backend_port:
         clusters.append(_cluster("backend", backend_port))
     if op_port:
@@ -313,3 +322,143 @@ def login(session, gateway_url, path="/", username="alice"):
 def op_stats(op_port):
     with urllib.request.urlopen(f"http://127.0.0.1:{op_port}/__stats", timeout=5) as r:
         return json.load(r)
+
+
+# --- OAuth helpers against the OP (client_credentials, introspection, revocation, RFC 8693) --
+
+API_CLIENT = "api_client"
+STS_CLIENT = "pa_sts"
+API_RESOURCE = "https://api.example.test"  # JWT access tokens (RS256)
+OTHER_RESOURCE = "https://other.example.test"  # JWT, another audience
+SHORT_RESOURCE = "https://short.example.test"  # JWT, OP_SHORT_TOKEN_TTL (3 s)
+ES_RESOURCE = "https://es.example.test"  # JWT signed with ES256
+OPAQUE_RESOURCE = "https://opaque.example.test"  # opaque, for introspection
+OPAQUE_SHORT_RESOURCE = "https://opaque-short.example.test"  # opaque, OP_SHORT_TOKEN_TTL
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+TT_ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"
+TT_JWT = "urn:ietf:params:oauth:token-type:jwt"
+
+
+def _basic(client_id, secret=CLIENT_SECRET):
+    # RFC 6749 2.3.1: form-urlencode id and secret before base64 (oidc-provider insists).
+    raw = f"{urllib.parse.quote(client_id, safe='')}:{urllib.parse.quote(secret, safe='')}"
+    return "Basic " + base64.b64encode(raw.encode()).decode()
+
+
+def _post_form(url, form, client_id):
+    """POST a form with client_secret_basic; returns (status, parsed JSON or text)."""
+    body = urllib.parse.urlencode(form, doseq=True).encode()
+    req = urllib.request.Request(url, data=body, method="POST", headers={"authorization": _basic(client_id), "content-type": "application/x-www-form-urlencoded"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            status, raw = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def client_credentials(op, resource=None, scope="orders:read orders:write", client_id=API_CLIENT):
+    """The OP's whole token answer for a client_credentials grant (raises unless 200)."""
+    form = {"grant_type": "client_credentials"}
+    if resource:
+        form["resource"] = resource
+    if scope:
+        form["scope"] = scope
+    status, answer = _post_form(f"{op.issuer}/token", form, client_id)
+    if status != 200:
+        raise RuntimeError(f"client_credentials: {status} {answer}")
+    return answer
+
+
+def client_credentials_token(op, resource=None, scope="orders:read orders:write", client_id=API_CLIENT):
+    """An access token for api_client: a JWT for the JWT resources, opaque otherwise."""
+    return client_credentials(op, resource, scope, client_id)["access_token"]
+
+
+def introspect(op, token, client_id="pa_wam"):
+    """RFC 7662 introspection as the gateway (pa_wam) does it; the answer's JSON."""
+    status, answer = _post_form(f"{op.issuer}/token/introspection", {"token": token}, client_id)
+    if status != 200:
+        raise RuntimeError(f"introspection: {status} {answer}")
+    return answer
+
+
+def revoke(op, token, client_id=API_CLIENT):
+    """RFC 7009 revocation by the token's own client."""
+    status, answer = _post_form(f"{op.issuer}/token/revocation", {"token": token}, client_id)
+    if status != 200:
+        raise RuntimeError(f"revocation: {status} {answer}")
+
+
+def token_exchange(op, subject_token, subject_token_type=TT_ACCESS_TOKEN, audience=None, resource=None, scope=None, client_id=STS_CLIENT, **extra):
+    """RFC 8693 token exchange at the OP's STS. Returns (status, JSON answer)."""
+    form = {"grant_type": TOKEN_EXCHANGE, "subject_token": subject_token, "subject_token_type": subject_token_type, **extra}
+    for key, value in (("audience", audience), ("resource", resource), ("scope", scope)):
+        if value is not None:
+            form[key] = value
+    return _post_form(f"{op.issuer}/token", form, client_id)
+
+
+def op_jwks(op):
+    with urllib.request.urlopen(f"{op.issuer}/jwks", timeout=5) as r:
+        return json.load(r)
+
+
+def reset_op_stats(op_port):
+    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{op_port}/__stats/reset", method="POST"), timeout=5).read()
+
+
+def envoy_log_lines(envoy, kind="audit"):
+    """The JSON objects the filter logged as `envoy-wam: <kind>: {...}` (the colon after
+    envoy-wam optional), e.g. the audit lines."""
+    pattern = re.compile(r"envoy-wam:? " + re.escape(kind) + r": (\{.*\})\s*$")
+    out = []
+    for line in envoy.log().splitlines():
+        m = pattern.search(line)
+        if m:
+            try:
+                out.append(json.loads(m.group(1)))
+            except ValueError:
+                pass
+    return out
+
+
+def start_gateway(port, config, backend_port, op_port, logdir=None, name=None, concurrency=1, clusters=None, wait=True):
+    """Envoy with envoy-wam on `port` (one of the gateway URLs the OP knows), the backend and
+    the OP as clusters, plus `clusters` {name: port}."""
+    bootstrap = envoy_bootstrap(port, free_port(), "wam", config, backend_port, op_port, clusters=clusters)
+    return start_envoy(port, bootstrap, concurrency=concurrency, logdir=logdir, name=name or f"envoy-{port}", wait=wait)
+
+
+class Sink:
+    """A server that accepts connections and never answers (a slow OP or STS)."""
+
+    def __init__(self):
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._accept, daemon=True)
+        self._t.start()
+
+    def _accept(self):
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                self.conns.append(self.sock.accept()[0])
+            except OSError:
+                pass
+
+    def close(self):
+        self._stop.set()
+        self._t.join()
+        for c in self.conns:
+            c.close()
+        self.sock.close()

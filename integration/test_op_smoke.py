@@ -5,102 +5,39 @@ authorization request, oidc-provider's development login form, the code captured
 redirect (never followed: no gateway listens there), the code exchange at the token endpoint,
 and the ID token checked (signature against the JWKS, alg, claims) for the three clients
 pa_wam (client_secret_basic, RS256), pa_wam_post (client_secret_post) and pa_wam_es (ES256).
+
+Then what the API and mediation issues rely on: client_credentials tokens for resources (JWT
+and opaque), introspection by the gateway, revocation, and the RFC 8693 token exchange of the
+STS, checked here too.
 """
 
 import base64
 import hashlib
+import http.server
 import json
 import secrets
+import threading
 import time
 import urllib.parse
 
 import pytest
 import requests
 
+import jwtutil
 import stack
 
 SCOPE = "openid profile email groups"
 
 
-# --- small helpers: PKCE, JWT decoding and signature checks (stdlib only) -----------------
+# --- small helpers: PKCE here; JWT decoding and signature checks in jwtutil (stdlib only) ---
 
-
-def b64url_decode(s):
-    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
-
-
-def b64url_int(s):
-    return int.from_bytes(b64url_decode(s), "big")
+from jwtutil import b64url_decode, b64url_int, es256_valid, jwt_parts, rs256_valid  # noqa: E402,F401
 
 
 def pkce_pair():
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     return verifier, challenge
-
-
-def jwt_parts(token):
-    h, p, s = token.split(".")
-    return json.loads(b64url_decode(h)), json.loads(b64url_decode(p)), f"{h}.{p}".encode(), b64url_decode(s)
-
-
-def rs256_valid(jwk, signed, sig):
-    """RSASSA-PKCS1-v1_5 with SHA-256."""
-    n, e = b64url_int(jwk["n"]), b64url_int(jwk["e"])
-    k = (n.bit_length() + 7) // 8
-    digest_info = bytes.fromhex("3031300d060960864801650304020105000420") + hashlib.sha256(signed).digest()
-    expected = b"\x00\x01" + b"\xff" * (k - 3 - len(digest_info)) + b"\x00" + digest_info
-    return len(sig) == k and pow(int.from_bytes(sig, "big"), e, n).to_bytes(k, "big") == expected
-
-
-# NIST P-256
-P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
-N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-A = P - 3
-G = (
-    0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296,
-    0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5,
-)
-
-
-def _add(p1, p2):
-    if p1 is None:
-        return p2
-    if p2 is None:
-        return p1
-    (x1, y1), (x2, y2) = p1, p2
-    if x1 == x2 and (y1 + y2) % P == 0:
-        return None
-    if p1 == p2:
-        m = (3 * x1 * x1 + A) * pow(2 * y1, -1, P) % P
-    else:
-        m = (y2 - y1) * pow(x2 - x1, -1, P) % P
-    x3 = (m * m - x1 - x2) % P
-    return x3, (m * (x1 - x3) - y1) % P
-
-
-def _mul(k, point):
-    result = None
-    while k:
-        if k & 1:
-            result = _add(result, point)
-        point = _add(point, point)
-        k >>= 1
-    return result
-
-
-def es256_valid(jwk, signed, sig):
-    """ECDSA P-256 with SHA-256; the JWS signature is r || s, 32 bytes each."""
-    if len(sig) != 64:
-        return False
-    r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
-    if not (0 < r < N and 0 < s < N):
-        return False
-    q = (b64url_int(jwk["x"]), b64url_int(jwk["y"]))
-    z = int.from_bytes(hashlib.sha256(signed).digest(), "big")
-    w = pow(s, -1, N)
-    point = _add(_mul(z * w % N, G), _mul(r * w % N, q))
-    return point is not None and point[0] % N == r
 
 
 # --- the flow -------------------------------------------------------------------------------
@@ -362,3 +299,229 @@ def test_basic_and_post_both_accepted(op, redirect_uri, client_id, auth_method):
     answer = authorize(requests.Session(), op, client_id, redirect_uri, "alice", challenge)
     r = redeem(op, client_id, answer["code"], verifier, redirect_uri, auth_method)
     assert r.status_code == 200, r.text
+
+
+# --- API tokens (client_credentials + resource indicators), introspection, revocation -------
+
+ORDERS = "orders:read orders:write"
+
+
+def test_jwt_access_token_for_a_resource(op):
+    answer = stack.client_credentials(op, stack.API_RESOURCE, ORDERS)
+    assert answer["token_type"] == "Bearer" and answer["expires_in"] == 600 and answer["scope"] == ORDERS
+    token = answer["access_token"]
+    header, claims, _, _ = jwt_parts(token)
+    assert header["alg"] == "RS256" and header["typ"] == "at+jwt" and header["kid"]
+    assert jwtutil.verify(token, stack.op_jwks(op)), "signed by the OP's published key"
+    assert not jwtutil.verify(token[:-6] + ("AAAAAA" if not token.endswith("AAAAAA") else "BBBBBB"), stack.op_jwks(op))
+    now = time.time()
+    assert claims["iss"] == op.issuer and claims["aud"] == stack.API_RESOURCE
+    assert claims["client_id"] == "api_client" and claims["sub"] == "api_client"
+    assert claims["scope"] == ORDERS and claims["exp"] - claims["iat"] == 600 and claims["exp"] > now
+    assert claims["jti"]
+
+
+def test_es256_resource_short_resource_and_scope_subset(op):
+    token = stack.client_credentials_token(op, stack.ES_RESOURCE, "orders:read")
+    header, claims, _, _ = jwt_parts(token)
+    assert header["alg"] == "ES256" and jwtutil.verify(token, stack.op_jwks(op))
+    assert claims["scope"] == "orders:read" and claims["aud"] == stack.ES_RESOURCE
+    short = stack.client_credentials(op, stack.SHORT_RESOURCE)
+    assert short["expires_in"] == 3
+    c = jwt_parts(short["access_token"])[1]
+    assert c["exp"] - c["iat"] == 3 and c["aud"] == stack.SHORT_RESOURCE
+
+
+def test_client_credentials_refusals(op):
+    for form, status, error in [
+        ({"resource": "https://unknown.example.test"}, 400, "invalid_target"),
+        ({"resource": stack.API_RESOURCE, "scope": "openid"}, 400, "invalid_scope"),
+    ]:
+        got, answer = stack._post_form(f"{op.issuer}/token", {"grant_type": "client_credentials", **form}, "api_client")
+        assert (got, answer["error"]) == (status, error), answer
+    # The gateway's own client has no client_credentials grant.
+    got, answer = stack._post_form(f"{op.issuer}/token", {"grant_type": "client_credentials", "resource": stack.API_RESOURCE}, "pa_wam")
+    assert got == 400 and answer["error"] in ("invalid_request", "unauthorized_client"), answer
+
+
+def test_opaque_token_introspection_and_revocation(op):
+    token = stack.client_credentials_token(op, stack.OPAQUE_RESOURCE, "orders:read")
+    assert token.count(".") == 0, "opaque, not a JWT"
+    seen = stack.introspect(op, token)  # as pa_wam, the gateway
+    assert seen["active"] is True and seen["client_id"] == "api_client" and seen["scope"] == "orders:read"
+    assert seen["aud"] == stack.OPAQUE_RESOURCE and seen["iss"] == op.issuer and seen["token_type"] == "Bearer"
+    assert seen["exp"] > time.time()
+    assert "sub" not in seen, "a client_credentials token has no user; the gateway falls back to client_id"
+    # Only the token's own client may revoke it.
+    got, answer = stack._post_form(f"{op.issuer}/token/revocation", {"token": token}, "pa_wam")
+    assert got == 400 and answer["error"] == "invalid_request"
+    assert stack.introspect(op, token)["active"] is True
+    stack.revoke(op, token)
+    assert stack.introspect(op, token) == {"active": False}
+    assert stack.introspect(op, "not-a-token") == {"active": False}
+
+
+def test_introspection_needs_the_gateways_credentials(op):
+    token = stack.client_credentials_token(op, stack.OPAQUE_RESOURCE)
+    r = requests.post(f"{op.issuer}/token/introspection", data={"token": token}, auth=("pa_wam", "wrong"), timeout=5)
+    assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+
+
+def test_jwt_access_tokens_are_not_introspectable(op):
+    """oidc-provider refuses to introspect its structured (JWT) access tokens: JWT resources
+    are validated locally by the gateway, opaque ones by introspection."""
+    token = stack.client_credentials_token(op, stack.API_RESOURCE)
+    got, answer = stack._post_form(f"{op.issuer}/token/introspection", {"token": token}, "pa_wam")
+    assert got == 400 and answer["error"] == "unsupported_token_type", answer
+
+
+def test_short_opaque_token_expires(op):
+    token = stack.client_credentials_token(op, stack.OPAQUE_SHORT_RESOURCE)
+    assert stack.introspect(op, token)["active"] is True
+    time.sleep(3.5)
+    assert stack.introspect(op, token) == {"active": False}
+
+
+# --- the STS: RFC 8693 token exchange --------------------------------------------------------
+
+
+def check_exchanged(op, answer, sub, aud, ttl=300, scope=None):
+    assert set(answer) >= {"access_token", "issued_token_type", "token_type", "expires_in"}, answer
+    assert answer["issued_token_type"] == stack.TT_ACCESS_TOKEN and answer["token_type"] == "Bearer"
+    assert answer["expires_in"] == ttl
+    token = answer["access_token"]
+    assert jwtutil.verify(token, stack.op_jwks(op))
+    header, claims, _, _ = jwt_parts(token)
+    assert header["alg"] == "RS256"
+    assert claims["iss"] == op.issuer and claims["sub"] == sub and claims["aud"] == aud
+    assert claims["act"] == {"sub": "pa_sts"} and claims["client_id"] == "pa_sts"
+    assert claims["exp"] - claims["iat"] == ttl and claims["exp"] > time.time() and claims["jti"]
+    if scope is not None:
+        assert claims.get("scope") == scope
+    return claims
+
+
+@pytest.mark.parametrize("resource", [stack.OPAQUE_RESOURCE, stack.API_RESOURCE])
+def test_token_exchange_of_an_access_token(op, resource):
+    stack.reset_op_stats(op.port)
+    subject = stack.client_credentials_token(op, resource, "orders:read")
+    status, answer = stack.token_exchange(op, subject, audience="https://orders.internal")
+    assert status == 200, answer
+    check_exchanged(op, answer, "api_client", "https://orders.internal", scope="orders:read")
+    # Several audiences, and the requested scope instead of the subject's.
+    status, answer = stack.token_exchange(op, subject, audience=["https://a.internal", "https://b.internal"], scope="orders:read")
+    assert status == 200, answer
+    check_exchanged(op, answer, "api_client", ["https://a.internal", "https://b.internal"])
+    # An audience that is a resource with short tokens gets short tokens.
+    status, answer = stack.token_exchange(op, subject, audience=stack.SHORT_RESOURCE)
+    assert status == 200 and answer["expires_in"] == 3, answer
+    stats = stack.op_stats(op.port)
+    assert stats["grant:token-exchange"] == 3 and stats["grant:token-exchange:issued"] == 3
+
+
+def test_token_exchange_refusals(op):
+    opaque = stack.client_credentials_token(op, stack.OPAQUE_RESOURCE)
+    jwt = stack.client_credentials_token(op, stack.API_RESOURCE)
+    revoked = stack.client_credentials_token(op, stack.OPAQUE_RESOURCE)
+    stack.revoke(op, revoked)
+    h, p, sig = jwt.split(".")
+    forged_claims = {**jwt_parts(jwt)[1], "sub": "admin"}
+    forged = f"{h}.{jwtutil.b64url(json.dumps(forged_claims).encode())}.{sig}"
+    own_key = jwtutil.Key("RS256", "op-rsa-1")  # the OP's kid, another key
+    self_signed = own_key.sign({"iss": op.issuer, "sub": "admin", "aud": stack.API_RESOURCE, "exp": int(time.time()) + 60})
+    stack.reset_op_stats(op.port)
+    cases = [
+        ({"subject_token": forged}, "invalid_grant"),
+        ({"subject_token": self_signed}, "invalid_grant"),
+        ({"subject_token": revoked}, "invalid_grant"),
+        ({"subject_token": "no-such-token"}, "invalid_grant"),
+        ({"subject_token": jwt, "subject_token_type": stack.TT_JWT}, "invalid_grant"),  # not a gateway's
+        ({"subject_token": opaque, "subject_token_type": "urn:example:unknown"}, "invalid_request"),
+        ({"subject_token": opaque, "requested_token_type": "urn:ietf:params:oauth:token-type:saml2"}, "invalid_request"),
+        ({"subject_token": opaque, "actor_token": jwt, "actor_token_type": stack.TT_ACCESS_TOKEN}, "invalid_request"),
+        ({"subject_token": ""}, "invalid_request"),
+    ]
+    for form, error in cases:
+        status, answer = stack.token_exchange(op, audience="https://orders.internal", **form)
+        assert (status, answer.get("error")) == (400, error), (form, answer)
+        assert "access_token" not in answer
+    status, answer = stack.token_exchange(op, opaque, audience="https://refused.invalid")
+    assert (status, answer.get("error")) == (400, "invalid_target"), answer
+    assert stack.op_stats(op.port).get("grant:token-exchange:issued", 0) == 0
+    # Only pa_sts may exchange; and only with its secret.
+    status, answer = stack.token_exchange(op, opaque, audience="x", client_id="api_client")
+    assert status == 400 and answer["error"] in ("invalid_request", "unauthorized_client"), answer
+    r = requests.post(
+        f"{op.issuer}/token",
+        data={"grant_type": stack.TOKEN_EXCHANGE, "subject_token": opaque, "subject_token_type": stack.TT_ACCESS_TOKEN},
+        auth=("pa_sts", "wrong"),
+        timeout=5,
+    )
+    assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+
+
+class JwksServer:
+    """Serves a JWKS at /pa/authtoken/JWKS on a registered gateway port, as a gateway would."""
+
+    def __init__(self, port, jwks):
+        body = json.dumps(jwks).encode()
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                ok = self.path == "/pa/authtoken/JWKS"
+                self.send_response(200 if ok else 404)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body) if ok else 0))
+                self.end_headers()
+                if ok:
+                    self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), H)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def test_token_exchange_of_a_gateway_signed_jwt(op, gateways):
+    """A web session's subject token: a short-lived JWT the gateway signs, its keys at
+    <gateway>/pa/authtoken/JWKS (here a stand-in server on the last registered gateway port)."""
+    key = jwtutil.Key("ES256", f"gw-{secrets.token_hex(4)}")
+    jwks = JwksServer(gateways.ports[-1], key.jwks())
+    try:
+        now = int(time.time())
+        good = {"iss": "envoy-wam", "aud": f"{op.issuer}/token", "sub": "alice", "email": "alice@example.com", "groups": ["staff", "admins"], "iat": now, "exp": now + 60, "jti": secrets.token_hex(8)}
+        status, answer = stack.token_exchange(op, key.sign(good), stack.TT_JWT, audience="https://orders.internal")
+        assert status == 200, answer
+        claims = check_exchanged(op, answer, "alice", "https://orders.internal")
+        assert claims["groups"] == ["staff", "admins"] and claims["email"] == "alice@example.com"
+        # RSA gateway keys work as well; no aud is accepted too.
+        rsa = jwtutil.Key("RS256", "gw-rsa")
+        jwks.close()
+        jwks = JwksServer(gateways.ports[-1], {"keys": [key.jwk, rsa.jwk]})
+        no_aud = {k: v for k, v in good.items() if k != "aud"}
+        status, answer = stack.token_exchange(op, rsa.sign(no_aud), stack.TT_JWT, audience="https://orders.internal")
+        assert status == 200, answer
+
+        other = jwtutil.Key("ES256", key.kid)  # same kid, not the published key
+        for token in [
+            key.sign({**good, "iss": "someone-else"}),
+            key.sign({**good, "exp": now - 5}),
+            key.sign({**good, "aud": "https://elsewhere.example"}),
+            key.sign({k: v for k, v in good.items() if k != "exp"}),
+            other.sign(good),
+            key.sign(good)[:-8] + "AAAAAAAA",
+        ]:
+            status, answer = stack.token_exchange(op, token, stack.TT_JWT, audience="https://orders.internal")
+            assert (status, answer.get("error")) == (400, "invalid_grant"), (jwt_parts(token)[1], answer)
+    finally:
+        jwks.close()
+    # With the gateway's JWKS gone, nothing verifies.
+    status, answer = stack.token_exchange(op, key.sign(good), stack.TT_JWT, audience="https://orders.internal")
+    assert (status, answer.get("error")) == (400, "invalid_grant")
