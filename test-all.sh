@@ -7,6 +7,6 @@ cd "$(dirname "$0")"
 
 scripts/setup.sh
 cargo fmt --all -- --check
-cargo test --all-targets
+cargo test --all-targets --all-features
 ./wasm-build.sh >/dev/null
 .venv/bin/pytest -q -p no:cacheprovider integration "$@"

@@ -263,6 +263,10 @@ def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_
                                     "typed_config": {
                                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                                         "stat_prefix": "gateway",
+                                        # An edge proxy: the client address is the peer's, not
+                                        # whatever X-Forwarded-For a client sends (Envoy's advice
+                                        # for edge deployments; network rules rely on it).
+                                        "use_remote_address": True,
                                         "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
                                         "http_filters": http_filters,
                                     },

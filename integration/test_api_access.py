@@ -33,7 +33,9 @@ def scoped_resources():
 def api_config(issuer, **api):
     cfg = stack.wam_config(issuer)
     cfg["op"]["introspection_endpoint"] = f"{issuer}/token/introspection"
-    cfg["clock_skew_s"] = 0
+    # The gateway's clock counts whole seconds: one second of skew keeps a token issued this very
+    # second from looking future-dated, and expiry tests wait that second longer.
+    cfg["clock_skew_s"] = 1
     cfg["identity_headers"] = [
         {"header": "x-wam-user", "claim": "sub"},
         {"header": "x-wam-client", "claim": "client_id"},
@@ -152,7 +154,7 @@ def test_other_schemes_and_malformed_headers_are_not_a_token(api_gw):
 def test_expired_token_is_invalid(api_gw, op):
     token = stack.client_credentials_token(op, stack.SHORT_RESOURCE, "orders:read")  # lives 3 s
     assert seen(requests.get(api_gw.url + "/api/read/short", headers=bearer(token)))
-    time.sleep(3.5)
+    time.sleep(5.2)  # 3 s of life, 1 s of skew, 1 s of clock granularity
     # The cached result ends with the token (min(exp, now + cache_max_ttl_s)).
     assert_invalid_token(requests.get(api_gw.url + "/api/read/short", headers=bearer(token)))
 
