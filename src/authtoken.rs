@@ -589,8 +589,11 @@ d2S2hwaDdLABseii2RxciY9kYji0PVocXalCccJm4GfvntWKBsI=\n\
         );
         assert_eq!(err(raw(&[])).field, "authtoken.keys");
         let mut r = raw(&[("a", "ES256", EC_PKCS8)]);
-        r.issuer = "not a url".into();
+        r.issuer = "line\nbreak".into();
         assert_eq!(err(r).field, "authtoken.issuer");
+        let mut r = raw(&[("a", "ES256", EC_PKCS8)]);
+        r.issuer = "envoy-wam".into();
+        assert!(AuthTokenSigner::compile(r).is_ok(), "a StringOrURI issuer");
         let mut r = raw(&[("a", "ES256", EC_PKCS8)]);
         r.lifetime_s = 0;
         assert_eq!(err(r).field, "authtoken.lifetime_s");

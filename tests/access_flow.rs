@@ -328,9 +328,9 @@ fn introspection_failures_fail_closed_for_every_waiting_request() {
     let r = respond(gw.answer(&mut leader, &h, CalloutResult::TimedOut));
     assert_eq!(r.status, 504);
     let woken = std::mem::take(&mut gw.vm.woken);
-    assert_eq!(woken, vec![(2, Wake::TimedOut)]);
+    assert_eq!(woken, vec![(2, Wake::Fail(504))]);
     assert_eq!(
-        respond(gw.wake(&mut waiter, &h, Wake::TimedOut)).status,
+        respond(gw.wake(&mut waiter, &h, Wake::Fail(504))).status,
         504
     );
     // Nothing was cached: the next request asks again.
