@@ -40,10 +40,19 @@ if ! up; then
 fi
 cat <<MSG
 
-  envoy-wam demo is up. Open http://localhost:8080/ and log in as alice (any password).
-    protected app:  http://localhost:8080/   (log in as alice or bob, any password)
-    logout:         http://localhost:8080/pa/oidc/logout
-    OpenID Provider: http://localhost:9000/
+  envoy-wam demo is up. Log in as alice (groups staff, admins) or bob (staff), any password.
+    protected app:    http://localhost:8080/
+    admins only:      http://localhost:8080/admin/   (bob gets 403; decisions audited in the log)
+    no login needed:  http://localhost:8080/public/
+    JWT mapping:      http://localhost:8080/jwt-site/ (the backend gets x-site-jwt, signed by the
+                      gateway; keys at http://localhost:8080/pa/authtoken/JWKS)
+    token exchange:   http://localhost:8080/sts-site/ (the backend gets a token from the STS)
+    logout:           http://localhost:8080/pa/oidc/logout
+    OpenID Provider:  http://localhost:9000/
+  An API call with an OAuth access token:
+    TOKEN=\$(curl -s -u api_client:demo-secret-change-me-0123456789abcdef http://localhost:9000/token \\
+      -d grant_type=client_credentials -d scope=orders:read -d resource=https://api.example.test | jq -r .access_token)
+    curl -H "Authorization: Bearer \$TOKEN" http://localhost:8080/api/orders/1
   Press Ctrl-C to stop.
 
 MSG
