@@ -65,7 +65,7 @@ struct RawConfig {
     #[serde(default)]
     api: RawApi,
     #[serde(default)]
-    policy: Option<RawPolicy>,
+    policy: Option<serde_json::Value>,
     #[serde(default)]
     site_authenticators: Vec<RawSiteAuthenticator>,
     #[serde(default)]
@@ -745,8 +745,12 @@ impl Settings {
         let id_token_algorithms = algorithms("id_token_algorithms", &raw.id_token_algorithms)?;
         let api = api_settings(raw.api)?;
         let policy = match &raw.policy {
-            Some(p) => policy::compile(p)
-                .map_err(|e| ConfigError::new(format!("policy.{}", e.field), e.message))?,
+            Some(p) => RawPolicy::from_value(p)
+                .and_then(|p| policy::compile(&p))
+                .map_err(|e| match e.field.as_str() {
+                    "" => ConfigError::new("policy", e.message),
+                    f => ConfigError::new(format!("policy.{f}"), e.message),
+                })?,
             None => Policy::implicit(),
         };
         let authtoken = raw.authtoken.map(AuthTokenSigner::compile).transpose()?;
