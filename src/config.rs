@@ -64,7 +64,7 @@ struct RawConfig {
     login_timeout_s: u64,
     #[serde(default)]
     api: RawApi,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "policy::deserialize_policy")]
     policy: Option<serde_json::Value>,
     #[serde(default)]
     site_authenticators: Vec<RawSiteAuthenticator>,

@@ -251,9 +251,13 @@ pub struct RawTest {
 impl RawPolicy {
     /// Parses policy JSON on its own (tools, tests); the error names the JSON field at fault.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let v: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| err("(root)", e.to_string()))?;
-        Self::from_value(&v).map_err(|e| {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let v: super::read::StrictValue = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "(root)".into() } else { path };
+            err(field, e.inner().to_string())
+        })?;
+        Self::from_value(&v.0).map_err(|e| {
             if e.field.is_empty() {
                 err("(root)", e.message)
             } else {

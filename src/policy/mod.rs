@@ -27,6 +27,7 @@ pub use config::{
     RawRejection, RawResource, RawRule, RawRuleSet, RawTest, Validation,
 };
 pub use ratelimit::{RateLimits, DEFAULT_MAX_BUCKETS};
+pub use read::deserialize_policy;
 pub use rejection::{Rejection, Template};
 
 use ratelimit::Limit;

@@ -6,7 +6,11 @@
 //! stands for "absent" only where a field is optional. Errors name the JSON field, relative to
 //! the policy object (an empty field is the policy object itself).
 
-use serde_json::{Map, Value};
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Number, Value};
 
 use super::config::{
     default_content_type, default_error_status, default_offset, default_redirect_status,
@@ -18,7 +22,7 @@ use super::{
 };
 use crate::config::ConfigError;
 
-type Result<T> = std::result::Result<T, ConfigError>;
+type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::new(field, message)
@@ -579,4 +583,90 @@ fn rule(at: &str, v: &Value) -> Result<RawRule> {
             },
         },
     })
+}
+
+/// Deserializes an optional policy object (`null`: none) as a [`Value`], refusing an object
+/// with a key twice: serde_json's own `Value` keeps the last silently, and a second `rules`
+/// would drop the first. For `#[serde(deserialize_with)]`.
+pub fn deserialize_policy<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Ok(Option::<StrictValue>::deserialize(d)?.map(|v| v.0))
+}
+
+/// A JSON value without duplicate keys.
+pub(super) struct StrictValue(pub Value);
+
+impl<'de> Deserialize<'de> for StrictValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(n.into())
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(n.into())
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_string()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                // Failing in the value puts the key in serde_path_to_error's path.
+                return Err(map.next_value_seed(Duplicate(key)).unwrap_err());
+            }
+            let StrictValue(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Refuses a duplicate key's value.
+struct Duplicate(String);
+
+impl<'de> DeserializeSeed<'de> for Duplicate {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, _: D) -> Result<(), D::Error> {
+        Err(de::Error::custom(format_args!(
+            "duplicate field `{}`",
+            self.0
+        )))
+    }
 }

@@ -1640,7 +1640,7 @@ fn reader_refuses_missing_fields_and_rule_types() {
         assert_eq!((got, m), (field, message), "{config}");
     }
     let e = RawPolicy::from_json(b"{\"applications\": [").unwrap_err();
-    assert_eq!(e.field, "(root)");
+    assert!(e.message.contains("EOF"), "{e:?}");
 }
 
 #[test]
@@ -1827,4 +1827,19 @@ fn reader_keeps_what_is_written() {
             ..
         }
     ));
+}
+
+#[test]
+fn reader_refuses_duplicate_keys() {
+    // serde_json's Value keeps the last of duplicate keys; a second `rules` must not silently
+    // replace the first.
+    let e = RawPolicy::from_json(
+        br#"{"applications": [{"name": "a", "hosts": ["h"],
+            "rules": [{"type": "method", "methods": ["GET"]}], "rules": []}]}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.field, "applications[0].rules");
+    assert!(e.message.starts_with("duplicate field `rules`"), "{e:?}");
+    let e = RawPolicy::from_json(br#"{"xff_trusted_hops": 1, "xff_trusted_hops": 2}"#).unwrap_err();
+    assert_eq!(e.field, "xff_trusted_hops");
 }
