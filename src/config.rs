@@ -12,7 +12,7 @@ use url::Url;
 use crate::authtoken::{AuthTokenSigner, RawAuthToken};
 use crate::http::HeaderOps;
 use crate::identity;
-use crate::mediation::{self, Inject, RawSiteAuthenticator, SiteAuthenticator};
+use crate::mediation::{self, Inject, SiteAuthenticator};
 use crate::policy::{self, Policy, RawPolicy, Validation};
 use crate::session::KeyRing;
 
@@ -66,8 +66,8 @@ struct RawConfig {
     api: RawApi,
     #[serde(default, deserialize_with = "policy::deserialize_policy")]
     policy: Option<serde_json::Value>,
-    #[serde(default)]
-    site_authenticators: Vec<RawSiteAuthenticator>,
+    #[serde(default, deserialize_with = "policy::deserialize_values")]
+    site_authenticators: Vec<serde_json::Value>,
     #[serde(default)]
     authtoken: Option<RawAuthToken>,
 }

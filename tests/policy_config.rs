@@ -1,5 +1,5 @@
 //! The policy inside the plugin configuration: read by hand (src/policy/read.rs), with error
-//! paths under `policy.`.
+//! paths under `policy.`; and `site_authenticators`, read by hand the same way.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -70,5 +70,35 @@ fn policy_errors_are_under_policy() {
     );
     let e = Settings::from_json(text.as_bytes()).unwrap_err();
     assert_eq!(e.field, "policy.default_decision");
+    assert!(e.message.contains("duplicate field"), "{e}");
+}
+
+#[test]
+fn site_authenticator_errors_name_the_field() {
+    let site = r#"{"name": "s", "type": "jwt", "audience": "a", "inject": {"header": "x-jwt"}}"#;
+    let with = |sites: &str| {
+        config(json!({})).replace(
+            r#""policy":{}"#,
+            &format!(r#""site_authenticators":[{sites}]"#),
+        )
+    };
+    // Accepted as far as the reader goes: jwt needs `authtoken`.
+    let e = Settings::from_json(with(site).as_bytes()).unwrap_err();
+    assert_eq!(e.field, "site_authenticators[0].type");
+    let e = Settings::from_json(
+        with(&site.replace(r#""x-jwt"}"#, r#""x-jwt", "headr": "y"}"#)).as_bytes(),
+    )
+    .unwrap_err();
+    assert_eq!(e.field, "site_authenticators[0].inject.headr");
+    let e = Settings::from_json(with(&format!("{site}, 7")).as_bytes()).unwrap_err();
+    assert_eq!(
+        (e.field.as_str(), e.message.as_str()),
+        ("site_authenticators[1]", "must be an object")
+    );
+    let e = Settings::from_json(
+        with(&site.replace(r#""type": "jwt""#, r#""type": "jwt", "type": "x""#)).as_bytes(),
+    )
+    .unwrap_err();
+    assert_eq!(e.field, "site_authenticators[0].type");
     assert!(e.message.contains("duplicate field"), "{e}");
 }

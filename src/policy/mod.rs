@@ -8,7 +8,7 @@
 mod audit;
 mod config;
 mod ratelimit;
-mod read;
+pub(crate) mod read;
 mod rejection;
 #[cfg(test)]
 mod tests;
@@ -27,7 +27,7 @@ pub use config::{
     RawRejection, RawResource, RawRule, RawRuleSet, RawTest, Validation,
 };
 pub use ratelimit::{RateLimits, DEFAULT_MAX_BUCKETS};
-pub use read::deserialize_policy;
+pub use read::{deserialize_policy, deserialize_values};
 pub use rejection::{Rejection, Template};
 
 use ratelimit::Limit;

@@ -50,13 +50,13 @@ fn quoted(names: &[&str]) -> String {
     out
 }
 
-fn string(at: &str, v: &Value) -> Result<String> {
+pub(crate) fn string(at: &str, v: &Value) -> Result<String> {
     v.as_str()
         .map(str::to_string)
         .ok_or_else(|| err(at, "must be a string"))
 }
 
-fn strings(at: &str, v: &Value) -> Result<Vec<String>> {
+pub(crate) fn strings(at: &str, v: &Value) -> Result<Vec<String>> {
     let items = v
         .as_array()
         .ok_or_else(|| err(at, "must be an array of strings"))?;
@@ -68,10 +68,9 @@ fn strings(at: &str, v: &Value) -> Result<Vec<String>> {
 }
 
 /// A non-negative integer up to `max`.
-fn uint(at: &str, v: &Value, max: u32) -> Result<u32> {
+pub(crate) fn uint(at: &str, v: &Value, max: u64) -> Result<u64> {
     v.as_u64()
-        .filter(|n| *n <= u64::from(max))
-        .map(|n| n as u32)
+        .filter(|n| *n <= max)
         .ok_or_else(|| err(at, format!("must be an integer from 0 to {max}")))
 }
 
@@ -85,14 +84,14 @@ fn pick(at: &str, v: &Value, names: &[&str]) -> Result<usize> {
 }
 
 /// An object being read: where it is, and its fields.
-struct Obj<'v> {
+pub(crate) struct Obj<'v> {
     at: &'v str,
     map: &'v Map<String, Value>,
 }
 
 impl<'v> Obj<'v> {
     /// `v` as an object whose fields are all among `fields`.
-    fn new(at: &'v str, v: &'v Value, fields: &[&str]) -> Result<Self> {
+    pub(crate) fn new(at: &'v str, v: &'v Value, fields: &[&str]) -> Result<Self> {
         let map = v.as_object().ok_or_else(|| err(at, "must be an object"))?;
         if let Some(k) = map.keys().find(|k| !fields.contains(&k.as_str())) {
             return Err(err(
@@ -103,48 +102,48 @@ impl<'v> Obj<'v> {
         Ok(Self { at, map })
     }
 
-    fn path(&self, key: &str) -> String {
+    pub(crate) fn path(&self, key: &str) -> String {
         join(self.at, key)
     }
 
     /// The field as written (`null` included); `None` when absent.
-    fn get(&self, key: &str) -> Option<&'v Value> {
+    pub(crate) fn get(&self, key: &str) -> Option<&'v Value> {
         self.map.get(key)
     }
 
     /// An optional field: absent or `null` is `None`.
-    fn opt(&self, key: &str) -> Option<&'v Value> {
+    pub(crate) fn opt(&self, key: &str) -> Option<&'v Value> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
-    fn req(&self, key: &str) -> Result<&'v Value> {
+    pub(crate) fn req(&self, key: &str) -> Result<&'v Value> {
         self.map
             .get(key)
             .ok_or_else(|| err(self.path(key), format!("missing field `{key}`")))
     }
 
-    fn string(&self, key: &str) -> Result<String> {
+    pub(crate) fn string(&self, key: &str) -> Result<String> {
         string(&self.path(key), self.req(key)?)
     }
 
-    fn opt_string(&self, key: &str) -> Result<Option<String>> {
+    pub(crate) fn opt_string(&self, key: &str) -> Result<Option<String>> {
         self.opt(key)
             .map(|v| string(&self.path(key), v))
             .transpose()
     }
 
-    fn strings(&self, key: &str) -> Result<Vec<String>> {
+    pub(crate) fn strings(&self, key: &str) -> Result<Vec<String>> {
         strings(&self.path(key), self.req(key)?)
     }
 
-    fn opt_strings(&self, key: &str) -> Result<Option<Vec<String>>> {
+    pub(crate) fn opt_strings(&self, key: &str) -> Result<Option<Vec<String>>> {
         self.opt(key)
             .map(|v| strings(&self.path(key), v))
             .transpose()
     }
 
     /// A list of strings, empty when absent.
-    fn strings_or_empty(&self, key: &str) -> Result<Vec<String>> {
+    pub(crate) fn strings_or_empty(&self, key: &str) -> Result<Vec<String>> {
         Ok(self
             .get(key)
             .map(|v| strings(&self.path(key), v))
@@ -153,7 +152,7 @@ impl<'v> Obj<'v> {
     }
 
     /// A boolean, false when absent.
-    fn flag(&self, key: &str) -> Result<bool> {
+    pub(crate) fn flag(&self, key: &str) -> Result<bool> {
         match self.get(key) {
             None => Ok(false),
             Some(v) => v
@@ -163,28 +162,28 @@ impl<'v> Obj<'v> {
     }
 
     /// An integer up to `max`, `default` when absent.
-    fn uint_or(&self, key: &str, max: u32, default: u32) -> Result<u32> {
+    pub(crate) fn uint_or(&self, key: &str, max: u64, default: u64) -> Result<u64> {
         self.get(key)
             .map_or(Ok(default), |v| uint(&self.path(key), v, max))
     }
 
-    fn uint(&self, key: &str, max: u32) -> Result<u32> {
+    pub(crate) fn uint(&self, key: &str, max: u64) -> Result<u64> {
         uint(&self.path(key), self.req(key)?, max)
     }
 
     /// The index in `names` of the field's value; `None` when absent.
-    fn choice(&self, key: &str, names: &[&str]) -> Result<Option<usize>> {
+    pub(crate) fn choice(&self, key: &str, names: &[&str]) -> Result<Option<usize>> {
         self.get(key)
             .map(|v| pick(&self.path(key), v, names))
             .transpose()
     }
 
-    fn required_choice(&self, key: &str, names: &[&str]) -> Result<usize> {
+    pub(crate) fn required_choice(&self, key: &str, names: &[&str]) -> Result<usize> {
         pick(&self.path(key), self.req(key)?, names)
     }
 
     /// An array (of objects, read by the caller), empty when absent unless `required`.
-    fn items(&self, key: &str, required: bool) -> Result<&'v [Value]> {
+    pub(crate) fn items(&self, key: &str, required: bool) -> Result<&'v [Value]> {
         let v = match self.get(key) {
             None if !required => return Ok(&[]),
             _ => self.req(key)?,
@@ -566,11 +565,11 @@ fn rule(at: &str, v: &Value) -> Result<RawRule> {
         _ => RawRule::RateLimit {
             name,
             rejection,
-            requests: o.uint("requests", u32::MAX)?,
-            interval_s: o.uint("interval_s", u32::MAX)?,
+            requests: o.uint("requests", u32::MAX.into())? as u32,
+            interval_s: o.uint("interval_s", u32::MAX.into())? as u32,
             burst: o
                 .opt("burst")
-                .map(|v| uint(&o.path("burst"), v, u32::MAX))
+                .map(|v| uint(&o.path("burst"), v, u32::MAX.into()).map(|n| n as u32))
                 .transpose()?,
             per: match o.required_choice(
                 "per",
@@ -590,6 +589,15 @@ fn rule(at: &str, v: &Value) -> Result<RawRule> {
 /// would drop the first. For `#[serde(deserialize_with)]`.
 pub fn deserialize_policy<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Ok(Option::<StrictValue>::deserialize(d)?.map(|v| v.0))
+}
+
+/// Deserializes a list of objects as [`Value`]s without duplicate keys (see
+/// [`deserialize_policy`]). For `#[serde(deserialize_with)]`.
+pub fn deserialize_values<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Value>, D::Error> {
+    Ok(Vec::<StrictValue>::deserialize(d)?
+        .into_iter()
+        .map(|v| v.0)
+        .collect())
 }
 
 /// A JSON value without duplicate keys.
