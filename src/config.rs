@@ -12,7 +12,7 @@ use url::Url;
 use crate::authtoken::{AuthTokenSigner, RawAuthToken};
 use crate::http::HeaderOps;
 use crate::identity;
-use crate::mediation::{self, Inject, RawSiteAuthenticator, SiteAuthenticator};
+use crate::mediation::{self, Inject, SiteAuthenticator};
 use crate::policy::{self, Policy, RawPolicy, Validation};
 use crate::session::KeyRing;
 
@@ -64,10 +64,10 @@ struct RawConfig {
     login_timeout_s: u64,
     #[serde(default)]
     api: RawApi,
-    #[serde(default)]
-    policy: Option<RawPolicy>,
-    #[serde(default)]
-    site_authenticators: Vec<RawSiteAuthenticator>,
+    #[serde(default, deserialize_with = "policy::deserialize_policy")]
+    policy: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "policy::deserialize_values")]
+    site_authenticators: Vec<serde_json::Value>,
     #[serde(default)]
     authtoken: Option<RawAuthToken>,
 }
@@ -745,8 +745,12 @@ impl Settings {
         let id_token_algorithms = algorithms("id_token_algorithms", &raw.id_token_algorithms)?;
         let api = api_settings(raw.api)?;
         let policy = match &raw.policy {
-            Some(p) => policy::compile(p)
-                .map_err(|e| ConfigError::new(format!("policy.{}", e.field), e.message))?,
+            Some(p) => RawPolicy::from_value(p)
+                .and_then(|p| policy::compile(&p))
+                .map_err(|e| match e.field.as_str() {
+                    "" => ConfigError::new("policy", e.message),
+                    f => ConfigError::new(format!("policy.{f}"), e.message),
+                })?,
             None => Policy::implicit(),
         };
         let authtoken = raw.authtoken.map(AuthTokenSigner::compile).transpose()?;

@@ -24,6 +24,7 @@ use crate::authtoken::AuthTokenSigner;
 use crate::cache::{FlightCache, Key};
 use crate::config::{is_token_char, parse_http_url, ClientAuth, ConfigError, Endpoint};
 use crate::http::{form_encode, Callout};
+use crate::policy::read::{uint, Obj};
 
 pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -37,67 +38,148 @@ pub const SUBJECT_TOKEN_LIFETIME_S: u64 = 60;
 // ---------------------------------------------------------------------------------------------
 // Configuration
 
-/// One entry of `site_authenticators` as written. Which fields apply depends on `type`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One entry of `site_authenticators` as written. Which fields apply depends on `type`. Read by
+/// hand ([`RawSiteAuthenticator::from_value`]) rather than derived, to keep the .wasm small.
 pub struct RawSiteAuthenticator {
     pub name: String,
-    #[serde(rename = "type")]
+    /// JSON `type`.
     pub kind: String,
     // token_exchange
-    #[serde(default)]
     pub sts: Option<RawSts>,
-    #[serde(default)]
     pub requested_token_type: Option<String>,
-    #[serde(default)]
     pub resource: Option<String>,
-    #[serde(default)]
     pub scope: Option<String>,
     // both
-    #[serde(default)]
     pub audience: Option<String>,
     // jwt
-    #[serde(default)]
     pub claims: Option<Vec<String>>,
-    #[serde(default)]
     pub lifetime_s: Option<u64>,
     pub inject: RawInject,
-    #[serde(default)]
     pub cache: RawCache,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawSts {
     pub cluster: String,
     pub token_endpoint: String,
     pub client_id: String,
     pub client_secret: String,
-    #[serde(default)]
     pub auth_method: ClientAuth,
-    #[serde(default = "default_sts_timeout")]
     pub timeout_ms: u64,
 }
 
 /// `{"header": "authorization"}`, `{"header": "x-site-token"}` or `{"cookie": "site_token"}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawInject {
-    #[serde(default)]
     pub header: Option<String>,
-    #[serde(default)]
     pub cookie: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawCache {
-    #[serde(default = "default_max_entries")]
     pub max_entries: usize,
-    #[serde(default = "default_idle_timeout")]
     pub idle_timeout_s: u64,
-    #[serde(default = "default_max_lifetime")]
     pub max_lifetime_s: u64,
+}
+
+impl RawSiteAuthenticator {
+    /// Reads one entry: unknown fields are refused, absent ones take their defaults (`null`
+    /// stands for absent only in optional fields). Errors name the field relative to the
+    /// entry (empty: the entry itself).
+    pub fn from_value(v: &Value) -> Result<Self, ConfigError> {
+        let o = Obj::new(
+            "",
+            v,
+            &[
+                "name",
+                "type",
+                "sts",
+                "requested_token_type",
+                "resource",
+                "scope",
+                "audience",
+                "claims",
+                "lifetime_s",
+                "inject",
+                "cache",
+            ],
+        )?;
+        let sts = match o.opt("sts") {
+            None => None,
+            Some(v) => {
+                let at = o.path("sts");
+                let s = Obj::new(
+                    &at,
+                    v,
+                    &[
+                        "cluster",
+                        "token_endpoint",
+                        "client_id",
+                        "client_secret",
+                        "auth_method",
+                        "timeout_ms",
+                    ],
+                )?;
+                Some(RawSts {
+                    cluster: s.string("cluster")?,
+                    token_endpoint: s.string("token_endpoint")?,
+                    client_id: s.string("client_id")?,
+                    client_secret: s.string("client_secret")?,
+                    auth_method: match s.choice(
+                        "auth_method",
+                        &["client_secret_basic", "client_secret_post"],
+                    )? {
+                        Some(1) => ClientAuth::ClientSecretPost,
+                        _ => ClientAuth::ClientSecretBasic,
+                    },
+                    timeout_ms: s.uint_or("timeout_ms", u64::MAX, default_sts_timeout())?,
+                })
+            }
+        };
+        let at = o.path("inject");
+        let i = Obj::new(&at, o.req("inject")?, &["header", "cookie"])?;
+        let inject = RawInject {
+            header: i.opt_string("header")?,
+            cookie: i.opt_string("cookie")?,
+        };
+        let cache = match o.get("cache") {
+            None => RawCache::default(),
+            Some(v) => {
+                let at = o.path("cache");
+                let c = Obj::new(&at, v, &["max_entries", "idle_timeout_s", "max_lifetime_s"])?;
+                RawCache {
+                    max_entries: c.uint_or(
+                        "max_entries",
+                        usize::MAX as u64,
+                        default_max_entries() as u64,
+                    )? as usize,
+                    idle_timeout_s: c.uint_or(
+                        "idle_timeout_s",
+                        u64::MAX,
+                        default_idle_timeout(),
+                    )?,
+                    max_lifetime_s: c.uint_or(
+                        "max_lifetime_s",
+                        u64::MAX,
+                        default_max_lifetime(),
+                    )?,
+                }
+            }
+        };
+        Ok(RawSiteAuthenticator {
+            name: o.string("name")?,
+            kind: o.string("type")?,
+            sts,
+            requested_token_type: o.opt_string("requested_token_type")?,
+            resource: o.opt_string("resource")?,
+            scope: o.opt_string("scope")?,
+            audience: o.opt_string("audience")?,
+            claims: o.opt_strings("claims")?,
+            lifetime_s: o
+                .opt("lifetime_s")
+                .map(|v| uint(&o.path("lifetime_s"), v, u64::MAX))
+                .transpose()?,
+            inject,
+            cache,
+        })
+    }
 }
 
 impl Default for RawCache {
@@ -479,15 +561,24 @@ impl SiteAuthenticator {
 /// caller says whether it has them). Errors name the full path, e.g.
 /// `site_authenticators[1].sts.token_endpoint`.
 pub fn compile_all(
-    raw: Vec<RawSiteAuthenticator>,
+    raw: Vec<Value>,
     authtoken_configured: bool,
 ) -> Result<Vec<SiteAuthenticator>, ConfigError> {
+    fn at(i: usize) -> impl Fn(ConfigError) -> ConfigError {
+        move |e| match e.field.as_str() {
+            "" => ConfigError::new(format!("site_authenticators[{i}]"), e.message),
+            f => ConfigError::new(format!("site_authenticators[{i}].{f}"), e.message),
+        }
+    }
+    // Read every entry before checking any, as a derived Deserialize did.
+    let mut read = Vec::with_capacity(raw.len());
+    for (i, v) in raw.iter().enumerate() {
+        read.push(RawSiteAuthenticator::from_value(v).map_err(at(i))?);
+    }
     let mut out: Vec<SiteAuthenticator> = Vec::with_capacity(raw.len());
-    for (i, r) in raw.into_iter().enumerate() {
-        let at = |e: ConfigError| {
-            ConfigError::new(format!("site_authenticators[{i}].{}", e.field), e.message)
-        };
-        let site = SiteAuthenticator::compile(r).map_err(at)?;
+    for (i, r) in read.into_iter().enumerate() {
+        let at = at(i);
+        let site = SiteAuthenticator::compile(r).map_err(&at)?;
         if out.iter().any(|s| s.name == site.name) {
             return Err(at(ConfigError::new(
                 "name",
@@ -875,13 +966,11 @@ mod tests {
     }
 
     fn site(v: Value) -> SiteAuthenticator {
-        let raw: RawSiteAuthenticator = serde_json::from_value(v).unwrap();
-        SiteAuthenticator::compile(raw).unwrap()
+        SiteAuthenticator::compile(RawSiteAuthenticator::from_value(&v).unwrap()).unwrap()
     }
 
     fn refused(v: Value) -> ConfigError {
-        let raw: RawSiteAuthenticator = serde_json::from_value(v).unwrap();
-        compile_all(vec![raw], true).unwrap_err()
+        compile_all(vec![v], true).unwrap_err()
     }
 
     fn form(body: &[u8]) -> Vec<(String, String)> {
@@ -1050,18 +1139,105 @@ mod tests {
             mutate(&mut v);
             assert_eq!(refused(v).field, field);
         }
-        // Unknown fields are refused by serde (the lead's path-aware parse names them).
+        // What the reader refuses: unknown fields, wrong types, missing required fields.
+        let cases: Vec<(Mutation, &str, &str)> = vec![
+            (
+                Box::new(|v| v["sts"]["clientsecret"] = "x".into()),
+                "site_authenticators[0].sts.clientsecret",
+                "unknown field `clientsecret`",
+            ),
+            (
+                Box::new(|v| v["inject"]["value"] = "x".into()),
+                "site_authenticators[0].inject.value",
+                "unknown field `value`",
+            ),
+            (
+                Box::new(|v| v["colour"] = 1.into()),
+                "site_authenticators[0].colour",
+                "unknown field `colour`",
+            ),
+            (
+                Box::new(|v| v["cache"] = json!({"max_entries": -1})),
+                "site_authenticators[0].cache.max_entries",
+                "must be an integer",
+            ),
+            (
+                Box::new(|v| v["cache"] = Value::Null),
+                "site_authenticators[0].cache",
+                "must be an object",
+            ),
+            (
+                Box::new(|v| v["sts"]["timeout_ms"] = "3000".into()),
+                "site_authenticators[0].sts.timeout_ms",
+                "must be an integer",
+            ),
+            (
+                Box::new(|v| v["sts"]["auth_method"] = "private_key_jwt".into()),
+                "site_authenticators[0].sts.auth_method",
+                "must be one of `client_secret_basic`, `client_secret_post`",
+            ),
+            (
+                Box::new(|v| v["claims"] = json!(["sub", 1])),
+                "site_authenticators[0].claims[1]",
+                "must be a string",
+            ),
+            (
+                Box::new(|v| v["audience"] = json!(["a"])),
+                "site_authenticators[0].audience",
+                "must be a string",
+            ),
+            (
+                Box::new(|v| drop(v.as_object_mut().unwrap().remove("inject"))),
+                "site_authenticators[0].inject",
+                "missing field `inject`",
+            ),
+            (
+                Box::new(|v| drop(v["sts"].as_object_mut().unwrap().remove("client_id"))),
+                "site_authenticators[0].sts.client_id",
+                "missing field `client_id`",
+            ),
+            (
+                Box::new(|v| drop(v.as_object_mut().unwrap().remove("type"))),
+                "site_authenticators[0].type",
+                "missing field `type`",
+            ),
+            (
+                Box::new(|v| *v = json!("orders-sts")),
+                "site_authenticators[0]",
+                "must be an object",
+            ),
+        ];
+        for (mutate, field, message) in cases {
+            let mut v = exchange_json();
+            mutate(&mut v);
+            let e = refused(v.clone());
+            assert_eq!(e.field, field, "{v}");
+            assert!(e.message.starts_with(message), "{v}: {e}");
+        }
+        // `null` is "absent" in optional fields.
         let mut v = exchange_json();
-        v["sts"]["clientsecret"] = "x".into();
-        assert!(serde_json::from_value::<RawSiteAuthenticator>(v).is_err());
+        for k in [
+            "requested_token_type",
+            "resource",
+            "scope",
+            "claims",
+            "lifetime_s",
+        ] {
+            v[k] = Value::Null;
+        }
+        v["inject"]["cookie"] = Value::Null;
+        let x = site(v);
+        assert_eq!(
+            x.token_exchange().unwrap().requested_token_type,
+            ACCESS_TOKEN_TYPE
+        );
 
-        let raw = |v: Value| serde_json::from_value::<RawSiteAuthenticator>(v).unwrap();
-        let e = compile_all(vec![raw(exchange_json()), raw(exchange_json())], true).unwrap_err();
+        let e = compile_all(vec![exchange_json(), exchange_json()], true).unwrap_err();
         assert_eq!(e.field, "site_authenticators[1].name");
-        let e = compile_all(vec![raw(exchange_json()), raw(jwt_json())], false).unwrap_err();
+        let e = compile_all(vec![exchange_json(), jwt_json()], false).unwrap_err();
         assert_eq!(e.field, "site_authenticators[1].type");
         assert_eq!(
-            compile_all(vec![raw(exchange_json()), raw(jwt_json())], true)
+            compile_all(vec![exchange_json(), jwt_json()], true)
                 .unwrap()
                 .len(),
             2

@@ -6,8 +6,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use serde::Deserialize;
-
 use super::{
     AppApi, AppType, Application, Cidr, Decide, Kind, Limit, Matcher, Node, Pattern, Policy,
     Rejection, Resource, Route, Template,
@@ -18,28 +16,23 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::new(field, message)
 }
 
-#[derive(Deserialize, Debug, Clone, Default)]
-#[serde(deny_unknown_fields)]
+/// The policy as written. The JSON names are the field names (enum values in snake_case);
+/// [`RawPolicy::from_value`] (src/policy/read.rs) reads it, refusing unknown fields.
+#[derive(Debug, Clone, Default)]
 pub struct RawPolicy {
     /// What a request matching no application gets.
-    #[serde(default)]
     pub default_decision: DefaultDecision,
     /// Paths (with `*` wildcards, whole request path) that need neither identity nor policy.
-    #[serde(default)]
     pub unprotected_paths: Vec<String>,
-    #[serde(default)]
     pub rule_sets: Vec<RawRuleSet>,
-    #[serde(default)]
     pub applications: Vec<RawApplication>,
     /// `X-Forwarded-For` entries added by trusted proxies (0: the downstream address is the
     /// client); at most 10.
-    #[serde(default)]
     pub xff_trusted_hops: u8,
 }
 
 /// How an API application checks bearer tokens.
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Validation {
     /// Verify the signed JWT locally (the OP's JWKS).
     Jwt,
@@ -47,45 +40,38 @@ pub enum Validation {
     Introspection,
 }
 
-#[derive(Deserialize, Debug, Clone)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct RawAppApi {
     pub validation: Validation,
-    #[serde(default)]
     pub audiences: Vec<String>,
-    #[serde(default)]
     pub forward_token: bool,
 }
 
-/// A rejection handler as written: an error document or a redirect.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+/// A rejection handler as written: an error document or a redirect (JSON `type`: `error` or
+/// `redirect`).
+#[derive(Debug, Clone)]
 pub enum RawRejection {
     Error {
-        #[serde(default = "default_error_status")]
         status: u16,
-        #[serde(default = "default_content_type")]
         content_type: String,
         /// With `{code}`, `{reference}` and `{rule}` placeholders.
         body: String,
     },
     Redirect {
         url: String,
-        #[serde(default = "default_redirect_status")]
         status: u16,
     },
 }
 
-fn default_error_status() -> u16 {
+pub(super) fn default_error_status() -> u16 {
     403
 }
-fn default_content_type() -> String {
+pub(super) fn default_content_type() -> String {
     "text/html; charset=utf-8".into()
 }
 
 /// Whose bucket a rate-limit rule counts a request in.
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Per {
     /// The subject (`sub`).
     Identity,
@@ -96,111 +82,85 @@ pub enum Per {
     Resource,
 }
 
-#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum DefaultDecision {
     #[default]
     Deny,
     Allow,
 }
 
-#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Mode {
     #[default]
     All,
     Any,
 }
 
-#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Ordering {
     #[default]
     Automatic,
     Manual,
 }
 
-#[derive(Deserialize, Debug, Clone)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct RawRuleSet {
     pub name: String,
-    #[serde(default)]
     pub mode: Mode,
     pub rules: Vec<RawRule>,
-    #[serde(default)]
     pub rejection: Option<RawRejection>,
 }
 
-#[derive(Deserialize, Debug, Clone)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct RawApplication {
     pub name: String,
     pub hosts: Vec<String>,
-    #[serde(default = "default_root")]
     pub context_root: String,
-    #[serde(default, rename = "type")]
+    /// JSON `type`.
     pub app_type: AppType,
     /// Bearer-token settings; required for `api` and `both`.
-    #[serde(default)]
     pub api: Option<RawAppApi>,
     /// Token mediation for the backend: a name from `site_authenticators`.
-    #[serde(default)]
     pub site_authenticator: Option<String>,
-    #[serde(default)]
     pub rejection: Option<RawRejection>,
-    #[serde(default)]
     pub ordering: Ordering,
     /// How the application's own rules combine; they run before the resource's.
-    #[serde(default)]
     pub mode: Mode,
-    #[serde(default)]
     pub rules: Vec<RawRule>,
-    #[serde(default)]
     pub resources: Vec<RawResource>,
 }
 
-fn default_root() -> String {
+pub(super) fn default_root() -> String {
     "/".into()
 }
 
-#[derive(Deserialize, Debug, Clone)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct RawResource {
     pub name: String,
     pub paths: Vec<String>,
     /// Methods this resource answers; absent means all.
-    #[serde(default)]
     pub methods: Option<Vec<String>>,
-    #[serde(default)]
     pub unprotected: bool,
-    #[serde(default)]
     pub anonymous: bool,
-    #[serde(default)]
     pub audit: bool,
-    #[serde(default)]
     pub mode: Mode,
-    #[serde(default)]
     pub rules: Vec<RawRule>,
-    #[serde(default)]
     pub rejection: Option<RawRejection>,
 }
 
 /// One rule. The value tests (`equals`, `one_of`, `like`) are shared by attribute, header and
 /// query rules: exactly one of them is given (or `present` for headers and query parameters).
-#[derive(Deserialize, Debug, Clone)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+/// In JSON, a rule is an object whose `type` is the variant's snake_case name, next to the
+/// variant's fields (and, for attribute, header and query rules, those of [`RawTest`]).
+#[derive(Debug, Clone)]
 pub enum RawRule {
     All {
-        #[serde(default)]
         name: Option<String>,
-        #[serde(default)]
         rejection: Option<RawRejection>,
         rules: Vec<RawRule>,
     },
     Any {
-        #[serde(default)]
         name: Option<String>,
-        #[serde(default)]
         rejection: Option<RawRejection>,
         rules: Vec<RawRule>,
     },
@@ -208,120 +168,83 @@ pub enum RawRule {
         name: String,
     },
     Attribute {
-        #[serde(default)]
         name: Option<String>,
-        #[serde(default)]
         rejection: Option<RawRejection>,
         claim: String,
-        #[serde(flatten)]
         test: RawTest,
     },
     Scope {
-        #[serde(default)]
         name: Option<String>,
-        #[serde(default)]
         rejection: Option<RawRejection>,
-        #[serde(default)]
         all: Option<Vec<String>>,
-        #[serde(default)]
         any: Option<Vec<String>>,
     },
     Network {
-        #[serde(default)]
         name: Option<String>,
-        #[serde(default)]
         rejection: Option<RawRejection>,
         cidrs: Vec<String>,
-        #[serde(default)]
         negate: bool,
     },
     Time {
-        #[serde(default)]
         name: Option<String>,
-        #[serde(default)]
         rejection: Option<RawRejection>,
-        #[serde(default)]
         days: Option<Vec<String>>,
-        #[serde(default)]
         from: Option<String>,
-        #[serde(default)]
         to: Option<String>,
-        #[serde(default = "default_offset")]
         utc_offset: String,
     },
     Method {
-        #[serde(default)]
         name: Option<String>,
-        #[serde(default)]
         rejection: Option<RawRejection>,
         methods: Vec<String>,
     },
     Header {
-        #[serde(default)]
         name: Option<String>,
-        #[serde(default)]
         rejection: Option<RawRejection>,
         header: String,
-        #[serde(flatten)]
         test: RawTest,
     },
     Query {
-        #[serde(default)]
         name: Option<String>,
-        #[serde(default)]
         rejection: Option<RawRejection>,
         param: String,
-        #[serde(flatten)]
         test: RawTest,
     },
     Redirect {
-        #[serde(default)]
         name: Option<String>,
-        #[serde(default)]
         rejection: Option<RawRejection>,
         url: String,
-        #[serde(default = "default_redirect_status")]
         status: u16,
     },
     /// Token bucket: `burst` requests at once, refilled at `requests` per `interval_s`.
     RateLimit {
-        #[serde(default)]
         name: Option<String>,
-        #[serde(default)]
         rejection: Option<RawRejection>,
         requests: u32,
         interval_s: u32,
         /// Bucket size; `requests` when absent.
-        #[serde(default)]
         burst: Option<u32>,
         per: Per,
     },
 }
 
-fn default_offset() -> String {
+pub(super) fn default_offset() -> String {
     "+00:00".into()
 }
-fn default_redirect_status() -> u16 {
+pub(super) fn default_redirect_status() -> u16 {
     302
 }
 
-#[derive(Deserialize, Debug, Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RawTest {
-    #[serde(default)]
     pub equals: Option<String>,
-    #[serde(default)]
     pub one_of: Option<Vec<String>>,
     /// A pattern where `*` stands for any run of characters.
-    #[serde(default)]
     pub like: Option<String>,
     /// A regex (unanchored: use `^...$` for the whole value).
-    #[serde(default)]
     pub matches: Option<String>,
-    #[serde(default)]
     pub present: bool,
-    #[serde(default)]
     pub case_insensitive: bool,
-    #[serde(default)]
     pub negate: bool,
 }
 
@@ -329,10 +252,17 @@ impl RawPolicy {
     /// Parses policy JSON on its own (tools, tests); the error names the JSON field at fault.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let v: super::read::StrictValue = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." { "(root)".into() } else { path };
             err(field, e.inner().to_string())
+        })?;
+        Self::from_value(&v.0).map_err(|e| {
+            if e.field.is_empty() {
+                err("(root)", e.message)
+            } else {
+                e
+            }
         })
     }
 }

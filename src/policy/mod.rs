@@ -8,6 +8,7 @@
 mod audit;
 mod config;
 mod ratelimit;
+pub(crate) mod read;
 mod rejection;
 #[cfg(test)]
 mod tests;
@@ -16,7 +17,6 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::gateway::HeaderSource;
@@ -27,13 +27,13 @@ pub use config::{
     RawRejection, RawResource, RawRule, RawRuleSet, RawTest, Validation,
 };
 pub use ratelimit::{RateLimits, DEFAULT_MAX_BUCKETS};
+pub use read::{deserialize_policy, deserialize_values};
 pub use rejection::{Rejection, Template};
 
 use ratelimit::Limit;
 
 /// How an unauthenticated request to an application is answered.
-#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum AppType {
     /// Browser: redirect to the OP's login.
     #[default]

@@ -1388,3 +1388,458 @@ fn audit_record_is_json_without_query_or_secrets() {
     let rec = AuditRecord { path: &long, ..rec };
     assert!(rec.to_json().len() < 3000);
 }
+
+fn read(v: Value) -> RawPolicy {
+    RawPolicy::from_json(v.to_string().as_bytes()).unwrap()
+}
+
+/// Field and message of a policy the reader (not the compiler) refuses.
+fn unreadable(v: Value) -> (String, String) {
+    let e = RawPolicy::from_json(v.to_string().as_bytes()).unwrap_err();
+    (e.field, e.message)
+}
+
+#[test]
+fn reader_refuses_unknown_fields_at_any_depth() {
+    let nested = |r: Value| {
+        app(
+            json!([]),
+            json!([{"name": "r", "paths": ["/"], "rules": [{"type": "method", "methods": ["GET"]},
+                {"type": "any", "rules": [{"type": "network", "cidrs": ["10.0.0.0/8"]}, r]}]}]),
+        )
+    };
+    let at = "applications[0].resources[0].rules[1].rules[1]";
+    for (config, field, key) in [
+        (json!({"idel": 1}), "idel".to_string(), "idel"),
+        (
+            json!({"applications": [{"name": "a", "hosts": ["h"], "api": {"validation": "jwt", "audience": "x"}}]}),
+            "applications[0].api.audience".into(),
+            "audience",
+        ),
+        (
+            json!({"rule_sets": [{"name": "s", "rules": [], "colour": 1}]}),
+            "rule_sets[0].colour".into(),
+            "colour",
+        ),
+        (
+            nested(json!({"type": "attribute", "claim": "g", "equals": "a", "colour": 1})),
+            format!("{at}.colour"),
+            "colour",
+        ),
+        // A test field on a rule that takes none, and a handler's unknown field.
+        (
+            nested(json!({"type": "network", "cidrs": ["10.0.0.0/8"], "equals": "x"})),
+            format!("{at}.equals"),
+            "equals",
+        ),
+        (
+            nested(
+                json!({"type": "rule_set", "name": "s", "rejection": {"type": "error", "body": ""}}),
+            ),
+            format!("{at}.rejection"),
+            "rejection",
+        ),
+        (
+            nested(json!({"type": "method", "methods": ["GET"],
+                "rejection": {"type": "redirect", "url": "https://x", "body": ""}})),
+            format!("{at}.rejection.body"),
+            "body",
+        ),
+    ] {
+        let (got, message) = unreadable(config.clone());
+        assert_eq!(got, field, "{config}: {message}");
+        assert!(
+            message.starts_with(&format!("unknown field `{key}`")),
+            "{config}: {message}"
+        );
+    }
+}
+
+#[test]
+fn reader_refuses_wrong_types_at_any_depth() {
+    let nested = |r: Value| {
+        app(
+            json!([]),
+            json!([{"name": "r", "paths": ["/"], "rules": [{"type": "all", "rules": [r]}]}]),
+        )
+    };
+    let at = "applications[0].resources[0].rules[0].rules[0]";
+    for (config, field, message) in [
+        (json!([]), "(root)".to_string(), "must be an object"),
+        (
+            json!({"applications": {}}),
+            "applications".into(),
+            "must be an array",
+        ),
+        (
+            json!({"applications": [{"name": "a", "hosts": "h"}]}),
+            "applications[0].hosts".into(),
+            "must be an array of strings",
+        ),
+        (
+            json!({"applications": [{"name": "a", "hosts": ["h", 1]}]}),
+            "applications[0].hosts[1]".into(),
+            "must be a string",
+        ),
+        (
+            json!({"applications": [{"name": 1, "hosts": ["h"]}]}),
+            "applications[0].name".into(),
+            "must be a string",
+        ),
+        (
+            json!({"applications": [{"name": "a", "hosts": ["h"], "type": "desktop"}]}),
+            "applications[0].type".into(),
+            "must be one of `web`, `api`, `both`",
+        ),
+        (
+            json!({"applications": [{"name": "a", "hosts": ["h"], "mode": null}]}),
+            "applications[0].mode".into(),
+            "must be one of `all`, `any`",
+        ),
+        (
+            json!({"xff_trusted_hops": 256}),
+            "xff_trusted_hops".into(),
+            "must be an integer from 0 to 255",
+        ),
+        (
+            json!({"xff_trusted_hops": 1.5}),
+            "xff_trusted_hops".into(),
+            "must be an integer from 0 to 255",
+        ),
+        (
+            json!({"unprotected_paths": null}),
+            "unprotected_paths".into(),
+            "must be an array of strings",
+        ),
+        (nested(json!("method")), at.to_string(), "must be an object"),
+        (
+            nested(json!({"type": "attribute", "claim": 5, "equals": "a"})),
+            format!("{at}.claim"),
+            "must be a string",
+        ),
+        (
+            nested(json!({"type": "header", "header": "h", "present": "yes"})),
+            format!("{at}.present"),
+            "must be true or false",
+        ),
+        (
+            nested(json!({"type": "query", "param": "q", "one_of": "a"})),
+            format!("{at}.one_of"),
+            "must be an array of strings",
+        ),
+        (
+            nested(json!({"type": "redirect", "url": "https://x", "status": "302"})),
+            format!("{at}.status"),
+            "must be an integer from 0 to 65535",
+        ),
+        (
+            nested(
+                json!({"type": "rate_limit", "requests": -1, "interval_s": 1, "per": "identity"}),
+            ),
+            format!("{at}.requests"),
+            "must be an integer from 0 to 4294967295",
+        ),
+        (
+            nested(json!({"type": "rate_limit", "requests": 1, "interval_s": 1, "per": "planet"})),
+            format!("{at}.per"),
+            "must be one of `identity`, `client_address`, `oauth_client`, `resource`",
+        ),
+        (
+            nested(json!({"type": "any", "rules": {}})),
+            format!("{at}.rules"),
+            "must be an array",
+        ),
+        (
+            nested(json!({"type": 7})),
+            format!("{at}.type"),
+            "must be a string",
+        ),
+        (
+            nested(json!({"type": "method", "methods": ["GET"], "rejection": "deny"})),
+            format!("{at}.rejection"),
+            "must be an object",
+        ),
+    ] {
+        let (got, m) = unreadable(config.clone());
+        assert_eq!(
+            (got.as_str(), m.as_str()),
+            (field.as_str(), message),
+            "{config}"
+        );
+    }
+}
+
+#[test]
+fn reader_refuses_missing_fields_and_rule_types() {
+    let at = "applications[0].rules[0]";
+    let rule = |r: Value| app(json!([r]), json!([]));
+    for (config, field, message) in [
+        (
+            rule(json!({"claim": "g", "equals": "a"})),
+            format!("{at}.type"),
+            "missing field `type`".to_string(),
+        ),
+        (
+            rule(json!({"type": "teleport"})),
+            format!("{at}.type"),
+            format!("unknown type `teleport`, expected one of {}",
+                "`all`, `any`, `rule_set`, `attribute`, `scope`, `network`, `time`, `method`, `header`, `query`, `redirect`, `rate_limit`"),
+        ),
+        (
+            rule(json!({"type": "method", "methods": ["GET"], "rejection": {"body": ""}})),
+            format!("{at}.rejection.type"),
+            "missing field `type`".into(),
+        ),
+        (
+            rule(json!({"type": "method", "methods": ["GET"], "rejection": {"type": "teapot"}})),
+            format!("{at}.rejection.type"),
+            "unknown type `teapot`, expected one of `error`, `redirect`".into(),
+        ),
+        (
+            rule(json!({"type": "attribute", "equals": "a"})),
+            format!("{at}.claim"),
+            "missing field `claim`".into(),
+        ),
+        (
+            rule(json!({"type": "rate_limit", "requests": 1, "interval_s": 1})),
+            format!("{at}.per"),
+            "missing field `per`".into(),
+        ),
+        (
+            rule(json!({"type": "all"})),
+            format!("{at}.rules"),
+            "missing field `rules`".into(),
+        ),
+        (
+            rule(json!({"type": "method", "methods": ["GET"], "rejection": {"type": "error"}})),
+            format!("{at}.rejection.body"),
+            "missing field `body`".into(),
+        ),
+        (
+            json!({"applications": [{"name": "a"}]}),
+            "applications[0].hosts".into(),
+            "missing field `hosts`".into(),
+        ),
+        (
+            json!({"applications": [{"name": "a", "hosts": ["h"], "api": {}}]}),
+            "applications[0].api.validation".into(),
+            "missing field `validation`".into(),
+        ),
+        (
+            json!({"applications": [{"name": "a", "hosts": ["h"], "resources": [{"name": "r"}]}]}),
+            "applications[0].resources[0].paths".into(),
+            "missing field `paths`".into(),
+        ),
+        (
+            json!({"rule_sets": [{"name": "s"}]}),
+            "rule_sets[0].rules".into(),
+            "missing field `rules`".into(),
+        ),
+    ] {
+        let (got, m) = unreadable(config.clone());
+        assert_eq!((got, m), (field, message), "{config}");
+    }
+    let e = RawPolicy::from_json(b"{\"applications\": [").unwrap_err();
+    assert!(e.message.contains("EOF"), "{e:?}");
+}
+
+#[test]
+fn reader_defaults() {
+    let raw = read(json!({}));
+    assert_eq!(raw.default_decision, DefaultDecision::Deny);
+    assert!(raw.unprotected_paths.is_empty() && raw.rule_sets.is_empty());
+    assert!(raw.applications.is_empty());
+    assert_eq!(raw.xff_trusted_hops, 0);
+
+    let rules = json!([
+        {"type": "attribute", "claim": "g"},
+        {"type": "scope"},
+        {"type": "network", "cidrs": []},
+        {"type": "time"},
+        {"type": "redirect", "url": "https://x"},
+        {"type": "rate_limit", "requests": 1, "interval_s": 2, "per": "resource"},
+        {"type": "method", "methods": [], "rejection": {"type": "error", "body": "b"}},
+        {"type": "method", "methods": [], "rejection": {"type": "redirect", "url": "https://x"}},
+        // null stands for "absent" in optional fields.
+        {"type": "header", "header": "h", "name": null, "rejection": null, "equals": null,
+         "one_of": null, "like": null, "matches": null},
+    ]);
+    let raw = read(json!({
+        "rule_sets": [{"name": "s", "rules": []}],
+        "applications": [{"name": "a", "hosts": ["h"], "api": {"validation": "introspection"},
+            "site_authenticator": null, "rules": rules,
+            "resources": [{"name": "r", "paths": ["/"], "methods": null}]}],
+    }));
+    let set = &raw.rule_sets[0];
+    assert_eq!(set.mode, Mode::All);
+    assert!(set.rejection.is_none());
+
+    let a = &raw.applications[0];
+    assert_eq!(a.context_root, "/");
+    assert_eq!(a.app_type, AppType::Web);
+    assert_eq!(a.ordering, Ordering::Automatic);
+    assert_eq!(a.mode, Mode::All);
+    assert!(a.site_authenticator.is_none() && a.rejection.is_none());
+    let api = a.api.as_ref().unwrap();
+    assert_eq!(api.validation, Validation::Introspection);
+    assert!(api.audiences.is_empty() && !api.forward_token);
+
+    let r = &a.resources[0];
+    assert!(r.methods.is_none() && r.rejection.is_none() && r.rules.is_empty());
+    assert!(!r.unprotected && !r.anonymous && !r.audit);
+    assert_eq!(r.mode, Mode::All);
+
+    let no_test = |t: &RawTest| {
+        assert!(t.equals.is_none() && t.one_of.is_none() && t.like.is_none());
+        assert!(t.matches.is_none() && !t.present && !t.case_insensitive && !t.negate);
+    };
+    let mut rules = a.rules.iter();
+    match rules.next().unwrap() {
+        RawRule::Attribute {
+            name,
+            rejection,
+            test,
+            ..
+        } => {
+            assert!(name.is_none() && rejection.is_none());
+            no_test(test);
+        }
+        r => panic!("{r:?}"),
+    }
+    assert!(matches!(
+        rules.next().unwrap(),
+        RawRule::Scope {
+            name: None,
+            rejection: None,
+            all: None,
+            any: None
+        }
+    ));
+    assert!(matches!(
+        rules.next().unwrap(),
+        RawRule::Network { negate: false, .. }
+    ));
+    match rules.next().unwrap() {
+        RawRule::Time {
+            days,
+            from,
+            to,
+            utc_offset,
+            ..
+        } => {
+            assert!(days.is_none() && from.is_none() && to.is_none());
+            assert_eq!(utc_offset, "+00:00");
+        }
+        r => panic!("{r:?}"),
+    }
+    assert!(matches!(
+        rules.next().unwrap(),
+        RawRule::Redirect { status: 302, .. }
+    ));
+    assert!(matches!(
+        rules.next().unwrap(),
+        RawRule::RateLimit {
+            burst: None,
+            per: Per::Resource,
+            ..
+        }
+    ));
+    match rules.next().unwrap() {
+        RawRule::Method {
+            rejection:
+                Some(RawRejection::Error {
+                    status,
+                    content_type,
+                    ..
+                }),
+            ..
+        } => assert_eq!(
+            (*status, content_type.as_str()),
+            (403, "text/html; charset=utf-8")
+        ),
+        r => panic!("{r:?}"),
+    }
+    assert!(matches!(
+        rules.next().unwrap(),
+        RawRule::Method {
+            rejection: Some(RawRejection::Redirect { status: 302, .. }),
+            ..
+        }
+    ));
+    match rules.next().unwrap() {
+        RawRule::Header {
+            name,
+            rejection,
+            test,
+            ..
+        } => {
+            assert!(name.is_none() && rejection.is_none());
+            no_test(test);
+        }
+        r => panic!("{r:?}"),
+    }
+}
+
+#[test]
+fn reader_keeps_what_is_written() {
+    let raw = read(json!({
+        "default_decision": "allow", "xff_trusted_hops": 2, "unprotected_paths": ["/h"],
+        "applications": [{"name": "a", "hosts": ["h"], "context_root": "/app", "type": "both",
+            "ordering": "manual", "mode": "any", "site_authenticator": "s",
+            "api": {"validation": "jwt", "audiences": ["x"], "forward_token": true},
+            "resources": [{"name": "r", "paths": ["/"], "methods": ["GET"], "unprotected": true,
+                "anonymous": true, "audit": true, "mode": "any"}],
+            "rules": [{"type": "query", "name": "n", "param": "q", "one_of": ["a"],
+                "case_insensitive": true, "negate": true, "present": false},
+                {"type": "rate_limit", "requests": 4294967295u64, "interval_s": 1, "burst": 3,
+                 "per": "oauth_client"}]}],
+    }));
+    assert_eq!(raw.default_decision, DefaultDecision::Allow);
+    assert_eq!((raw.xff_trusted_hops, raw.unprotected_paths.len()), (2, 1));
+    let a = &raw.applications[0];
+    assert_eq!(
+        (a.context_root.as_str(), a.app_type, a.ordering, a.mode),
+        ("/app", AppType::Both, Ordering::Manual, Mode::Any)
+    );
+    assert_eq!(a.site_authenticator.as_deref(), Some("s"));
+    let api = a.api.as_ref().unwrap();
+    assert_eq!(api.validation, Validation::Jwt);
+    assert!(api.forward_token && api.audiences == ["x"]);
+    let r = &a.resources[0];
+    assert!(r.unprotected && r.anonymous && r.audit && r.mode == Mode::Any);
+    assert_eq!(r.methods.as_deref(), Some(&["GET".to_string()][..]));
+    match &a.rules[0] {
+        RawRule::Query {
+            name, param, test, ..
+        } => {
+            assert_eq!((name.as_deref(), param.as_str()), (Some("n"), "q"));
+            assert_eq!(test.one_of.as_deref(), Some(&["a".to_string()][..]));
+            assert!(test.case_insensitive && test.negate && !test.present);
+        }
+        r => panic!("{r:?}"),
+    }
+    assert!(matches!(
+        a.rules[1],
+        RawRule::RateLimit {
+            requests: u32::MAX,
+            burst: Some(3),
+            per: Per::OauthClient,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn reader_refuses_duplicate_keys() {
+    // serde_json's Value keeps the last of duplicate keys; a second `rules` must not silently
+    // replace the first.
+    let e = RawPolicy::from_json(
+        br#"{"applications": [{"name": "a", "hosts": ["h"],
+            "rules": [{"type": "method", "methods": ["GET"]}], "rules": []}]}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.field, "applications[0].rules");
+    assert!(e.message.starts_with("duplicate field `rules`"), "{e:?}");
+    let e = RawPolicy::from_json(br#"{"xff_trusted_hops": 1, "xff_trusted_hops": 2}"#).unwrap_err();
+    assert_eq!(e.field, "xff_trusted_hops");
+}
