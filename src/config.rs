@@ -454,9 +454,9 @@ pub struct Settings {
     pub txn_cookie_prefix: String,
 }
 
-/// Headers a session claim may never be written into: they would change how Envoy or the
-/// backend parse the request rather than tell it who the user is.
-const RESERVED_HEADERS: &[&str] = &[
+/// Headers a session claim or a mediated token may never be written into: they would change
+/// how Envoy or the backend parse the request rather than tell it who the user is.
+pub(crate) const RESERVED_HEADERS: &[&str] = &[
     "host",
     "cookie",
     "content-length",

@@ -1489,18 +1489,7 @@ fn forward(
     entry: Rc<SessionEntry>,
     now: u64,
 ) -> Forward {
-    let mut fwd = Forward {
-        identity: entry.headers.clone(),
-        request_headers: Vec::new(),
-        response_cookies: Vec::new(),
-    };
-    if let Some(c) = cookie {
-        let name = &settings.session.cookie_name;
-        let prefix = &settings.txn_cookie_prefix;
-        if let Some(rest) = cookie::without(c, |n| n == name || n.starts_with(prefix.as_str())) {
-            fwd.request_headers.push(("cookie".into(), rest));
-        }
-    }
+    let mut fwd = anonymous(settings, cookie, Some(entry.headers.clone()));
     let session = &entry.session;
     if now.saturating_sub(entry.renewed_at.get()) >= settings.session.activity_refresh_s {
         entry.renewed_at.set(now);
@@ -1584,11 +1573,11 @@ fn add_cookie(action: Action, set_cookie: String) -> Action {
     }
 }
 
-/// A request that goes on without a session: our cookies removed, and the identity headers
-/// set from a bearer token (`token`) or removed.
-fn anonymous(settings: &Settings, cookie: Option<&str>, token: Option<HeaderOps>) -> Forward {
+/// A request going upstream with the gateway's own cookies removed and the identity headers of
+/// `identity` (a session's or a bearer token's), or all of them removed.
+fn anonymous(settings: &Settings, cookie: Option<&str>, identity: Option<HeaderOps>) -> Forward {
     let mut fwd = Forward {
-        identity: token.unwrap_or_else(|| settings.no_identity.clone()),
+        identity: identity.unwrap_or_else(|| settings.no_identity.clone()),
         request_headers: Vec::new(),
         response_cookies: Vec::new(),
     };

@@ -293,23 +293,6 @@ pub struct SiteAuthenticator {
     pub cache: CacheSettings,
 }
 
-/// Headers a mediated token may never be written into: they change how Envoy or the site
-/// parse the request. (`cookie` has its own variant.)
-const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "cookie",
-    "content-length",
-    "content-type",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "te",
-    "trailer",
-    "keep-alive",
-    "proxy-connection",
-    "expect",
-];
-
 const MAX_ENTRIES_LIMIT: usize = 1_000_000;
 const MAX_LIFETIME_LIMIT_S: u64 = 7 * 24 * 3600;
 
@@ -347,7 +330,7 @@ impl RawInject {
                 if h.is_empty() || !h.bytes().all(is_token_char) {
                     return Err(ConfigError::new("inject.header", "must be a header name"));
                 }
-                if RESERVED_HEADERS.contains(&h.as_str()) {
+                if crate::config::RESERVED_HEADERS.contains(&h.as_str()) {
                     return Err(ConfigError::new(
                         "inject.header",
                         format!("`{h}` is reserved (for a cookie, use inject.cookie)"),
