@@ -440,6 +440,14 @@ pub struct Settings {
     pub policy: Policy,
     /// True when the configuration has no `policy`: the request path skips routing.
     pub policy_is_implicit: bool,
+    /// Whether any rule or audit line looks at the client address (network and rate-limit
+    /// rules, audited resources); if none does, it is not read.
+    pub policy_needs_client_ip: bool,
+    /// Whether routing or a rule looks at `:authority` (an application not for every host) or
+    /// at the method (resources with methods, method rules, audit lines): if not, those
+    /// headers are not read.
+    pub policy_reads_host: bool,
+    pub policy_reads_method: bool,
     /// What `policy.default_decision: allow` falls back to: a session, no rules.
     pub fallback: Policy,
     /// Every identity header removed: for requests that go on without an identity.
@@ -841,9 +849,53 @@ impl Settings {
             login_timeout_s: raw.login_timeout_s,
             api,
             policy_is_implicit: raw.policy.is_none(),
+            policy_needs_client_ip: raw.policy.as_ref().is_some_and(needs_client_ip),
+            policy_reads_host: raw.policy.as_ref().is_some_and(reads_host),
+            policy_reads_method: raw.policy.as_ref().is_some_and(reads_method),
             policy,
             fallback: Policy::implicit(),
         })
+    }
+}
+
+/// Whether a policy has a network or rate-limit rule or an audited resource anywhere.
+fn needs_client_ip(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let kind = m.get("type").and_then(Value::as_str);
+            matches!(kind, Some("network" | "rate_limit"))
+                || m.get("audit") == Some(&Value::Bool(true))
+                || m.values().any(needs_client_ip)
+        }
+        Value::Array(items) => items.iter().any(needs_client_ip),
+        _ => false,
+    }
+}
+
+/// Whether an application serves particular hosts (not just `*`).
+fn reads_host(policy: &serde_json::Value) -> bool {
+    let apps = policy.get("applications").and_then(|a| a.as_array());
+    apps.is_some_and(|apps| {
+        apps.iter().any(|app| {
+            let hosts = app.get("hosts").and_then(|h| h.as_array());
+            !hosts.is_some_and(|h| h.iter().all(|h| h.as_str() == Some("*")))
+        })
+    })
+}
+
+/// Whether a resource is chosen by method, or a rule or audit line looks at it.
+fn reads_method(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            m.contains_key("methods")
+                || m.get("type").and_then(Value::as_str) == Some("method")
+                || m.get("audit") == Some(&Value::Bool(true))
+                || m.values().any(reads_method)
+        }
+        Value::Array(items) => items.iter().any(reads_method),
+        _ => false,
     }
 }
 

@@ -48,6 +48,8 @@ pub struct VmState {
     pub woken: Vec<(u32, Wake)>,
     /// Mediated tokens, one cache per site authenticator (same order as `Settings::sites`).
     pub mediated: Vec<FlightCache<Rc<SiteToken>>>,
+    /// How bearer tokens are turned into cache keys.
+    pub token_keys: bearer::TokenKeys,
 }
 
 /// A site's token as it goes upstream, prepared once when it is cached.
@@ -78,6 +80,7 @@ impl VmState {
                 api.negative_ttl_s,
             ),
             keys_flight: None,
+            token_keys: bearer::TokenKeys::default(),
             limits: RateLimits::default(),
             woken: Vec::new(),
             mediated: settings
@@ -384,8 +387,15 @@ impl RequestFlow {
                 None => return Action::Respond(self.internal_error()),
             }
         } else {
-            method = request.header(":method").unwrap_or_default();
-            let host = request.header(":authority").unwrap_or_default();
+            // Host calls saved where nothing looks at them (see `Settings::policy_reads_*`).
+            method = match settings.policy_reads_method {
+                true => request.header(":method").unwrap_or_default(),
+                false => String::new(),
+            };
+            let host = match settings.policy_reads_host {
+                true => request.header(":authority").unwrap_or_default(),
+                false => String::new(),
+            };
             match settings.policy.route(&host, path_only, &method) {
                 Target::Unprotected => {
                     return Action::Forward(anonymous(settings, cookie.as_deref(), None))
@@ -422,11 +432,8 @@ impl RequestFlow {
             AppType::Web => None,
             AppType::Api | AppType::Both => request.header("authorization"),
         };
-        let bearer = match bearer::extract(authorization.as_deref()) {
-            Ok(t) => t,
-            Err(_) if unprotected => None,
-            Err(_) => return self.bearer_refused(settings, BearerError::Malformed),
-        };
+        // Its syntax is checked when the token is first seen (`check_bearer`), not on every hit.
+        let bearer = bearer::credential(authorization.as_deref());
         let use_bearer = match app.app_type {
             AppType::Web => false,
             AppType::Api => true,
@@ -439,7 +446,7 @@ impl RequestFlow {
             // Nothing about the caller is looked at, so nothing is vouched for.
         } else if use_bearer {
             if let Some(raw) = bearer {
-                token_key = Some(bearer::token_hash(raw));
+                token_key = Some(vm.token_keys.key(raw));
                 match self.check_bearer(settings, vm, app, raw, token_key.unwrap_or_default(), now)
                 {
                     Ok(info) => token = Some(info),
@@ -758,6 +765,11 @@ impl RequestFlow {
             Lookup::Valid(info) => Ok(info),
             Lookup::Invalid(e) => Err(self.bearer_refused(settings, e)),
             Lookup::Wait => Err(Action::Wait),
+            Lookup::CheckIt if !bearer::well_formed(raw) => {
+                let waiters = vm.tokens.complete(&key, None, now);
+                vm.wake(waiters, Wake::Ready);
+                Err(self.bearer_refused(settings, BearerError::Malformed))
+            }
             Lookup::CheckIt => {
                 match api.validation {
                     Validation::Jwt => {
@@ -1653,6 +1665,9 @@ fn describe(e: &BearerError) -> &'static str {
 /// The client's address for network rules and audit lines: the downstream peer, or the
 /// entry of `X-Forwarded-For` that the configured number of trusted proxies vouch for.
 fn client_ip(settings: &Settings, request: &dyn HeaderSource) -> Option<IpAddr> {
+    if !settings.policy_needs_client_ip {
+        return None; // a host call saved on every request
+    }
     let hops = settings.policy.xff_trusted_hops;
     let xff = if hops > 0 {
         request.header("x-forwarded-for")
