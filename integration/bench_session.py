@@ -63,6 +63,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--compare", metavar="WASM", help="another build of envoy-wam (e.g. an older release) to run side by side")
     args = ap.parse_args()
 
     stack.build_wasm((stack.NOOP_DIR, stack.FLOOR_DIR))
@@ -84,7 +85,7 @@ def main():
             ("floor", "noop", None, stack.FLOOR_WASM),
             ("wam", "wam", config, None),
             ("wam-1h", "wam", config_1h, None),
-        ):
+        ) + ((("wam-ref", "wam", config, args.compare),) if args.compare else ()):
             port = stack.free_port()
             bootstrap = stack.envoy_bootstrap(port, stack.free_port(), kind, cfg, wasm=wasm)
             p = stack.start_envoy(port, bootstrap, concurrency=1, logdir=logdir, name=f"bench-{name}")
@@ -116,6 +117,7 @@ def main():
         "floor": "host calls only (floor-filter)",
         "wam": "envoy-wam, 3 identity headers",
         "wam-1h": "envoy-wam, 1 identity header",
+        "wam-ref": "--compare build, 3 headers",
     }
     for name in targets:
         runs = " ".join(f"{v:.0f}" for v in results[name])
@@ -133,6 +135,8 @@ def main():
         "envoy-wam (3 headers) / no filter": (ratio("wam", "none"), ""),
         "no-op wasm / no filter": (ratio("noop", "none"), ""),
     }
+    if args.compare:
+        ratios["envoy-wam / --compare build"] = (ratio("wam", "wam-ref"), "")
     print("  ratios (median of per-round ratios):")
     for label, (value, note) in ratios.items():
         print(f"    {label:36} {value:.3f}   {note}")
