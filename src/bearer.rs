@@ -261,6 +261,15 @@ impl TokenKeys {
         key[8..12].copy_from_slice(&(token.len() as u32).to_le_bytes());
         key
     }
+
+    /// The same keyed hash over any hashable value (e.g. a subject and what kind it is).
+    pub fn key_of<T: std::hash::Hash>(&self, value: &T) -> [u8; 32] {
+        use std::hash::BuildHasher;
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&self.0.hash_one(value).to_le_bytes());
+        key[8] = 1; // never equal to a token's key
+        key
+    }
 }
 
 /// What the cache says about a token.

@@ -610,11 +610,11 @@ impl RequestFlow {
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Result<Rc<SiteToken>, Action> {
+        // Per subject and site: a session's `sub`, or a bearer token (by its key). The keyed
+        // hash of the token cache serves here too; each cache belongs to one site already.
         let key = match from.bearer {
-            Some((_, token_key)) if !from.session => {
-                mediation::cache_key(&[b"bearer", site.name.as_bytes(), &token_key])
-            }
-            _ => mediation::key_for_session(&site.name, from.sub),
+            Some((_, token_key)) if !from.session => vm.token_keys.key_of(&("bearer", token_key)),
+            _ => vm.token_keys.key_of(&("session", from.sub)),
         };
         let Some(cache) = vm.mediated.get_mut(i) else {
             return Err(Action::Respond(self.internal_error()));

@@ -8,12 +8,11 @@
 //!
 //! The result goes to the site in a header (`Authorization: Bearer`, or a named header with
 //! the raw token) or in a cookie. Results are cached per VM in a [`FlightCache`] keyed by
-//! [`key_for_session`] or [`key_for_bearer`].
+//! the subject (a session's `sub`, or the bearer token's keyed hash).
 //!
 //! Sans-IO: this module builds the callout and reads its answer; the host sends it.
 
 use std::fmt;
-use std::rc::Rc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -21,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::authtoken::AuthTokenSigner;
-use crate::cache::{FlightCache, Key};
+use crate::cache::FlightCache;
 use crate::config::{is_token_char, parse_http_url, ClientAuth, ConfigError, Endpoint};
 use crate::http::{form_encode, Callout};
 use crate::policy::read::{uint, Obj};
@@ -892,37 +891,10 @@ pub fn cookie_with_token(upstream: Option<&str>, name: &str, token: &str) -> Str
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Cache keys
-
-/// SHA-256 over a length-prefixed encoding of `parts` (each part: its length as 8 bytes big
-/// endian, then its bytes), so no two different lists share an encoding.
-pub fn cache_key(parts: &[&[u8]]) -> Key {
-    let mut h = hmac_sha256::Hash::new();
-    h.update(b"envoy-wam mediation v1");
-    for p in parts {
-        h.update((p.len() as u64).to_be_bytes());
-        h.update(p);
-    }
-    h.finalize()
-}
-
-/// The cache key of a web session's token for a site: by the user's `sub`.
-pub fn key_for_session(site_name: &str, sub: &str) -> Key {
-    cache_key(&[b"session", site_name.as_bytes(), sub.as_bytes()])
-}
-
-/// The cache key of a bearer request's token for a site: by the client's token (hashed: the
-/// token itself is never kept).
-pub fn key_for_bearer(site_name: &str, token: &str) -> Key {
-    cache_key(&[b"bearer", site_name.as_bytes(), token.as_bytes()])
-}
-
-/// What the lead caches: `FlightCache<Rc<MediatedToken>>`.
-pub type MediationCache = FlightCache<Rc<MediatedToken>>;
-
 #[cfg(test)]
 mod tests {
+    use std::rc::Rc;
+
     use super::*;
     use serde_json::json;
 
@@ -1481,25 +1453,6 @@ mod tests {
             cookie_with_token(Some("site_token=forged"), "site_token", "tok"),
             "site_token=tok"
         );
-    }
-
-    #[test]
-    fn cache_keys_are_separated() {
-        assert_ne!(key_for_session("ab", "c"), key_for_session("a", "bc"));
-        assert_ne!(key_for_bearer("ab", "c"), key_for_bearer("a", "bc"));
-        assert_ne!(
-            key_for_session("s", "alice"),
-            key_for_bearer("s", "alice"),
-            "kinds differ"
-        );
-        assert_ne!(
-            key_for_session("s1", "alice"),
-            key_for_session("s2", "alice"),
-            "sites differ"
-        );
-        assert_eq!(key_for_session("s", "alice"), key_for_session("s", "alice"));
-        assert_ne!(cache_key(&[b"a", b""]), cache_key(&[b"a"]));
-        assert_ne!(cache_key(&[b"", b"a"]), cache_key(&[b"a", b""]));
     }
 
     #[test]

@@ -300,7 +300,7 @@ fn random_api_and_policy_traffic_never_panics_or_passes_without_identity() {
         let ctx = i + 1;
         let path = format!("{}{}", rng.pick(&paths), rng.junk());
         // Mostly a few recurring tokens, so requests meet each other's checks under way.
-        let token = if rng.next() % 4 == 0 {
+        let token = if rng.next().is_multiple_of(4) {
             format!("{}{}", rng.pick(&tokens), rng.junk())
         } else {
             rng.pick(&tokens).to_string()
@@ -328,10 +328,10 @@ fn random_api_and_policy_traffic_never_panics_or_passes_without_identity() {
         let action = flow.on_request(&settings, &mut vm, &headers, now, &mut entropy);
         let mut next = Some((ctx, flow, headers, action));
         // Some callout under way ends now: answered at random, or its client went away.
-        if !in_flight.is_empty() && rng.next() % 2 == 0 {
+        if !in_flight.is_empty() && rng.next().is_multiple_of(2) {
             let at = (rng.next() as usize) % in_flight.len();
             let (c, mut flow, headers) = in_flight.swap_remove(at);
-            if rng.next() % 5 == 0 {
+            if rng.next().is_multiple_of(5) {
                 flow.on_abandon(&mut vm, now);
             } else {
                 let answer = random_answer(&mut rng);
@@ -379,7 +379,7 @@ fn random_api_and_policy_traffic_never_panics_or_passes_without_identity() {
                 );
             }
         }
-        parked.retain(|_| rng.next() % 50 != 0); // some waiters give up
+        parked.retain(|_| !rng.next().is_multiple_of(50)); // some waiters give up
     }
     assert!(checked > 100, "some requests went through ({checked})");
     eprintln!("checked={checked} waits={waits} wakes={wakes}");
