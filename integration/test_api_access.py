@@ -41,7 +41,7 @@ def api_config(issuer, **api):
         {"header": "x-wam-client", "claim": "client_id"},
         {"header": "x-wam-scope", "claim": "scope"},
     ]
-    cfg["api"] = {"realm": REALM, "algorithms": ["RS256", "ES256"], "cache_max_ttl_s": 1, "negative_ttl_s": 1, **api}
+    cfg["api"] = {"realm": REALM, "algorithms": ["RS256", "ES256"], "cache_max_ttl_s": 3, "negative_ttl_s": 3, **api}
     jwt_audiences = [stack.API_RESOURCE, stack.SHORT_RESOURCE, stack.ES_RESOURCE]
     cfg["policy"] = {
         "default_decision": "deny",
@@ -244,7 +244,7 @@ def test_revoked_token_is_refused_once_the_cache_expires(api_gw, op):
     assert seen(requests.get(api_gw.url + "/opaque/read/r", headers=bearer(token)))
     stack.revoke(op, token)
     assert stack.introspect(op, token) == {"active": False}
-    time.sleep(1.5)  # cache_max_ttl_s is 1
+    time.sleep(4.2)  # cache_max_ttl_s is 3 (whole seconds: an entry lives 2 to 3 s)
     assert_invalid_token(requests.get(api_gw.url + "/opaque/read/r", headers=bearer(token)))
 
 
@@ -254,7 +254,7 @@ def test_unknown_opaque_tokens_are_negatively_cached(api_gw, op):
     for _ in range(5):
         assert_invalid_token(requests.get(api_gw.url + "/opaque/read/1", headers=bearer(bad)))
     assert introspections(op) - before == 1, "a flood of one bad token is one introspection"
-    time.sleep(1.5)  # negative_ttl_s is 1
+    time.sleep(4.2)  # negative_ttl_s is 3
     assert_invalid_token(requests.get(api_gw.url + "/opaque/read/1", headers=bearer(bad)))
     assert introspections(op) - before == 2
 

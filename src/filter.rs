@@ -52,7 +52,7 @@ fn now_secs() -> u64 {
     now_since_epoch().as_secs()
 }
 
-/// Seconds since the epoch, refreshed by the root context's one-second tick. Envoy ticks the
+/// Seconds since the epoch, refreshed by the root context's tick (every 100 ms). Envoy ticks the
 /// root context of every worker's VM, so each VM's clock stays current; reading it costs no host
 /// call on the request path, where sessions are judged to the second anyway.
 #[derive(Clone, Default)]
