@@ -267,6 +267,10 @@ def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_
                                         # whatever X-Forwarded-For a client sends (Envoy's advice
                                         # for edge deployments; network rules rely on it).
                                         "use_remote_address": True,
+                                        # Paths normalised before the filter matches resources.
+                                        "normalize_path": True,
+                                        "merge_slashes": True,
+                                        "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
                                         "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
                                         "http_filters": http_filters,
                                     },

@@ -71,6 +71,9 @@ pub fn well_formed(token: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"-._~+/".contains(&c))
 }
 
+/// Why a JWT is refused when the JWKS has no key for it.
+pub const UNKNOWN_KEY: &str = "unknown signing key";
+
 /// What a JWT access token must satisfy.
 pub struct JwtRules<'a> {
     pub issuer: &'a str,
@@ -118,7 +121,7 @@ pub fn validate_jwt(
             SignatureProblem::AlgorithmNotAllowed(_) => {
                 BearerError::InvalidToken("algorithm not allowed")
             }
-            SignatureProblem::UnknownKey => BearerError::InvalidToken("unknown signing key"),
+            SignatureProblem::UnknownKey => BearerError::InvalidToken(UNKNOWN_KEY),
             SignatureProblem::Expired => BearerError::InvalidToken("expired"),
             SignatureProblem::NotYetValid => BearerError::InvalidToken("not valid yet"),
             SignatureProblem::BadSignature => BearerError::InvalidToken("bad signature"),

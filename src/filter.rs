@@ -459,11 +459,13 @@ impl RootContext for WamRoot {
         self.discovery = None;
         self.clock.refresh();
         if hostcalls::set_tick_period(Duration::from_millis(TICK_MS)).is_err() {
+            // The tick sends what requests woken in another request's callback need, and keeps
+            // the clock: without it such requests would hang, so the filter does not start.
             log(
-                LogLevel::Warn,
-                "envoy-wam: no tick; reading the clock on every request",
+                LogLevel::Critical,
+                "envoy-wam: the host gives the root context no tick; refusing to start",
             );
-            self.clock = Clock::default();
+            return false;
         }
         true
     }

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use serde_json::Map;
 
 use crate::access;
-use crate::bearer::{self, BearerError, JwtRules, Lookup, TokenCache, TokenInfo};
+use crate::bearer::{self, BearerError, JwtRules, Lookup, TokenCache, TokenInfo, UNKNOWN_KEY};
 use crate::cache::{FlightCache, Key, Lookup as CacheLookup};
 use crate::config::{OpEndpoints, Settings};
 use crate::cookie::{self, CookieAttributes};
@@ -53,7 +53,6 @@ pub struct VmState {
 }
 
 /// A site's token as it goes upstream, prepared once when it is cached.
-#[derive(Debug)]
 pub struct SiteToken {
     /// The header value (`Bearer <token>` for `authorization`), or the cookie value.
     pub value: String,
@@ -64,6 +63,13 @@ pub struct KeysFlight {
     pub leader: u32,
     pub since: u64,
     pub waiters: Vec<u32>,
+}
+
+impl std::fmt::Debug for SiteToken {
+    /// Never the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SiteToken(<{} bytes>)", self.value.len())
+    }
 }
 
 impl VmState {
@@ -307,6 +313,13 @@ pub struct RequestFlow {
     reruns: u8,
     /// When an audited request started being decided (see [`HeaderSource::now_us`]).
     audit_started_us: Option<u64>,
+    /// What this request's own callout brought, for its rerun: the cache may not keep it
+    /// (already at its expiry, a zero TTL, or a cache full of checks under way).
+    fresh_token: Option<(Key, Rc<TokenInfo>)>,
+    fresh_site: Option<(usize, Key, Rc<SiteToken>)>,
+    /// The policy already decided (and took rate-limit tokens, wrote the audit line) in an
+    /// earlier run of this request.
+    decided: bool,
 }
 
 impl Default for RequestFlow {
@@ -328,6 +341,9 @@ impl RequestFlow {
             ctx,
             reruns: 0,
             audit_started_us: None,
+            fresh_token: None,
+            fresh_site: None,
+            decided: false,
         }
     }
 
@@ -446,7 +462,13 @@ impl RequestFlow {
             // Nothing about the caller is looked at, so nothing is vouched for.
         } else if use_bearer {
             if let Some(raw) = bearer {
-                token_key = Some(vm.token_keys.key(raw));
+                // A result holds only for the checks that produced it: the key covers the token
+                // and how this application validates it (method and accepted audiences).
+                let profile = app
+                    .api
+                    .as_ref()
+                    .map(|a| (a.validation == Validation::Jwt, &a.audiences));
+                token_key = Some(vm.token_keys.key_of(&(raw, profile)));
                 match self.check_bearer(settings, vm, app, raw, token_key.unwrap_or_default(), now)
                 {
                     Ok(info) => token = Some(info),
@@ -499,8 +521,15 @@ impl RequestFlow {
                 now_ms: now.saturating_mul(1000),
                 identity,
             };
-            let decision = app.evaluate(resource, &facts, &mut vm.limits);
-            if resource.is_some_and(|r| r.audit) {
+            // A rerun (after this request's own callout) decides again, but its rate-limit
+            // tokens were taken and its audit line written the first time.
+            let first = !std::mem::replace(&mut self.decided, true);
+            let decision = if first {
+                app.evaluate(resource, &facts, &mut vm.limits)
+            } else {
+                app.evaluate(resource, &facts, &mut RateLimits::new(64))
+            };
+            if first && resource.is_some_and(|r| r.audit) {
                 let elapsed = request
                     .now_us()
                     .saturating_sub(self.audit_started_us.unwrap_or(0));
@@ -573,23 +602,33 @@ impl RequestFlow {
             }
             _ => None,
         };
-        let keep_token = app.api.as_ref().is_some_and(|a| a.forward_token) && mediated.is_none();
-        if token.is_some() && !keep_token {
+        // A mediated site gets its own token and nothing a client could have made up: the
+        // client's Authorization and any copy of the site's header or cookie are removed, also
+        // where no token is mediated (unprotected and anonymous resources).
+        let site = settings.site_for(app).map(|(_, site)| site);
+        let keep_token = app.api.as_ref().is_some_and(|a| a.forward_token) && site.is_none();
+        if (token.is_some() && !keep_token) || site.is_some() {
             fwd.request_headers.push(("authorization".into(), None));
         }
-        if let Some((site, t)) = mediated {
+        if let Some(site) = site {
+            let value = mediated.as_ref().map(|(_, t)| t.value.as_str());
             match &site.inject {
                 Inject::Header(name) => fwd
                     .request_headers
-                    .push((name.clone(), Some(t.value.clone()))),
+                    .push((name.clone(), value.map(String::from))),
                 Inject::Cookie(name) => {
                     let upstream = match fwd.request_headers.iter().position(|(n, _)| n == "cookie")
                     {
                         Some(i) => fwd.request_headers.remove(i).1,
                         None => cookie.clone(),
                     };
-                    let value = mediation::cookie_with_token(upstream.as_deref(), name, &t.value);
-                    fwd.request_headers.push(("cookie".into(), Some(value)));
+                    let replaced = match value {
+                        Some(v) => Some(mediation::cookie_with_token(upstream.as_deref(), name, v)),
+                        None => upstream.as_deref().and_then(|c| {
+                            cookie::without(c, |n| n == name).unwrap_or(Some(c.to_string()))
+                        }),
+                    };
+                    fwd.request_headers.push(("cookie".into(), replaced));
                 }
             }
         }
@@ -616,6 +655,11 @@ impl RequestFlow {
             Some((_, token_key)) if !from.session => vm.token_keys.key_of(&("bearer", token_key)),
             _ => vm.token_keys.key_of(&("session", from.sub)),
         };
+        if let Some((fi, fk, t)) = &self.fresh_site {
+            if *fi == i && *fk == key {
+                return Ok(t.clone());
+            }
+        }
         let Some(cache) = vm.mediated.get_mut(i) else {
             return Err(Action::Respond(self.internal_error()));
         };
@@ -642,7 +686,8 @@ impl RequestFlow {
                     value: header_value(site, &t.token),
                 });
                 if let Some(cache) = vm.mediated.get_mut(i) {
-                    let waiters = cache.complete(&key, Some((value.clone(), t.expires_at)), now);
+                    let until = refresh_before(t.expires_at, now);
+                    let waiters = cache.complete(&key, Some((value.clone(), until)), now);
                     vm.wake(waiters, Wake::Ready);
                 }
                 Ok(value)
@@ -713,7 +758,7 @@ impl RequestFlow {
                 vm.wake(waiters, Wake::Ready);
             }
             Stage::BearerKeys => {
-                if let Some(f) = vm.keys_flight.take() {
+                if let Some(f) = vm.keys_flight.take_if(|f| f.leader == self.ctx) {
                     vm.wake(f.waiters, Wake::Ready);
                 }
             }
@@ -761,6 +806,11 @@ impl RequestFlow {
         let Some(api) = app.api.as_ref() else {
             return Err(self.bearer_refused(settings, BearerError::InvalidToken("no API access")));
         };
+        if let Some((k, info)) = &self.fresh_token {
+            if *k == key {
+                return Ok(info.clone());
+            }
+        }
         match vm.tokens.lookup(&key, self.ctx, now) {
             Lookup::Valid(info) => Ok(info),
             Lookup::Invalid(e) => Err(self.bearer_refused(settings, e)),
@@ -802,12 +852,24 @@ impl RequestFlow {
                                 vm.wake(waiters, Wake::Ready);
                                 Err(self.fetch_bearer_keys(settings, vm, now))
                             }
+                            Err(BearerError::InvalidToken(UNKNOWN_KEY))
+                                if vm.keys_flight.is_some() =>
+                            {
+                                // The keys are being fetched (for another token): wait for them.
+                                let waiters = vm.tokens.complete(&key, None, now);
+                                vm.wake(waiters, Wake::Ready);
+                                Err(self.fetch_bearer_keys(settings, vm, now))
+                            }
                             Err(e) => {
                                 self.note(
                                     Level::Info,
                                     format!("bearer token refused: {}", describe(&e)),
                                 );
-                                let waiters = vm.tokens.complete(&key, Some(Err(e.clone())), now);
+                                // An unknown key is not remembered: the keys may be fetched
+                                // again soon, and the same token then be good.
+                                let remembered = (e != BearerError::InvalidToken(UNKNOWN_KEY))
+                                    .then(|| Err(e.clone()));
+                                let waiters = vm.tokens.complete(&key, remembered, now);
                                 vm.wake(waiters, Wake::Ready);
                                 Err(self.bearer_refused(settings, e))
                             }
@@ -1010,8 +1072,9 @@ impl RequestFlow {
                 match outcome {
                     Ok(info) => {
                         let info = with_headers(settings, info);
-                        let waiters = vm.tokens.complete(&key, Some(Ok(info)), now);
+                        let waiters = vm.tokens.complete(&key, Some(Ok(info.clone())), now);
                         vm.wake(waiters, Wake::Ready);
+                        self.fresh_token = Some((key, Rc::new(info)));
                     }
                     Err(Some(e)) => {
                         self.note(
@@ -1053,8 +1116,10 @@ impl RequestFlow {
                         let value = Rc::new(SiteToken {
                             value: header_value(site, &t.token),
                         });
-                        let waiters = cache.complete(&key, Some((value, t.expires_at)), now);
+                        let until = refresh_before(t.expires_at, now);
+                        let waiters = cache.complete(&key, Some((value.clone(), until)), now);
                         vm.wake(waiters, Wake::Ready);
+                        self.fresh_site = Some((i, key, value));
                         self.rerun(settings, vm, request, now, rng)
                     }
                     Err((status, why)) => {
@@ -1631,6 +1696,13 @@ fn header_value(site: &SiteAuthenticator, token: &str) -> String {
         Inject::Header(name) if name == "authorization" => format!("Bearer {token}"),
         _ => token.to_string(),
     }
+}
+
+/// When a cached mediated token is replaced: a little before it expires (30 s, or half its
+/// remaining life if that is shorter), so a site never gets one that runs out in transit.
+fn refresh_before(expires_at: u64, now: u64) -> u64 {
+    let left = expires_at.saturating_sub(now);
+    expires_at.saturating_sub((left / 2).min(30))
 }
 
 fn site_timeout_ms(site: &SiteAuthenticator) -> u64 {

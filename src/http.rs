@@ -8,7 +8,7 @@ use std::rc::Rc;
 pub type HeaderOps = Rc<[(String, Option<String>)]>;
 
 /// An HTTP request the host sends to an Envoy cluster on the core's behalf.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Callout {
     pub cluster: String,
     pub method: &'static str,
@@ -17,6 +17,21 @@ pub struct Callout {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for Callout {
+    /// Header names and the body's length only: they carry client secrets and tokens.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Callout")
+            .field("cluster", &self.cluster)
+            .field("method", &self.method)
+            .field("authority", &self.authority)
+            .field("path", &self.path)
+            .field("headers", &names)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 /// How a callout ended.
@@ -74,7 +89,7 @@ impl LocalResponse {
 }
 
 /// Changes to the request before it goes upstream, and to the response on its way back.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Forward {
     /// The identity headers: each configured one set from the session or token, or removed.
     pub identity: HeaderOps,
@@ -82,6 +97,22 @@ pub struct Forward {
     pub request_headers: Vec<(String, Option<String>)>,
     /// `Set-Cookie` values to add to the upstream response.
     pub response_cookies: Vec<String>,
+}
+
+impl std::fmt::Debug for Forward {
+    /// Header names only: the values may be mediated tokens.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |ops: &[(String, Option<String>)]| -> Vec<String> {
+            ops.iter()
+                .map(|(n, v)| format!("{n}{}", if v.is_some() { "=…" } else { " (removed)" }))
+                .collect()
+        };
+        f.debug_struct("Forward")
+            .field("identity", &names(&self.identity))
+            .field("request_headers", &names(&self.request_headers))
+            .field("response_cookies", &self.response_cookies.len())
+            .finish()
+    }
 }
 
 /// What the host does next with the request.

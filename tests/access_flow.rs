@@ -13,6 +13,11 @@ mod common;
 use common::*;
 
 const API: &str = "https://api.example.com";
+const GW_KEY: &str = "-----BEGIN PRIVATE KEY-----\n\
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgfyv0FJtKZ8bZIYjO\n\
+VB+fnPuAMcMa6VgFu8XsrF1UUu6hRANCAAT1tD44epT/ta2PQKzRv7Q/Bz1fE5z8\n\
+xdvWepu+aFdDME922kc5BMST/1bpsT/we6tcJv455hS6f4+XRRgQFmb2\n\
+-----END PRIVATE KEY-----\n";
 
 fn config() -> Value {
     json!({
@@ -35,6 +40,10 @@ fn config() -> Value {
             {"header": "x-wam-client", "claim": "client_id"}
         ],
         "api": {"negative_ttl_s": 10},
+        "authtoken": {"issuer": "envoy-wam", "keys": [{"kid": "gw", "alg": "ES256", "private_key_pem": GW_KEY}]},
+        "site_authenticators": [
+            {"name": "ids", "type": "jwt", "audience": "https://site", "inject": {"header": "x-site-jwt"}}
+        ],
         "policy": {
             "unprotected_paths": ["/favicon.ico"],
             "applications": [
@@ -52,6 +61,15 @@ fn config() -> Value {
                 {
                     "name": "opaque", "hosts": ["intro.example.com"], "type": "api",
                     "api": {"validation": "introspection", "forward_token": true}
+                },
+                {
+                    "name": "other-api", "hosts": ["other.example.com"], "type": "api",
+                    "api": {"validation": "jwt", "audiences": ["https://other.example.com"]}
+                },
+                {
+                    "name": "sited", "hosts": ["sited.example.com"], "type": "web",
+                    "site_authenticator": "ids",
+                    "resources": [{"name": "pub", "paths": ["/pub/*"], "unprotected": true}]
                 },
                 {
                     "name": "portal", "hosts": ["gw.example.com"], "type": "web",
@@ -434,7 +452,7 @@ fn web_policy_groups_unprotected_and_unknown_applications() {
     let r = respond(gw.request(
         &mut RequestFlow::new(),
         &at(
-            "other.example.com",
+            "unknown.example.com",
             "GET",
             "/",
             &[("cookie", &alice), ("accept", "text/html")],
@@ -442,4 +460,126 @@ fn web_policy_groups_unprotected_and_unknown_applications() {
         NOW,
     ));
     assert_eq!(r.status, 403);
+}
+
+#[test]
+fn a_token_accepted_by_one_application_is_checked_again_by_another() {
+    let op = Op::new();
+    let mut gw = Gateway::new();
+    let auth = format!("Bearer {}", access_token(&op, |_| {}));
+    let mut flow = RequestFlow::new();
+    let orders = at(
+        "api.example.com",
+        "GET",
+        "/api/orders/1",
+        &[("authorization", &auth)],
+    );
+    callout(gw.request(&mut flow, &orders, NOW));
+    forward(gw.answer(&mut flow, &orders, keys(&op)));
+    // Same worker, same token, an application that accepts another audience: refused.
+    let other = at(
+        "other.example.com",
+        "GET",
+        "/x",
+        &[("authorization", &auth)],
+    );
+    let r = respond(gw.request(&mut RequestFlow::new(), &other, NOW));
+    assert_eq!(
+        r.status, 401,
+        "the cached result of `orders` does not hold for `other-api`"
+    );
+
+    // An opaque token the introspection application accepted is no JWT for `orders`.
+    let intro = at(
+        "intro.example.com",
+        "GET",
+        "/x",
+        &[("authorization", "Bearer opaque-9")],
+    );
+    let mut flow = RequestFlow::for_context(5);
+    callout(gw.request(&mut flow, &intro, NOW));
+    forward(gw.answer(&mut flow, &intro, introspection(true, "orders:read")));
+    let as_jwt = at(
+        "api.example.com",
+        "GET",
+        "/api/orders/1",
+        &[("authorization", "Bearer opaque-9")],
+    );
+    assert_eq!(
+        respond(gw.request(&mut RequestFlow::new(), &as_jwt, NOW)).status,
+        401
+    );
+}
+
+#[test]
+fn tokens_checked_while_the_keys_are_fetched_wait_for_them() {
+    let op = Op::new();
+    let mut gw = Gateway::new();
+    let first = format!(
+        "Bearer {}",
+        access_token(&op, |c| drop(c.insert("sub".into(), json!("one"))))
+    );
+    let second = format!(
+        "Bearer {}",
+        access_token(&op, |c| drop(c.insert("sub".into(), json!("two"))))
+    );
+    let h1 = at(
+        "api.example.com",
+        "GET",
+        "/api/orders/1",
+        &[("authorization", &first)],
+    );
+    let h2 = at(
+        "api.example.com",
+        "GET",
+        "/api/orders/2",
+        &[("authorization", &second)],
+    );
+    let mut leader = RequestFlow::for_context(1);
+    let mut other = RequestFlow::for_context(2);
+    assert_eq!(callout(gw.request(&mut leader, &h1, NOW)).path, "/jwks");
+    assert_eq!(
+        gw.request(&mut other, &h2, NOW),
+        Action::Wait,
+        "not refused for an unknown key"
+    );
+    let f = forward(gw.answer(&mut leader, &h1, keys(&op)));
+    assert_eq!(header(&f, "x-wam-user"), Some(Some("one")));
+    assert_eq!(std::mem::take(&mut gw.vm.woken), vec![(2, Wake::Ready)]);
+    let f = forward(gw.wake(&mut other, &h2, Wake::Ready));
+    assert_eq!(header(&f, "x-wam-user"), Some(Some("two")));
+}
+
+#[test]
+fn a_mediated_site_never_gets_a_client_made_token_or_site_header() {
+    let mut gw = Gateway::new();
+    let h = at(
+        "sited.example.com",
+        "GET",
+        "/pub/page",
+        &[
+            ("authorization", "Bearer client-token"),
+            ("x-site-jwt", "forged"),
+        ],
+    );
+    let f = forward(gw.request(&mut RequestFlow::new(), &h, NOW));
+    assert_eq!(header(&f, "authorization"), Some(None));
+    assert_eq!(header(&f, "x-site-jwt"), Some(None));
+
+    // With a session, the site gets the gateway's JWT and still not the client's token.
+    let alice = gw.session_cookie("alice", &["staff"]);
+    let h = at(
+        "sited.example.com",
+        "GET",
+        "/app",
+        &[
+            ("cookie", &alice),
+            ("authorization", "Bearer client-token"),
+            ("x-site-jwt", "forged"),
+        ],
+    );
+    let f = forward(gw.request(&mut RequestFlow::new(), &h, NOW));
+    assert_eq!(header(&f, "authorization"), Some(None));
+    let jwt = header(&f, "x-site-jwt").flatten().unwrap();
+    assert!(jwt.starts_with("eyJ") && jwt != "forged");
 }

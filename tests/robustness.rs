@@ -279,7 +279,7 @@ fn random_api_and_policy_traffic_never_panics_or_passes_without_identity() {
         "/pa/authtoken/JWKS",
         "/x",
     ];
-    let tokens = ["t1", "t2", "eyJhbGciOiJFUzI1NiJ9.e30.sig", ""];
+    let tokens = ["t1", "t1", "t2", "eyJhbGciOiJFUzI1NiJ9.e30.sig", ""];
     let mut parked: Vec<(u32, RequestFlow, HeaderList)> = Vec::new();
     let mut in_flight: Vec<(u32, RequestFlow, HeaderList)> = Vec::new();
     let (mut checked, mut waits, mut wakes) = (0, 0, 0);
@@ -300,7 +300,7 @@ fn random_api_and_policy_traffic_never_panics_or_passes_without_identity() {
         let ctx = i + 1;
         let path = format!("{}{}", rng.pick(&paths), rng.junk());
         // Mostly a few recurring tokens, so requests meet each other's checks under way.
-        let token = if rng.next().is_multiple_of(4) {
+        let token = if rng.next().is_multiple_of(16) {
             format!("{}{}", rng.pick(&tokens), rng.junk())
         } else {
             rng.pick(&tokens).to_string()
