@@ -293,7 +293,9 @@ def test_policy_survives_hostile_requests(policy_gw):
     alice = session(policy_gw, "alice")
     for path in ("/portal/admin/../public/x", "/portal//admin/x", "/portal/%61dmin/x", "/PORTAL/admin/x", "/portal/admin%2Fx"):
         r = get(requests.Session(), policy_gw, path)
-        assert r.status_code in (200, 302, 400, 401, 403, 404), (path, r.status_code)
+        # 307: Envoy itself redirects an escaped slash to the unescaped path (the stack's Envoy
+        # unescapes and redirects them before the filter matches resources).
+        assert r.status_code in (200, 302, 307, 400, 401, 403, 404), (path, r.status_code)
         if r.status_code == 200:
             assert "x-wam-user" not in r.json()["headers"]
     assert json.loads(get(alice, policy_gw, "/portal/admin/ok").text)["headers"]["x-wam-user"] == "alice"
