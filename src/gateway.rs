@@ -585,17 +585,16 @@ impl RequestFlow {
             (None, Some(t)) => Some((t.sub.as_deref().unwrap_or_default(), &t.claims)),
             (None, None) => None,
         };
-        let mediated = match (settings.site_for(app), subject) {
+        let site_of_app = settings.site_for(app);
+        let mediated = match (site_of_app, subject) {
             (Some((i, site)), Some(subject)) => {
-                let html =
-                    !use_bearer && !RequestHead::read(request, String::new(), None).is_api_like();
                 let from = Subject {
                     sub: subject.0,
                     claims: subject.1,
                     session: session.is_some(),
                     bearer: bearer.zip(token_key),
                 };
-                match self.mediate(settings, vm, i, site, &from, html, now, rng) {
+                match self.mediate(settings, vm, request, i, site, &from, now, rng) {
                     Ok(t) => Some((site, t)),
                     Err(action) => return action,
                 }
@@ -605,7 +604,7 @@ impl RequestFlow {
         // A mediated site gets its own token and nothing a client could have made up: the
         // client's Authorization and any copy of the site's header or cookie are removed, also
         // where no token is mediated (unprotected and anonymous resources).
-        let site = settings.site_for(app).map(|(_, site)| site);
+        let site = site_of_app.map(|(_, site)| site);
         let keep_token = app.api.as_ref().is_some_and(|a| a.forward_token) && site.is_none();
         if (token.is_some() && !keep_token) || site.is_some() {
             fwd.request_headers.push(("authorization".into(), None));
@@ -642,10 +641,10 @@ impl RequestFlow {
         &mut self,
         settings: &Settings,
         vm: &mut VmState,
+        request: &dyn HeaderSource,
         i: usize,
         site: &SiteAuthenticator,
         from: &Subject<'_>,
-        html: bool,
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Result<Rc<SiteToken>, Action> {
@@ -722,6 +721,10 @@ impl RequestFlow {
                         self.upstream_failure_action("could not build the token exchange request")
                     );
                 };
+                // Only a failed exchange needs to know whether a browser asked (HTML or JSON);
+                // the request head is read for that here, not on every mediated request.
+                let html =
+                    from.session && !RequestHead::read(request, String::new(), None).is_api_like();
                 self.stage = Stage::Mediate { site: i, key, html };
                 Err(Action::Callout(callout))
             }
