@@ -6,14 +6,12 @@
 
 use std::rc::Rc;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use jwt_simple::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::cache::{self, FlightCache};
-use crate::config::{Endpoint, SignatureAlg};
-use crate::http::{form_encode, Callout, HeaderOps};
+use crate::config::{ClientAuth, Endpoint, SignatureAlg};
+use crate::http::{client_authentication, form_encode, form_post_headers, Callout, HeaderOps};
 use crate::jwks::JwksCache;
 use crate::jws::{verify_signed, SignatureCheck, SignatureProblem};
 
@@ -167,25 +165,24 @@ pub fn introspection_request(
     token: &str,
     timeout_ms: u64,
 ) -> Callout {
-    let user: String = url::form_urlencoded::byte_serialize(client_id.as_bytes()).collect();
-    let pass: String = url::form_urlencoded::byte_serialize(client_secret.as_bytes()).collect();
+    let mut form = vec![("token", token), ("token_type_hint", "access_token")];
+    let mut headers = form_post_headers();
+    // The gateway authenticates as itself with HTTP Basic (RFC 7662 §2.1).
+    if let Some(h) = client_authentication(
+        ClientAuth::ClientSecretBasic,
+        client_id,
+        client_secret,
+        &mut form,
+    ) {
+        headers.push(h);
+    }
     Callout {
         cluster: cluster.to_string(),
         method: "POST",
         authority: endpoint.authority.clone(),
         path: endpoint.path.clone(),
-        headers: vec![
-            (
-                "content-type".into(),
-                "application/x-www-form-urlencoded".into(),
-            ),
-            ("accept".into(), "application/json".into()),
-            (
-                "authorization".into(),
-                format!("Basic {}", STANDARD.encode(format!("{user}:{pass}"))),
-            ),
-        ],
-        body: form_encode(&[("token", token), ("token_type_hint", "access_token")]).into_bytes(),
+        headers,
+        body: form_encode(&form).into_bytes(),
         timeout_ms,
     }
 }
@@ -351,6 +348,9 @@ impl TokenCache {
 
 #[cfg(test)]
 mod tests {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+
     use super::*;
     use crate::id_token::tests::{TestOp, NOW};
     use serde_json::json;

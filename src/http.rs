@@ -3,6 +3,11 @@
 
 use std::rc::Rc;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
+use crate::config::ClientAuth;
+
 /// Request-header operations (set, or remove with `None`), derived once per session or token
 /// and shared by every request that presents it.
 pub type HeaderOps = Rc<[(String, Option<String>)]>;
@@ -141,4 +146,40 @@ pub fn form_encode(pairs: &[(&str, &str)]) -> String {
     url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish()
+}
+
+/// The headers of a form POST to a token-style endpoint that answers JSON.
+pub fn form_post_headers() -> Vec<(String, String)> {
+    vec![
+        (
+            "content-type".into(),
+            "application/x-www-form-urlencoded".into(),
+        ),
+        ("accept".into(), "application/json".into()),
+    ]
+}
+
+/// Client authentication at a token endpoint (RFC 6749 §2.3.1): for `client_secret_basic` the
+/// `Authorization` header to send (id and secret form-encoded before they are joined), for
+/// `client_secret_post` the two form fields are appended to `form`.
+pub fn client_authentication<'a>(
+    method: ClientAuth,
+    client_id: &'a str,
+    client_secret: &'a str,
+    form: &mut Vec<(&'a str, &'a str)>,
+) -> Option<(String, String)> {
+    match method {
+        ClientAuth::ClientSecretBasic => {
+            let user: String = url::form_urlencoded::byte_serialize(client_id.as_bytes()).collect();
+            let pass: String =
+                url::form_urlencoded::byte_serialize(client_secret.as_bytes()).collect();
+            let credentials = STANDARD.encode(format!("{user}:{pass}"));
+            Some(("authorization".into(), format!("Basic {credentials}")))
+        }
+        ClientAuth::ClientSecretPost => {
+            form.push(("client_id", client_id));
+            form.push(("client_secret", client_secret));
+            None
+        }
+    }
 }

@@ -14,15 +14,13 @@
 
 use std::fmt;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::authtoken::AuthTokenSigner;
 use crate::cache::FlightCache;
 use crate::config::{is_token_char, parse_http_url, ClientAuth, ConfigError, Endpoint};
-use crate::http::{form_encode, Callout};
+use crate::http::{form_encode, form_post_headers, Callout};
 use crate::policy::read::{uint, Obj};
 
 pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -581,31 +579,6 @@ pub fn compile_all(
 // ---------------------------------------------------------------------------------------------
 // The token exchange
 
-/// Client authentication at a token endpoint (RFC 6749 §2.3.1): for `client_secret_basic` the
-/// `Authorization` header to send (id and secret form-encoded before they are joined), for
-/// `client_secret_post` the two form fields are appended to `form`.
-pub fn client_authentication<'a>(
-    method: ClientAuth,
-    client_id: &'a str,
-    client_secret: &'a str,
-    form: &mut Vec<(&'a str, &'a str)>,
-) -> Option<(String, String)> {
-    match method {
-        ClientAuth::ClientSecretBasic => {
-            let user: String = url::form_urlencoded::byte_serialize(client_id.as_bytes()).collect();
-            let pass: String =
-                url::form_urlencoded::byte_serialize(client_secret.as_bytes()).collect();
-            let credentials = STANDARD.encode(format!("{user}:{pass}"));
-            Some(("authorization".into(), format!("Basic {credentials}")))
-        }
-        ClientAuth::ClientSecretPost => {
-            form.push(("client_id", client_id));
-            form.push(("client_secret", client_secret));
-            None
-        }
-    }
-}
-
 /// The RFC 8693 token-exchange request for `site` (`None` when `site` is not a
 /// `token_exchange` authenticator). `subject_token_type` is [`ACCESS_TOKEN_TYPE`] for a
 /// client's bearer token, [`JWT_TOKEN_TYPE`] for a subject token the gateway signed.
@@ -630,15 +603,9 @@ pub fn exchange_request(
     if let Some(s) = &x.scope {
         form.push(("scope", s));
     }
-    let mut headers = vec![
-        (
-            "content-type".to_string(),
-            "application/x-www-form-urlencoded".to_string(),
-        ),
-        ("accept".to_string(), "application/json".to_string()),
-    ];
+    let mut headers = form_post_headers();
     let sts = &x.sts;
-    if let Some(h) = client_authentication(
+    if let Some(h) = crate::http::client_authentication(
         sts.auth_method,
         &sts.client_id,
         &sts.client_secret,
@@ -893,6 +860,9 @@ pub fn cookie_with_token(upstream: Option<&str>, name: &str, token: &str) -> Str
 
 #[cfg(test)]
 mod tests {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+
     use std::rc::Rc;
 
     use super::*;

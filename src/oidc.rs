@@ -1,13 +1,11 @@
 //! OpenID Connect messages: the authorization request, the token request and its response,
 //! and the RP-initiated logout request.
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use serde::Deserialize;
 use url::Url;
 
-use crate::config::{ClientAuth, OpEndpoints, Settings};
-use crate::http::{form_encode, Callout};
+use crate::config::{OpEndpoints, Settings};
+use crate::http::{client_authentication, form_encode, form_post_headers, Callout};
 use crate::login::LoginTransaction;
 
 /// The OP authorization-endpoint URL for `txn` (authorization code flow, PKCE S256).
@@ -43,25 +41,14 @@ pub fn token_request(
         ("redirect_uri", txn.redirect_uri.as_str()),
         ("code_verifier", txn.verifier.as_str()),
     ];
-    let mut headers = vec![
-        (
-            "content-type".to_string(),
-            "application/x-www-form-urlencoded".to_string(),
-        ),
-        ("accept".to_string(), "application/json".to_string()),
-    ];
-    match client.auth_method {
-        ClientAuth::ClientSecretBasic => {
-            // RFC 6749 §2.3.1: id and secret are form-encoded before they are joined.
-            let user = form_component(&client.client_id);
-            let pass = form_component(&client.client_secret);
-            let credentials = STANDARD.encode(format!("{user}:{pass}"));
-            headers.push(("authorization".into(), format!("Basic {credentials}")));
-        }
-        ClientAuth::ClientSecretPost => {
-            form.push(("client_id", client.client_id.as_str()));
-            form.push(("client_secret", client.client_secret.as_str()));
-        }
+    let mut headers = form_post_headers();
+    if let Some(h) = client_authentication(
+        client.auth_method,
+        &client.client_id,
+        &client.client_secret,
+        &mut form,
+    ) {
+        headers.push(h);
     }
     let endpoint = &endpoints.token;
     Callout {
@@ -73,10 +60,6 @@ pub fn token_request(
         body: form_encode(&form).into_bytes(),
         timeout_ms: settings.op.timeout_ms,
     }
-}
-
-fn form_component(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// Why the OP's token response could not be used.
@@ -148,6 +131,9 @@ pub fn end_session_url(
 
 #[cfg(test)]
 mod tests {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+
     use super::*;
     use crate::config::tests::{sample, sample_json};
     use crate::login::tests::CountingEntropy;
