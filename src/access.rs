@@ -3,7 +3,7 @@
 
 use crate::bearer::{self, BearerError};
 use crate::config::Settings;
-use crate::gateway::HeaderSource;
+use crate::gateway::{printable, HeaderSource};
 use crate::http::LocalResponse;
 use crate::pages::Problem;
 use crate::policy::{Application, AuditRecord, Decision, Outcome, RequestFacts, Resource};
@@ -138,8 +138,4 @@ pub fn audit_line(
         elapsed_us,
     };
     format!("audit: {}", record.to_json())
-}
-
-fn printable(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(128).collect()
 }

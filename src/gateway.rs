@@ -394,7 +394,7 @@ impl RequestFlow {
             }
         }
 
-        let implicit = settings.policy.applications().len() == 1 && settings.policy_is_implicit;
+        let implicit = settings.policy_is_implicit;
         let method;
         let (app, resource) = if implicit {
             method = String::new();
@@ -679,7 +679,7 @@ impl RequestFlow {
                         let waiters = cache.complete(&key, None, now);
                         vm.wake(waiters, Wake::Fail(502));
                     }
-                    return Err(self.upstream_failure_action("could not sign the identity JWT"));
+                    return Err(self.internal_failure("could not sign the identity JWT"));
                 };
                 let value = Rc::new(SiteToken {
                     value: header_value(site, &t.token),
@@ -717,9 +717,7 @@ impl RequestFlow {
                         let waiters = cache.complete(&key, None, now);
                         vm.wake(waiters, Wake::Fail(502));
                     }
-                    return Err(
-                        self.upstream_failure_action("could not build the token exchange request")
-                    );
+                    return Err(self.internal_failure("could not build the token exchange request"));
                 };
                 // Only a failed exchange needs to know whether a browser asked (HTML or JSON);
                 // the request head is read for that here, not on every mediated request.
@@ -962,7 +960,8 @@ impl RequestFlow {
         .respond(html)
     }
 
-    fn upstream_failure_action(&mut self, why: &str) -> Action {
+    /// Something the gateway itself could not do (sign a token, build a request): 500, logged.
+    fn internal_failure(&mut self, why: &str) -> Action {
         self.note(Level::Warn, why.to_string());
         Action::Respond(self.internal_error())
     }
@@ -1753,6 +1752,6 @@ fn client_ip(settings: &Settings, request: &dyn HeaderSource) -> Option<IpAddr> 
 }
 
 /// A subject or other OP-given value, made safe for one log line.
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(128).collect()
 }

@@ -656,7 +656,10 @@ impl<'de> Visitor<'de> for StrictVisitor {
         while let Some(key) = map.next_key::<String>()? {
             if out.contains_key(&key) {
                 // Failing in the value puts the key in serde_path_to_error's path.
-                return Err(map.next_value_seed(Duplicate(key)).unwrap_err());
+                return Err(match map.next_value_seed(Duplicate(key)) {
+                    Err(e) => e,
+                    Ok(()) => de::Error::custom("duplicate field"),
+                });
             }
             let StrictValue(v) = map.next_value()?;
             out.insert(key, v);
