@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
 use std::time::Instant;
 
-use envoy_wam::gateway::HeaderList;
+use envoy_wam::flow::HeaderList;
 use envoy_wam::policy::{compile, Identity, RateLimits, RawPolicy, RequestFacts, Target};
 use serde_json::{json, Map, Value};
 
@@ -153,7 +153,7 @@ fn main() {
                 };
                 match black_box(&policy).route(black_box(host), path, method) {
                     Target::App { app, resource } => {
-                        if app.evaluate(resource, &facts, &mut limits).allowed() {
+                        if app.evaluate(Some(resource), &facts, &mut limits).allowed() {
                             allowed += 1;
                         }
                     }

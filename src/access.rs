@@ -3,10 +3,11 @@
 
 use crate::bearer::{self, BearerError};
 use crate::config::Settings;
-use crate::gateway::{printable, HeaderSource};
+use crate::flow::printable;
 use crate::http::LocalResponse;
 use crate::pages::Problem;
 use crate::policy::{Application, AuditRecord, Decision, Outcome, RequestFacts, Resource};
+use crate::request::HeaderSource;
 
 /// The answer to a request the policy refused (403, 429 or a redirect), and a log line.
 /// `api`: the caller presented a bearer token (RFC 6750 answers apply).
@@ -122,7 +123,7 @@ pub fn audit_line(
 ) -> String {
     let request_id = request
         .header("x-request-id")
-        .map(|id| printable(&id))
+        .map(printable)
         .unwrap_or_default();
     let record = AuditRecord {
         time: facts.now_ms,

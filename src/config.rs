@@ -443,15 +443,14 @@ pub struct Settings {
     /// Whether any rule or audit line looks at the client address (network and rate-limit
     /// rules, audited resources); if none does, it is not read.
     pub policy_needs_client_ip: bool,
-    /// Whether routing or a rule looks at `:authority` (an application not for every host) or
-    /// at the method (resources with methods, method rules, audit lines): if not, those
-    /// headers are not read.
-    pub policy_reads_host: bool,
-    pub policy_reads_method: bool,
     /// What `policy.default_decision: allow` falls back to: a session, no rules.
     pub fallback: Policy,
     /// Every identity header removed: for requests that go on without an identity.
     pub no_identity: HeaderOps,
+    /// Header names only the gateway may send upstream (identity headers, mediated-token
+    /// headers): a client header that a backend would read as one of them (`x_wam_user`) is
+    /// removed.
+    pub reserved_request_headers: Vec<String>,
     /// Token mediation per site; applications name them (see [`Settings::site_for`]).
     pub sites: Vec<SiteAuthenticator>,
     /// The gateway's own signing keys (JWT identity mapping, subject tokens for an STS).
@@ -817,6 +816,18 @@ impl Settings {
             return Err(ConfigError::new("clock_skew_s", "must be at most 600"));
         }
 
+        let any_host =
+            policy.serves_any_host() || policy.default_decision == policy::DefaultDecision::Allow;
+        if any_host && client.redirect_uri.is_none() {
+            // The OP sends the browser (and the code) to the redirect URI: built from a Host
+            // header that a `*` application accepts, it would be the client's choice.
+            return Err(ConfigError::new(
+                "client.redirect_uri",
+                "required when an application serves every host (`*`, also the implicit \
+                 policy without `policy`, or `default_decision: allow`): the gateway never builds \
+                 a redirect from a client-chosen Host",
+            ));
+        }
         Ok(Settings {
             authtoken_jwks_path: format!("{base_path}/authtoken/JWKS"),
             callback_path: format!("{base_path}/oidc/cb"),
@@ -836,7 +847,15 @@ impl Settings {
                 activity_refresh_s: s.activity_refresh_s,
                 claims,
             },
-            no_identity: identity::request_headers(&identity_headers, None),
+            no_identity: identity::no_identity(&identity_headers),
+            reserved_request_headers: identity_headers
+                .iter()
+                .map(|h| h.header.clone())
+                .chain(sites.iter().filter_map(|s| match &s.inject {
+                    crate::mediation::Inject::Header(name) => Some(name.clone()),
+                    crate::mediation::Inject::Cookie(_) => None,
+                }))
+                .collect(),
             sites,
             authtoken: authtoken.map(Rc::new),
             identity_headers,
@@ -850,8 +869,6 @@ impl Settings {
             api,
             policy_is_implicit: raw.policy.is_none(),
             policy_needs_client_ip: raw.policy.as_ref().is_some_and(needs_client_ip),
-            policy_reads_host: raw.policy.as_ref().is_some_and(reads_host),
-            policy_reads_method: raw.policy.as_ref().is_some_and(reads_method),
             policy,
             fallback: Policy::implicit(),
         })
@@ -869,32 +886,6 @@ fn needs_client_ip(v: &serde_json::Value) -> bool {
                 || m.values().any(needs_client_ip)
         }
         Value::Array(items) => items.iter().any(needs_client_ip),
-        _ => false,
-    }
-}
-
-/// Whether an application serves particular hosts (not just `*`).
-fn reads_host(policy: &serde_json::Value) -> bool {
-    let apps = policy.get("applications").and_then(|a| a.as_array());
-    apps.is_some_and(|apps| {
-        apps.iter().any(|app| {
-            let hosts = app.get("hosts").and_then(|h| h.as_array());
-            !hosts.is_some_and(|h| h.iter().all(|h| h.as_str() == Some("*")))
-        })
-    })
-}
-
-/// Whether a resource is chosen by method, or a rule or audit line looks at it.
-fn reads_method(v: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    match v {
-        Value::Object(m) => {
-            m.contains_key("methods")
-                || m.get("type").and_then(Value::as_str) == Some("method")
-                || m.get("audit") == Some(&Value::Bool(true))
-                || m.values().any(reads_method)
-        }
-        Value::Array(items) => items.iter().any(reads_method),
         _ => false,
     }
 }
@@ -978,7 +969,8 @@ pub(crate) mod tests {
                 "jwks_uri": "https://op.example.com:8443/jwks?x=1",
                 "end_session_endpoint": "https://op.example.com/session/end"
             },
-            "client": {"client_id": "pa_wam", "client_secret": "s3cret"},
+            "client": {"client_id": "pa_wam", "client_secret": "s3cret",
+                       "redirect_uri": "https://gw.example.com/pa/oidc/cb"},
             "session": {
                 "signing_keys": [
                     {"kid": "k2", "secret": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="},
@@ -1115,6 +1107,7 @@ pub(crate) mod tests {
     fn base_path_is_configurable() {
         let mut v = sample_json();
         v["base_path"] = json!("/_gw/");
+        v["client"]["redirect_uri"] = json!("https://gw.example.com/_gw/oidc/cb");
         let s = Settings::from_json(v.to_string().as_bytes()).unwrap();
         assert_eq!(s.callback_path, "/_gw/oidc/cb");
         assert_eq!(s.logout_path, "/_gw/oidc/logout");

@@ -43,6 +43,39 @@ pub fn without(header: &str, is_ours: impl Fn(&str) -> bool) -> Option<Option<St
     Some((!kept.is_empty()).then_some(kept))
 }
 
+/// One `Cookie` header built from several (`values`, as the client sent them): pieces named
+/// `is_ours`, and pieces that are not UTF-8, are left out. `None` when nothing needs to change
+/// (one header, all UTF-8, none of ours, and not `joined`); `Some(None)` when nothing is left.
+pub fn without_in_all<'a>(
+    values: impl Iterator<Item = &'a [u8]> + Clone,
+    joined: bool,
+    is_ours: impl Fn(&str) -> bool,
+) -> Option<Option<String>> {
+    let pieces = || {
+        values
+            .clone()
+            .flat_map(|v| v.split(|c| *c == b';'))
+            .map(|p| p.trim_ascii())
+            .filter(|p| !p.is_empty())
+    };
+    let keep = |p: &[u8]| match std::str::from_utf8(p) {
+        Ok(text) => !is_ours(text.split_once('=').map_or(text, |(n, _)| n.trim())),
+        Err(_) => false,
+    };
+    if !joined && pieces().all(keep) {
+        return None;
+    }
+    let mut kept = String::new();
+    for piece in pieces().filter(|p| keep(p)) {
+        if !kept.is_empty() {
+            kept.push_str("; ");
+        }
+        // `keep` only passes UTF-8.
+        kept.push_str(std::str::from_utf8(piece).unwrap_or_default());
+    }
+    Some((!kept.is_empty()).then_some(kept))
+}
+
 /// Attributes shared by the gateway's cookies.
 #[derive(Debug, Clone)]
 pub struct CookieAttributes<'a> {
@@ -99,6 +132,25 @@ mod tests {
         );
         assert_eq!(without("PA.wam=x", ours), Some(None));
         assert_eq!(without("PA.wam=x; PA.wam=y", ours), Some(None));
+    }
+
+    #[test]
+    fn cleans_every_cookie_header() {
+        let ours = |n: &str| n == "PA.wam";
+        let one: Vec<&[u8]> = vec![b"a=1; b=2"];
+        assert_eq!(without_in_all(one.iter().copied(), false, ours), None);
+        let two: Vec<&[u8]> = vec![b"a=1", b"PA.wam=x; b=2"];
+        assert_eq!(
+            without_in_all(two.iter().copied(), true, ours),
+            Some(Some("a=1; b=2".into()))
+        );
+        let bad: Vec<&[u8]> = vec![b"a=1; PA.wam=x\xff; c=\xfe; PA.wam=y"];
+        assert_eq!(
+            without_in_all(bad.iter().copied(), false, ours),
+            Some(Some("a=1".into()))
+        );
+        let only: Vec<&[u8]> = vec![b" PA.wam=x ", b"PA.wam=y"];
+        assert_eq!(without_in_all(only.iter().copied(), true, ours), Some(None));
     }
 
     #[test]

@@ -15,9 +15,10 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action as HostAction, BufferType, ContextType, LogLevel, MapType};
 
 use crate::config::Settings;
-use crate::gateway::{HeaderSource, Level, LogLine, RequestFlow, VmState, MAX_CALLOUT_BODY};
-use crate::http::{Action, Callout, CalloutResult, LocalResponse, Wake};
+use crate::flow::{Level, LogLine, RequestFlow, VmState, MAX_CALLOUT_BODY};
+use crate::http::{Action, Callout, CalloutResult, Forward, LocalResponse, Wake};
 use crate::login::Entropy;
+use crate::request::{parse_header_map, HeaderList, HeaderSource};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -71,15 +72,35 @@ impl Clock {
     }
 }
 
-/// The request headers, read from Envoy one at a time as the core asks for them. A value that
-/// is not UTF-8 reads as absent (no session cookie, no path match): it then cannot open a
-/// session, so the request is refused rather than forwarded.
-struct HostHeaders;
+/// The request as Envoy has it: every header read in one host call (a name, a value, a
+/// repeat or a byte the core must see is never missed by reading headers one by one).
+struct HostRequest {
+    headers: HeaderList,
+}
 
-impl HeaderSource for HostHeaders {
-    fn header(&self, name: &str) -> Option<String> {
-        let bytes = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok()??;
-        String::from_utf8(bytes).ok()
+impl HostRequest {
+    /// `None` when Envoy's answer cannot be read: the request is then refused, not routed.
+    fn read() -> Option<Self> {
+        let bytes = header_map_bytes(MapType::HttpRequestHeaders)?;
+        let pairs = parse_header_map(&bytes)?;
+        Some(Self {
+            headers: HeaderList::from_bytes(pairs),
+        })
+    }
+}
+
+impl HostRequest {
+    /// Unreadable headers read as none: with no `:path` the core answers 400.
+    fn read_or_empty() -> Self {
+        Self::read().unwrap_or(Self {
+            headers: HeaderList::default(),
+        })
+    }
+}
+
+impl HeaderSource for HostRequest {
+    fn pairs(&self) -> &[(String, Vec<u8>)] {
+        self.headers.pairs()
     }
 
     fn client_address(&self) -> Option<String> {
@@ -90,6 +111,53 @@ impl HeaderSource for HostHeaders {
     fn now_us(&self) -> u64 {
         u64::try_from(now_since_epoch().as_micros()).unwrap_or(u64::MAX)
     }
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> proxy_wasm::types::Status;
+}
+
+/// A header map's serialized bytes. The SDK's own reader unwraps names as UTF-8 (a panic
+/// would abort the VM); this one leaves parsing to [`parse_header_map`], which cannot fail
+/// that way.
+fn header_map_bytes(map: MapType) -> Option<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a pointer to `size` bytes it allocated with this module's
+    // exported allocator (proxy_on_memory_allocate), or leaves it null; ownership passes to us,
+    // exactly as in the SDK's `get_map_bytes`.
+    let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
+    if status != proxy_wasm::types::Status::Ok {
+        return None;
+    }
+    if data.is_null() {
+        return Some(Vec::new());
+    }
+    // SAFETY: see above: `data` is a live allocation of `size` bytes owned by us now.
+    Some(unsafe { Vec::from_raw_parts(data, size, size) })
+}
+
+/// Applies a forward's header changes: removals, identity, then the rest. `false` when one
+/// failed: the request then ends with 500, never half-cleaned.
+fn apply(fwd: &Forward) -> bool {
+    let removed = fwd
+        .removed
+        .iter()
+        .all(|name| hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None).is_ok());
+    removed
+        && fwd
+            .identity
+            .iter()
+            .chain(fwd.request_headers.iter())
+            .all(|(name, value)| {
+                hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value.as_deref())
+                    .is_ok()
+            })
 }
 
 /// The host's CSPRNG (WASI `random_get`, which Envoy backs with its own secure random).
@@ -228,13 +296,13 @@ impl Configured {
             Action::Forward(fwd) => {
                 drop(st);
                 self.registry.borrow_mut().parked.remove(&ctx);
-                let identity = fwd.identity.iter();
-                for (name, value) in identity.chain(fwd.request_headers.iter()) {
-                    let _ = hostcalls::set_map_value(
-                        MapType::HttpRequestHeaders,
-                        name,
-                        value.as_deref(),
+                if !apply(&fwd) {
+                    log(
+                        LogLevel::Error,
+                        "envoy-wam: a request header could not be written; refusing (500)",
                     );
+                    respond(&LocalResponse::new(500).body("text/plain", "internal error\n"));
+                    return false;
                 }
                 state.borrow_mut().response_cookies = fwd.response_cookies;
                 true
@@ -268,10 +336,11 @@ impl Configured {
                     reg.parked.insert(ctx, state.clone());
                     return false;
                 }
+                let request = HostRequest::read_or_empty();
                 let next = st.flow.on_callout(
                     &self.settings,
                     &mut self.vm.borrow_mut(),
-                    &HostHeaders,
+                    &request,
                     CalloutResult::Failed,
                     now_secs(),
                     &mut HostEntropy,
@@ -296,10 +365,11 @@ impl Configured {
         if ctx != current {
             let _ = hostcalls::set_effective_context(ctx);
         }
+        let request = HostRequest::read_or_empty();
         let next = state.borrow_mut().flow.on_callout(
             &self.settings,
             &mut self.vm.borrow_mut(),
-            &HostHeaders,
+            &request,
             result,
             now_secs(),
             &mut HostEntropy,
@@ -327,10 +397,11 @@ impl Configured {
             let state = self.registry.borrow().parked.get(&ctx).cloned();
             let Some(state) = state else { continue };
             let _ = hostcalls::set_effective_context(ctx);
+            let request = HostRequest::read_or_empty();
             let next = state.borrow_mut().flow.on_wake(
                 &self.settings,
                 &mut self.vm.borrow_mut(),
-                &HostHeaders,
+                &request,
                 why,
                 now_secs(),
                 &mut HostEntropy,
@@ -430,10 +501,14 @@ impl RootContext for WamRoot {
                 return false;
             }
         };
+        let applications = match settings.policy_is_implicit {
+            true => "no policy: every path needs a session".to_string(),
+            false => format!("{} applications", settings.policy.applications().len()),
+        };
         log(
             LogLevel::Info,
             &format!(
-                "envoy-wam: configured for issuer {} (client {}, cluster {}{}; {} applications)",
+                "envoy-wam: configured for issuer {} (client {}, cluster {}{}; {applications})",
                 settings.op.issuer,
                 settings.client.client_id,
                 settings.op.cluster,
@@ -441,11 +516,6 @@ impl RootContext for WamRoot {
                     ", discovery"
                 } else {
                     ""
-                },
-                if settings.policy_is_implicit {
-                    0
-                } else {
-                    settings.policy.applications().len()
                 },
             ),
         );
@@ -559,10 +629,11 @@ impl HttpContext for WamHttp {
             respond(&LocalResponse::new(503).body("text/plain", "envoy-wam is not configured\n"));
             return HostAction::Pause;
         };
+        let request = HostRequest::read_or_empty();
         let action = self.state.borrow_mut().flow.on_request(
             &c.settings,
             &mut c.vm.borrow_mut(),
-            &HostHeaders,
+            &request,
             self.clock.now(),
             &mut HostEntropy,
         );

@@ -96,6 +96,9 @@ impl LocalResponse {
 /// Changes to the request before it goes upstream, and to the response on its way back.
 #[derive(Clone, PartialEq)]
 pub struct Forward {
+    /// Headers removed (every copy) before anything is set: client headers that a backend
+    /// would read as the gateway's own, and repeated copies of the ones it sets.
+    pub removed: Vec<String>,
     /// The identity headers: each configured one set from the session or token, or removed.
     pub identity: HeaderOps,
     /// Request headers to set (replacing every copy) or, with `None`, to remove.
@@ -113,6 +116,7 @@ impl std::fmt::Debug for Forward {
                 .collect()
         };
         f.debug_struct("Forward")
+            .field("removed", &self.removed)
             .field("identity", &names(&self.identity))
             .field("request_headers", &names(&self.request_headers))
             .field("response_cookies", &self.response_cookies.len())

@@ -9,10 +9,12 @@ use crate::http::HeaderOps;
 use crate::session::Session;
 
 /// A claim as a header value: strings as they are, lists joined with commas, other JSON as
-/// JSON. `None` when the claim is absent or would not be a safe header value.
-pub fn header_value(value: &Value) -> Option<String> {
+/// JSON. `Ok(None)` when the claim is absent (null); `Err` when the value could not be sent
+/// as a header value: the request is then refused, never forwarded without the header.
+#[allow(clippy::result_unit_err)]
+pub fn header_value(value: &Value) -> Result<Option<String>, ()> {
     let text = match value {
-        Value::Null => return None,
+        Value::Null => return Ok(None),
         Value::String(s) => s.clone(),
         Value::Array(items) => {
             let parts: Vec<String> = items
@@ -28,16 +30,29 @@ pub fn header_value(value: &Value) -> Option<String> {
         other => other.to_string(),
     };
     // CR, LF and NUL would split or truncate the header; other controls have no business there.
-    (!text.bytes().any(|c| c < 0x20 && c != b'\t' || c == 0x7f)).then_some(text)
+    match text.bytes().any(|c| c < 0x20 && c != b'\t' || c == 0x7f) {
+        true => Err(()),
+        false => Ok(Some(text)),
+    }
 }
+
+/// A claim whose value cannot be sent as a header value (it holds CR, LF, NUL or another
+/// control character).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnusableClaim(pub String);
 
 /// Header operations for `session`: every configured header is set from its claim, or removed
 /// when the user has no such claim, so a copy sent by the client never survives.
-pub fn request_headers(map: &[IdentityHeader], session: Option<&Session>) -> HeaderOps {
-    match session {
-        Some(s) => claim_headers(map, Some(&s.sub), &s.claims),
-        None => claim_headers(map, None, &Map::new()),
-    }
+pub fn request_headers(
+    map: &[IdentityHeader],
+    session: &Session,
+) -> Result<HeaderOps, UnusableClaim> {
+    claim_headers(map, Some(&session.sub), &session.claims)
+}
+
+/// Every identity header removed: for requests that go on without an identity.
+pub fn no_identity(map: &[IdentityHeader]) -> HeaderOps {
+    map.iter().map(|h| (h.header.clone(), None)).collect()
 }
 
 /// Header operations for a subject and its claims (a session's, or a bearer token's).
@@ -45,15 +60,17 @@ pub fn claim_headers(
     map: &[IdentityHeader],
     sub: Option<&str>,
     claims: &Map<String, Value>,
-) -> HeaderOps {
+) -> Result<HeaderOps, UnusableClaim> {
     map.iter()
         .map(|h| {
             let value = if h.claim == "sub" {
-                sub.and_then(|s| header_value(&Value::String(s.to_string())))
+                sub.map_or(Ok(None), |s| header_value(&Value::String(s.to_string())))
             } else {
-                claims.get(&h.claim).and_then(header_value)
+                claims.get(&h.claim).map_or(Ok(None), header_value)
             };
-            (h.header.clone(), value)
+            value
+                .map(|v| (h.header.clone(), v))
+                .map_err(|()| UnusableClaim(h.claim.clone()))
         })
         .collect()
 }
@@ -65,14 +82,16 @@ mod tests {
 
     #[test]
     fn values() {
-        assert_eq!(header_value(&json!("alice")).as_deref(), Some("alice"));
-        assert_eq!(header_value(&json!(["a", "b"])).as_deref(), Some("a,b"));
-        assert_eq!(header_value(&json!(42)).as_deref(), Some("42"));
-        assert_eq!(header_value(&json!(true)).as_deref(), Some("true"));
-        assert_eq!(header_value(&json!({"a": 1})).as_deref(), Some("{\"a\":1}"));
-        assert_eq!(header_value(&json!(null)), None);
-        assert_eq!(header_value(&json!("a\r\nx-admin: 1")), None);
-        assert_eq!(header_value(&json!("a\0b")), None);
+        let v = |j| header_value(&j).map(|v| v.unwrap_or_default());
+        assert_eq!(v(json!("alice")).as_deref(), Ok("alice"));
+        assert_eq!(v(json!(["a", "b"])).as_deref(), Ok("a,b"));
+        assert_eq!(v(json!(42)).as_deref(), Ok("42"));
+        assert_eq!(v(json!(true)).as_deref(), Ok("true"));
+        assert_eq!(v(json!({"a": 1})).as_deref(), Ok("{\"a\":1}"));
+        assert_eq!(header_value(&json!(null)), Ok(None));
+        assert_eq!(header_value(&json!("a\r\nx-admin: 1")), Err(()));
+        assert_eq!(header_value(&json!("a\0b")), Err(()));
+        assert_eq!(header_value(&json!(["ok", "a\nb"])), Err(()));
     }
 
     #[test]
@@ -102,13 +121,20 @@ mod tests {
             claims,
         };
         assert_eq!(
-            request_headers(&map, Some(&s)).to_vec(),
-            vec![
+            request_headers(&map, &s).map(|h| h.to_vec()),
+            Ok(vec![
                 ("x-user".into(), Some("alice".into())),
                 ("x-groups".into(), Some("staff".into())),
                 ("x-phone".into(), None),
-            ]
+            ])
         );
-        assert!(request_headers(&map, None).iter().all(|(_, v)| v.is_none()));
+        assert!(no_identity(&map).iter().all(|(_, v)| v.is_none()));
+        let mut bad = s.clone();
+        bad.claims
+            .insert("groups".into(), json!("staff\r\nx-admin: 1"));
+        assert_eq!(
+            request_headers(&map, &bad),
+            Err(UnusableClaim("groups".into()))
+        );
     }
 }

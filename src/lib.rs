@@ -8,10 +8,11 @@ pub mod access;
 pub mod authtoken;
 pub mod bearer;
 pub mod cache;
+pub mod canonical;
 pub mod config;
 pub mod cookie;
 pub mod discovery;
-pub mod gateway;
+pub mod flow;
 pub mod http;
 pub mod id_token;
 pub mod identity;
@@ -22,6 +23,7 @@ pub mod mediation;
 pub mod oidc;
 pub mod pages;
 pub mod policy;
+pub mod request;
 pub mod session;
 
 #[cfg(target_arch = "wasm32")]

@@ -23,8 +23,11 @@ pub fn random_token(rng: &mut dyn Entropy, bytes: usize) -> Option<String> {
     rng.fill(buf).then(|| URL_SAFE_NO_PAD.encode(buf))
 }
 
-/// Characters of the state that name the transaction cookie (enough to tell tabs apart).
-const COOKIE_ID_LEN: usize = 16;
+/// How many sign-ins a browser may have under way at once (tabs). Each has a cookie slot; a
+/// new sign-in takes the slot after the last one taken (a small counter cookie says which),
+/// so the oldest is overwritten and repeated navigations can never pile up cookies past a
+/// proxy's header limit.
+pub const TXN_SLOTS: u8 = 3;
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct LoginTransaction {
@@ -38,6 +41,9 @@ pub struct LoginTransaction {
     pub return_to: String,
     /// The exact `redirect_uri` sent to the OP; the token request must repeat it.
     pub redirect_uri: String,
+    /// The cookie slot this transaction lives in (not sealed: the cookie's name says it).
+    #[serde(skip)]
+    pub slot: u8,
 }
 
 impl LoginTransaction {
@@ -48,6 +54,7 @@ impl LoginTransaction {
             verifier: random_token(rng, 32)?,
             return_to,
             redirect_uri,
+            slot: 0,
         })
     }
 
@@ -56,12 +63,22 @@ impl LoginTransaction {
         URL_SAFE_NO_PAD.encode(hmac_sha256::Hash::hash(self.verifier.as_bytes()))
     }
 
-    /// Name of this transaction's cookie.
-    pub fn cookie_name(prefix: &str, state: &str) -> Option<String> {
-        let id = state.get(..COOKIE_ID_LEN)?;
-        id.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-            .then(|| format!("{prefix}{id}"))
+    /// Name of the cookie of transaction slot `slot`.
+    pub fn cookie_name(prefix: &str, slot: u8) -> String {
+        format!("{prefix}{slot}")
+    }
+
+    /// Name of the cookie that says which slot the next sign-in takes.
+    pub fn counter_cookie_name(prefix: &str) -> String {
+        format!("{prefix}next")
+    }
+
+    /// The slot after the one a counter cookie names (0 without a usable one).
+    pub fn next_slot(counter: Option<&str>) -> u8 {
+        counter
+            .and_then(|c| c.parse::<u8>().ok())
+            .filter(|s| *s < TXN_SLOTS)
+            .unwrap_or(0)
     }
 
     pub fn seal(&self, keys: &KeyRing, now: u64, ttl_s: u64) -> Option<String> {
@@ -153,6 +170,7 @@ pub(crate) mod tests {
             verifier: "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".into(),
             return_to: "/".into(),
             redirect_uri: String::new(),
+            slot: 0,
         };
         assert_eq!(
             t.code_challenge(),
@@ -186,20 +204,15 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn cookie_names_follow_the_state() {
+    fn slots_rotate() {
         assert_eq!(
-            LoginTransaction::cookie_name("PA.wam.txn.", "abcdefghijklmnopqrstuvwxyz").as_deref(),
-            Some("PA.wam.txn.abcdefghijklmnop")
+            LoginTransaction::cookie_name("PA.wam.txn.", 2),
+            "PA.wam.txn.2"
         );
-        assert_eq!(LoginTransaction::cookie_name("p.", "short"), None);
-        assert_eq!(
-            LoginTransaction::cookie_name("p.", "abc;defghijklmnopq"),
-            None
-        );
-        assert_eq!(
-            LoginTransaction::cookie_name("p.", "ééééééééééééééééé"),
-            None
-        );
+        assert_eq!(LoginTransaction::next_slot(None), 0);
+        assert_eq!(LoginTransaction::next_slot(Some("1")), 1);
+        assert_eq!(LoginTransaction::next_slot(Some("7")), 0);
+        assert_eq!(LoginTransaction::next_slot(Some("x")), 0);
     }
 
     #[test]

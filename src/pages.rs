@@ -83,6 +83,22 @@ impl Problem<'_> {
     }
 }
 
+/// The page a cross-site logout gets instead of ending the session: a button that posts the
+/// logout from this origin. `path` is the gateway's own logout path (configuration).
+pub fn confirm_logout(path: &str) -> LocalResponse {
+    let path = escape(path);
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign out?</title></head>\
+         <body><h1>Sign out?</h1><p>Another site asked to sign you out.</p>\
+         <form method=\"post\" action=\"{path}\"><button type=\"submit\">Sign out</button></form>\
+         </body></html>\n"
+    );
+    LocalResponse::new(200)
+        .header("x-frame-options", "DENY")
+        .header("content-security-policy", "frame-ancestors 'none'")
+        .body("text/html; charset=utf-8", body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

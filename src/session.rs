@@ -252,7 +252,7 @@ impl SessionCache {
         keys: &KeyRing,
         now: u64,
         idle_timeout_s: u64,
-        derive: impl FnOnce(&Session) -> HeaderOps,
+        derive: impl FnOnce(&Session) -> Option<HeaderOps>,
     ) -> Option<Rc<SessionEntry>> {
         let key = cache_key(token);
         if let Some((full, e)) = self.entries.get(key) {
@@ -265,7 +265,8 @@ impl SessionCache {
             }
         }
         let session = Session::decode(token, keys, now, idle_timeout_s)?;
-        let headers = derive(&session);
+        // No headers, no session: a claim that cannot be a header value never goes upstream.
+        let headers = derive(&session)?;
         Some(self.insert(
             token.to_string(),
             SessionEntry::new(session, headers),
@@ -446,14 +447,16 @@ mod tests {
         let token = session(NOW).encode(&keys).unwrap();
         let mut cache = SessionCache::new(2);
         assert!(cache
-            .lookup(&token, &keys, NOW, IDLE, |_| HeaderOps::from([]))
+            .lookup(&token, &keys, NOW, IDLE, |_| Some(HeaderOps::from([])))
             .is_some());
         assert_eq!(cache.len(), 1);
         assert!(cache
-            .lookup(&token, &keys, NOW + 1, IDLE, |_| HeaderOps::from([]))
+            .lookup(&token, &keys, NOW + 1, IDLE, |_| Some(HeaderOps::from([])))
             .is_some());
         assert_eq!(
-            cache.lookup(&token, &keys, NOW + IDLE, IDLE, |_| HeaderOps::from([])),
+            cache.lookup(&token, &keys, NOW + IDLE, IDLE, |_| Some(HeaderOps::from(
+                []
+            ))),
             None
         );
         assert!(cache.is_empty());
@@ -462,12 +465,12 @@ mod tests {
             s.sid = format!("s{i}");
             let t = s.encode(&keys).unwrap();
             assert!(cache
-                .lookup(&t, &keys, NOW, IDLE, |_| HeaderOps::from([]))
+                .lookup(&t, &keys, NOW, IDLE, |_| Some(HeaderOps::from([])))
                 .is_some());
             assert!(cache.len() <= 2);
         }
         assert_eq!(
-            cache.lookup("forged", &keys, NOW, IDLE, |_| HeaderOps::from([])),
+            cache.lookup("forged", &keys, NOW, IDLE, |_| Some(HeaderOps::from([]))),
             None
         );
     }
@@ -478,7 +481,7 @@ mod tests {
         let token = session(NOW).encode(&keys).unwrap();
         let mut cache = SessionCache::new(10);
         assert!(cache
-            .lookup(&token, &keys, NOW, IDLE, |_| HeaderOps::from([]))
+            .lookup(&token, &keys, NOW, IDLE, |_| Some(HeaderOps::from([])))
             .is_some());
         let mut other = session(NOW);
         other.sub = "mallory".into();
@@ -487,11 +490,11 @@ mod tests {
         let parts: Vec<&str> = token.split('.').collect();
         let forged = format!("{}.{}.{}", parts[0], other_payload, parts[2]);
         assert_eq!(
-            cache.lookup(&forged, &keys, NOW, IDLE, |_| HeaderOps::from([])),
+            cache.lookup(&forged, &keys, NOW, IDLE, |_| Some(HeaderOps::from([]))),
             None
         );
         let hit = cache
-            .lookup(&token, &keys, NOW, IDLE, |_| HeaderOps::from([]))
+            .lookup(&token, &keys, NOW, IDLE, |_| Some(HeaderOps::from([])))
             .unwrap();
         assert_eq!(hit.session.sub, "alice");
     }

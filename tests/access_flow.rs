@@ -4,7 +4,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use envoy_wam::config::Settings;
-use envoy_wam::gateway::{HeaderList, RequestFlow, VmState};
+use envoy_wam::flow::{HeaderList, RequestFlow, VmState};
 use envoy_wam::http::{Action, CalloutResult, Forward, Wake};
 use envoy_wam::session::Session;
 use serde_json::{json, Map, Value};
@@ -60,23 +60,27 @@ fn config() -> Value {
                 },
                 {
                     "name": "opaque", "hosts": ["intro.example.com"], "type": "api",
-                    "api": {"validation": "introspection", "forward_token": true}
+                    "api": {"validation": "introspection", "forward_token": true},
+                    "resources": [{"name": "root", "paths": ["/*"]}]
                 },
                 {
                     "name": "other-api", "hosts": ["other.example.com"], "type": "api",
-                    "api": {"validation": "jwt", "audiences": ["https://other.example.com"]}
+                    "api": {"validation": "jwt", "audiences": ["https://other.example.com"]},
+                    "resources": [{"name": "root", "paths": ["/*"]}]
                 },
                 {
                     "name": "sited", "hosts": ["sited.example.com"], "type": "web",
                     "site_authenticator": "ids",
-                    "resources": [{"name": "pub", "paths": ["/pub/*"], "unprotected": true}]
+                    "resources": [{"name": "pub", "paths": ["/pub/*"], "unprotected": true},
+                                  {"name": "root", "paths": ["/*"]}]
                 },
                 {
                     "name": "portal", "hosts": ["gw.example.com"], "type": "web",
                     "resources": [
                         {"name": "admin", "paths": ["/admin/*"], "audit": true,
                          "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
-                        {"name": "public", "paths": ["/public/*"], "unprotected": true}
+                        {"name": "public", "paths": ["/public/*"], "unprotected": true},
+                        {"name": "root", "paths": ["/*"]}
                     ]
                 }
             ]

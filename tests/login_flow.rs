@@ -4,7 +4,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use envoy_wam::config::Settings;
-use envoy_wam::gateway::{HeaderList, RequestFlow, VmState};
+use envoy_wam::flow::{HeaderList, RequestFlow, VmState};
 use envoy_wam::http::{Action, CalloutResult, LocalResponse};
 use serde_json::{json, Map, Value};
 
@@ -22,7 +22,8 @@ fn config() -> Value {
             "end_session_endpoint": "https://op.example.com/session/end",
             "timeout_ms": 2000
         },
-        "client": {"client_id": "pa_wam", "client_secret": "top-secret-value"},
+        "client": {"client_id": "pa_wam", "client_secret": "top-secret-value",
+                   "redirect_uri": "https://gw.example.com/pa/oidc/cb"},
         "session": {
             "signing_keys": [{"kid": "k1", "secret": URL_SAFE_NO_PAD.encode([9u8; 32])}],
             "claims": ["email"]
@@ -55,6 +56,8 @@ struct Gateway {
     settings: Settings,
     vm: VmState,
     rng: Rng,
+    /// The browser's login-slot counter cookie (`name=value`), as the last login set it.
+    counter: Option<String>,
 }
 
 const BROWSER: (&str, &str) = ("accept", "text/html,application/xhtml+xml");
@@ -70,6 +73,7 @@ impl Gateway {
             vm: VmState::new(&settings),
             settings,
             rng: Rng(42),
+            counter: None,
         }
     }
 
@@ -99,8 +103,19 @@ impl Gateway {
         now: u64,
         endpoint: &str,
     ) -> (Map<String, Value>, String) {
-        let r = respond(self.request(&mut RequestFlow::new(), &head("GET", path, &[BROWSER]), now));
+        let counter = self.counter.clone().unwrap_or_default();
+        let h = head("GET", path, &[BROWSER, ("cookie", &counter)]);
+        let r = respond(self.request(&mut RequestFlow::new(), &h, now));
         assert_eq!(r.status, 302);
+        let sets: Vec<&str> = r
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "set-cookie")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(sets.len(), 2, "{sets:?}");
+        assert!(sets[1].starts_with("PA.wam.txn.next=") && sets[1].contains("Path=/;"));
+        self.counter = Some(cookie_pair(sets[1]).to_string());
         let location = r.header_value("location").unwrap();
         assert!(location.starts_with(endpoint), "{location}");
         let query: Map<String, Value> = url::Url::parse(location)
@@ -317,6 +332,37 @@ fn parallel_logins_in_two_tabs_both_complete() {
         });
         assert_eq!(r.header_value("location"), Some(want));
     }
+}
+
+#[test]
+fn login_cookies_rotate_through_a_few_slots_and_always_fit() {
+    let op = Op::new();
+    let mut gw = Gateway::new();
+    let names: Vec<String> = (0..5)
+        .map(|i| {
+            let (_, c) = gw.start_login(&format!("/p{i}"), NOW);
+            cookie_pair(&c).split('=').next().unwrap().to_string()
+        })
+        .collect();
+    // The oldest slot is taken again: repeated navigations never pile up cookies.
+    assert_eq!(
+        names,
+        [
+            "PA.wam.txn.0",
+            "PA.wam.txn.1",
+            "PA.wam.txn.2",
+            "PA.wam.txn.0",
+            "PA.wam.txn.1"
+        ]
+    );
+    // A return URL too long for the cookie returns to the root, and the cookie still fits.
+    let long = format!("/{}", "a".repeat(3000));
+    let (q, c) = gw.start_login(&long, NOW);
+    assert!(c.len() < 4096, "{}", c.len());
+    let r = gw.complete(&op, &q, cookie_pair(&c), NOW, |nonce| {
+        token_response(&op.id_token(nonce, NOW, |_| {}))
+    });
+    assert_eq!(r.header_value("location"), Some("/"));
 }
 
 #[test]

@@ -28,14 +28,23 @@ fn refused(policy: Value) -> ConfigError {
 
 #[test]
 fn policy_errors_are_under_policy() {
-    let app =
-        |rules: Value| json!({"applications": [{"name": "a", "hosts": ["h"], "rules": rules}]});
+    let app = |rules: Value| {
+        json!({"applications": [{"name": "a", "hosts": ["h"], "rules": rules,
+                                                 "resources": [{"name": "root", "paths": ["/*"]}]}]})
+    };
     let s = Settings::from_json(
         config(app(json!([{"type": "method", "methods": ["GET"]}]))).as_bytes(),
     );
     assert!(!s.unwrap().policy_is_implicit);
+    // Without a policy every host is served: the redirect URI must be configured.
+    let e = Settings::from_json(config(Value::Null).as_bytes()).unwrap_err();
+    assert_eq!(e.field, "client.redirect_uri");
+    let with_redirect = config(Value::Null).replace(
+        r#""client_secret":"top-secret-value""#,
+        r#""client_secret":"top-secret-value","redirect_uri":"https://gw.example/pa/oidc/cb""#,
+    );
     assert!(
-        Settings::from_json(config(Value::Null).as_bytes())
+        Settings::from_json(with_redirect.as_bytes())
             .unwrap()
             .policy_is_implicit
     );

@@ -5,7 +5,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use envoy_wam::config::Settings;
-use envoy_wam::gateway::{HeaderList, HeaderSource, RequestFlow, VmState};
+use envoy_wam::flow::{HeaderList, HeaderSource, RequestFlow, VmState};
 use envoy_wam::http::{Action, CalloutResult};
 use envoy_wam::login::Entropy;
 use serde_json::json;
@@ -79,7 +79,8 @@ fn settings() -> Settings {
             "token_endpoint": "https://op.example.com/token",
             "jwks_uri": "https://op.example.com/jwks"
         },
-        "client": {"client_id": "pa_wam", "client_secret": "s"},
+        "client": {"client_id": "pa_wam", "client_secret": "s",
+                   "redirect_uri": "https://gw/pa/oidc/cb"},
         "session": {"signing_keys": [{"kid": "k1", "secret": URL_SAFE_NO_PAD.encode([1u8; 32])}]},
         "identity_headers": [{"header": "x-wam-user", "claim": "sub"}]
     });
@@ -205,16 +206,19 @@ fn policy_settings() -> Settings {
             "applications": [
                 {"name": "api", "hosts": ["api"], "type": "api", "site_authenticator": "sts",
                  "api": {"validation": "jwt", "audiences": ["https://api"]},
-                 "rules": [{"type": "scope", "any": ["read"]}]},
+                 "rules": [{"type": "scope", "any": ["read"]}],
+                 "resources": [{"name": "root", "paths": ["/*"]}]},
                 {"name": "intro", "hosts": ["intro"], "type": "both", "site_authenticator": "jwt",
                  "api": {"validation": "introspection"},
                  "resources": [{"name": "limited", "paths": ["/l/*"],
-                    "rules": [{"type": "rate_limit", "requests": 2, "interval_s": 60, "per": "client_address"}]}]},
+                    "rules": [{"type": "rate_limit", "requests": 2, "interval_s": 60, "per": "client_address"}]},
+                    {"name": "root", "paths": ["/*"]}]},
                 {"name": "web", "hosts": ["gw"], "type": "web", "site_authenticator": "sts",
                  "resources": [
                     {"name": "open", "paths": ["/open/*"], "unprotected": true},
                     {"name": "admin", "paths": ["~^/admin/[a-z]+$"], "audit": true,
-                     "rules": [{"type": "attribute", "claim": "groups", "matches": "^adm.*"}]}],
+                     "rules": [{"type": "attribute", "claim": "groups", "matches": "^adm.*"}]},
+                    {"name": "root", "paths": ["/*"]}],
                  "ordering": "manual"}
             ]
         }

@@ -128,6 +128,9 @@ pub struct RawApplication {
     pub mode: Mode,
     pub rules: Vec<RawRule>,
     pub resources: Vec<RawResource>,
+    /// Paths are matched case-insensitively unless this is set (as in PingAccess): a
+    /// case-insensitive backend (IIS) must not see `/ADMIN/` dodge the `/admin/*` resource.
+    pub case_sensitive_paths: bool,
 }
 
 pub(super) fn default_root() -> String {
@@ -296,7 +299,9 @@ pub fn compile(raw: &RawPolicy) -> Result<Policy, ConfigError> {
 
     let mut unprotected = Vec::new();
     for (i, p) in raw.unprotected_paths.iter().enumerate() {
-        unprotected.push(path_pattern(&format!("unprotected_paths[{i}]"), p)?);
+        // Matched case-insensitively: a request is judged on one lower-cased path, whatever
+        // application it then reaches.
+        unprotected.push(path_pattern(&format!("unprotected_paths[{i}]"), p, false)?);
     }
 
     let mut applications = Vec::new();
@@ -415,6 +420,17 @@ fn compile_app(
         sets,
     )?;
 
+    if raw.resources.is_empty() {
+        // Nothing would ever be served: every request must match a resource (issue 9), and
+        // an application without any is almost surely a configuration that expected the old
+        // "rules only" behaviour. Say how to get it.
+        return Err(err(
+            format!("{field}.resources"),
+            "must list at least one resource; to protect every path with the application's \
+             rules, add a root resource {\"name\": \"root\", \"paths\": [\"/*\"]}",
+        ));
+    }
+    let case_sensitive = raw.case_sensitive_paths;
     let mut resources = Vec::new();
     let mut routes = Vec::new();
     for (r, res) in raw.resources.iter().enumerate() {
@@ -433,7 +449,7 @@ fn compile_app(
         }
         for (p, path) in res.paths.iter().enumerate() {
             let pf = format!("{rf}.paths[{p}]");
-            let pattern = path_pattern(&pf, path)?;
+            let pattern = path_pattern(&pf, path, case_sensitive)?;
             if pattern.regex.is_some() && raw.ordering == Ordering::Automatic {
                 return Err(err(
                     pf,
@@ -474,7 +490,12 @@ fn compile_app(
     Ok(Application {
         name: raw.name.clone(),
         hosts,
-        context_root: root.to_string(),
+        context_root: if case_sensitive {
+            root.to_string()
+        } else {
+            root.to_ascii_lowercase()
+        },
+        case_sensitive_paths: case_sensitive,
         app_type: raw.app_type,
         api,
         site_authenticator: raw.site_authenticator.clone(),
@@ -891,11 +912,12 @@ fn host_pattern(field: &str, raw: &str) -> Result<String, ConfigError> {
     Ok(h)
 }
 
-/// A path with `*` wildcards, or `~` and a regex.
-fn path_pattern(field: &str, raw: &str) -> Result<Pattern, ConfigError> {
+/// A path with `*` wildcards, or `~` and a regex. A case-insensitive pattern is stored
+/// lower-case (and its regex made case-insensitive): it is matched against the lower-cased path.
+fn path_pattern(field: &str, raw: &str, case_sensitive: bool) -> Result<Pattern, ConfigError> {
     if let Some(re) = raw.strip_prefix('~') {
         let mut p = Pattern::new(raw);
-        p.regex = Some(regex(field, re, false)?);
+        p.regex = Some(regex(field, re, !case_sensitive)?);
         return Ok(p);
     }
     if !raw.starts_with('/') || raw.contains(['?', '#']) {
@@ -904,7 +926,10 @@ fn path_pattern(field: &str, raw: &str) -> Result<Pattern, ConfigError> {
             "must be a path starting with / (wildcard `*` allowed, no query), or ~ and a regex",
         ));
     }
-    Ok(Pattern::new(raw))
+    Ok(match case_sensitive {
+        true => Pattern::new(raw),
+        false => Pattern::new(&raw.to_ascii_lowercase()),
+    })
 }
 
 fn methods(field: &str, raw: &[String]) -> Result<Vec<String>, ConfigError> {

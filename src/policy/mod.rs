@@ -2,8 +2,10 @@
 //! its rules let it through. Plain data in, a [`Decision`] out: no I/O, no clock, no host
 //! calls, so the gateway owns the wiring and this is tested natively.
 //!
-//! Paths are matched as given; the gateway should hand over a normalised path (Envoy's
-//! `normalize_path` / `merge_slashes`) so `/app/../admin` cannot dodge a resource.
+//! Paths are matched as given: the flow hands over the canonical path it computed itself
+//! ([`crate::canonical`]), and a host already lower-cased without trailing dots. Matching is
+//! case-insensitive unless an application says otherwise, and a request that no resource
+//! serves is refused rather than left to the application's rules.
 
 mod audit;
 mod config;
@@ -19,7 +21,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::gateway::HeaderSource;
+use crate::request::HeaderSource;
 
 pub use audit::AuditRecord;
 pub use config::{
@@ -140,8 +142,10 @@ pub struct Application {
     pub name: String,
     /// Lower-case: `host`, `host:port`, `*.domain` or `*`.
     hosts: Vec<String>,
-    /// Without trailing slash; `""` for `/`.
+    /// Without trailing slash; `""` for `/`. Lower-case unless paths are case-sensitive.
     context_root: String,
+    /// Whether paths are matched as sent; otherwise lower-cased (patterns are stored so).
+    case_sensitive_paths: bool,
     pub app_type: AppType,
     /// Present for `api` and `both` applications.
     pub api: Option<AppApi>,
@@ -191,7 +195,15 @@ impl Pattern {
     fn matches(&self, path: &str) -> bool {
         match &self.regex {
             Some(re) => re.is_match(path),
-            None => glob(self.raw.as_bytes(), path.as_bytes()),
+            // `/admin/*` also covers `/admin`: servers answer it with the same page (or a
+            // redirect to it), so it must not fall outside the resource.
+            None => {
+                glob(self.raw.as_bytes(), path.as_bytes())
+                    || self
+                        .raw
+                        .strip_suffix("/*")
+                        .is_some_and(|dir| dir == path && !dir.is_empty())
+            }
         }
     }
 
@@ -501,17 +513,22 @@ fn parse_addr(raw: &str) -> Option<IpAddr> {
 }
 
 /// Where [`Policy::route`] sent a request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Target<'p> {
     /// A global unprotected path: no identity, no policy.
     Unprotected,
     /// No application serves this host and path; the configured default applies.
     NoApplication(DefaultDecision),
-    /// An application, and the resource if one matched (`None`: only the application's
-    /// rules apply, and an identity is required, like PingAccess's implicit root resource).
+    /// An application and the resource that serves the request.
     App {
         app: &'p Application,
-        resource: Option<&'p Resource>,
+        resource: &'p Resource,
+    },
+    /// The application serves this path, but no resource does: refused. `allowed` lists the
+    /// methods of resources whose path matched (empty: none matched the path at all).
+    NoResource {
+        app: &'p Application,
+        allowed: Vec<&'p str>,
     },
 }
 
@@ -537,8 +554,12 @@ impl Policy {
                 site_authenticator: None,
                 rules: all,
                 rejection: None,
-                resources: Vec::new(),
-                routes: Vec::new(),
+                case_sensitive_paths: false,
+                resources: vec![Resource::root()],
+                routes: vec![Route {
+                    pattern: Pattern::new("/*"),
+                    resource: 0,
+                }],
             }],
         )
     }
@@ -559,15 +580,22 @@ impl Policy {
     }
 
     /// Finds the application (best host match, then longest context root) and the resource
-    /// (first matching pattern in order, with a matching method).
+    /// (first matching pattern in order, with a matching method). `host` must be lower-case
+    /// without trailing dots, `path` canonical (see [`crate::canonical`]).
     pub fn route(&self, host: &str, path: &str, method: &str) -> Target<'_> {
-        if self.unprotected.iter().any(|p| p.matches(path)) {
+        // One lower-cased copy, only when the path has upper case at all.
+        let folded = path
+            .bytes()
+            .any(|c| c.is_ascii_uppercase())
+            .then(|| path.to_ascii_lowercase());
+        let lower = folded.as_deref().unwrap_or(path);
+        if self.unprotected.iter().any(|p| p.matches(lower)) {
             return Target::Unprotected;
         }
-        let lower;
+        let lower_host;
         let host = if host.bytes().any(|c| c.is_ascii_uppercase()) {
-            lower = host.to_ascii_lowercase();
-            lower.as_str()
+            lower_host = host.to_ascii_lowercase();
+            lower_host.as_str()
         } else {
             host
         };
@@ -580,7 +608,7 @@ impl Policy {
             let Some(h) = app.hosts.iter().filter_map(|p| host_rank(p, host)).max() else {
                 continue;
             };
-            let Some(_) = strip_root(&app.context_root, path) else {
+            let Some(_) = strip_root(&app.context_root, app.path_for(path, lower)) else {
                 continue;
             };
             let root = app.context_root.len();
@@ -591,18 +619,43 @@ impl Policy {
         let Some((app, _, _)) = best else {
             return Target::NoApplication(self.default_decision);
         };
-        let rel = strip_root(&app.context_root, path).unwrap_or("/");
-        let resource = app
+        let rel = strip_root(&app.context_root, app.path_for(path, lower)).unwrap_or("/");
+        let mut on_path = app
             .routes
             .iter()
             .filter(|r| r.pattern.matches(rel))
-            .filter_map(|r| app.resources.get(r.resource))
-            .find(|res| {
-                res.methods
-                    .as_ref()
-                    .is_none_or(|ms| ms.iter().any(|m| m == method))
-            });
-        Target::App { app, resource }
+            .filter_map(|r| app.resources.get(r.resource));
+        if let Some(resource) = on_path.clone().find(|res| res.allows(method)) {
+            return Target::App { app, resource };
+        }
+        let mut allowed: Vec<&str> = Vec::new();
+        for res in on_path.by_ref() {
+            for m in res.methods.iter().flatten() {
+                if !allowed.contains(&m.as_str()) {
+                    allowed.push(m);
+                }
+            }
+        }
+        Target::NoResource { app, allowed }
+    }
+
+    /// Whether `host` (lower-case, no trailing dot) is one an application names itself, by
+    /// name or as a subdomain of a `*.domain` pattern: a request host the gateway may build
+    /// a redirect back to. `*` never counts.
+    pub fn names_host(&self, host: &str) -> bool {
+        self.applications.iter().any(|app| {
+            app.hosts
+                .iter()
+                .filter(|p| p.as_str() != "*")
+                .any(|p| host_rank(p, host).is_some())
+        })
+    }
+
+    /// Whether an application serves every host (`*`).
+    pub fn serves_any_host(&self) -> bool {
+        self.applications
+            .iter()
+            .any(|app| app.hosts.iter().any(|h| h == "*"))
     }
 
     pub fn applications(&self) -> &[Application] {
@@ -654,6 +707,15 @@ fn strip_root<'a>(root: &str, path: &'a str) -> Option<&'a str> {
 }
 
 impl Application {
+    /// The path as this application matches it: as sent, or lower-cased.
+    fn path_for<'a>(&self, path: &'a str, lower: &'a str) -> &'a str {
+        if self.case_sensitive_paths {
+            path
+        } else {
+            lower
+        }
+    }
+
     pub fn context_root(&self) -> &str {
         if self.context_root.is_empty() {
             "/"
@@ -729,6 +791,29 @@ impl Copy for RequestFacts<'_> {}
 impl Resource {
     pub fn methods(&self) -> Option<&[String]> {
         self.methods.as_deref()
+    }
+
+    fn allows(&self, method: &str) -> bool {
+        self.methods
+            .as_ref()
+            .is_none_or(|ms| ms.iter().any(|m| m == method))
+    }
+
+    /// A resource for every path and method with no rules of its own.
+    fn root() -> Resource {
+        Resource {
+            name: "root".into(),
+            methods: None,
+            unprotected: false,
+            anonymous: false,
+            audit: false,
+            rules: Node {
+                label: "root".into(),
+                kind: Kind::All(Vec::new()),
+                rejection: None,
+            },
+            rejection: None,
+        }
     }
 }
 

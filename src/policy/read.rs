@@ -295,6 +295,7 @@ fn application(at: &str, v: &Value) -> Result<RawApplication> {
             "mode",
             "rules",
             "resources",
+            "case_sensitive_paths",
         ],
     )?;
     let api = match o.opt("api") {
@@ -330,6 +331,7 @@ fn application(at: &str, v: &Value) -> Result<RawApplication> {
         },
         api,
         site_authenticator: o.opt_string("site_authenticator")?,
+        case_sensitive_paths: o.flag("case_sensitive_paths")?,
         rejection: o.rejection()?,
         ordering: match o.choice("ordering", &["automatic", "manual"])? {
             Some(1) => Ordering::Manual,

@@ -1,15 +1,30 @@
 use serde_json::{json, Map, Value};
 
 use super::*;
-use crate::gateway::HeaderList;
+use crate::request::HeaderList;
 
 const MON_10_UTC: u64 = 1_700_481_600; // Monday 2023-11-20 12:00 UTC
 
 fn policy(v: Value) -> Policy {
+    let v = with_roots(v);
     compile(&RawPolicy::from_json(v.to_string().as_bytes()).unwrap()).unwrap()
 }
 
+/// Fixtures written before every application needed a resource: each application without
+/// `resources` gets a root resource (which is what it meant).
+fn with_roots(mut v: Value) -> Value {
+    let apps = v.get_mut("applications").and_then(Value::as_array_mut);
+    for app in apps.into_iter().flatten() {
+        if let Some(o) = app.as_object_mut() {
+            o.entry("resources")
+                .or_insert_with(|| json!([{"name": "root", "paths": ["/*"]}]));
+        }
+    }
+    v
+}
+
 fn refused(v: Value) -> ConfigErrorView {
+    let v = with_roots(v);
     let e = RawPolicy::from_json(v.to_string().as_bytes())
         .and_then(|raw| compile(&raw))
         .unwrap_err();
@@ -18,7 +33,13 @@ fn refused(v: Value) -> ConfigErrorView {
 #[derive(Debug)]
 struct ConfigErrorView(String, String);
 
+/// An application with `rules` and `resources`, and a root resource for the rest (every
+/// request must match a resource; the root one has no rules of its own).
 fn app(rules: Value, resources: Value) -> Value {
+    let mut resources = resources;
+    if let Some(list) = resources.as_array_mut() {
+        list.push(json!({"name": "root", "paths": ["/*"]}));
+    }
     json!({"applications": [{"name": "a", "hosts": ["a.example"], "rules": rules, "resources": resources}]})
 }
 
@@ -74,7 +95,7 @@ impl Req {
         };
         match p.route("a.example", self.path, self.method) {
             Target::App { app, resource } => {
-                app.evaluate(resource, &facts, &mut RateLimits::default())
+                app.evaluate(Some(resource), &facts, &mut RateLimits::default())
             }
             t => panic!("unexpected target {t:?}"),
         }
@@ -387,7 +408,7 @@ fn application_rules_run_before_resource_rules() {
 
 fn resource_name(p: &Policy, host: &str, path: &str, method: &str) -> Option<String> {
     match p.route(host, path, method) {
-        Target::App { resource, .. } => resource.map(|r| r.name.clone()),
+        Target::App { resource, .. } => Some(resource.name.clone()),
         _ => None,
     }
 }
@@ -461,7 +482,9 @@ fn host_and_context_root_matching() {
     assert_eq!(app_of("app.example.com", "/x"), "exact");
     assert_eq!(app_of("APP.example.com:443", "/x"), "exact");
     assert_eq!(app_of("app.example.com", "/api/v1/x"), "exact-api");
-    assert_eq!(app_of("app.example.com", "/api"), "exact-api");
+    // `/api` is the application's, but none of its resources serves it.
+    assert!(app_of("app.example.com", "/api")
+        .starts_with("NoResource { app: Application { name: \"exact-api\""));
     assert_eq!(app_of("app.example.com", "/apiary"), "exact");
     assert_eq!(app_of("app.example.com:8443", "/p/x"), "port");
     assert_eq!(app_of("app.example.com", "/p/x"), "exact");
@@ -469,10 +492,10 @@ fn host_and_context_root_matching() {
     assert_eq!(app_of("example.com", "/x"), "any");
     assert_eq!(app_of("other", "/health"), "Unprotected");
     assert_eq!(app_of("other", "/static/a.js"), "Unprotected");
-    // Inside the API app, a path matching no resource has no resource (app rules only).
+    // Inside the API app, a path matching no resource is refused, not left to the app's rules.
     assert!(matches!(
         p.route("app.example.com", "/api/v2", "GET"),
-        Target::App { resource: None, .. }
+        Target::NoResource { .. }
     ));
 
     let none = policy(json!({"applications": []}));
@@ -692,7 +715,7 @@ impl Req {
             }),
         };
         match p.route("a.example", self.path, self.method) {
-            Target::App { app, resource } => app.evaluate(resource, &facts, limits),
+            Target::App { app, resource } => app.evaluate(Some(resource), &facts, limits),
             t => panic!("unexpected target {t:?}"),
         }
     }
@@ -779,7 +802,7 @@ fn implicit_policy_is_one_web_app_needing_a_session() {
         (app.name.as_str(), app.app_type, app.context_root()),
         ("default", AppType::Web, "/")
     );
-    assert!(resource.is_none());
+    assert_eq!(resource.name, "root");
     let mut r = req();
     let mut limits = RateLimits::default();
     assert!(r.decide_with(&p, &mut limits, 0).allowed());
@@ -1842,4 +1865,65 @@ fn reader_refuses_duplicate_keys() {
     assert!(e.message.starts_with("duplicate field `rules`"), "{e:?}");
     let e = RawPolicy::from_json(br#"{"xff_trusted_hops": 1, "xff_trusted_hops": 2}"#).unwrap_err();
     assert_eq!(e.field, "xff_trusted_hops");
+}
+
+#[test]
+fn an_application_without_resources_is_refused_and_says_how_to_fix_it() {
+    let raw = json!({"applications": [{"name": "a", "hosts": ["h"]}]});
+    let e = compile(&RawPolicy::from_json(raw.to_string().as_bytes()).unwrap()).unwrap_err();
+    assert_eq!(e.field, "applications[0].resources");
+    assert!(e.message.contains("\"paths\": [\"/*\"]"), "{}", e.message);
+}
+
+#[test]
+fn paths_match_case_insensitively_unless_the_application_opts_out() {
+    let res = json!([{"name": "admin", "paths": ["/Admin/*"]}, {"name": "re", "paths": ["~^/Reg/[a-z]+$"]}]);
+    let p = policy(json!({"applications": [
+        {"name": "a", "hosts": ["a.example"], "context_root": "/App", "ordering": "manual", "resources": res},
+        {"name": "cs", "hosts": ["cs.example"], "case_sensitive_paths": true,
+         "resources": [{"name": "admin", "paths": ["/admin/*"]}]}
+    ]}));
+    for path in ["/app/admin/x", "/APP/ADMIN/", "/App/Admin", "/app/admin"] {
+        assert_eq!(
+            resource_name(&p, "a.example", path, "GET").as_deref(),
+            Some("admin"),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        resource_name(&p, "a.example", "/APP/REG/abc", "GET").as_deref(),
+        Some("re")
+    );
+    assert!(matches!(
+        p.route("a.example", "/app/administrator", "GET"),
+        Target::NoResource { .. }
+    ));
+    assert_eq!(
+        resource_name(&p, "cs.example", "/admin", "GET").as_deref(),
+        Some("admin")
+    );
+    assert!(matches!(
+        p.route("cs.example", "/ADMIN/x", "GET"),
+        Target::NoResource { .. }
+    ));
+}
+
+#[test]
+fn a_request_no_resource_serves_is_refused_with_the_methods_that_would_do() {
+    let p = policy(
+        json!({"applications": [{"name": "api", "hosts": ["*"], "context_root": "/api",
+        "resources": [
+            {"name": "read", "paths": ["/*"], "methods": ["GET"]},
+            {"name": "write", "paths": ["/orders/*"], "methods": ["POST", "GET"]}
+        ]}]}),
+    );
+    let Target::NoResource { allowed, .. } = p.route("h", "/api/orders/1", "DELETE") else {
+        panic!("DELETE must match no resource");
+    };
+    assert_eq!(allowed, vec!["POST", "GET"]);
+    assert!(matches!(p.route("h", "/api/x", "GET"), Target::App { .. }));
+    assert!(matches!(
+        p.route("h", "/other", "GET"),
+        Target::NoApplication(_)
+    ));
 }

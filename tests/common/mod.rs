@@ -4,7 +4,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use envoy_wam::gateway::HeaderList;
+use envoy_wam::flow::HeaderList;
 use envoy_wam::http::{Action, Callout, Forward, LocalResponse};
 use envoy_wam::login::Entropy;
 use jwt_simple::prelude::*;

@@ -1,0 +1,169 @@
+//! What goes upstream: the canonical path, identity headers and nothing that looks like them,
+//! the gateway's cookies removed from every `Cookie` header, the site's token, and the session
+//! renewed.
+
+use std::rc::Rc;
+
+use super::identify::Who;
+use super::login::session_cookie;
+use super::route::Route;
+use super::state::{SiteToken, VmState};
+use crate::config::Settings;
+use crate::cookie;
+use crate::http::{Forward, HeaderOps};
+use crate::mediation::{self, Inject, SiteAuthenticator};
+use crate::policy::Application;
+use crate::request::{dashed_if_underscored, HeaderSource};
+use crate::session::SessionEntry;
+
+/// An allowed request as it goes on: with the identity the gateway vouches for (or none), and
+/// the site's token where the application's backend is mediated.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward(
+    settings: &Settings,
+    vm: &mut VmState,
+    request: &dyn HeaderSource,
+    route: &Route<'_, '_>,
+    app: &Application,
+    who: &Who<'_>,
+    site: Option<&SiteAuthenticator>,
+    mediated: Option<&SiteToken>,
+    now: u64,
+) -> Forward {
+    let identity = match (&who.session, &who.token) {
+        (Some(e), _) => e.headers.clone(),
+        (None, Some(t)) => t.headers.clone(),
+        (None, None) => settings.no_identity.clone(),
+    };
+    let mut fwd = anonymous(settings, request, route, Some(identity), site);
+    if let Some(entry) = &who.session {
+        renew(settings, vm, entry, now, &mut fwd);
+    }
+    // A mediated site gets its own token and nothing a client could have made up: the client's
+    // Authorization and any copy of the site's header or cookie are removed, also where no
+    // token is mediated (unprotected and anonymous resources).
+    let keep_token = app.api.as_ref().is_some_and(|a| a.forward_token) && site.is_none();
+    if (who.token.is_some() && !keep_token) || site.is_some() {
+        fwd.request_headers.push(("authorization".into(), None));
+    }
+    let Some(site) = site else {
+        return fwd;
+    };
+    let value = mediated.map(|t| t.value.as_str());
+    match &site.inject {
+        Inject::Header(name) => fwd
+            .request_headers
+            .push((name.clone(), value.map(String::from))),
+        Inject::Cookie(name) => {
+            if let Some(v) = value {
+                // `anonymous` already dropped every client copy of this cookie.
+                let upstream = match fwd.request_headers.iter().position(|(n, _)| n == "cookie") {
+                    Some(i) => fwd.request_headers.remove(i).1,
+                    None => request.header("cookie").map(String::from),
+                };
+                let with = mediation::cookie_with_token(upstream.as_deref(), name, v);
+                fwd.request_headers.push(("cookie".into(), Some(with)));
+            }
+        }
+    }
+    fwd
+}
+
+/// A request going upstream with the identity headers of `identity` (a session's or a bearer
+/// token's), or all of them removed; client headers that a backend would read as one of them
+/// removed; the gateway's cookies (and a mediated site's) removed; the canonical path.
+pub(super) fn anonymous(
+    settings: &Settings,
+    request: &dyn HeaderSource,
+    route: &Route<'_, '_>,
+    identity: Option<HeaderOps>,
+    site: Option<&SiteAuthenticator>,
+) -> Forward {
+    let mut fwd = Forward {
+        identity: identity.unwrap_or_else(|| settings.no_identity.clone()),
+        removed: Vec::new(),
+        request_headers: Vec::new(),
+        response_cookies: Vec::new(),
+    };
+    let site_header = site.and_then(|s| match &s.inject {
+        Inject::Header(name) => Some(name.as_str()),
+        Inject::Cookie(_) => None,
+    });
+    let mut cookies = 0;
+    for (name, _) in request.pairs() {
+        if name == "cookie" {
+            cookies += 1;
+        } else if let Some(dashed) = dashed_if_underscored(name) {
+            // CGI, WSGI, PHP and Rack read `x_wam_user` as `x-wam-user`.
+            if settings.reserved_request_headers.contains(&dashed) {
+                fwd.removed.push(name.clone());
+            }
+        } else if fwd.identity.iter().any(|(n, _)| n == name) || site_header == Some(name) {
+            // Repeated: removed before the gateway's own value is set, whatever the host's
+            // "set" does with the other copies.
+            if request.count(name) > 1 && !fwd.removed.contains(name) {
+                fwd.removed.push(name.clone());
+            }
+        }
+    }
+    if cookies > 0 {
+        clean_cookies(settings, request, site, cookies, &mut fwd);
+    }
+    if let Some(path) = &route.rewrite {
+        fwd.request_headers
+            .push((":path".into(), Some(path.clone())));
+    }
+    fwd
+}
+
+/// Every `Cookie` header joined into one, without the gateway's cookies, a mediated site's
+/// cookie, or pieces that are not UTF-8 (the gateway could not tell whose they are).
+fn clean_cookies(
+    settings: &Settings,
+    request: &dyn HeaderSource,
+    site: Option<&SiteAuthenticator>,
+    headers: usize,
+    fwd: &mut Forward,
+) {
+    let name = settings.session.cookie_name.as_str();
+    let prefix = settings.txn_cookie_prefix.as_str();
+    let site_cookie = site.and_then(|s| match &s.inject {
+        Inject::Cookie(n) => Some(n.as_str()),
+        Inject::Header(_) => None,
+    });
+    let is_ours = |n: &str| n == name || n.starts_with(prefix) || site_cookie == Some(n);
+    let values = request
+        .pairs()
+        .iter()
+        .filter(|(n, _)| n == "cookie")
+        .map(|(_, v)| v.as_slice());
+    if let Some(rest) = cookie::without_in_all(values, headers > 1, is_ours) {
+        if headers > 1 {
+            fwd.removed.push("cookie".into());
+        }
+        fwd.request_headers.push(("cookie".into(), rest));
+    }
+}
+
+/// Re-issues the session cookie when its activity stamp is due.
+fn renew(
+    settings: &Settings,
+    vm: &mut VmState,
+    entry: &Rc<SessionEntry>,
+    now: u64,
+    fwd: &mut Forward,
+) {
+    if now.saturating_sub(entry.renewed_at.get()) < settings.session.activity_refresh_s {
+        return;
+    }
+    entry.renewed_at.set(now);
+    let mut renewed = entry.session.clone();
+    renewed.last_activity = now;
+    if let Some(value) = renewed.encode(&settings.session.keys) {
+        fwd.response_cookies
+            .push(session_cookie(settings, &value, renewed.remaining(now)));
+        let next = SessionEntry::new(renewed, entry.headers.clone());
+        vm.sessions
+            .insert(value, next, now, settings.session.idle_timeout_s);
+    }
+}

@@ -1,0 +1,397 @@
+//! Who is asking: a session cookie or a bearer token, and waiting for a token check.
+
+use std::rc::Rc;
+
+use serde_json::{Map, Value};
+
+use super::mediate::Subject;
+use super::state::{stale_after_s, KeysFlight, VmState};
+use super::{not_ready, Level, RequestFlow, Stage};
+use crate::access;
+use crate::bearer::{self, BearerError, JwtRules, Lookup, TokenInfo, UNKNOWN_KEY};
+use crate::cache::Key;
+use crate::config::{OpEndpoints, Settings};
+use crate::cookie;
+use crate::http::{Action, Callout, CalloutResult, Wake};
+use crate::identity;
+use crate::jwks::parse_jwks;
+use crate::login::Entropy;
+use crate::policy::{AppType, Application, Identity, Resource, Validation};
+use crate::request::HeaderSource;
+use crate::session::SessionEntry;
+
+/// Who a request is from, as far as the gateway could tell.
+#[derive(Default)]
+pub(crate) struct Who<'r> {
+    pub session: Option<Rc<SessionEntry>>,
+    pub token: Option<Rc<TokenInfo>>,
+    /// The client's bearer token (API applications) and its cache key once checked.
+    pub bearer: Option<&'r str>,
+    pub token_key: Option<Key>,
+    /// Whether the request is judged as an API call (bearer token), not a browser's.
+    pub use_bearer: bool,
+}
+
+impl Who<'_> {
+    pub fn identity(&self) -> Option<Identity<'_>> {
+        match (&self.session, &self.token) {
+            (Some(e), _) => Some(Identity {
+                sub: &e.session.sub,
+                claims: &e.session.claims,
+                scopes: &[],
+            }),
+            (None, Some(t)) => Some(Identity {
+                sub: t.sub.as_deref().unwrap_or_default(),
+                claims: &t.claims,
+                scopes: &t.scopes,
+            }),
+            (None, None) => None,
+        }
+    }
+
+    /// Whom a mediated token is for.
+    pub fn subject(&self) -> Option<Subject<'_>> {
+        let (sub, claims): (&str, &Map<String, Value>) = match (&self.session, &self.token) {
+            (Some(e), _) => (&e.session.sub, &e.session.claims),
+            (None, Some(t)) => (t.sub.as_deref().unwrap_or_default(), &t.claims),
+            (None, None) => return None,
+        };
+        Some(Subject {
+            sub,
+            claims,
+            session: self.session.is_some(),
+            bearer: self.bearer.zip(self.token_key),
+        })
+    }
+}
+
+/// The session cookie's value, from any `Cookie` header (a client may send several).
+pub(crate) fn session_cookie<'r>(request: &'r dyn HeaderSource, name: &str) -> Option<&'r str> {
+    request
+        .pairs()
+        .iter()
+        .filter(|(n, _)| n == "cookie")
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+        .find_map(|c| cookie::get(c, name))
+}
+
+impl RequestFlow {
+    /// The request's identity: a bearer token for API requests, a session cookie for the
+    /// others, none on unprotected resources (nothing about the caller is looked at there).
+    /// `Err` is what to do instead (refuse, call out, wait); off the hot path, so not boxed.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn identify<'r>(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        request: &'r dyn HeaderSource,
+        app: &Application,
+        resource: &Resource,
+        now: u64,
+    ) -> Result<Who<'r>, Action> {
+        let authorization = match app.app_type {
+            AppType::Web => None,
+            // Two Authorization headers: the gateway and the backend could read different ones.
+            AppType::Api | AppType::Both => match request.single("authorization") {
+                Ok(a) => a,
+                Err(()) => return Err(self.bearer_refused(settings, BearerError::Malformed)),
+            },
+        };
+        // Its syntax is checked when the token is first seen (`check_bearer`), not on every hit.
+        let bearer = bearer::credential(authorization);
+        let use_bearer = match app.app_type {
+            AppType::Web => false,
+            AppType::Api => true,
+            AppType::Both => bearer.is_some(),
+        };
+        let mut who = Who {
+            bearer,
+            use_bearer,
+            ..Who::default()
+        };
+        if resource.unprotected {
+            return Ok(who);
+        }
+        if use_bearer {
+            if let Some(raw) = bearer {
+                // A result holds only for the checks that produced it: the key covers the token
+                // and how this application validates it (method and accepted audiences).
+                let profile = app
+                    .api
+                    .as_ref()
+                    .map(|a| (a.validation == Validation::Jwt, &a.audiences));
+                let key = vm.token_keys.key_of(&(raw, profile));
+                who.token_key = Some(key);
+                who.token = Some(self.check_bearer(settings, vm, app, raw, key, now)?);
+            }
+            return Ok(who);
+        }
+        let map = &settings.identity_headers;
+        who.session = session_cookie(request, &settings.session.cookie_name).and_then(|t| {
+            vm.sessions.lookup(
+                t,
+                &settings.session.keys,
+                now,
+                settings.session.idle_timeout_s,
+                |s| identity::request_headers(map, s).ok(),
+            )
+        });
+        Ok(who)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn introspection_answered(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        request: &dyn HeaderSource,
+        key: Key,
+        result: CalloutResult,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) -> Action {
+        let outcome = match result {
+            CalloutResult::Response { status, body } => {
+                bearer::parse_introspection(status, &body, now)
+                    .and_then(|info| with_headers(settings, info).map_err(Some))
+            }
+            CalloutResult::TimedOut => {
+                let waiters = vm.tokens.complete(&key, None, now);
+                vm.wake(waiters, Wake::Fail(504));
+                return self.upstream_failure(rng, 504, "introspection callout timed out");
+            }
+            CalloutResult::Failed => Err(None),
+        };
+        match outcome {
+            Ok(info) => {
+                let waiters = vm.tokens.complete(&key, Some(Ok(info.clone())), now);
+                vm.wake(waiters, Wake::Ready);
+                self.fresh_token = Some((key, Rc::new(info)));
+            }
+            Err(Some(e)) => {
+                self.note(
+                    Level::Info,
+                    format!("bearer token refused by introspection: {}", describe(&e)),
+                );
+                let waiters = vm.tokens.complete(&key, Some(Err(e)), now);
+                vm.wake(waiters, Wake::Ready);
+            }
+            Err(None) => {
+                let waiters = vm.tokens.complete(&key, None, now);
+                vm.wake(waiters, Wake::Fail(502));
+                return self.upstream_failure(
+                    rng,
+                    502,
+                    "introspection endpoint failed or gave no usable answer",
+                );
+            }
+        }
+        self.rerun(settings, vm, request, now, rng)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn bearer_keys_answered(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        request: &dyn HeaderSource,
+        result: CalloutResult,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) -> Action {
+        let waiters = vm.keys_flight.take().map(|f| f.waiters).unwrap_or_default();
+        match result {
+            CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
+                Some(keys) => vm.jwks.replace(keys, now),
+                None => {
+                    vm.wake(waiters, Wake::Fail(502));
+                    return self.upstream_failure(rng, 502, "JWKS is not a JWK Set");
+                }
+            },
+            CalloutResult::TimedOut => {
+                vm.wake(waiters, Wake::Fail(504));
+                return self.upstream_failure(rng, 504, "JWKS callout timed out");
+            }
+            _ => {
+                vm.wake(waiters, Wake::Fail(502));
+                return self.upstream_failure(rng, 502, "JWKS callout failed");
+            }
+        }
+        vm.wake(waiters, Wake::Ready);
+        self.rerun(settings, vm, request, now, rng)
+    }
+
+    #[allow(clippy::result_large_err)]
+    pub(super) fn check_bearer(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        app: &Application,
+        raw: &str,
+        key: Key,
+        now: u64,
+    ) -> Result<Rc<TokenInfo>, Action> {
+        let Some(api) = app.api.as_ref() else {
+            return Err(self.bearer_refused(settings, BearerError::InvalidToken("no API access")));
+        };
+        if let Some((k, info)) = &self.fresh_token {
+            if *k == key {
+                return Ok(info.clone());
+            }
+        }
+        match vm.tokens.lookup(&key, self.ctx, now) {
+            Lookup::Valid(info) => Ok(info),
+            Lookup::Invalid(e) => Err(self.bearer_refused(settings, e)),
+            Lookup::Wait => Err(Action::Wait),
+            Lookup::CheckIt if !bearer::well_formed(raw) => {
+                let waiters = vm.tokens.complete(&key, None, now);
+                vm.wake(waiters, Wake::Ready);
+                Err(self.bearer_refused(settings, BearerError::Malformed))
+            }
+            Lookup::CheckIt => {
+                match api.validation {
+                    Validation::Jwt => {
+                        let rules = JwtRules {
+                            issuer: &settings.op.issuer,
+                            audiences: &api.audiences,
+                            algorithms: &settings.api.algorithms,
+                            clock_skew_s: settings.clock_skew_s,
+                            now,
+                        };
+                        let op = &settings.op;
+                        match bearer::validate_jwt(
+                            raw,
+                            &vm.jwks,
+                            op.jwks_max_age_s,
+                            op.jwks_min_refetch_interval_s,
+                            &rules,
+                        )
+                        .and_then(|info| with_headers(settings, info))
+                        {
+                            Ok(info) => {
+                                // Returned as checked: a token at the edge of its expiry (within
+                                // the clock skew) is not cached, but is good for this request.
+                                let waiters = vm.tokens.complete(&key, Some(Ok(info.clone())), now);
+                                vm.wake(waiters, Wake::Ready);
+                                Ok(Rc::new(info))
+                            }
+                            Err(BearerError::NeedKeys) => {
+                                // Free the token's slot: whoever waits on it now waits on the keys.
+                                let waiters = vm.tokens.complete(&key, None, now);
+                                vm.wake(waiters, Wake::Ready);
+                                Err(self.fetch_bearer_keys(settings, vm, now))
+                            }
+                            Err(BearerError::InvalidToken(UNKNOWN_KEY))
+                                if vm.keys_flight.is_some() =>
+                            {
+                                // The keys are being fetched (for another token): wait for them.
+                                let waiters = vm.tokens.complete(&key, None, now);
+                                vm.wake(waiters, Wake::Ready);
+                                Err(self.fetch_bearer_keys(settings, vm, now))
+                            }
+                            Err(e) => {
+                                self.note(
+                                    Level::Info,
+                                    format!("bearer token refused: {}", describe(&e)),
+                                );
+                                // An unknown key is not remembered: the keys may be fetched
+                                // again soon, and the same token then be good.
+                                let remembered = (e != BearerError::InvalidToken(UNKNOWN_KEY))
+                                    .then(|| Err(e.clone()));
+                                let waiters = vm.tokens.complete(&key, remembered, now);
+                                vm.wake(waiters, Wake::Ready);
+                                Err(self.bearer_refused(settings, e))
+                            }
+                        }
+                    }
+                    Validation::Introspection => {
+                        let endpoint = vm.endpoints.as_ref().and_then(|e| e.introspection.clone());
+                        let Some(endpoint) = endpoint else {
+                            let waiters = vm.tokens.complete(&key, None, now);
+                            vm.wake(waiters, Wake::Fail(502));
+                            return Err(not_ready(false));
+                        };
+                        let callout = bearer::introspection_request(
+                            &settings.op.cluster,
+                            &endpoint,
+                            &settings.client.client_id,
+                            &settings.client.client_secret,
+                            raw,
+                            settings.op.timeout_ms,
+                        );
+                        self.stage = Stage::Introspect { key };
+                        Err(Action::Callout(callout))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Leads or joins the one JWKS fetch for bearer tokens.
+    pub(super) fn fetch_bearer_keys(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        now: u64,
+    ) -> Action {
+        // A fetch whose leader vanished without a word is given up after the callout timeout.
+        let stale = stale_after_s(settings.op.timeout_ms);
+        if let Some(f) = vm.keys_flight.as_mut() {
+            if now.saturating_sub(f.since) <= stale && f.leader != self.ctx {
+                f.waiters.push(self.ctx);
+                return Action::Wait;
+            }
+        }
+        let Some(endpoints) = vm.endpoints.clone() else {
+            return not_ready(false);
+        };
+        let waiters = vm.keys_flight.take().map(|f| f.waiters).unwrap_or_default();
+        vm.keys_flight = Some(KeysFlight {
+            leader: self.ctx,
+            since: now,
+            waiters,
+        });
+        vm.jwks.attempted(now);
+        self.stage = Stage::BearerKeys;
+        Action::Callout(jwks_callout(settings, &endpoints))
+    }
+
+    pub(super) fn bearer_refused(&mut self, settings: &Settings, e: BearerError) -> Action {
+        Action::Respond(access::bearer_challenge(&settings.api.realm, &e))
+    }
+}
+
+pub(super) fn jwks_callout(settings: &Settings, endpoints: &OpEndpoints) -> Callout {
+    Callout {
+        cluster: settings.op.cluster.clone(),
+        method: "GET",
+        authority: endpoints.jwks.authority.clone(),
+        path: endpoints.jwks.path.clone(),
+        headers: vec![("accept".into(), "application/json".into())],
+        body: Vec::new(),
+        timeout_ms: settings.op.timeout_ms,
+    }
+}
+
+/// A checked token with the identity headers it gives, derived once for the cache.
+/// A token whose claim cannot be a header value is refused: it never goes upstream without it.
+fn with_headers(settings: &Settings, mut info: TokenInfo) -> Result<TokenInfo, BearerError> {
+    info.headers = identity::claim_headers(
+        &settings.identity_headers,
+        info.sub.as_deref(),
+        &info.claims,
+    )
+    .map_err(|_| BearerError::InvalidToken(UNUSABLE_CLAIM))?;
+    Ok(info)
+}
+
+const UNUSABLE_CLAIM: &str = "a claim cannot be sent as a header value";
+
+fn describe(e: &BearerError) -> &'static str {
+    match e {
+        BearerError::Malformed => "malformed",
+        BearerError::Missing => "missing",
+        BearerError::InvalidToken(why) => why,
+        BearerError::NeedKeys => "unknown key",
+    }
+}

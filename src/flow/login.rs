@@ -1,0 +1,465 @@
+//! Sign-in: the redirect to the OP, the callback, and the ID token that opens a session.
+
+use serde_json::Map;
+
+use super::head::RequestHead;
+use super::identify::jwks_callout;
+use super::state::VmState;
+use super::{not_ready, printable, Level, RequestFlow, Stage};
+use crate::config::{OpEndpoints, Settings};
+use crate::cookie::{self, CookieAttributes};
+use crate::http::{Action, CalloutResult, LocalResponse};
+use crate::id_token::{self, Expected, IdToken, IdTokenError};
+use crate::identity::{self, UnusableClaim};
+use crate::jwks::parse_jwks;
+use crate::login::{random_token, safe_return_path, Entropy, LoginTransaction, TXN_SLOTS};
+use crate::oidc::{self, TokenError};
+use crate::pages::Problem;
+use crate::request::HeaderSource;
+use crate::session::{Session, SessionEntry};
+
+impl RequestFlow {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn token_answered(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        _request: &dyn HeaderSource,
+        txn: LoginTransaction,
+        html: bool,
+        result: CalloutResult,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) -> Action {
+        let id_token = match result {
+            CalloutResult::Response { status, body } => {
+                match oidc::parse_token_response(status, &body) {
+                    Ok(t) => t,
+                    Err(TokenError::Refused { status, error }) => {
+                        return self.op_failure(
+                            rng,
+                            html,
+                            &txn,
+                            502,
+                            format!("token endpoint refused the code: HTTP {status} {error}"),
+                        );
+                    }
+                    Err(TokenError::Malformed(why)) => {
+                        return self.op_failure(
+                            rng,
+                            html,
+                            &txn,
+                            502,
+                            format!("token endpoint: {why}"),
+                        );
+                    }
+                }
+            }
+            other => return self.callout_failure(rng, html, &txn, "token endpoint", other),
+        };
+        self.check_id_token(settings, vm, txn, id_token, html, now, rng, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn login_keys_answered(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        _request: &dyn HeaderSource,
+        txn: LoginTransaction,
+        id_token: String,
+        html: bool,
+        result: CalloutResult,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) -> Action {
+        match result {
+            CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
+                Some(keys) => vm.jwks.replace(keys, now),
+                None => {
+                    return self.op_failure(rng, html, &txn, 502, "JWKS is not a JWK Set".into())
+                }
+            },
+            CalloutResult::Response { status, .. } => {
+                return self.op_failure(
+                    rng,
+                    html,
+                    &txn,
+                    502,
+                    format!("JWKS answered HTTP {status}"),
+                );
+            }
+            other => return self.callout_failure(rng, html, &txn, "JWKS", other),
+        }
+        self.check_id_token(settings, vm, txn, id_token, html, now, rng, false)
+    }
+
+    pub(super) fn unauthenticated(
+        &mut self,
+        settings: &Settings,
+        endpoints: Option<&OpEndpoints>,
+        head: &RequestHead,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) -> Action {
+        if !head.is_navigation() {
+            let mut r = Problem {
+                status: 401,
+                code: "login_required",
+                message: "A valid session is required.",
+                reference: None,
+                retry: None,
+            }
+            .respond(false);
+            r.headers.push((
+                "www-authenticate".into(),
+                "Bearer realm=\"envoy-wam\"".into(),
+            ));
+            return Action::Respond(r);
+        }
+        let Some(endpoints) = endpoints else {
+            return not_ready(true);
+        };
+        let callback = settings.client.redirect_uri.clone().or_else(|| {
+            head.trusted_origin(settings)
+                .map(|o| format!("{o}{}", settings.callback_path))
+        });
+        let Some(redirect_uri) = callback else {
+            // Configuration makes this unreachable (a `*` host needs client.redirect_uri); a
+            // redirect is never built from a host no application names.
+            return self.refuse(
+                rng,
+                true,
+                400,
+                "invalid_host",
+                "Sign-in is not available for this host name.",
+                None,
+                format!("no redirect_uri for host {}", printable(head.host)),
+            );
+        };
+        let return_to = safe_return_path(head.path).unwrap_or("/").to_string();
+        let Some(mut txn) = LoginTransaction::new(rng, return_to, redirect_uri) else {
+            return self.no_randomness();
+        };
+        let prefix = &settings.txn_cookie_prefix;
+        let counter = LoginTransaction::counter_cookie_name(prefix);
+        txn.slot = LoginTransaction::next_slot(cookie_value(head.request, &counter));
+        let Some(mut set) = txn_cookie(settings, &txn, now) else {
+            return self.no_randomness();
+        };
+        if set.len() > MAX_SET_COOKIE {
+            // Browsers drop a larger cookie, and the sign-in would fail at the callback.
+            self.note(
+                Level::Info,
+                format!(
+                    "return URL of {} bytes too long for the login cookie; returning to /",
+                    txn.return_to.len()
+                ),
+            );
+            txn.return_to = "/".into();
+            let Some(shorter) = txn_cookie(settings, &txn, now) else {
+                return self.no_randomness();
+            };
+            set = shorter;
+        }
+        let next = (txn.slot + 1) % TXN_SLOTS;
+        let attrs = CookieAttributes {
+            path: "/",
+            ..txn_cookie_attrs(settings)
+        };
+        let counter = cookie::set_cookie(
+            &counter,
+            &next.to_string(),
+            settings.login_timeout_s,
+            &attrs,
+        );
+        Action::Respond(
+            LocalResponse::redirect(&oidc::authorization_url(settings, endpoints, &txn))
+                .header("set-cookie", set)
+                .header("set-cookie", counter),
+        )
+    }
+
+    pub(super) fn callback(
+        &mut self,
+        settings: &Settings,
+        endpoints: &OpEndpoints,
+        head: &RequestHead,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) -> Action {
+        self.stage = Stage::Done;
+        let (mut state, mut code, mut error) = (None, None, None);
+        for (k, v) in url::form_urlencoded::parse(head.query.as_bytes()) {
+            match &*k {
+                "state" if state.is_none() => state = Some(v.into_owned()),
+                "code" if code.is_none() => code = Some(v.into_owned()),
+                "error" if error.is_none() => error = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        let html = head.method == "GET" || head.method == "HEAD";
+        let Some(state) = state else {
+            return self.refuse(
+                rng,
+                html,
+                400,
+                "invalid_callback",
+                "The sign-in answer is incomplete.",
+                None,
+                "callback without state".into(),
+            );
+        };
+        let txn = (0..TXN_SLOTS).find_map(|slot| {
+            let name = LoginTransaction::cookie_name(&settings.txn_cookie_prefix, slot);
+            let sealed = cookie_value(head.request, &name)?;
+            let txn = LoginTransaction::open(sealed, &state, &settings.session.keys, now)?;
+            Some(LoginTransaction { slot, ..txn })
+        });
+        let Some(txn) = txn else {
+            return self.refuse(
+                rng,
+                html,
+                403,
+                "login_transaction_invalid",
+                "This sign-in was not started here, was already used, or took too long.",
+                Some("/"),
+                "callback state does not match a login transaction of this browser".into(),
+            );
+        };
+        // From here the transaction is consumed, whatever happens next.
+        if let Some(error) = error {
+            let error: String = error
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(64)
+                .collect();
+            let message = match error.as_str() {
+                "access_denied" => "The identity provider did not grant access.",
+                "login_required" | "interaction_required" => {
+                    "The identity provider needs you to sign in again."
+                }
+                _ => "The identity provider could not sign you in.",
+            };
+            let reference = random_token(rng, 6).unwrap_or_default();
+            self.note(
+                Level::Info,
+                format!("login failed at the OP: error={error} reference={reference}"),
+            );
+            let problem = Problem {
+                status: 401,
+                code: &error,
+                message,
+                reference: Some(&reference),
+                retry: Some(&txn.return_to),
+            };
+            return Action::Respond(with_cookie(
+                problem.respond(html),
+                clear_txn_cookie(settings, &txn),
+            ));
+        }
+        let Some(code) = code.filter(|c| !c.is_empty()) else {
+            let action = self.refuse(
+                rng,
+                html,
+                400,
+                "invalid_callback",
+                "The sign-in answer has no code.",
+                Some(&txn.return_to),
+                "callback without code".into(),
+            );
+            return add_cookie(action, clear_txn_cookie(settings, &txn));
+        };
+        let callout = oidc::token_request(settings, endpoints, &txn, &code);
+        self.stage = Stage::Token { txn, html };
+        Action::Callout(callout)
+    }
+
+    /// A verified ID token becomes a session: its cookie, and the browser sent back.
+    #[allow(clippy::too_many_arguments)]
+    fn open_session(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        txn: &LoginTransaction,
+        token: IdToken,
+        html: bool,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) -> Action {
+        let mut claims = Map::new();
+        for name in &settings.session.claims {
+            if let Some(v) = token.claims.get(name) {
+                claims.insert(name.clone(), v.clone());
+            }
+        }
+        let Some(sid) = random_token(rng, 16) else {
+            return self.no_randomness();
+        };
+        let session = Session {
+            sid,
+            sub: token.sub,
+            auth_time: token.auth_time.unwrap_or(now),
+            expires_at: now.saturating_add(settings.session.max_lifetime_s),
+            last_activity: now,
+            claims,
+        };
+        let headers = match identity::request_headers(&settings.identity_headers, &session) {
+            Ok(headers) => headers,
+            Err(UnusableClaim(claim)) => {
+                // Forwarding without the header would hide who the user is; with it, the
+                // value would split or end the header.
+                let action = self.refuse(
+                    rng,
+                    html,
+                    403,
+                    "identity_unusable",
+                    "Your identity cannot be passed on to this application.",
+                    None,
+                    format!(
+                        "login refused: claim `{}` of sub={} cannot be a header value",
+                        printable(&claim),
+                        printable(&session.sub)
+                    ),
+                );
+                return add_cookie(action, clear_txn_cookie(settings, txn));
+            }
+        };
+        let Some(value) = session.encode(&settings.session.keys) else {
+            return self.no_randomness();
+        };
+        self.note(
+            Level::Info,
+            format!("login: sub={} sid={}", printable(&session.sub), session.sid),
+        );
+        let set = session_cookie(settings, &value, session.remaining(now));
+        let entry = SessionEntry::new(session, headers);
+        vm.sessions
+            .insert(value, entry, now, settings.session.idle_timeout_s);
+        Action::Respond(
+            LocalResponse::redirect(&txn.return_to)
+                .header("set-cookie", set)
+                .header("set-cookie", clear_txn_cookie(settings, txn)),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn check_id_token(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        txn: LoginTransaction,
+        id_token: String,
+        html: bool,
+        now: u64,
+        rng: &mut dyn Entropy,
+        may_fetch_keys: bool,
+    ) -> Action {
+        let expected = Expected {
+            issuer: &settings.op.issuer,
+            client_id: &settings.client.client_id,
+            nonce: &txn.nonce,
+            now,
+            clock_skew_s: settings.clock_skew_s,
+            algorithms: &settings.id_token_algorithms,
+        };
+        let op = &settings.op;
+        match id_token::validate(
+            &id_token,
+            &vm.jwks,
+            op.jwks_max_age_s,
+            op.jwks_min_refetch_interval_s,
+            &expected,
+        ) {
+            Ok(token) => self.open_session(settings, vm, &txn, token, html, now, rng),
+            Err(IdTokenError::NeedKeys) if may_fetch_keys => {
+                vm.jwks.attempted(now);
+                let Some(endpoints) = vm.endpoints.clone() else {
+                    return not_ready(html);
+                };
+                let callout = jwks_callout(settings, &endpoints);
+                self.stage = Stage::Keys {
+                    txn,
+                    id_token,
+                    html,
+                };
+                Action::Callout(callout)
+            }
+            Err(e) => {
+                let e = if e == IdTokenError::NeedKeys {
+                    IdTokenError::UnknownKey
+                } else {
+                    e
+                };
+                let action = self.refuse(
+                    rng,
+                    html,
+                    403,
+                    "id_token_invalid",
+                    "The sign-in could not be verified.",
+                    Some(&txn.return_to),
+                    format!("ID token refused: {e}"),
+                );
+                add_cookie(action, clear_txn_cookie(settings, &txn))
+            }
+        }
+    }
+}
+
+pub(super) fn session_cookie(settings: &Settings, value: &str, max_age: u64) -> String {
+    let s = &settings.session;
+    let attrs = CookieAttributes {
+        path: "/",
+        domain: s.cookie_domain.as_deref(),
+        secure: s.cookie_secure,
+        same_site: "Lax",
+    };
+    cookie::set_cookie(&s.cookie_name, value, max_age, &attrs)
+}
+
+fn txn_cookie_attrs(settings: &Settings) -> CookieAttributes<'_> {
+    CookieAttributes {
+        path: &settings.callback_path,
+        domain: None,
+        secure: settings.session.cookie_secure,
+        // The OP sends the browser back with a top-level GET, which Lax cookies accompany.
+        same_site: "Lax",
+    }
+}
+
+fn clear_txn_cookie(settings: &Settings, txn: &LoginTransaction) -> String {
+    let name = LoginTransaction::cookie_name(&settings.txn_cookie_prefix, txn.slot);
+    cookie::set_cookie(&name, "", 0, &txn_cookie_attrs(settings))
+}
+
+/// The `Set-Cookie` of a sign-in's transaction.
+fn txn_cookie(settings: &Settings, txn: &LoginTransaction, now: u64) -> Option<String> {
+    let sealed = txn.seal(&settings.session.keys, now, settings.login_timeout_s)?;
+    let name = LoginTransaction::cookie_name(&settings.txn_cookie_prefix, txn.slot);
+    Some(cookie::set_cookie(
+        &name,
+        &sealed,
+        settings.login_timeout_s,
+        &txn_cookie_attrs(settings),
+    ))
+}
+
+/// The first cookie called `name` in any `Cookie` header.
+fn cookie_value<'r>(request: &'r dyn HeaderSource, name: &str) -> Option<&'r str> {
+    super::identify::session_cookie(request, name)
+}
+
+/// A whole `Set-Cookie` header larger than this is dropped by browsers (RFC 6265 §6.1 asks
+/// them to keep at least 4096 bytes of name, value and attributes).
+const MAX_SET_COOKIE: usize = 4000;
+
+fn with_cookie(response: LocalResponse, set_cookie: String) -> LocalResponse {
+    response.header("set-cookie", set_cookie)
+}
+
+fn add_cookie(action: Action, set_cookie: String) -> Action {
+    match action {
+        Action::Respond(r) => Action::Respond(with_cookie(r, set_cookie)),
+        other => other,
+    }
+}

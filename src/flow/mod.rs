@@ -1,0 +1,301 @@
+//! The request state machine. The host feeds it a request head (and later callout results),
+//! with the time and a source of randomness; it answers with an [`Action`]. No I/O happens
+//! here, so every path is unit-tested natively.
+
+mod answers;
+mod authorize;
+mod endpoints;
+mod forward;
+mod head;
+mod identify;
+mod login;
+mod mediate;
+mod route;
+mod state;
+
+use crate::cache::Key;
+use crate::config::Settings;
+use crate::http::{Action, CalloutResult, Wake};
+use crate::login::{Entropy, LoginTransaction};
+pub use crate::request::{HeaderList, HeaderSource};
+use head::RequestHead;
+use route::Target;
+pub use state::{KeysFlight, SiteToken, VmState, MAX_CALLOUT_BODY};
+
+use crate::bearer::TokenInfo;
+pub(crate) use answers::not_ready;
+use std::rc::Rc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+}
+
+/// A line for Envoy's log. Never holds a token, code, cookie or secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: Level,
+    pub message: String,
+}
+
+enum Stage {
+    Start,
+    /// Waiting for the introspection endpoint about the token with this hash.
+    Introspect {
+        key: [u8; 32],
+    },
+    /// Waiting for the JWKS to check a bearer token (this request leads the fetch).
+    BearerKeys,
+    /// Waiting for the STS of site `site` (index in `Settings::sites`).
+    Mediate {
+        site: usize,
+        key: Key,
+        html: bool,
+    },
+    /// Waiting for the token endpoint.
+    Token {
+        txn: LoginTransaction,
+        html: bool,
+    },
+    /// Waiting for the JWKS, with the ID token to check once it arrives.
+    Keys {
+        txn: LoginTransaction,
+        id_token: String,
+        html: bool,
+    },
+    Done,
+}
+
+/// One request's progress through the gateway.
+pub struct RequestFlow {
+    stage: Stage,
+    log: Vec<LogLine>,
+    /// The host's id of this request (for waiting on another request's callout).
+    ctx: u32,
+    /// Times this request was run again after a callout or wake-up (a loop guard).
+    reruns: u8,
+    /// When an audited request started being decided (see [`HeaderSource::now_us`]).
+    audit_started_us: Option<u64>,
+    /// What this request's own callout brought, for its rerun: the cache may not keep it
+    /// (already at its expiry, a zero TTL, or a cache full of checks under way).
+    fresh_token: Option<(Key, Rc<TokenInfo>)>,
+    fresh_site: Option<(usize, Key, Rc<SiteToken>)>,
+    /// The policy already decided (and took rate-limit tokens, wrote the audit line) in an
+    /// earlier run of this request.
+    decided: bool,
+}
+
+impl Default for RequestFlow {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RequestFlow {
+    pub fn new() -> Self {
+        Self::for_context(0)
+    }
+
+    /// A flow for the request the host knows as `ctx`.
+    pub fn for_context(ctx: u32) -> Self {
+        Self {
+            stage: Stage::Start,
+            log: Vec::new(),
+            ctx,
+            reruns: 0,
+            audit_started_us: None,
+            fresh_token: None,
+            fresh_site: None,
+            decided: false,
+        }
+    }
+
+    /// Log lines produced so far (the host writes them out).
+    pub fn take_log(&mut self) -> Vec<LogLine> {
+        std::mem::take(&mut self.log)
+    }
+
+    fn note(&mut self, level: Level, message: String) {
+        self.log.push(LogLine { level, message });
+    }
+
+    /// Decides what to do with a new request: the stages in order, each in its own file.
+    pub fn on_request(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        request: &dyn HeaderSource,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) -> Action {
+        self.stage = Stage::Done;
+        let route = match route::route(settings, request) {
+            Ok(route) => route,
+            Err(refused) => return self.route_refused(request, refused, rng),
+        };
+        let (app, resource) = match route.target {
+            Target::Endpoint(endpoint) => {
+                let head = RequestHead::read(request, &route);
+                return self.endpoint(settings, vm, &head, endpoint, now, rng);
+            }
+            Target::Unprotected => {
+                let fwd = forward::anonymous(settings, request, &route, None, None);
+                return Action::Forward(fwd);
+            }
+            Target::App { app, resource } => (app, resource),
+        };
+        if resource.audit && self.audit_started_us.is_none() {
+            self.audit_started_us = Some(request.now_us());
+        }
+        let who = match self.identify(settings, vm, request, app, resource, now) {
+            Ok(who) => who,
+            Err(action) => return action,
+        };
+        if let Some(refusal) =
+            self.authorize(settings, vm, request, &route, app, resource, &who, now, rng)
+        {
+            return refusal;
+        }
+        let site = settings.site_for(app);
+        let mediated = match (site, who.subject()) {
+            (Some((i, site)), Some(subject)) => {
+                match self.mediate(settings, vm, request, i, site, &subject, now, rng) {
+                    Ok(token) => Some(token),
+                    Err(action) => return action,
+                }
+            }
+            _ => None,
+        };
+        Action::Forward(forward::forward(
+            settings,
+            vm,
+            request,
+            &route,
+            app,
+            &who,
+            site.map(|(_, s)| s),
+            mediated.as_deref(),
+            now,
+        ))
+    }
+
+    /// Runs a request again once what it waited for is known (`Wake::Ready`), or answers
+    /// with the failure of the request it waited for.
+    pub fn on_wake(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        request: &dyn HeaderSource,
+        wake: Wake,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) -> Action {
+        match wake {
+            Wake::Ready => self.rerun(settings, vm, request, now, rng),
+            Wake::Fail(status) => self.upstream_failure(
+                rng,
+                u32::from(status),
+                "the request this one waited for failed",
+            ),
+        }
+    }
+
+    /// The request ended (client gone) while it waited or called out: whoever waited on it
+    /// must not wait forever.
+    pub fn on_abandon(&mut self, vm: &mut VmState, now: u64) {
+        match std::mem::replace(&mut self.stage, Stage::Done) {
+            Stage::Introspect { key } => {
+                let waiters = vm.tokens.complete(&key, None, now);
+                vm.wake(waiters, Wake::Ready);
+            }
+            Stage::BearerKeys => {
+                if let Some(f) = vm.keys_flight.take_if(|f| f.leader == self.ctx) {
+                    vm.wake(f.waiters, Wake::Ready);
+                }
+            }
+            Stage::Mediate { site, key, .. } => {
+                if let Some(cache) = vm.mediated.get_mut(site) {
+                    let waiters = cache.abandon(&key, self.ctx);
+                    vm.wake(waiters, Wake::Ready);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn rerun(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        request: &dyn HeaderSource,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) -> Action {
+        self.reruns = self.reruns.saturating_add(1);
+        if self.reruns > 4 {
+            self.note(
+                Level::Warn,
+                "request did not settle after 4 callouts; refusing".into(),
+            );
+            return self.upstream_failure(rng, 502, "no settled answer");
+        }
+        self.on_request(settings, vm, request, now, rng)
+    }
+
+    /// Continues after a callout this flow asked for.
+    pub fn on_callout(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        request: &dyn HeaderSource,
+        result: CalloutResult,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) -> Action {
+        let result = normalize(result);
+        match std::mem::replace(&mut self.stage, Stage::Done) {
+            Stage::Token { txn, html } => {
+                self.token_answered(settings, vm, request, txn, html, result, now, rng)
+            }
+            Stage::Keys {
+                txn,
+                id_token,
+                html,
+            } => self
+                .login_keys_answered(settings, vm, request, txn, id_token, html, result, now, rng),
+            Stage::Introspect { key } => {
+                self.introspection_answered(settings, vm, request, key, result, now, rng)
+            }
+            Stage::Mediate { site, key, html } => {
+                self.exchange_answered(settings, vm, request, site, key, html, result, now, rng)
+            }
+            Stage::BearerKeys => self.bearer_keys_answered(settings, vm, request, result, now, rng),
+            stage @ (Stage::Start | Stage::Done) => {
+                self.stage = stage;
+                self.note(
+                    Level::Warn,
+                    "callout answer arrived for a request not waiting for one".into(),
+                );
+                Action::Respond(self.internal_error())
+            }
+        }
+    }
+}
+
+/// Envoy answers a callout it could not complete with a response of its own: 504 when the
+/// timeout hit, 503 when no connection could be made. Any 5xx means the OP is not serving.
+pub(super) fn normalize(result: CalloutResult) -> CalloutResult {
+    match result {
+        CalloutResult::Response { status: 504, .. } => CalloutResult::TimedOut,
+        CalloutResult::Response {
+            status: 500..=599, ..
+        } => CalloutResult::Failed,
+        other => other,
+    }
+}
+
+/// A subject or other OP-given value, made safe for one log line.
+pub(crate) fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(128).collect()
+}

@@ -1,0 +1,142 @@
+//! What a VM (one per Envoy worker) keeps across requests: caches, single flights, wake-ups.
+
+use std::rc::Rc;
+
+use super::{normalize, Level, LogLine};
+use crate::bearer::{self, TokenCache};
+use crate::cache::FlightCache;
+use crate::config::{OpEndpoints, Settings};
+use crate::discovery::{self, DiscoveryState};
+use crate::http::{Callout, CalloutResult, Wake};
+use crate::jwks::JwksCache;
+use crate::mediation::SiteAuthenticator;
+use crate::policy::RateLimits;
+use crate::session::SessionCache;
+
+/// Verified session cookies remembered per VM.
+const SESSION_CACHE_ENTRIES: usize = 10_000;
+/// A JWKS or token response larger than this is not from a sane OP.
+pub const MAX_CALLOUT_BODY: usize = 256 * 1024;
+
+/// State a VM keeps across requests (one VM per Envoy worker thread).
+pub struct VmState {
+    pub jwks: JwksCache,
+    pub sessions: SessionCache,
+    /// The OP's endpoints: from the configuration, or once discovery has fetched them.
+    pub endpoints: Option<Rc<OpEndpoints>>,
+    pub discovery: DiscoveryState,
+    /// Bearer-token checks (valid and refused), by token hash, with their identity headers.
+    pub tokens: TokenCache,
+    /// A JWKS fetch for bearer tokens under way, and the requests waiting for it.
+    pub keys_flight: Option<KeysFlight>,
+    /// Token buckets of rate-limit rules (per worker).
+    pub limits: RateLimits,
+    /// Parked requests to wake (context id, why). The host drains this after every callback.
+    pub woken: Vec<(u32, Wake)>,
+    /// Mediated tokens, one cache per site authenticator (same order as `Settings::sites`).
+    pub mediated: Vec<FlightCache<Rc<SiteToken>>>,
+    /// How bearer tokens are turned into cache keys.
+    pub token_keys: bearer::TokenKeys,
+}
+
+/// A site's token as it goes upstream, prepared once when it is cached.
+pub struct SiteToken {
+    /// The header value (`Bearer <token>` for `authorization`), or the cookie value.
+    pub value: String,
+}
+
+/// One JWKS fetch at a time for bearer tokens; the others wait for it.
+pub struct KeysFlight {
+    pub leader: u32,
+    pub since: u64,
+    pub waiters: Vec<u32>,
+}
+
+impl std::fmt::Debug for SiteToken {
+    /// Never the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SiteToken(<{} bytes>)", self.value.len())
+    }
+}
+
+impl VmState {
+    pub fn new(settings: &Settings) -> Self {
+        let api = &settings.api;
+        Self {
+            jwks: JwksCache::default(),
+            sessions: SessionCache::new(SESSION_CACHE_ENTRIES),
+            endpoints: settings.op.endpoints.complete().map(Rc::new),
+            discovery: DiscoveryState::default(),
+            tokens: TokenCache::new(
+                api.cache_max_entries,
+                api.cache_max_ttl_s,
+                api.negative_ttl_s,
+            ),
+            keys_flight: None,
+            token_keys: bearer::TokenKeys::default(),
+            limits: RateLimits::default(),
+            woken: Vec::new(),
+            mediated: settings
+                .sites
+                .iter()
+                .map(|s| {
+                    s.cache
+                        .new_cache()
+                        .with_pending_timeout(stale_after_s(site_timeout_ms(s)))
+                })
+                .collect(),
+        }
+    }
+
+    pub(super) fn wake(&mut self, waiters: Vec<u32>, why: Wake) {
+        self.woken.extend(waiters.into_iter().map(|w| (w, why)));
+    }
+
+    /// The discovery request to send now, if one is due.
+    pub fn discovery_due(&mut self, settings: &Settings, now: u64) -> Option<Callout> {
+        if !self.discovery.due(now, self.endpoints.is_some()) {
+            return None;
+        }
+        let callout = discovery::request(settings)?;
+        self.discovery.started(now);
+        Some(callout)
+    }
+
+    /// Takes in the discovery answer; returns a line for the log.
+    pub fn on_discovery(&mut self, settings: &Settings, result: CalloutResult) -> LogLine {
+        self.discovery.finished();
+        let outcome = match normalize(result) {
+            CalloutResult::Response { status: 200, body } => discovery::parse(settings, &body),
+            CalloutResult::Response { status, .. } => Err(format!("HTTP {status}")),
+            CalloutResult::TimedOut => Err("timed out".into()),
+            CalloutResult::Failed => Err("OP unreachable".into()),
+        };
+        match outcome {
+            Ok(endpoints) => {
+                self.endpoints = Some(Rc::new(endpoints));
+                LogLine {
+                    level: Level::Info,
+                    message: format!("discovered the endpoints of {}", settings.op.issuer),
+                }
+            }
+            Err(why) => LogLine {
+                level: Level::Warn,
+                message: format!(
+                    "discovery at {} failed: {why}; retrying in {}s",
+                    settings.op.issuer,
+                    discovery::RETRY_S
+                ),
+            },
+        }
+    }
+}
+
+fn site_timeout_ms(site: &SiteAuthenticator) -> u64 {
+    site.token_exchange().map_or(5000, |x| x.sts.timeout_ms)
+}
+
+/// A single flight whose leader has not finished within its callout timeout (and a margin) is
+/// presumed lost, and the next request takes it over.
+pub(super) fn stale_after_s(timeout_ms: u64) -> u64 {
+    timeout_ms / 1000 + 2
+}
