@@ -600,15 +600,18 @@ fn activity_slides_the_idle_timeout() {
 #[test]
 fn return_target_is_never_another_site() {
     let mut gw = Gateway::new();
-    for evil in ["//evil.example/x", "/\\evil.example"] {
-        let (q, txn) = gw.start_login(evil, NOW);
-        let op = Op::new();
-        let r = gw.complete(&op, &q, cookie_pair(&txn), NOW, |nonce| {
-            token_response(&op.id_token(nonce, NOW, |_| {}))
-        });
-        assert_eq!(r.header_value("location"), Some("/"));
-        gw = Gateway::new();
-    }
+    let (q, txn) = gw.start_login("//evil.example/x", NOW);
+    let op = Op::new();
+    let r = gw.complete(&op, &q, cookie_pair(&txn), NOW, |nonce| {
+        token_response(&op.id_token(nonce, NOW, |_| {}))
+    });
+    assert_eq!(r.header_value("location"), Some("/"));
+    // A backslash is ambiguous to some servers: refused before any login starts.
+    let h = head("GET", "/\\evil.example", &[BROWSER]);
+    assert_eq!(
+        respond(gw.request(&mut RequestFlow::new(), &h, NOW)).status,
+        400
+    );
 }
 
 #[test]

@@ -302,7 +302,13 @@ fn random_api_and_policy_traffic_never_panics_or_passes_without_identity() {
     };
     for i in 0..20_000u32 {
         let ctx = i + 1;
-        let path = format!("{}{}", rng.pick(&paths), rng.junk());
+        // Junk on a quarter of the paths only: most of it is refused at routing now (400), and
+        // the rest must still reach the checks where requests wait on each other.
+        let junk = match rng.next() % 4 {
+            0 => rng.junk(),
+            _ => String::new(),
+        };
+        let path = format!("{}{}", rng.pick(&paths), junk);
         // Mostly a few recurring tokens, so requests meet each other's checks under way.
         let token = if rng.next().is_multiple_of(16) {
             format!("{}{}", rng.pick(&tokens), rng.junk())
