@@ -213,11 +213,27 @@ def _cluster(name, port):
     }
 
 
-def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_port=None, op_port=None, wasm=None, clusters=None, http_filters=None):
+# Envoy's own request normalisation, in front of the filter: paths normalised (dot segments,
+# //, escaped slashes unescaped with a redirect), header names with `_` refused (they could
+# otherwise pass for identity headers at a backend that reads `_` as `-`), Host's trailing dot
+# removed. Without it Envoy's defaults apply: nothing normalised, KEEP_UNCHANGED, underscores
+# ALLOW.
+_NORMALIZE = {
+    "normalize_path": True,
+    "merge_slashes": True,
+    "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+    "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
+    "strip_trailing_host_dot": True,
+}
+
+
+def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_port=None, op_port=None, wasm=None, clusters=None, http_filters=None, normalize=True):
     """Envoy's bootstrap (JSON is valid YAML). `filter` is "wam", "noop" or "none"; without a
     backend port, every route answers 200 itself (direct_response) so benchmarks measure the
     filter, not the backend. `clusters` adds clusters {name: port} on 127.0.0.1 (e.g. an STS
-    cluster); `http_filters` adds filters before the wasm filter (e.g. native jwt_authn)."""
+    cluster); `http_filters` adds filters before the wasm filter (e.g. native jwt_authn).
+    `normalize` False leaves Envoy's own request normalisation at its defaults (all off), so the
+    filter alone stands between a hostile request and the backend."""
     http_filters = list(http_filters or [])
     if filter in ("wam", "noop"):
         code = wasm or (WAM_WASM if filter == "wam" else NOOP_WASM)
@@ -267,10 +283,7 @@ def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_
                                         # whatever X-Forwarded-For a client sends (Envoy's advice
                                         # for edge deployments; network rules rely on it).
                                         "use_remote_address": True,
-                                        # Paths normalised before the filter matches resources.
-                                        "normalize_path": True,
-                                        "merge_slashes": True,
-                                        "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+                                        **(_NORMALIZE if normalize else {}),
                                         "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
                                         "http_filters": http_filters,
                                     },
@@ -434,10 +447,10 @@ def envoy_log_lines(envoy, kind="audit"):
     return out
 
 
-def start_gateway(port, config, backend_port, op_port, logdir=None, name=None, concurrency=1, clusters=None, wait=True):
+def start_gateway(port, config, backend_port, op_port, logdir=None, name=None, concurrency=1, clusters=None, wait=True, normalize=True):
     """Envoy with envoy-wam on `port` (one of the gateway URLs the OP knows), the backend and
-    the OP as clusters, plus `clusters` {name: port}."""
-    bootstrap = envoy_bootstrap(port, free_port(), "wam", config, backend_port, op_port, clusters=clusters)
+    the OP as clusters, plus `clusters` {name: port}; `normalize` as in envoy_bootstrap."""
+    bootstrap = envoy_bootstrap(port, free_port(), "wam", config, backend_port, op_port, clusters=clusters, normalize=normalize)
     return start_envoy(port, bootstrap, concurrency=concurrency, logdir=logdir, name=name or f"envoy-{port}", wait=wait)
 
 
