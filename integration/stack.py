@@ -8,6 +8,7 @@ import atexit
 import base64
 import ctypes
 import html
+import http.client
 import json
 import os
 import re
@@ -445,6 +446,56 @@ def envoy_log_lines(envoy, kind="audit"):
             except ValueError:
                 pass
     return out
+
+
+# --- raw HTTP/1.1, for requests no client library may tidy up -----------------------------------
+
+
+class RawAnswer:
+    """A response read off the socket: status, headers (an email.message.Message: get, get_all,
+    case-insensitive), body bytes."""
+
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+
+    @property
+    def text(self):
+        return self.body.decode(errors="replace")
+
+    def json(self):
+        return json.loads(self.body)
+
+    def header(self, name):
+        return self.headers.get(name)
+
+    def all(self, name):
+        return self.headers.get_all(name) or []
+
+    def __repr__(self):
+        keep = ("location", "content-type", "allow", "www-authenticate", "set-cookie")
+        shown = {k: v for k, v in self.headers.items() if k.lower() in keep}
+        return f"<{self.status} {shown} {self.text[:600]!r}>"
+
+
+def raw_http(port, target, headers=(), method="GET", host=None, body=b""):
+    """One HTTP/1.1 request to 127.0.0.1:`port` as exactly these bytes, on its own connection:
+    the target unchanged (requests and urllib3 resolve `..` and re-quote escapes before
+    sending), header names and values unchanged, repeated names kept. `headers` is a list of
+    (name, value), str or bytes; Host defaults to 127.0.0.1:`port`."""
+
+    def b(x):
+        return x if isinstance(x, bytes) else x.encode("latin-1")
+
+    head = [("host", f"127.0.0.1:{port}" if host is None else host)] + list(headers)
+    if body or method in ("POST", "PUT", "PATCH"):
+        head.append(("content-length", str(len(body))))
+    head.append(("connection", "close"))
+    data = b(f"{method} ") + b(target) + b" HTTP/1.1\r\n" + b"".join(b(n) + b": " + b(v) + b"\r\n" for n, v in head) + b"\r\n" + body
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        r = http.client.HTTPResponse(s, method=method)
+        r.begin()
+        return RawAnswer(r.status, r.msg, r.read())
 
 
 def start_gateway(port, config, backend_port, op_port, logdir=None, name=None, concurrency=1, clusters=None, wait=True, normalize=True):

@@ -33,9 +33,7 @@ What it proves:
   a same-origin one still signs out.
 """
 
-import http.client
 import json
-import socket
 import urllib.parse
 
 import pytest
@@ -140,49 +138,10 @@ def who(request, bob, token):
 # --- raw HTTP/1.1 ------------------------------------------------------------------------------
 
 
-class Answer:
-    def __init__(self, status, headers, body):
-        self.status, self.headers, self.body = status, headers, body
-
-    @property
-    def text(self):
-        return self.body.decode(errors="replace")
-
-    def json(self):
-        return json.loads(self.body)
-
-    def header(self, name):
-        return self.headers.get(name)
-
-    def all(self, name):
-        return self.headers.get_all(name) or []
-
-    def __repr__(self):
-        keep = ("location", "content-type", "allow", "www-authenticate", "set-cookie")
-        shown = {k: v for k, v in self.headers.items() if k.lower() in keep}
-        return f"<{self.status} {shown} {self.text[:600]!r}>"
-
-
 def send(gw, target, headers=(), method="GET", host=None, accept=JSON, body=b""):
-    """One request as exactly these bytes (target, header names and values unchanged), on its
-    own connection. `headers` is a list of (name, value), str or bytes, repeated names kept."""
-
-    def b(x):
-        return x if isinstance(x, bytes) else x.encode("latin-1")
-
-    head = [("host", f"127.0.0.1:{gw.port}" if host is None else host)]
-    if accept:
-        head.append(("accept", accept))
-    head += list(headers)
-    if body or method in ("POST", "PUT", "PATCH"):
-        head.append(("content-length", str(len(body))))
-    head.append(("connection", "close"))
-    data = b(f"{method} ") + b(target) + b" HTTP/1.1\r\n" + b"".join(b(n) + b": " + b(v) + b"\r\n" for n, v in head) + b"\r\n" + body
-    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
-        s.sendall(data)
-        r = http.client.HTTPResponse(s, method=method)
-        r.begin()
-        return Answer(r.status, r.msg, r.read())
+    """One request as exactly these bytes (stack.raw_http), with an Accept header."""
+    head = [("accept", accept)] if accept else []
+    return stack.raw_http(gw.port, target, head + list(headers), method=method, host=host, body=body)
 
 
 # --- what a forwarded request must look like -----------------------------------------------------
