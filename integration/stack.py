@@ -8,6 +8,7 @@ import atexit
 import base64
 import ctypes
 import html
+import http.client
 import json
 import os
 import re
@@ -213,11 +214,27 @@ def _cluster(name, port):
     }
 
 
-def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_port=None, op_port=None, wasm=None, clusters=None, http_filters=None):
+# Envoy's own request normalisation, in front of the filter: paths normalised (dot segments,
+# //, escaped slashes unescaped with a redirect), header names with `_` refused (they could
+# otherwise pass for identity headers at a backend that reads `_` as `-`), Host's trailing dot
+# removed. Without it Envoy's defaults apply: nothing normalised, KEEP_UNCHANGED, underscores
+# ALLOW.
+_NORMALIZE = {
+    "normalize_path": True,
+    "merge_slashes": True,
+    "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+    "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
+    "strip_trailing_host_dot": True,
+}
+
+
+def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_port=None, op_port=None, wasm=None, clusters=None, http_filters=None, normalize=True):
     """Envoy's bootstrap (JSON is valid YAML). `filter` is "wam", "noop" or "none"; without a
     backend port, every route answers 200 itself (direct_response) so benchmarks measure the
     filter, not the backend. `clusters` adds clusters {name: port} on 127.0.0.1 (e.g. an STS
-    cluster); `http_filters` adds filters before the wasm filter (e.g. native jwt_authn)."""
+    cluster); `http_filters` adds filters before the wasm filter (e.g. native jwt_authn).
+    `normalize` False leaves Envoy's own request normalisation at its defaults (all off), so the
+    filter alone stands between a hostile request and the backend."""
     http_filters = list(http_filters or [])
     if filter in ("wam", "noop"):
         code = wasm or (WAM_WASM if filter == "wam" else NOOP_WASM)
@@ -267,10 +284,7 @@ def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_
                                         # whatever X-Forwarded-For a client sends (Envoy's advice
                                         # for edge deployments; network rules rely on it).
                                         "use_remote_address": True,
-                                        # Paths normalised before the filter matches resources.
-                                        "normalize_path": True,
-                                        "merge_slashes": True,
-                                        "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+                                        **(_NORMALIZE if normalize else {}),
                                         "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
                                         "http_filters": http_filters,
                                     },
@@ -434,10 +448,60 @@ def envoy_log_lines(envoy, kind="audit"):
     return out
 
 
-def start_gateway(port, config, backend_port, op_port, logdir=None, name=None, concurrency=1, clusters=None, wait=True):
+# --- raw HTTP/1.1, for requests no client library may tidy up -----------------------------------
+
+
+class RawAnswer:
+    """A response read off the socket: status, headers (an email.message.Message: get, get_all,
+    case-insensitive), body bytes."""
+
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+
+    @property
+    def text(self):
+        return self.body.decode(errors="replace")
+
+    def json(self):
+        return json.loads(self.body)
+
+    def header(self, name):
+        return self.headers.get(name)
+
+    def all(self, name):
+        return self.headers.get_all(name) or []
+
+    def __repr__(self):
+        keep = ("location", "content-type", "allow", "www-authenticate", "set-cookie")
+        shown = {k: v for k, v in self.headers.items() if k.lower() in keep}
+        return f"<{self.status} {shown} {self.text[:600]!r}>"
+
+
+def raw_http(port, target, headers=(), method="GET", host=None, body=b""):
+    """One HTTP/1.1 request to 127.0.0.1:`port` as exactly these bytes, on its own connection:
+    the target unchanged (requests and urllib3 resolve `..` and re-quote escapes before
+    sending), header names and values unchanged, repeated names kept. `headers` is a list of
+    (name, value), str or bytes; Host defaults to 127.0.0.1:`port`."""
+
+    def b(x):
+        return x if isinstance(x, bytes) else x.encode("latin-1")
+
+    head = [("host", f"127.0.0.1:{port}" if host is None else host)] + list(headers)
+    if body or method in ("POST", "PUT", "PATCH"):
+        head.append(("content-length", str(len(body))))
+    head.append(("connection", "close"))
+    data = b(f"{method} ") + b(target) + b" HTTP/1.1\r\n" + b"".join(b(n) + b": " + b(v) + b"\r\n" for n, v in head) + b"\r\n" + body
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        r = http.client.HTTPResponse(s, method=method)
+        r.begin()
+        return RawAnswer(r.status, r.msg, r.read())
+
+
+def start_gateway(port, config, backend_port, op_port, logdir=None, name=None, concurrency=1, clusters=None, wait=True, normalize=True):
     """Envoy with envoy-wam on `port` (one of the gateway URLs the OP knows), the backend and
-    the OP as clusters, plus `clusters` {name: port}."""
-    bootstrap = envoy_bootstrap(port, free_port(), "wam", config, backend_port, op_port, clusters=clusters)
+    the OP as clusters, plus `clusters` {name: port}; `normalize` as in envoy_bootstrap."""
+    bootstrap = envoy_bootstrap(port, free_port(), "wam", config, backend_port, op_port, clusters=clusters, normalize=normalize)
     return start_envoy(port, bootstrap, concurrency=concurrency, logdir=logdir, name=name or f"envoy-{port}", wait=wait)
 
 
