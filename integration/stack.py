@@ -228,6 +228,26 @@ _NORMALIZE = {
 }
 
 
+def _needs_redirect_uri(cfg):
+    """The filter refuses to build redirects from a Host a `*` application accepts: such
+    configurations must name client.redirect_uri (no policy, a `*` host, or default allow)."""
+    policy = cfg.get("policy")
+    if policy is None or policy.get("default_decision") == "allow":
+        return True
+    return any("*" in app.get("hosts", []) for app in policy.get("applications", []))
+
+
+def with_redirect_uri(cfg, gateway_url):
+    """`cfg` with client.redirect_uri set to this gateway's callback where the filter needs one
+    and the test did not set it (what an operator writes for a gateway at `gateway_url`)."""
+    if cfg is None or not _needs_redirect_uri(cfg) or "redirect_uri" in cfg.get("client", {}):
+        return cfg
+    cfg = json.loads(json.dumps(cfg))
+    base = cfg.get("base_path", "/pa").rstrip("/")
+    cfg.setdefault("client", {})["redirect_uri"] = f"{gateway_url}{base}/oidc/cb"
+    return cfg
+
+
 def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_port=None, op_port=None, wasm=None, clusters=None, http_filters=None, normalize=True):
     """Envoy's bootstrap (JSON is valid YAML). `filter` is "wam", "noop" or "none"; without a
     backend port, every route answers 200 itself (direct_response) so benchmarks measure the
@@ -243,6 +263,7 @@ def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_
             "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": code}}},
         }
         if filter == "wam":
+            config = with_redirect_uri(config, f"http://127.0.0.1:{listen_port}")
             wasm_config["configuration"] = {
                 "@type": "type.googleapis.com/google.protobuf.StringValue",
                 "value": json.dumps(config),

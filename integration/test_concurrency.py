@@ -89,11 +89,12 @@ def config(op):
 
     cfg["site_authenticators"] = [site("site-a", "https://a.example.test"), site("site-b", "https://b.example.test")]
     api = {"validation": "introspection"}
+    root = [{"name": "root", "paths": ["/*"]}]
     cfg["policy"] = {
         "applications": [
-            {"name": "a", "hosts": ["*"], "context_root": "/a", "type": "api", "api": api, "site_authenticator": "site-a"},
-            {"name": "b", "hosts": ["*"], "context_root": "/b", "type": "api", "api": api, "site_authenticator": "site-b"},
-            {"name": "c", "hosts": ["*"], "context_root": "/c", "type": "api", "api": api},
+            {"name": "a", "hosts": ["*"], "context_root": "/a", "type": "api", "api": api, "site_authenticator": "site-a", "resources": root},
+            {"name": "b", "hosts": ["*"], "context_root": "/b", "type": "api", "api": api, "site_authenticator": "site-b", "resources": root},
+            {"name": "c", "hosts": ["*"], "context_root": "/c", "type": "api", "api": api, "resources": root},
         ]
     }
     return cfg

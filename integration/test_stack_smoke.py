@@ -92,7 +92,10 @@ def test_bootstrap_modes_render():
     assert wasm["vm_config"]["runtime"] == "envoy.wasm.runtime.v8"
     assert wasm["vm_config"]["code"]["local"]["filename"] == "/x/envoy_wam.wasm"
     assert wasm["configuration"]["@type"] == "type.googleapis.com/google.protobuf.StringValue"
-    assert json.loads(wasm["configuration"]["value"]) == cfg
+    # The filter needs client.redirect_uri for a policy that serves every host; the bootstrap
+    # fills in this gateway's callback, as an operator would.
+    assert json.loads(wasm["configuration"]["value"]) == stack.with_redirect_uri(cfg, "http://127.0.0.1:1")
+    assert json.loads(wasm["configuration"]["value"])["client"]["redirect_uri"] == "http://127.0.0.1:1/pa/oidc/cb"
     assert {c["name"] for c in wam["static_resources"]["clusters"]} == {"backend", "op"}
     noop = stack.envoy_bootstrap(1, 2, "noop", None, 3, None)
     hcm = noop["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]

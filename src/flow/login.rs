@@ -339,7 +339,8 @@ impl RequestFlow {
         Action::Respond(
             LocalResponse::redirect(&txn.return_to)
                 .header("set-cookie", set)
-                .header("set-cookie", clear_txn_cookie(settings, txn)),
+                .header("set-cookie", clear_txn_cookie(settings, txn))
+                .header("set-cookie", clear_counter_cookie(settings)),
         )
     }
 
@@ -430,6 +431,16 @@ fn txn_cookie_attrs(settings: &Settings) -> CookieAttributes<'_> {
 fn clear_txn_cookie(settings: &Settings, txn: &LoginTransaction) -> String {
     let name = LoginTransaction::cookie_name(&settings.txn_cookie_prefix, txn.slot);
     cookie::set_cookie(&name, "", 0, &txn_cookie_attrs(settings))
+}
+
+/// Clears the slot counter once a sign-in completed: the browser keeps no login state then.
+fn clear_counter_cookie(settings: &Settings) -> String {
+    let name = LoginTransaction::counter_cookie_name(&settings.txn_cookie_prefix);
+    let attrs = CookieAttributes {
+        path: "/",
+        ..txn_cookie_attrs(settings)
+    };
+    cookie::set_cookie(&name, "", 0, &attrs)
 }
 
 /// The `Set-Cookie` of a sign-in's transaction.
