@@ -42,7 +42,8 @@ fn config() -> Value {
         "api": {"negative_ttl_s": 10},
         "authtoken": {"issuer": "envoy-wam", "keys": [{"kid": "gw", "alg": "ES256", "private_key_pem": GW_KEY}]},
         "site_authenticators": [
-            {"name": "ids", "type": "jwt", "audience": "https://site", "inject": {"header": "x-site-jwt"}}
+            {"name": "ids", "type": "jwt", "audience": "https://site", "claims": ["groups"],
+             "inject": {"header": "x-site-jwt"}}
         ],
         "policy": {
             "unprotected_paths": ["/favicon.ico"],
@@ -586,4 +587,26 @@ fn a_mediated_site_never_gets_a_client_made_token_or_site_header() {
     assert_eq!(header(&f, "authorization"), Some(None));
     let jwt = header(&f, "x-site-jwt").flatten().unwrap();
     assert!(jwt.starts_with("eyJ") && jwt != "forged");
+}
+
+#[test]
+fn a_mediated_token_is_never_shared_by_sessions_with_other_claims() {
+    let mut gw = Gateway::new();
+    let jwt_for = |gw: &mut Gateway, groups: &[&str]| {
+        let cookie = gw.session_cookie("alice", groups);
+        let h = at("sited.example.com", "GET", "/app", &[("cookie", &cookie)]);
+        let f = forward(gw.request(&mut RequestFlow::new(), &h, NOW));
+        header(&f, "x-site-jwt").flatten().unwrap().to_string()
+    };
+    let staff = jwt_for(&mut gw, &["staff"]);
+    let admins = jwt_for(&mut gw, &["admins"]);
+    // Same `sub`, other groups: another token, carrying that session's groups.
+    assert_ne!(staff, admins);
+    let payload = |jwt: &str| {
+        let part = jwt.split('.').nth(1).unwrap();
+        serde_json::from_slice::<Value>(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+    };
+    assert_eq!(payload(&admins)["groups"], json!(["admins"]));
+    // And the same session's token is served from the cache.
+    assert_eq!(jwt_for(&mut gw, &["staff"]), staff);
 }
