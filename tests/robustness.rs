@@ -401,6 +401,9 @@ fn policy_settings() -> Settings {
                  "api": {"validation": "jwt", "audiences": ["https://api"]},
                  "rules": [{"type": "scope", "any": ["read"]}],
                  "resources": [{"name": "root", "paths": ["/*"]}]},
+                {"name": "plain", "hosts": ["plain"], "type": "api",
+                 "api": {"validation": "jwt", "audiences": ["https://api"]},
+                 "resources": [{"name": "root", "paths": ["/*"]}]},
                 {"name": "intro", "hosts": ["intro"], "type": "both", "site_authenticator": "jwt",
                  "api": {"validation": "introspection"},
                  "resources": [{"name": "limited", "paths": ["/l/*"],
@@ -422,6 +425,7 @@ fn policy_settings() -> Settings {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum App {
     Api,
+    Plain,
     Intro,
     Web,
 }
@@ -436,6 +440,8 @@ struct Expect {
     /// The policy's rules let `user` through (scope, groups).
     allowed: bool,
     site: Site,
+    /// An API application: the client's `Authorization` never goes upstream.
+    api: bool,
 }
 
 /// The credential after `Bearer` (RFC 6750), as a backend would read the header.
@@ -448,6 +454,7 @@ fn bearer_of(v: &str) -> Option<&str> {
 fn expect(w: &World, h: &HeaderList, host: &str, path: &str) -> Expect {
     let app = match host {
         "api" | "API" | "api." => Some(App::Api),
+        "plain" => Some(App::Plain),
         "intro" | "intro:8443" => Some(App::Intro),
         "gw" | "GW" | "gw:443" | "gw." => Some(App::Web),
         _ => None,
@@ -476,6 +483,7 @@ fn expect(w: &World, h: &HeaderList, host: &str, path: &str) -> Expect {
     let session = || first_cookie(h, "PA.wam").and_then(|v| w.session_user(v));
     let (user, site) = match app {
         Some(App::Api) => (bearer(|b| b.jwt), Site::StsHeader("x-site-token")),
+        Some(App::Plain) => (bearer(|b| b.jwt), Site::None),
         Some(App::Intro) => {
             let user = match single {
                 Err(()) => None,
@@ -499,6 +507,7 @@ fn expect(w: &World, h: &HeaderList, host: &str, path: &str) -> Expect {
         protected,
         allowed,
         site,
+        api: matches!(app, Some(App::Api | App::Plain)) && protected,
     }
 }
 
@@ -550,6 +559,13 @@ impl Traffic {
                 }
                 let user = e.user.filter(|_| e.protected);
                 check_forward_as(&mut self.w, &req.h, &f, user, e.protected, e.site, now);
+                if e.api
+                    && upstream(&req.h, &f)
+                        .iter()
+                        .any(|(n, _)| n == "authorization")
+                {
+                    panic!("the client's token went upstream: {}", show(req.h.pairs()));
+                }
                 self.stats.forwarded += 1;
                 match user {
                     Some(_) => self.stats.identified += 1,
@@ -581,7 +597,7 @@ fn random_api_and_policy_traffic_forwards_only_the_vouched_identity() {
     let mut rng = Lcg(11);
     #[rustfmt::skip]
     let hosts = [
-        "api", "API", "api.", "intro", "intro", "intro:8443", "gw", "GW", "gw:443", "other", "",
+        "api", "API", "api.", "plain", "intro", "intro", "intro:8443", "gw", "GW", "gw:443", "other", "",
     ];
     let paths = [
         "/",

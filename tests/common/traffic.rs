@@ -127,6 +127,9 @@ pub struct Bearer {
     pub jwt: Option<&'static User>,
     /// Active at the introspection endpoint.
     pub introspected: Option<&'static User>,
+    /// Whom the token names, valid or not: the test STS trusts the gateway to have checked
+    /// it, so a token the gateway should have refused is exchanged all the same.
+    pub names: Option<&'static User>,
 }
 
 /// Sessions, tokens and mediated tokens the test minted or saw the gateway mint.
@@ -231,6 +234,7 @@ impl World {
                 raw: good,
                 jwt: Some(u),
                 introspected: None,
+                names: Some(u),
             });
             let bad = [
                 self.op.sign(claims(&|c| {
@@ -261,6 +265,7 @@ impl World {
                     raw,
                     jwt: None,
                     introspected: None,
+                    names: Some(u),
                 });
             }
             for (raw, active) in [
@@ -272,6 +277,7 @@ impl World {
                     raw,
                     jwt: None,
                     introspected: active.then_some(u),
+                    names: None,
                 });
             }
         }
@@ -284,6 +290,7 @@ impl World {
                 raw: raw.into(),
                 jwt: None,
                 introspected: None,
+                names: None,
             });
         }
     }
@@ -348,8 +355,8 @@ impl World {
         ok(answer)
     }
 
-    /// The test STS: a token for whoever the subject token is valid for; `invalid_grant`
-    /// for anything else.
+    /// The test STS: a token for whoever the subject token names (a gateway-signed one must
+    /// verify); `invalid_grant` for anything else.
     fn exchange(&mut self, body: &[u8], now: u64) -> CalloutResult {
         let subject = form_field(body, "subject_token").unwrap_or_default();
         let kind = form_field(body, "subject_token_type").unwrap_or_default();
@@ -360,7 +367,7 @@ impl World {
             self.bearers
                 .iter()
                 .find(|b| b.raw == subject)
-                .and_then(|b| b.jwt)
+                .and_then(|b| b.names)
         };
         let Some(u) = user else {
             return CalloutResult::Response {
