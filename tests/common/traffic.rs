@@ -595,7 +595,7 @@ pub fn check_upstream(
 pub fn spoof(h: &mut HeaderList, rng: &mut Lcg, site_header: &str) {
     let n = rng.below(4);
     for _ in 0..n {
-        let forged: (&str, &[u8]) = match rng.below(10) {
+        let forged: (&str, &[u8]) = match rng.below(11) {
             0 => ("x-wam-user", b"mallory"),
             1 => ("X-WAM-User", b"admin"),
             2 => ("x_wam_user", b"mallory"),
@@ -605,7 +605,11 @@ pub fn spoof(h: &mut HeaderList, rng: &mut Lcg, site_header: &str) {
             6 => (site_header, b"sts-forged"),
             7 => ("x_site_token", b"sts-forged"),
             8 => ("x-wam-user", b""),
-            _ => ("x_wam_user", b"\x80"),
+            9 => ("x_wam_user", b"\x80"),
+            _ => {
+                h.push("X-WAM-User", b"mallory");
+                ("X-WAM-User", b"alice")
+            }
         };
         h.push(forged.0, forged.1);
     }
