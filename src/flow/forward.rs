@@ -12,19 +12,19 @@ use crate::config::Settings;
 use crate::cookie;
 use crate::http::{Forward, HeaderOps};
 use crate::mediation::{self, Inject, SiteAuthenticator};
-use crate::policy::Application;
 use crate::request::{dashed_if_underscored, HeaderSource};
 use crate::session::SessionEntry;
 
 /// An allowed request as it goes on: with the identity the gateway vouches for (or none), and
-/// the site's token where the application's backend is mediated.
+/// the site's token where the application's backend is mediated. `forward_token`: the
+/// application lets the client's bearer token through (`api.forward_token`).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward(
     settings: &Settings,
     vm: &mut VmState,
     request: &dyn HeaderSource,
     route: &Route<'_, '_>,
-    app: &Application,
+    forward_token: bool,
     who: &Who<'_>,
     site: Option<&SiteAuthenticator>,
     mediated: Option<&SiteToken>,
@@ -42,7 +42,7 @@ pub(super) fn forward(
     // A mediated site gets its own token and nothing a client could have made up: the client's
     // Authorization and any copy of the site's header or cookie are removed, also where no
     // token is mediated (unprotected and anonymous resources).
-    let keep_token = app.api.as_ref().is_some_and(|a| a.forward_token) && site.is_none();
+    let keep_token = forward_token && site.is_none();
     if (who.token.is_some() && !keep_token) || site.is_some() {
         fwd.request_headers.push(("authorization".into(), None));
     }

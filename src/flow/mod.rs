@@ -139,8 +139,22 @@ impl RequestFlow {
                 let head = RequestHead::read(request, &route);
                 return self.endpoint(settings, vm, &head, endpoint, now, rng);
             }
-            Target::Unprotected => {
-                let fwd = forward::anonymous(settings, request, &route, None, None);
+            Target::Unprotected(app) => {
+                // Nothing is vouched for, but the application's backend (a mediated site) must
+                // still get nothing a client could have made up.
+                let site = app.and_then(|app| settings.site_for(app));
+                let who = identify::Who::default();
+                let fwd = forward::forward(
+                    settings,
+                    vm,
+                    request,
+                    &route,
+                    false,
+                    &who,
+                    site.map(|(_, s)| s),
+                    None,
+                    now,
+                );
                 return Action::Forward(fwd);
             }
             Target::App { app, resource } => (app, resource),
@@ -172,7 +186,7 @@ impl RequestFlow {
             vm,
             request,
             &route,
-            app,
+            app.api.as_ref().is_some_and(|a| a.forward_token),
             &who,
             site.map(|(_, s)| s),
             mediated.as_deref(),

@@ -28,8 +28,9 @@ pub(crate) struct Route<'s, 'r> {
 pub(crate) enum Target<'s> {
     /// One of the gateway's own endpoints under the base path.
     Endpoint(Endpoint),
-    /// A global unprotected path: forwarded with no identity.
-    Unprotected,
+    /// A global unprotected path: forwarded with no identity, to the backend of the
+    /// application that serves the host and path, if one does.
+    Unprotected(Option<&'s Application>),
     App {
         app: &'s Application,
         resource: &'s Resource,
@@ -137,7 +138,7 @@ fn target<'s>(
         false => &settings.policy,
     };
     match policy.route(host, path, method) {
-        policy::Target::Unprotected => Ok(Target::Unprotected),
+        policy::Target::Unprotected(app) => Ok(Target::Unprotected(app)),
         policy::Target::App { app, resource } => Ok(Target::App { app, resource }),
         policy::Target::NoResource { app, allowed } => Err(Refused::NoResource { app, allowed }),
         policy::Target::NoApplication(DefaultDecision::Deny) => Err(Refused::NoApplication {

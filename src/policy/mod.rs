@@ -515,8 +515,9 @@ fn parse_addr(raw: &str) -> Option<IpAddr> {
 /// Where [`Policy::route`] sent a request.
 #[derive(Debug, Clone)]
 pub enum Target<'p> {
-    /// A global unprotected path: no identity, no policy.
-    Unprotected,
+    /// A global unprotected path: no identity, no policy. The application that would serve
+    /// the host and path otherwise, if any: its backend still must not get client-made tokens.
+    Unprotected(Option<&'p Application>),
     /// No application serves this host and path; the configured default applies.
     NoApplication(DefaultDecision),
     /// An application and the resource that serves the request.
@@ -589,9 +590,6 @@ impl Policy {
             .any(|c| c.is_ascii_uppercase())
             .then(|| path.to_ascii_lowercase());
         let lower = folded.as_deref().unwrap_or(path);
-        if self.unprotected.iter().any(|p| p.matches(lower)) {
-            return Target::Unprotected;
-        }
         let lower_host;
         let host = if host.bytes().any(|c| c.is_ascii_uppercase()) {
             lower_host = host.to_ascii_lowercase();
@@ -615,6 +613,9 @@ impl Policy {
             if best.is_none_or(|(_, bh, br)| (h, root) > (bh, br)) {
                 best = Some((app, h, root));
             }
+        }
+        if self.unprotected.iter().any(|p| p.matches(lower)) {
+            return Target::Unprotected(best.map(|(app, _, _)| app));
         }
         let Some((app, _, _)) = best else {
             return Target::NoApplication(self.default_decision);

@@ -490,8 +490,13 @@ fn host_and_context_root_matching() {
     assert_eq!(app_of("app.example.com", "/p/x"), "exact");
     assert_eq!(app_of("a.b.example.com", "/x"), "wild");
     assert_eq!(app_of("example.com", "/x"), "any");
-    assert_eq!(app_of("other", "/health"), "Unprotected");
-    assert_eq!(app_of("other", "/static/a.js"), "Unprotected");
+    // A global unprotected path still names the application whose backend gets it.
+    let unprotected_for = |host: &str, path: &str| match p.route(host, path, "GET") {
+        Target::Unprotected(app) => app.map(|a| a.name.clone()),
+        t => panic!("{t:?}"),
+    };
+    assert_eq!(unprotected_for("other", "/health").as_deref(), Some("any"));
+    assert_eq!(unprotected_for("app.example.com", "/static/a.js").as_deref(), Some("exact"));
     // Inside the API app, a path matching no resource is refused, not left to the app's rules.
     assert!(matches!(
         p.route("app.example.com", "/api/v2", "GET"),
@@ -835,11 +840,11 @@ fn regex_paths_in_manual_order() {
     assert_eq!(name("/items/42", "GET"), None);
     assert!(matches!(
         p.route("h", "/pub/app.js", "GET"),
-        Target::Unprotected
+        Target::Unprotected(_)
     ));
     assert!(!matches!(
         p.route("h", "/pub/app.jsx", "GET"),
-        Target::Unprotected
+        Target::Unprotected(_)
     ));
 }
 
