@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every test: formatting, the native unit and flow tests of the core, the .wasm build (size
-# checked), and the end-to-end tests against real Envoy, oidc-provider and headless chromium.
+# Every test: formatting, the native unit and flow tests of the core, the fuzz targets' build,
+# the .wasm build (size checked), and the end-to-end tests against real Envoy, oidc-provider and headless chromium.
 # Installs what it needs first (scripts/setup.sh). CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -8,5 +8,6 @@ cd "$(dirname "$0")"
 scripts/setup.sh
 cargo fmt --all -- --check
 cargo test --all-targets --all-features
+scripts/fuzz-build.sh  # the fuzz targets still build (running them: scripts/fuzz.sh)
 ./wasm-build.sh >/dev/null
 .venv/bin/pytest -q -p no:cacheprovider integration "$@"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the release filter, target/envoy_wam.wasm, and prints its path (stdout), size and
 # sha256 (stderr). cargo builds it for wasm32-wasip1; binaryen's wasm-opt -Oz then shrinks it
-# (by about a fifth) and the result must stay under 1 MiB. wasm-opt runs only when cargo's
+# (by about a fifth) and the result must stay under the project's budget of 1.5 MiB. wasm-opt runs only when cargo's
 # output changed.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -29,4 +29,4 @@ fi
 size=$(stat -c %s "$wasm")
 echo "$PWD/$wasm"
 echo "size: $size bytes (before wasm-opt: $(stat -c %s "$raw")); sha256: $(sha256sum "$wasm" | cut -d' ' -f1)" >&2
-if [ "$size" -gt 1048576 ]; then echo "error: $wasm is larger than 1 MiB" >&2; exit 1; fi
+if [ "$size" -gt 1572864 ]; then echo "error: $wasm is larger than the 1.5 MiB budget" >&2; exit 1; fi

@@ -15,12 +15,8 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
 fi
 
-# canonical_path needs src/canonical.rs (the path canonicaliser).
-features=()
-[[ -f src/canonical.rs ]] && features=(--features canonical)
-
 # -O -a: optimised, with debug assertions and overflow checks (what scripts/fuzz.sh runs).
-if ! cargo +nightly fuzz build -O -a "${features[@]}" >"$log" 2>&1; then
+if ! cargo +nightly fuzz build -O -a >"$log" 2>&1; then
     cat "$log" >&2
     echo "fuzz-build: building the fuzz targets failed" >&2
     exit 1

@@ -3,8 +3,7 @@
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 #
-# SECONDS per target (default 600); TARGETs default to all (canonical_path only once
-# src/canonical.rs exists). $FUZZ_JOBS (default 1) libFuzzer processes per target (-fork).
+# SECONDS per target (default 600); TARGETs default to all. $FUZZ_JOBS (default 1) libFuzzer processes per target (-fork).
 # The corpus of each target grows in fuzz/corpus/<target> (only seed-* files are in git),
 # crashes land in fuzz/artifacts/<target>/, full logs in fuzz/logs/<target>.log.
 # Exits non-zero if any target produced a crash (or leak, OOM, timeout) artifact or failed.
@@ -19,17 +18,10 @@ jobs=${FUZZ_JOBS:-1}
 
 scripts/fuzz-build.sh
 
-features=()
-[[ -f src/canonical.rs ]] && features=(--features canonical)
-
 if (($# > 0)); then
     targets=("$@")
 else
     mapfile -t targets < <(cargo +nightly fuzz list)
-    if [[ ! -f src/canonical.rs ]]; then
-        echo "note: skipping canonical_path (needs src/canonical.rs)" >&2
-        mapfile -t targets < <(printf '%s\n' "${targets[@]}" | grep -vx canonical_path)
-    fi
 fi
 
 mkdir -p fuzz/logs
@@ -48,7 +40,7 @@ for t in "${targets[@]}"; do
     ((jobs > 1)) && fork=(-fork="$jobs")
     echo "== $t: ${duration}s, $jobs job(s), log $log" >&2
     status=0
-    cargo +nightly fuzz run -O -a "${features[@]}" "$t" "fuzz/corpus/$t" -- \
+    cargo +nightly fuzz run -O -a "$t" "fuzz/corpus/$t" -- \
         -max_total_time="$duration" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         "${fork[@]}" >"$log" 2>&1 || status=$?
     crashes=$(($(count_artifacts "$t") - before))

@@ -1,5 +1,4 @@
-//! Request-path canonicalisation: `envoy_wam::canonical::canonicalize`. Needs the lead's
-//! `src/canonical.rs` (not on the fuzz branch yet): built only with `--features canonical`.
+//! Request-path canonicalisation: `envoy_wam::canonical::canonicalize`.
 //!
 //! If a path is accepted, the decoded form is absolute, has no empty, `.` or `..` segment and
 //! no `;`, and canonicalising the wire form again gives the same result (idempotence).
