@@ -24,6 +24,16 @@ POLICY = {
             "resources": [{"name": "root", "paths": ["/*"], "anonymous": True}],
         },
         {
+            "name": "shop",
+            "hosts": ["shop.test"],
+            "context_root": "/",
+            "type": "web",
+            "resources": [
+                {"name": "admin", "paths": ["/admin/*"], "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
+                {"name": "root", "paths": ["/*"], "anonymous": True},
+            ],
+        },
+        {
             "name": "intranet",
             "hosts": ["*"],
             "context_root": "/",
@@ -34,6 +44,7 @@ POLICY = {
 }
 
 BLOG_BODY = b"the blog's own backend\n"
+ADMIN_BODY = b"the shop's admin backend\n"
 
 
 def bootstrap(port, cfg, backend_port, op_port, normalize):
@@ -47,6 +58,14 @@ def bootstrap(port, cfg, backend_port, op_port, normalize):
                 "name": "blog",
                 "domains": ["blog.test"],
                 "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": BLOG_BODY.decode()}}}],
+            },
+            {
+                "name": "shop",
+                "domains": ["shop.test"],
+                "routes": [
+                    {"match": {"prefix": "/admin/"}, "direct_response": {"status": 200, "body": {"inline_string": ADMIN_BODY.decode()}}},
+                    {"match": {"prefix": "/"}, "route": {"cluster": "backend"}},
+                ],
             },
             {"name": "intranet", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]},
         ]
@@ -84,3 +103,13 @@ def test_a_host_spelling_never_takes_a_public_decision_to_another_backend(gw, ho
     Either answer is fine here (the blog's backend, or a refusal): the intranet backend never."""
     r = stack.raw_http(gw.port, "/x", [("accept", JSON)], host=host)
     assert b'"resolved"' not in r.body, (host, r.status, r.body[:400])
+
+
+@pytest.mark.parametrize("target", ["/admin/..;/x", "/admin;/../x", "/admin/%2e%2e;/x"])
+def test_envoy_routes_on_the_path_the_filter_decided_on(gw, target):
+    """Check that held: `shop.test` sends `/admin/` to its admin backend. The filter reads
+    `/admin/..;/x` as `/x` (anonymous), rewrites `:path`, and Envoy, which picked its route on
+    the raw path, must pick it again on the rewritten one (the wasm host clears the route
+    cache when a request header changes)."""
+    r = stack.raw_http(gw.port, target, [("accept", JSON)], host="shop.test")
+    assert r.status == 200 and r.json()["path"] == "/x", (target, r.status, r.body[:200])
