@@ -52,6 +52,8 @@ fn config() -> Value {
                     "name": "portal", "hosts": ["gw.example.com"], "type": "web",
                     "resources": [
                         {"name": "docs", "paths": ["/docs/*"], "methods": ["GET", "POST"]},
+                        {"name": "admin", "paths": ["/admin/*"],
+                         "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
                         {"name": "docs-delete", "paths": ["/docs/*"], "methods": ["DELETE"], "audit": true,
                          "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
                         {"name": "reports", "paths": ["/reports/*"],
@@ -317,4 +319,27 @@ fn the_audit_line_names_the_path_that_was_served() {
         .find(|l| l.starts_with("audit: "))
         .expect("an audit line");
     assert!(!audit.contains("\"path\":\"/docs/1\""), "{audit}");
+}
+
+/// FINDING (medium): paths are matched case-insensitively by ASCII lower-casing only, for
+/// backends that compare paths case-insensitively; but those compare with Unicode case
+/// mappings. `/admın/` (U+0131 dotless i) is not `/admin/` to the gateway, so bob gets the
+/// root resource; Java's `String.equalsIgnoreCase` (Spring's AntPathMatcher with
+/// `caseSensitive=false` on literal segments) and .NET's upper-casing comparisons read `ı` as
+/// `I`, i.e. `/admin/`. Likewise `ſ` (U+017F) is `S`, and `K` (U+212A Kelvin) lower-cases to
+/// `k`. A case-insensitive application must refuse (or fold) characters whose case mapping is
+/// ASCII.
+#[test]
+fn a_case_insensitive_application_is_not_dodged_by_unicode_case_mappings() {
+    let mut gw = Gateway::new();
+    let bob = gw.session_cookie("bob");
+    let h = at("gw.example.com", "GET", "/ADMIN/x", &[("cookie", &bob)]);
+    assert!(!is_forward(&gw.request(&h)), "the rule as intended");
+    for target in ["/adm%C4%B1n/x", "/adm\u{131}n/x"] {
+        let h = at("gw.example.com", "GET", target, &[("cookie", &bob)]);
+        assert!(
+            !is_forward(&gw.request(&h)),
+            "{target} reached the backend as bob"
+        );
+    }
 }
