@@ -52,6 +52,8 @@ fn config() -> Value {
                     "name": "portal", "hosts": ["gw.example.com"], "type": "web",
                     "resources": [
                         {"name": "docs", "paths": ["/docs/*"], "methods": ["GET", "POST"]},
+                        {"name": "export", "paths": ["/export"],
+                         "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
                         {"name": "admin", "paths": ["/admin/*"],
                          "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
                         {"name": "docs-delete", "paths": ["/docs/*"], "methods": ["DELETE"], "audit": true,
@@ -342,4 +344,37 @@ fn a_case_insensitive_application_is_not_dodged_by_unicode_case_mappings() {
             "{target} reached the backend as bob"
         );
     }
+}
+
+/// FINDING (medium, backend-dependent): `/x/*` covers `/x` because servers serve it as the
+/// same resource, but the same servers also serve `/x/` for an exact `/x` (Spring MVC before
+/// 6.0: trailing-slash match on by default; Express non-strict routing; Django's
+/// APPEND_SLASH redirect) and `/x.json` or `/x.anything` for `/x` (Spring MVC before 5.3:
+/// suffix pattern match on by default; Rails format suffixes). An admins-only exact resource
+/// `/export` is reached as `/export/` and `/export.json` under the root resource's rules.
+/// Suggested: an exact pattern also covers the same path with a trailing slash, and
+/// `/x` and `/x/*` also cover `/x.<ext>` unless the application opts out (or refuse such
+/// near-misses of a stricter resource).
+#[test]
+fn a_resource_is_not_dodged_by_a_trailing_slash_or_a_format_suffix() {
+    let mut gw = Gateway::new();
+    let bob = gw.session_cookie("bob");
+    for target in ["/export", "/admin"] {
+        let h = at("gw.example.com", "GET", target, &[("cookie", &bob)]);
+        assert!(
+            !is_forward(&gw.request(&h)),
+            "{target}: the rule as intended"
+        );
+    }
+    let reached: Vec<&str> = ["/export/", "/export.json", "/admin.json"]
+        .into_iter()
+        .filter(|target| {
+            let h = at("gw.example.com", "GET", target, &[("cookie", &bob)]);
+            is_forward(&gw.request(&h))
+        })
+        .collect();
+    assert!(
+        reached.is_empty(),
+        "reached the backend as bob: {reached:?}"
+    );
 }
