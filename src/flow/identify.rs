@@ -15,8 +15,9 @@ use crate::cookie;
 use crate::http::{Action, Callout, CalloutResult, Wake};
 use crate::identity;
 use crate::jwks::parse_jwks;
+use crate::jws::key_miss;
 use crate::login::Entropy;
-use crate::policy::{AppType, Application, Identity, Resource, Validation};
+use crate::policy::{AppApi, AppType, Application, Identity, Resource, Validation};
 use crate::request::HeaderSource;
 use crate::session::SessionEntry;
 
@@ -202,7 +203,10 @@ impl RequestFlow {
         let waiters = vm.keys_flight.take().map(|f| f.waiters).unwrap_or_default();
         match result {
             CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
-                Some(keys) => vm.jwks.replace(keys, now),
+                Some(keys) => {
+                    vm.jwks.replace(keys, now);
+                    self.fetched_keys = true;
+                }
                 None => {
                     vm.wake(waiters, Wake::Fail(502));
                     return self.upstream_failure(rng, 502, "JWKS is not a JWK Set");
@@ -248,83 +252,121 @@ impl RequestFlow {
                 vm.wake(waiters, Wake::Ready);
                 Err(self.bearer_refused(settings, BearerError::Malformed))
             }
-            Lookup::CheckIt => {
-                match api.validation {
-                    Validation::Jwt => {
-                        let rules = JwtRules {
-                            issuer: &settings.op.issuer,
-                            audiences: &api.audiences,
-                            algorithms: &settings.api.algorithms,
-                            clock_skew_s: settings.clock_skew_s,
-                            now,
-                        };
-                        let op = &settings.op;
-                        match bearer::validate_jwt(
-                            raw,
-                            &vm.jwks,
-                            op.jwks_max_age_s,
-                            op.jwks_min_refetch_interval_s,
-                            &rules,
-                        )
-                        .and_then(|info| with_headers(settings, info))
-                        {
-                            Ok(info) => {
-                                // Returned as checked: a token at the edge of its expiry (within
-                                // the clock skew) is not cached, but is good for this request.
-                                let waiters = vm.tokens.complete(&key, Some(Ok(info.clone())), now);
-                                vm.wake(waiters, Wake::Ready);
-                                Ok(Rc::new(info))
-                            }
-                            Err(BearerError::NeedKeys) => {
-                                // Free the token's slot: whoever waits on it now waits on the keys.
-                                let waiters = vm.tokens.complete(&key, None, now);
-                                vm.wake(waiters, Wake::Ready);
-                                Err(self.fetch_bearer_keys(settings, vm, now))
-                            }
-                            Err(BearerError::InvalidToken(UNKNOWN_KEY))
-                                if vm.keys_flight.is_some() =>
-                            {
-                                // The keys are being fetched (for another token): wait for them.
-                                let waiters = vm.tokens.complete(&key, None, now);
-                                vm.wake(waiters, Wake::Ready);
-                                Err(self.fetch_bearer_keys(settings, vm, now))
-                            }
-                            Err(e) => {
-                                self.note(
-                                    Level::Info,
-                                    format!("bearer token refused: {}", describe(&e)),
-                                );
-                                // An unknown key is not remembered: the keys may be fetched
-                                // again soon, and the same token then be good.
-                                let remembered = (e != BearerError::InvalidToken(UNKNOWN_KEY))
-                                    .then(|| Err(e.clone()));
-                                let waiters = vm.tokens.complete(&key, remembered, now);
-                                vm.wake(waiters, Wake::Ready);
-                                Err(self.bearer_refused(settings, e))
-                            }
-                        }
-                    }
-                    Validation::Introspection => {
-                        let endpoint = vm.endpoints.as_ref().and_then(|e| e.introspection.clone());
-                        let Some(endpoint) = endpoint else {
-                            let waiters = vm.tokens.complete(&key, None, now);
-                            vm.wake(waiters, Wake::Fail(502));
-                            return Err(not_ready(false));
-                        };
-                        let callout = bearer::introspection_request(
-                            &settings.op.cluster,
-                            &endpoint,
-                            &settings.client.client_id,
-                            &settings.client.client_secret,
-                            raw,
-                            settings.op.timeout_ms,
-                        );
-                        self.stage = Stage::Introspect { key };
-                        Err(Action::Callout(callout))
-                    }
+            Lookup::CheckIt => match api.validation {
+                Validation::Jwt => self.check_jwt(settings, vm, api, raw, key, now),
+                Validation::Introspection => {
+                    let endpoint = vm.endpoints.as_ref().and_then(|e| e.introspection.clone());
+                    let Some(endpoint) = endpoint else {
+                        let waiters = vm.tokens.complete(&key, None, now);
+                        vm.wake(waiters, Wake::Fail(502));
+                        return Err(not_ready(false));
+                    };
+                    let callout = bearer::introspection_request(
+                        &settings.op.cluster,
+                        &endpoint,
+                        &settings.client.client_id,
+                        &settings.client.client_secret,
+                        raw,
+                        settings.op.timeout_ms,
+                    );
+                    self.stage = Stage::Introspect { key };
+                    Err(Action::Callout(callout))
                 }
-            }
+            },
         }
+    }
+
+    /// Checks a JWT bearer token against the OP's keys, fetching them when they are missing.
+    #[allow(clippy::result_large_err)]
+    fn check_jwt(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        api: &AppApi,
+        raw: &str,
+        key: Key,
+        now: u64,
+    ) -> Result<Rc<TokenInfo>, Action> {
+        let rules = JwtRules {
+            issuer: &settings.op.issuer,
+            audiences: &api.audiences,
+            algorithms: &settings.api.algorithms,
+            clock_skew_s: settings.clock_skew_s,
+            now,
+        };
+        let op = &settings.op;
+        let checked = bearer::validate_jwt(
+            raw,
+            &vm.jwks,
+            op.jwks_max_age_s,
+            op.jwks_min_refetch_interval_s,
+            &rules,
+        )
+        .and_then(|info| with_headers(settings, info));
+        match checked {
+            Ok(info) => {
+                // Returned as checked: a token at the edge of its expiry (within the clock
+                // skew) is not cached, but is good for this request.
+                let waiters = vm.tokens.complete(&key, Some(Ok(info.clone())), now);
+                vm.wake(waiters, Wake::Ready);
+                Ok(Rc::new(info))
+            }
+            // Once per request: a key the OP still lacks after this request's fetch is unknown.
+            Err(BearerError::NeedKeys) if !self.fetched_keys => {
+                // Free the token's slot: whoever waits on it now waits on the keys.
+                let waiters = vm.tokens.complete(&key, None, now);
+                vm.wake(waiters, Wake::Ready);
+                Err(self.fetch_bearer_keys(settings, vm, now))
+            }
+            Err(BearerError::InvalidToken(UNKNOWN_KEY)) if vm.keys_flight.is_some() => {
+                // The keys are being fetched (for another token): wait for them.
+                let waiters = vm.tokens.complete(&key, None, now);
+                vm.wake(waiters, Wake::Ready);
+                Err(self.fetch_bearer_keys(settings, vm, now))
+            }
+            Err(BearerError::NeedKeys) => Err(self.jwt_refused(
+                settings,
+                vm,
+                raw,
+                key,
+                BearerError::InvalidToken(UNKNOWN_KEY),
+                now,
+            )),
+            Err(e) => Err(self.jwt_refused(settings, vm, raw, key, e, now)),
+        }
+    }
+
+    fn jwt_refused(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        raw: &str,
+        key: Key,
+        e: BearerError,
+        now: u64,
+    ) -> Action {
+        let op = &settings.op;
+        let why = match e {
+            BearerError::InvalidToken(UNKNOWN_KEY) => {
+                let miss = key_miss(
+                    raw,
+                    &vm.jwks,
+                    now,
+                    op.jwks_max_age_s,
+                    op.jwks_min_refetch_interval_s,
+                    self.fetched_keys,
+                );
+                format!("{UNKNOWN_KEY} ({miss})")
+            }
+            ref e => describe(e).to_string(),
+        };
+        self.note(Level::Info, format!("bearer token refused: {why}"));
+        // An unknown key is not remembered: the keys may be fetched again soon, and the same
+        // token then be good.
+        let remembered = (e != BearerError::InvalidToken(UNKNOWN_KEY)).then(|| Err(e.clone()));
+        let waiters = vm.tokens.complete(&key, remembered, now);
+        vm.wake(waiters, Wake::Ready);
+        self.bearer_refused(settings, e)
     }
 
     /// Leads or joins the one JWKS fetch for bearer tokens.
@@ -351,7 +393,7 @@ impl RequestFlow {
             since: now,
             waiters,
         });
-        vm.jwks.attempted(now);
+        vm.jwks.attempted(now, settings.op.jwks_max_age_s);
         self.stage = Stage::BearerKeys;
         Action::Callout(jwks_callout(settings, &endpoints))
     }

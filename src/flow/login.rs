@@ -12,6 +12,7 @@ use crate::http::{Action, CalloutResult, LocalResponse};
 use crate::id_token::{self, Expected, IdToken, IdTokenError};
 use crate::identity::{self, UnusableClaim};
 use crate::jwks::parse_jwks;
+use crate::jws::key_miss;
 use crate::login::{random_token, safe_return_path, Entropy, LoginTransaction, TXN_SLOTS};
 use crate::oidc::{self, TokenError};
 use crate::pages::Problem;
@@ -373,7 +374,7 @@ impl RequestFlow {
         ) {
             Ok(token) => self.open_session(settings, vm, &txn, token, html, now, rng),
             Err(IdTokenError::NeedKeys) if may_fetch_keys => {
-                vm.jwks.attempted(now);
+                vm.jwks.attempted(now, op.jwks_max_age_s);
                 let Some(endpoints) = vm.endpoints.clone() else {
                     return not_ready(html);
                 };
@@ -386,10 +387,19 @@ impl RequestFlow {
                 Action::Callout(callout)
             }
             Err(e) => {
-                let e = if e == IdTokenError::NeedKeys {
-                    IdTokenError::UnknownKey
-                } else {
-                    e
+                let log = match e {
+                    IdTokenError::NeedKeys | IdTokenError::UnknownKey => {
+                        let miss = key_miss(
+                            &id_token,
+                            &vm.jwks,
+                            now,
+                            op.jwks_max_age_s,
+                            op.jwks_min_refetch_interval_s,
+                            !may_fetch_keys,
+                        );
+                        format!("ID token refused: {} ({miss})", IdTokenError::UnknownKey)
+                    }
+                    e => format!("ID token refused: {e}"),
                 };
                 let action = self.refuse(
                     rng,
@@ -398,7 +408,7 @@ impl RequestFlow {
                     "id_token_invalid",
                     "The sign-in could not be verified.",
                     Some(&txn.return_to),
-                    format!("ID token refused: {e}"),
+                    log,
                 );
                 add_cookie(action, clear_txn_cookie(settings, &txn))
             }

@@ -81,6 +81,9 @@ pub struct RequestFlow {
     /// (already at its expiry, a zero TTL, or a cache full of checks under way).
     fresh_token: Option<(Key, Rc<TokenInfo>)>,
     fresh_site: Option<(usize, Key, Rc<SiteToken>)>,
+    /// This request fetched the JWKS for its bearer token: a key still missing is not
+    /// fetched for again.
+    fetched_keys: bool,
     /// The policy already decided (and took rate-limit tokens, wrote the audit line) in an
     /// earlier run of this request.
     decided: bool,
@@ -107,6 +110,7 @@ impl RequestFlow {
             audit_started_us: None,
             fresh_token: None,
             fresh_site: None,
+            fetched_keys: false,
             decided: false,
         }
     }

@@ -1,0 +1,205 @@
+//! What operators depend on: key rotation at the OP, refusals that are not cached, and log
+//! lines that say what happened. Driven natively through the public, sans-IO API.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use envoy_wam::config::Settings;
+use envoy_wam::flow::{HeaderList, LogLine, RequestFlow, VmState};
+use envoy_wam::http::{Action, CalloutResult};
+use jwt_simple::prelude::*;
+use serde_json::{json, Map, Value};
+
+mod common;
+use common::*;
+
+const API: &str = "https://api.example.com";
+
+fn config(api: Value) -> Value {
+    json!({
+        "op": {
+            "issuer": ISSUER,
+            "cluster": "op",
+            "authorization_endpoint": "https://op.example.com/auth",
+            "token_endpoint": "https://op.example.com/token",
+            "jwks_uri": "https://op.example.com/jwks",
+            "introspection_endpoint": "https://op.example.com/token/introspection",
+            "timeout_ms": 2000,
+            "jwks_min_refetch_interval_s": 30
+        },
+        "client": {"client_id": "pa_wam", "client_secret": "top-secret-value"},
+        "session": {
+            "signing_keys": [{"kid": "k1", "secret": URL_SAFE_NO_PAD.encode([9u8; 32])}]
+        },
+        "identity_headers": [{"header": "x-wam-user", "claim": "sub"}],
+        "api": api,
+        "policy": {
+            "applications": [
+                {
+                    "name": "orders", "hosts": ["api.example.com"], "type": "api",
+                    "api": {"validation": "jwt", "audiences": [API]},
+                    "resources": [{"name": "root", "paths": ["/*"]}]
+                },
+                {
+                    "name": "opaque", "hosts": ["intro.example.com"], "type": "api",
+                    "api": {"validation": "introspection"},
+                    "resources": [{"name": "root", "paths": ["/*"]}]
+                }
+            ]
+        }
+    })
+}
+
+struct Gateway {
+    settings: Settings,
+    vm: VmState,
+    rng: Rng,
+}
+
+impl Gateway {
+    fn new(api: Value) -> Self {
+        let settings = Settings::from_json(config(api).to_string().as_bytes()).unwrap();
+        Self {
+            vm: VmState::new(&settings),
+            settings,
+            rng: Rng(11),
+        }
+    }
+
+    fn request(&mut self, flow: &mut RequestFlow, h: &HeaderList, now: u64) -> Action {
+        flow.on_request(&self.settings, &mut self.vm, h, now, &mut self.rng)
+    }
+
+    fn answer(
+        &mut self,
+        flow: &mut RequestFlow,
+        h: &HeaderList,
+        r: CalloutResult,
+        now: u64,
+    ) -> Action {
+        flow.on_callout(&self.settings, &mut self.vm, h, r, now, &mut self.rng)
+    }
+}
+
+/// An OP key with its own `kid`.
+fn key(kid: &str) -> ES256KeyPair {
+    ES256KeyPair::generate().with_key_id(kid)
+}
+
+/// The JWKS answer publishing `keys`.
+fn jwks(keys: &[&ES256KeyPair]) -> CalloutResult {
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|k| {
+            let point = k.public_key().public_key().to_bytes_uncompressed();
+            json!({
+                "kty": "EC", "crv": "P-256", "kid": k.key_id().clone().unwrap(), "use": "sig",
+                "alg": "ES256", "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+                "y": URL_SAFE_NO_PAD.encode(&point[33..65])
+            })
+        })
+        .collect();
+    CalloutResult::Response {
+        status: 200,
+        body: json!({ "keys": keys }).to_string().into_bytes(),
+    }
+}
+
+fn access_token(key: &ES256KeyPair, now: u64) -> String {
+    let claims = json!({
+        "iss": ISSUER, "sub": "svc-1", "aud": API, "exp": now + 600, "iat": now,
+    });
+    let claims: JWTClaims<Map<String, Value>> = serde_json::from_value(claims).unwrap();
+    key.sign(claims).unwrap()
+}
+
+fn api_call(host: &str, token: &str) -> HeaderList {
+    let auth = format!("Bearer {token}");
+    HeaderList::new(vec![
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", host),
+        (":path", "/orders/1"),
+        ("authorization", &auth),
+    ])
+}
+
+fn messages(log: Vec<LogLine>) -> Vec<String> {
+    log.into_iter().map(|l| l.message).collect()
+}
+
+#[test]
+fn a_key_rotated_right_after_the_routine_fetch_is_accepted_at_once() {
+    let mut gw = Gateway::new(json!({}));
+    let (old, new, bogus) = (key("k-old"), key("k-new"), key("k-bogus"));
+
+    // Routine first fetch at t.
+    let h = api_call("api.example.com", &access_token(&old, NOW));
+    let mut flow = RequestFlow::new();
+    let c = callout(gw.request(&mut flow, &h, NOW));
+    assert_eq!(c.path, "/jwks");
+    forward(gw.answer(&mut flow, &h, jwks(&[&old]), NOW));
+
+    // The OP rotates; a token with the new kid at t+1 refetches and is accepted.
+    let h = api_call("api.example.com", &access_token(&new, NOW + 1));
+    let mut flow = RequestFlow::new();
+    let c = callout(gw.request(&mut flow, &h, NOW + 1));
+    assert_eq!(
+        c.path, "/jwks",
+        "the routine fetch must not throttle this one"
+    );
+    let f = forward(gw.answer(&mut flow, &h, jwks(&[&old, &new]), NOW + 1));
+    assert!(f
+        .identity
+        .iter()
+        .any(|(n, v)| n == "x-wam-user" && v.as_deref() == Some("svc-1")));
+
+    // A second unknown kid right after: throttled, and the log says so.
+    let h = api_call("api.example.com", &access_token(&bogus, NOW + 2));
+    let mut flow = RequestFlow::new();
+    let r = respond(gw.request(&mut flow, &h, NOW + 2));
+    assert_eq!(r.status, 401);
+    let log = messages(flow.take_log());
+    assert!(
+        log.contains(
+            &"bearer token refused: unknown signing key (kid \"k-bogus\": refetch throttled, last fetch 1 s ago)"
+                .to_string()
+        ),
+        "{log:?}"
+    );
+
+    // Once the throttle has run out, an unknown kid is fetched for (once), then refused.
+    let mut flow = RequestFlow::new();
+    let c = callout(gw.request(&mut flow, &h, NOW + 31));
+    assert_eq!(c.path, "/jwks");
+    let r = respond(gw.answer(&mut flow, &h, jwks(&[&old, &new]), NOW + 31));
+    assert_eq!(r.status, 401);
+    let log = messages(flow.take_log());
+    assert!(
+        log.iter()
+            .any(|l| l.ends_with("(kid \"k-bogus\": not in the JWKS just fetched)")),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn a_token_without_kid_among_several_keys_says_so() {
+    let mut gw = Gateway::new(json!({}));
+    let (a, b) = (key("a"), key("b"));
+    let h = api_call("api.example.com", &access_token(&a, NOW));
+    let mut flow = RequestFlow::new();
+    callout(gw.request(&mut flow, &h, NOW));
+    forward(gw.answer(&mut flow, &h, jwks(&[&a, &b]), NOW));
+
+    let anonymous = ES256KeyPair::from_bytes(&a.to_bytes()).unwrap();
+    let h = api_call("api.example.com", &access_token(&anonymous, NOW + 1));
+    let mut flow = RequestFlow::new();
+    assert_eq!(respond(gw.request(&mut flow, &h, NOW + 1)).status, 401);
+    let log = messages(flow.take_log());
+    assert!(
+        log.contains(
+            &"bearer token refused: unknown signing key (no kid: several keys and no kid)"
+                .to_string()
+        ),
+        "{log:?}"
+    );
+}
