@@ -203,3 +203,70 @@ fn a_token_without_kid_among_several_keys_says_so() {
         "{log:?}"
     );
 }
+
+fn inactive() -> CalloutResult {
+    CalloutResult::Response {
+        status: 200,
+        body: br#"{"active": false}"#.to_vec(),
+    }
+}
+
+/// Runs one request to its end, answering every callout with `answer`; returns the final
+/// action and the number of callouts it made.
+fn drive(
+    gw: &mut Gateway,
+    flow: &mut RequestFlow,
+    h: &HeaderList,
+    first: Action,
+    answer: impl Fn() -> CalloutResult,
+) -> (Action, usize) {
+    let (mut action, mut callouts) = (first, 0);
+    while let Action::Callout(_) = action {
+        callouts += 1;
+        assert!(callouts < 10, "runaway callouts");
+        action = gw.answer(flow, h, answer(), NOW);
+    }
+    (action, callouts)
+}
+
+#[test]
+fn zero_negative_ttl_refuses_with_one_introspection_and_caches_nothing() {
+    let mut gw = Gateway::new(json!({"negative_ttl_s": 0}));
+    let h = api_call("intro.example.com", "revoked-token");
+    for ctx in 1..=2 {
+        let mut flow = RequestFlow::for_context(ctx);
+        let first = gw.request(&mut flow, &h, NOW);
+        let (action, callouts) = drive(&mut gw, &mut flow, &h, first, inactive);
+        assert_eq!(
+            callouts, 1,
+            "request {ctx}: one introspection, then its answer"
+        );
+        let r = respond(action);
+        assert_eq!(r.status, 401);
+        assert!(r
+            .header_value("www-authenticate")
+            .is_some_and(|v| v.contains("invalid_token")));
+    }
+
+    // A request waiting on the check is woken, checks the token itself, and gets its 401 too.
+    let mut leader = RequestFlow::for_context(3);
+    let mut waiter = RequestFlow::for_context(4);
+    callout(gw.request(&mut leader, &h, NOW));
+    assert_eq!(gw.request(&mut waiter, &h, NOW), Action::Wait);
+    assert_eq!(
+        respond(gw.answer(&mut leader, &h, inactive(), NOW)).status,
+        401
+    );
+    let woken = std::mem::take(&mut gw.vm.woken);
+    assert_eq!(woken, vec![(4, envoy_wam::http::Wake::Ready)]);
+    let first = waiter.on_wake(
+        &gw.settings,
+        &mut gw.vm,
+        &h,
+        envoy_wam::http::Wake::Ready,
+        NOW,
+        &mut gw.rng,
+    );
+    let (action, callouts) = drive(&mut gw, &mut waiter, &h, first, inactive);
+    assert_eq!((respond(action).status, callouts), (401, 1));
+}

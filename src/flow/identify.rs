@@ -167,15 +167,16 @@ impl RequestFlow {
             Ok(info) => {
                 let waiters = vm.tokens.complete(&key, Some(Ok(info.clone())), now);
                 vm.wake(waiters, Wake::Ready);
-                self.fresh_token = Some((key, Rc::new(info)));
+                self.fresh_token = Some((key, Ok(Rc::new(info))));
             }
             Err(Some(e)) => {
                 self.note(
                     Level::Info,
                     format!("bearer token refused by introspection: {}", describe(&e)),
                 );
-                let waiters = vm.tokens.complete(&key, Some(Err(e)), now);
+                let waiters = vm.tokens.complete(&key, Some(Err(e.clone())), now);
                 vm.wake(waiters, Wake::Ready);
+                self.fresh_token = Some((key, Err(e)));
             }
             Err(None) => {
                 let waiters = vm.tokens.complete(&key, None, now);
@@ -238,10 +239,13 @@ impl RequestFlow {
         let Some(api) = app.api.as_ref() else {
             return Err(self.bearer_refused(settings, BearerError::InvalidToken("no API access")));
         };
-        if let Some((k, info)) = &self.fresh_token {
-            if *k == key {
-                return Ok(info.clone());
+        match &self.fresh_token {
+            Some((k, Ok(info))) if *k == key => return Ok(info.clone()),
+            Some((k, Err(e))) if *k == key => {
+                let e = e.clone();
+                return Err(self.bearer_refused(settings, e));
             }
+            _ => {}
         }
         match vm.tokens.lookup(&key, self.ctx, now) {
             Lookup::Valid(info) => Ok(info),

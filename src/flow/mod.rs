@@ -22,7 +22,7 @@ use head::RequestHead;
 use route::Target;
 pub use state::{KeysFlight, SiteToken, VmState, MAX_CALLOUT_BODY};
 
-use crate::bearer::TokenInfo;
+use crate::bearer::{BearerError, TokenInfo};
 pub(crate) use answers::not_ready;
 use std::rc::Rc;
 
@@ -78,8 +78,9 @@ pub struct RequestFlow {
     /// When an audited request started being decided (see [`HeaderSource::now_us`]).
     audit_started_us: Option<u64>,
     /// What this request's own callout brought, for its rerun: the cache may not keep it
-    /// (already at its expiry, a zero TTL, or a cache full of checks under way).
-    fresh_token: Option<(Key, Rc<TokenInfo>)>,
+    /// (already at its expiry, a zero TTL, or a cache full of checks under way). Refusals too:
+    /// with `api.negative_ttl_s: 0` the rerun would otherwise check the token again, and again.
+    fresh_token: Option<(Key, Result<Rc<TokenInfo>, BearerError>)>,
     fresh_site: Option<(usize, Key, Rc<SiteToken>)>,
     /// This request fetched the JWKS for its bearer token: a key still missing is not
     /// fetched for again.
