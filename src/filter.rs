@@ -38,6 +38,7 @@ fn log_line(line: &LogLine) {
     let level = match line.level {
         Level::Info => LogLevel::Info,
         Level::Warn => LogLevel::Warn,
+        Level::Error => LogLevel::Error,
     };
     log(level, &line.message);
 }

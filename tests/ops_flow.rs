@@ -4,7 +4,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use envoy_wam::config::Settings;
-use envoy_wam::flow::{HeaderList, LogLine, RequestFlow, VmState};
+use envoy_wam::flow::{HeaderList, Level, LogLine, RequestFlow, VmState};
 use envoy_wam::http::{Action, CalloutResult};
 use jwt_simple::prelude::*;
 use serde_json::{json, Map, Value};
@@ -26,7 +26,8 @@ fn config(api: Value) -> Value {
             "timeout_ms": 2000,
             "jwks_min_refetch_interval_s": 30
         },
-        "client": {"client_id": "pa_wam", "client_secret": "top-secret-value"},
+        "client": {"client_id": "pa_wam", "client_secret": "top-secret-value",
+                   "redirect_uri": "https://gw.example.com/pa/oidc/cb"},
         "session": {
             "signing_keys": [{"kid": "k1", "secret": URL_SAFE_NO_PAD.encode([9u8; 32])}]
         },
@@ -37,6 +38,10 @@ fn config(api: Value) -> Value {
                 {
                     "name": "orders", "hosts": ["api.example.com"], "type": "api",
                     "api": {"validation": "jwt", "audiences": [API]},
+                    "resources": [{"name": "root", "paths": ["/*"]}]
+                },
+                {
+                    "name": "portal", "hosts": ["gw.example.com"], "type": "web",
                     "resources": [{"name": "root", "paths": ["/*"]}]
                 },
                 {
@@ -269,4 +274,156 @@ fn zero_negative_ttl_refuses_with_one_introspection_and_caches_nothing() {
     );
     let (action, callouts) = drive(&mut gw, &mut waiter, &h, first, inactive);
     assert_eq!((respond(action).status, callouts), (401, 1));
+}
+
+fn http(status: u16) -> CalloutResult {
+    CalloutResult::Response {
+        status,
+        body: b"<html>oops</html>".to_vec(),
+    }
+}
+
+/// Starts a login and comes back to the callback; returns the flow waiting for the token
+/// endpoint.
+fn at_callback(gw: &mut Gateway, now: u64) -> (RequestFlow, HeaderList) {
+    let browser = ("accept", "text/html");
+    let r = respond(gw.request(&mut RequestFlow::new(), &head("GET", "/x", &[browser]), now));
+    assert_eq!(r.status, 302);
+    let location = url::Url::parse(r.header_value("location").unwrap()).unwrap();
+    let state = location
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let txn = r
+        .header_value("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap();
+    let cb = format!("/pa/oidc/cb?code=c&state={state}");
+    let h = head("GET", &cb, &[browser, ("cookie", txn)]);
+    let mut flow = RequestFlow::new();
+    assert_eq!(callout(gw.request(&mut flow, &h, now)).path, "/token");
+    (flow, h)
+}
+
+fn logged(flow: &mut RequestFlow, text: &str) -> LogLine {
+    let log = flow.take_log();
+    log.iter()
+        .find(|l| l.message.contains(text))
+        .cloned()
+        .unwrap_or_else(|| panic!("no line with {text:?} in {log:?}"))
+}
+
+#[test]
+fn an_op_answering_5xx_is_logged_with_its_status() {
+    // Token endpoint: the browser gets 502 as before, the log names the status.
+    let mut gw = Gateway::new(json!({}));
+    let (mut flow, h) = at_callback(&mut gw, NOW);
+    assert_eq!(
+        respond(gw.answer(&mut flow, &h, http(500), NOW)).status,
+        502
+    );
+    let line = logged(&mut flow, "token endpoint answered HTTP 500");
+    assert!(!line.message.contains("could not be reached"));
+
+    let (mut flow, h) = at_callback(&mut gw, NOW);
+    assert_eq!(
+        respond(gw.answer(&mut flow, &h, http(504), NOW)).status,
+        504
+    );
+    logged(&mut flow, "token endpoint answered HTTP 504 (a timeout");
+    let (mut flow, h) = at_callback(&mut gw, NOW);
+    let r = respond(gw.answer(&mut flow, &h, CalloutResult::Failed, NOW));
+    assert_eq!(r.status, 502);
+    logged(&mut flow, "token endpoint could not be reached");
+
+    // JWKS for a bearer token.
+    let k = key("k1");
+    let h = api_call("api.example.com", &access_token(&k, NOW));
+    let mut flow = RequestFlow::new();
+    callout(gw.request(&mut flow, &h, NOW));
+    assert_eq!(
+        respond(gw.answer(&mut flow, &h, http(500), NOW)).status,
+        502
+    );
+    logged(&mut flow, "JWKS answered HTTP 500");
+
+    // Introspection.
+    let h = api_call("intro.example.com", "opaque-1");
+    let mut flow = RequestFlow::new();
+    callout(gw.request(&mut flow, &h, NOW));
+    assert_eq!(
+        respond(gw.answer(&mut flow, &h, http(502), NOW)).status,
+        502
+    );
+    logged(&mut flow, "introspection endpoint answered HTTP 502");
+    let mut flow = RequestFlow::new();
+    callout(gw.request(&mut flow, &h, NOW));
+    assert_eq!(
+        respond(gw.answer(&mut flow, &h, http(503), NOW)).status,
+        502
+    );
+    logged(
+        &mut flow,
+        "introspection endpoint answered HTTP 503 (unavailable, or Envoy",
+    );
+}
+
+fn discovering() -> Gateway {
+    let mut c = config(json!({}));
+    c["op"] = json!({"issuer": ISSUER, "cluster": "op", "discovery": true});
+    let settings = Settings::from_json(c.to_string().as_bytes()).unwrap();
+    Gateway {
+        vm: VmState::new(&settings),
+        settings,
+        rng: Rng(5),
+    }
+}
+
+#[test]
+fn discovery_5xx_and_another_issuer_are_told_apart() {
+    let mut gw = discovering();
+    let browser = head("GET", "/x", &[("accept", "text/html")]);
+    gw.vm.discovery_due(&gw.settings, NOW).unwrap();
+    let line = gw.vm.on_discovery(&gw.settings, http(500));
+    assert_eq!(line.level, Level::Warn);
+    assert_eq!(
+        line.message,
+        "discovery at https://op.example.com failed: answered HTTP 500; retrying in 5s"
+    );
+    let r = respond(gw.request(&mut RequestFlow::new(), &browser, NOW));
+    assert_eq!((r.status, r.header_value("retry-after")), (503, Some("5")));
+    assert!(String::from_utf8_lossy(&r.body).contains("starting up"));
+
+    let doc = json!({
+        "issuer": "https://other.example.com",
+        "authorization_endpoint": "https://op.example.com/auth",
+        "token_endpoint": "https://op.example.com/token",
+        "jwks_uri": "https://op.example.com/jwks"
+    });
+    let answer = CalloutResult::Response {
+        status: 200,
+        body: doc.to_string().into_bytes(),
+    };
+    gw.vm.discovery_due(&gw.settings, NOW + 5).unwrap();
+    let line = gw.vm.on_discovery(&gw.settings, answer);
+    assert_eq!(line.level, Level::Error);
+    assert_eq!(
+        line.message,
+        "discovery at https://op.example.com failed: the document names issuer \
+         https://other.example.com, not the configured https://op.example.com; sign-in is \
+         refused until the configuration or the OP is fixed; retrying in 5s"
+    );
+    let r = respond(gw.request(&mut RequestFlow::new(), &browser, NOW + 5));
+    assert_eq!(r.status, 503);
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(
+        body.contains("op_misconfigured") && body.contains("misconfigured"),
+        "{body}"
+    );
+    assert!(!body.contains("starting up"));
+    assert_eq!(r.header_value("retry-after"), None);
 }

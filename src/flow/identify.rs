@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::mediate::Subject;
 use super::state::{stale_after_s, KeysFlight, VmState};
-use super::{not_ready, Level, RequestFlow, Stage};
+use super::{failure_text, not_ready, Level, RequestFlow, Stage};
 use crate::access;
 use crate::bearer::{self, BearerError, JwtRules, Lookup, TokenInfo, UNKNOWN_KEY};
 use crate::cache::Key;
@@ -156,10 +156,11 @@ impl RequestFlow {
                 bearer::parse_introspection(status, &body, now)
                     .and_then(|info| with_headers(settings, info).map_err(Some))
             }
-            CalloutResult::TimedOut => {
+            failed @ CalloutResult::TimedOut => {
                 let waiters = vm.tokens.complete(&key, None, now);
                 vm.wake(waiters, Wake::Fail(504));
-                return self.upstream_failure(rng, 504, "introspection callout timed out");
+                let log = failure_text(&failed, self.folded_status);
+                return self.upstream_failure(rng, 504, &format!("introspection endpoint {log}"));
             }
             CalloutResult::Failed => Err(None),
         };
@@ -181,11 +182,11 @@ impl RequestFlow {
             Err(None) => {
                 let waiters = vm.tokens.complete(&key, None, now);
                 vm.wake(waiters, Wake::Fail(502));
-                return self.upstream_failure(
-                    rng,
-                    502,
-                    "introspection endpoint failed or gave no usable answer",
-                );
+                let log = match self.folded_status {
+                    Some(_) => failure_text(&CalloutResult::Failed, self.folded_status),
+                    None => "could not be reached or gave no usable answer".into(),
+                };
+                return self.upstream_failure(rng, 502, &format!("introspection endpoint {log}"));
             }
         }
         self.rerun(settings, vm, request, now, rng)
@@ -213,13 +214,15 @@ impl RequestFlow {
                     return self.upstream_failure(rng, 502, "JWKS is not a JWK Set");
                 }
             },
-            CalloutResult::TimedOut => {
-                vm.wake(waiters, Wake::Fail(504));
-                return self.upstream_failure(rng, 504, "JWKS callout timed out");
-            }
-            _ => {
-                vm.wake(waiters, Wake::Fail(502));
-                return self.upstream_failure(rng, 502, "JWKS callout failed");
+            failed => {
+                let status: u16 = if failed == CalloutResult::TimedOut {
+                    504
+                } else {
+                    502
+                };
+                vm.wake(waiters, Wake::Fail(status));
+                let log = format!("JWKS {}", failure_text(&failed, self.folded_status));
+                return self.upstream_failure(rng, u32::from(status), &log);
             }
         }
         vm.wake(waiters, Wake::Ready);
@@ -263,7 +266,7 @@ impl RequestFlow {
                     let Some(endpoint) = endpoint else {
                         let waiters = vm.tokens.complete(&key, None, now);
                         vm.wake(waiters, Wake::Fail(502));
-                        return Err(not_ready(false));
+                        return Err(not_ready(vm, false));
                     };
                     let callout = bearer::introspection_request(
                         &settings.op.cluster,
@@ -389,7 +392,7 @@ impl RequestFlow {
             }
         }
         let Some(endpoints) = vm.endpoints.clone() else {
-            return not_ready(false);
+            return not_ready(vm, false);
         };
         let waiters = vm.keys_flight.take().map(|f| f.waiters).unwrap_or_default();
         vm.keys_flight = Some(KeysFlight {

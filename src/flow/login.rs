@@ -98,7 +98,7 @@ impl RequestFlow {
     pub(super) fn unauthenticated(
         &mut self,
         settings: &Settings,
-        endpoints: Option<&OpEndpoints>,
+        vm: &VmState,
         head: &RequestHead,
         now: u64,
         rng: &mut dyn Entropy,
@@ -118,8 +118,8 @@ impl RequestFlow {
             ));
             return Action::Respond(r);
         }
-        let Some(endpoints) = endpoints else {
-            return not_ready(true);
+        let Some(endpoints) = vm.endpoints.as_deref() else {
+            return not_ready(vm, true);
         };
         let callback = settings.client.redirect_uri.clone().or_else(|| {
             head.trusted_origin(settings)
@@ -376,7 +376,7 @@ impl RequestFlow {
             Err(IdTokenError::NeedKeys) if may_fetch_keys => {
                 vm.jwks.attempted(now, op.jwks_max_age_s);
                 let Some(endpoints) = vm.endpoints.clone() else {
-                    return not_ready(html);
+                    return not_ready(vm, html);
                 };
                 let callout = jwks_callout(settings, &endpoints);
                 self.stage = Stage::Keys {

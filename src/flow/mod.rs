@@ -30,6 +30,8 @@ use std::rc::Rc;
 pub enum Level {
     Info,
     Warn,
+    /// The gateway cannot work as configured (e.g. the OP names another issuer).
+    Error,
 }
 
 /// A line for Envoy's log. Never holds a token, code, cookie or secret.
@@ -85,6 +87,9 @@ pub struct RequestFlow {
     /// This request fetched the JWKS for its bearer token: a key still missing is not
     /// fetched for again.
     fetched_keys: bool,
+    /// The 5xx status of the last callout answer, which [`normalize`] folds into `Failed` or
+    /// `TimedOut`: the client's answer follows the fold, the log line names the status.
+    folded_status: Option<u16>,
     /// The policy already decided (and took rate-limit tokens, wrote the audit line) in an
     /// earlier run of this request.
     decided: bool,
@@ -112,6 +117,7 @@ impl RequestFlow {
             fresh_token: None,
             fresh_site: None,
             fetched_keys: false,
+            folded_status: None,
             decided: false,
         }
     }
@@ -258,6 +264,7 @@ impl RequestFlow {
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Action {
+        self.folded_status = folded_status(&result);
         let result = normalize(result);
         match std::mem::replace(&mut self.stage, Stage::Done) {
             Stage::Token { txn, html } => {
@@ -297,6 +304,30 @@ pub(super) fn normalize(result: CalloutResult) -> CalloutResult {
             status: 500..=599, ..
         } => CalloutResult::Failed,
         other => other,
+    }
+}
+
+/// The 5xx status [`normalize`] would fold away.
+pub(super) fn folded_status(result: &CalloutResult) -> Option<u16> {
+    match result {
+        CalloutResult::Response { status, .. } if (500..=599).contains(status) => Some(*status),
+        _ => None,
+    }
+}
+
+/// How a callout that gave no usable answer ended, for the log: an OP that answers 500 is
+/// not an OP that cannot be reached, and the operator looks in different places for each.
+pub(super) fn failure_text(result: &CalloutResult, folded: Option<u16>) -> String {
+    match (folded, result) {
+        (Some(503), _) => {
+            "answered HTTP 503 (unavailable, or Envoy found no healthy host to connect to)".into()
+        }
+        (Some(504), _) => "answered HTTP 504 (a timeout, at Envoy or behind the service)".into(),
+        (Some(status), _) | (None, &CalloutResult::Response { status, .. }) => {
+            format!("answered HTTP {status}")
+        }
+        (None, CalloutResult::TimedOut) => "timed out".into(),
+        (None, CalloutResult::Failed) => "could not be reached".into(),
     }
 }
 

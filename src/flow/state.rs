@@ -2,11 +2,11 @@
 
 use std::rc::Rc;
 
-use super::{normalize, Level, LogLine};
+use super::{failure_text, folded_status, normalize, Level, LogLine};
 use crate::bearer::{self, TokenCache};
 use crate::cache::FlightCache;
 use crate::config::{OpEndpoints, Settings};
-use crate::discovery::{self, DiscoveryState};
+use crate::discovery::{self, DiscoveryError, DiscoveryState};
 use crate::http::{Callout, CalloutResult, Wake};
 use crate::jwks::JwksCache;
 use crate::mediation::SiteAuthenticator;
@@ -37,6 +37,9 @@ pub struct VmState {
     pub mediated: Vec<FlightCache<Rc<SiteToken>>>,
     /// How bearer tokens are turned into cache keys.
     pub token_keys: bearer::TokenKeys,
+    /// The last discovery document named another issuer: sign-in is misconfigured, not
+    /// starting up, and browsers are told so.
+    pub issuer_mismatch: bool,
 }
 
 /// A site's token as it goes upstream, prepared once when it is cached.
@@ -76,6 +79,7 @@ impl VmState {
             token_keys: bearer::TokenKeys::default(),
             limits: RateLimits::default(),
             woken: Vec::new(),
+            issuer_mismatch: false,
             mediated: settings
                 .sites
                 .iter()
@@ -105,12 +109,12 @@ impl VmState {
     /// Takes in the discovery answer; returns a line for the log.
     pub fn on_discovery(&mut self, settings: &Settings, result: CalloutResult) -> LogLine {
         self.discovery.finished();
+        let folded = folded_status(&result);
         let outcome = match normalize(result) {
             CalloutResult::Response { status: 200, body } => discovery::parse(settings, &body),
-            CalloutResult::Response { status, .. } => Err(format!("HTTP {status}")),
-            CalloutResult::TimedOut => Err("timed out".into()),
-            CalloutResult::Failed => Err("OP unreachable".into()),
+            failed => Err(DiscoveryError::Unusable(failure_text(&failed, folded))),
         };
+        self.issuer_mismatch = matches!(outcome, Err(DiscoveryError::OtherIssuer(_)));
         match outcome {
             Ok(endpoints) => {
                 self.endpoints = Some(Rc::new(endpoints));
@@ -119,7 +123,17 @@ impl VmState {
                     message: format!("discovered the endpoints of {}", settings.op.issuer),
                 }
             }
-            Err(why) => LogLine {
+            Err(DiscoveryError::OtherIssuer(named)) => LogLine {
+                level: Level::Error,
+                message: format!(
+                    "discovery at {configured} failed: the document names issuer {named}, not \
+                     the configured {configured}; sign-in is refused until the configuration \
+                     or the OP is fixed; retrying in {}s",
+                    discovery::RETRY_S,
+                    configured = settings.op.issuer,
+                ),
+            },
+            Err(DiscoveryError::Unusable(why)) => LogLine {
                 level: Level::Warn,
                 message: format!(
                     "discovery at {} failed: {why}; retrying in {}s",
