@@ -545,6 +545,10 @@ impl RootContext for WamRoot {
         self.clock.refresh();
         let Some(c) = &self.configured else { return };
         c.run_deferred(self.id);
+        let suppressed = c.vm.borrow_mut().refused_lines.roll(self.clock.now());
+        if let Some(line) = suppressed {
+            log_line(&line);
+        }
         if self.discovery.is_some() {
             return;
         }

@@ -427,3 +427,34 @@ fn discovery_5xx_and_another_issuer_are_told_apart() {
     assert!(!body.contains("starting up"));
     assert_eq!(r.header_value("retry-after"), None);
 }
+
+#[test]
+fn refused_token_lines_are_rate_limited_per_worker() {
+    let mut gw = Gateway::new(json!({"negative_ttl_s": 0}));
+    let k = key("k1");
+    let h = api_call("api.example.com", &access_token(&k, NOW));
+    let mut flow = RequestFlow::new();
+    callout(gw.request(&mut flow, &h, NOW));
+    forward(gw.answer(&mut flow, &h, jwks(&[&k]), NOW));
+
+    let mut lines = Vec::new();
+    for i in 0..25u64 {
+        // Each token differs (no cache hit), each is refused for its audience.
+        let claims = json!({"iss": ISSUER, "sub": format!("s{i}"), "aud": "https://else",
+                            "exp": NOW + 600, "iat": NOW});
+        let claims: JWTClaims<Map<String, Value>> = serde_json::from_value(claims).unwrap();
+        let h = api_call("api.example.com", &k.sign(claims).unwrap());
+        let mut flow = RequestFlow::new();
+        let now = NOW + i / 5; // 5 a second for 5 s
+        assert_eq!(respond(gw.request(&mut flow, &h, now)).status, 401);
+        lines.extend(messages(flow.take_log()));
+    }
+    let refused = lines
+        .iter()
+        .filter(|l| l.starts_with("bearer token refused"))
+        .count();
+    assert_eq!(refused, 10, "{lines:#?}");
+    assert_eq!(gw.vm.refused_lines.roll(NOW + 4), None);
+    let told = gw.vm.refused_lines.roll(NOW + 10).map(|l| l.message);
+    assert_eq!(told.as_deref(), Some("15 refused-token lines suppressed"));
+}

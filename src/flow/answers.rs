@@ -99,21 +99,32 @@ impl RequestFlow {
         retry: Option<&str>,
         log: String,
     ) -> Action {
-        let reference = random_token(rng, 6).unwrap_or_default();
+        let (action, reference) = Self::refusal(rng, html, status, code, message, retry);
         self.note(
             Level::Warn,
             format!("{log} (status={status} reference={reference})"),
         );
-        Action::Respond(
-            Problem {
-                status,
-                code,
-                message,
-                reference: Some(&reference),
-                retry,
-            }
-            .respond(html),
-        )
+        action
+    }
+
+    /// A refusal page and its reference, for the caller to log.
+    pub(super) fn refusal(
+        rng: &mut dyn Entropy,
+        html: bool,
+        status: u32,
+        code: &str,
+        message: &str,
+        retry: Option<&str>,
+    ) -> (Action, String) {
+        let reference = random_token(rng, 6).unwrap_or_default();
+        let problem = Problem {
+            status,
+            code,
+            message,
+            reference: Some(&reference),
+            retry,
+        };
+        (Action::Respond(problem.respond(html)), reference)
     }
 
     pub(super) fn op_failure(

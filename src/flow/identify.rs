@@ -171,10 +171,8 @@ impl RequestFlow {
                 self.fresh_token = Some((key, Ok(Rc::new(info))));
             }
             Err(Some(e)) => {
-                self.note(
-                    Level::Info,
-                    format!("bearer token refused by introspection: {}", describe(&e)),
-                );
+                let line = format!("bearer token refused by introspection: {}", describe(&e));
+                self.note_refused(vm, now, Level::Info, line);
                 let waiters = vm.tokens.complete(&key, Some(Err(e.clone())), now);
                 vm.wake(waiters, Wake::Ready);
                 self.fresh_token = Some((key, Err(e)));
@@ -367,7 +365,7 @@ impl RequestFlow {
             }
             ref e => describe(e).to_string(),
         };
-        self.note(Level::Info, format!("bearer token refused: {why}"));
+        self.note_refused(vm, now, Level::Info, format!("bearer token refused: {why}"));
         // An unknown key is not remembered: the keys may be fetched again soon, and the same
         // token then be good.
         let remembered = (e != BearerError::InvalidToken(UNKNOWN_KEY)).then(|| Err(e.clone()));

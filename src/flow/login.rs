@@ -401,15 +401,16 @@ impl RequestFlow {
                     }
                     e => format!("ID token refused: {e}"),
                 };
-                let action = self.refuse(
+                let (action, reference) = Self::refusal(
                     rng,
                     html,
                     403,
                     "id_token_invalid",
                     "The sign-in could not be verified.",
                     Some(&txn.return_to),
-                    log,
                 );
+                let log = format!("{log} (status=403 reference={reference})");
+                self.note_refused(vm, now, Level::Warn, log);
                 add_cookie(action, clear_txn_cookie(settings, &txn))
             }
         }

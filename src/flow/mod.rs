@@ -131,6 +131,15 @@ impl RequestFlow {
         self.log.push(LogLine { level, message });
     }
 
+    /// A line about a refused token, within the VM's budget for them.
+    fn note_refused(&mut self, vm: &mut VmState, now: u64, level: Level, message: String) {
+        let (write, report) = vm.refused_lines.admit(now);
+        self.log.extend(report);
+        if write {
+            self.note(level, message);
+        }
+    }
+
     /// Decides what to do with a new request: the stages in order, each in its own file.
     pub fn on_request(
         &mut self,
