@@ -6,6 +6,7 @@ use base64::Engine;
 use envoy_wam::config::Settings;
 use envoy_wam::flow::{HeaderList, Level, LogLine, RequestFlow, VmState};
 use envoy_wam::http::{Action, CalloutResult};
+use envoy_wam::session::Session;
 use jwt_simple::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -33,11 +34,24 @@ fn config(api: Value) -> Value {
         },
         "identity_headers": [{"header": "x-wam-user", "claim": "sub"}],
         "api": api,
+        "authtoken": {"issuer": "https://gw.example.com", "keys": [{"kid": "gw", "alg": "ES256",
+                      "private_key_pem": ES256KeyPair::generate().to_pem().unwrap()}]},
+        "site_authenticators": [{
+            "name": "orders-sts", "type": "token_exchange",
+            "sts": {"cluster": "sts", "token_endpoint": "https://sts.example.com/token",
+                    "client_id": "pa_sts", "client_secret": "sts-secret"},
+            "audience": "https://orders.internal", "inject": {"header": "authorization"}
+        }],
         "policy": {
             "applications": [
                 {
                     "name": "orders", "hosts": ["api.example.com"], "type": "api",
                     "api": {"validation": "jwt", "audiences": [API]},
+                    "resources": [{"name": "root", "paths": ["/*"]}]
+                },
+                {
+                    "name": "sited", "hosts": ["sited.example.com"], "type": "web",
+                    "site_authenticator": "orders-sts",
                     "resources": [{"name": "root", "paths": ["/*"]}]
                 },
                 {
@@ -284,29 +298,74 @@ fn http(status: u16) -> CalloutResult {
 }
 
 /// Starts a login and comes back to the callback; returns the flow waiting for the token
-/// endpoint.
-fn at_callback(gw: &mut Gateway, now: u64) -> (RequestFlow, HeaderList) {
+/// endpoint, its request, and the login's nonce.
+fn at_callback(gw: &mut Gateway, now: u64) -> (RequestFlow, HeaderList, String) {
     let browser = ("accept", "text/html");
     let r = respond(gw.request(&mut RequestFlow::new(), &head("GET", "/x", &[browser]), now));
     assert_eq!(r.status, 302);
     let location = url::Url::parse(r.header_value("location").unwrap()).unwrap();
-    let state = location
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .into_owned();
+    let param = |name: &str| {
+        let found = location.query_pairs().find(|(k, _)| k == name);
+        found.unwrap().1.into_owned()
+    };
     let txn = r
         .header_value("set-cookie")
         .unwrap()
         .split(';')
         .next()
         .unwrap();
-    let cb = format!("/pa/oidc/cb?code=c&state={state}");
+    let cb = format!("/pa/oidc/cb?code=c&state={}", param("state"));
     let h = head("GET", &cb, &[browser, ("cookie", txn)]);
     let mut flow = RequestFlow::new();
     assert_eq!(callout(gw.request(&mut flow, &h, now)).path, "/token");
-    (flow, h)
+    (flow, h, param("nonce"))
+}
+
+fn id_token(key: &ES256KeyPair, nonce: &str, now: u64) -> CalloutResult {
+    let claims = json!({"iss": ISSUER, "sub": "alice", "aud": "pa_wam", "exp": now + 300,
+                        "iat": now, "nonce": nonce});
+    let claims: JWTClaims<Map<String, Value>> = serde_json::from_value(claims).unwrap();
+    let id_token = key.sign(claims).unwrap();
+    CalloutResult::Response {
+        status: 200,
+        body: json!({"access_token": "at", "token_type": "Bearer", "id_token": id_token})
+            .to_string()
+            .into_bytes(),
+    }
+}
+
+#[test]
+fn a_login_signed_with_a_key_rotated_after_the_routine_fetch_succeeds() {
+    let mut gw = Gateway::new(json!({}));
+    let (old, new, bogus) = (key("k-old"), key("k-new"), key("k-bogus"));
+    let (mut flow, h, nonce) = at_callback(&mut gw, NOW);
+    let c = callout(gw.answer(&mut flow, &h, id_token(&old, &nonce, NOW), NOW));
+    assert_eq!(c.path, "/jwks");
+    assert_eq!(
+        respond(gw.answer(&mut flow, &h, jwks(&[&old]), NOW)).status,
+        302
+    );
+
+    let (mut flow, h, nonce) = at_callback(&mut gw, NOW + 1);
+    let c = callout(gw.answer(&mut flow, &h, id_token(&new, &nonce, NOW + 1), NOW + 1));
+    assert_eq!(
+        c.path, "/jwks",
+        "the routine fetch must not throttle this one"
+    );
+    let r = respond(gw.answer(&mut flow, &h, jwks(&[&old, &new]), NOW + 1));
+    assert_eq!(r.status, 302, "signed in");
+
+    let (mut flow, h, nonce) = at_callback(&mut gw, NOW + 2);
+    let r = respond(gw.answer(&mut flow, &h, id_token(&bogus, &nonce, NOW + 2), NOW + 2));
+    assert_eq!(r.status, 403);
+    let line = logged(&mut flow, "ID token refused");
+    assert!(
+        line.message.starts_with(
+            "ID token refused: ID token signed with an unknown key (kid \"k-bogus\": refetch \
+             throttled, last fetch 1 s ago) (status=403 reference="
+        ),
+        "{line:?}"
+    );
 }
 
 fn logged(flow: &mut RequestFlow, text: &str) -> LogLine {
@@ -321,7 +380,7 @@ fn logged(flow: &mut RequestFlow, text: &str) -> LogLine {
 fn an_op_answering_5xx_is_logged_with_its_status() {
     // Token endpoint: the browser gets 502 as before, the log names the status.
     let mut gw = Gateway::new(json!({}));
-    let (mut flow, h) = at_callback(&mut gw, NOW);
+    let (mut flow, h, _) = at_callback(&mut gw, NOW);
     assert_eq!(
         respond(gw.answer(&mut flow, &h, http(500), NOW)).status,
         502
@@ -329,13 +388,13 @@ fn an_op_answering_5xx_is_logged_with_its_status() {
     let line = logged(&mut flow, "token endpoint answered HTTP 500");
     assert!(!line.message.contains("could not be reached"));
 
-    let (mut flow, h) = at_callback(&mut gw, NOW);
+    let (mut flow, h, _) = at_callback(&mut gw, NOW);
     assert_eq!(
         respond(gw.answer(&mut flow, &h, http(504), NOW)).status,
         504
     );
     logged(&mut flow, "token endpoint answered HTTP 504 (a timeout");
-    let (mut flow, h) = at_callback(&mut gw, NOW);
+    let (mut flow, h, _) = at_callback(&mut gw, NOW);
     let r = respond(gw.answer(&mut flow, &h, CalloutResult::Failed, NOW));
     assert_eq!(r.status, 502);
     logged(&mut flow, "token endpoint could not be reached");
@@ -369,6 +428,37 @@ fn an_op_answering_5xx_is_logged_with_its_status() {
     logged(
         &mut flow,
         "introspection endpoint answered HTTP 503 (unavailable, or Envoy",
+    );
+
+    // The STS of a site: 503 to the client as before.
+    let session = Session {
+        sid: "sid-1".into(),
+        sub: "alice".into(),
+        auth_time: NOW,
+        expires_at: NOW + 3600,
+        last_activity: NOW,
+        claims: Map::new(),
+    };
+    let cookie = format!(
+        "PA.wam={}",
+        session.encode(&gw.settings.session.keys).unwrap()
+    );
+    let h = HeaderList::new(vec![
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", "sited.example.com"),
+        (":path", "/x"),
+        ("cookie", &cookie),
+    ]);
+    let mut flow = RequestFlow::new();
+    assert_eq!(callout(gw.request(&mut flow, &h, NOW)).cluster, "sts");
+    assert_eq!(
+        respond(gw.answer(&mut flow, &h, http(500), NOW)).status,
+        503
+    );
+    logged(
+        &mut flow,
+        "token exchange for site `orders-sts` failed: answered HTTP 500",
     );
 }
 
