@@ -372,7 +372,7 @@ pub struct OpSettings {
     pub jwks_min_refetch_interval_s: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientSettings {
     pub client_id: String,
     pub client_secret: String,
@@ -380,6 +380,19 @@ pub struct ClientSettings {
     /// The `scope` parameter, already joined with spaces.
     pub scope: String,
     pub redirect_uri: Option<String>,
+}
+
+impl std::fmt::Debug for ClientSettings {
+    /// Never the client secret: settings end up in panic messages and debug logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSettings")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &format_args!("<redacted>"))
+            .field("auth_method", &self.auth_method)
+            .field("scope", &self.scope)
+            .field("redirect_uri", &self.redirect_uri)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -1112,5 +1125,43 @@ pub(crate) mod tests {
         assert_eq!(s.callback_path, "/_gw/oidc/cb");
         assert_eq!(s.logout_path, "/_gw/oidc/logout");
         assert_eq!(s.heartbeat_path, "/_gw/heartbeat.ping");
+    }
+
+    #[test]
+    fn debug_of_the_settings_shows_no_secret_or_key() {
+        use base64::Engine;
+        use jwt_simple::prelude::ES256KeyPair;
+        let pem = ES256KeyPair::generate().to_pem().unwrap();
+        let session_secret = [0x5au8; 32];
+        let session_b64 = base64::engine::general_purpose::STANDARD.encode(session_secret);
+        let mut v = sample_json();
+        v["client"]["client_secret"] = json!("CLIENT-SECRET-4f9a");
+        v["session"]["signing_keys"][0]["secret"] = json!(session_b64);
+        v["authtoken"] = json!({"issuer": "https://gw.example.com",
+            "keys": [{"kid": "gw-1", "alg": "ES256", "private_key_pem": pem}]});
+        v["site_authenticators"] = json!([{
+            "name": "sts", "type": "token_exchange",
+            "sts": {"cluster": "op", "token_endpoint": "https://op.example.com/sts",
+                    "client_id": "pa_sts", "client_secret": "STS-SECRET-77c1"},
+            "audience": "https://orders.internal", "inject": {"header": "authorization"}
+        }]);
+        let s = Settings::from_json(v.to_string().as_bytes()).unwrap();
+        let pem_body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let session_hex: String = session_secret.iter().map(|b| format!("{b}, ")).collect();
+        for shown in [format!("{s:?}"), format!("{s:#?}")] {
+            assert!(shown.contains("pa_sts") && shown.contains("<redacted>"));
+            for secret in [
+                "CLIENT-SECRET-4f9a",
+                "STS-SECRET-77c1",
+                session_b64.as_str(),
+            ] {
+                assert!(!shown.contains(secret), "{secret} in Debug");
+            }
+            assert!(!shown.contains(&session_hex), "session key bytes in Debug");
+            for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+                assert!(!shown.contains(line), "private key in Debug");
+            }
+            assert!(!shown.contains(&pem_body[..16]));
+        }
     }
 }

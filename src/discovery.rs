@@ -35,17 +35,31 @@ struct Document {
     introspection_endpoint: Option<String>,
 }
 
+/// Why a discovery document was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoveryError {
+    /// The document names this issuer (made printable), not the configured one: the
+    /// configuration or the OP is wrong, and retrying will not fix it.
+    OtherIssuer(String),
+    Unusable(String),
+}
+
 /// The endpoints from a discovery document, with configured ones taking precedence. The
 /// document must name exactly the configured issuer (Discovery §4.3), or it is refused.
-pub fn parse(settings: &Settings, body: &[u8]) -> Result<OpEndpoints, String> {
-    let doc: Document = serde_json::from_slice(body)
-        .map_err(|_| "not an OpenID Provider configuration document".to_string())?;
+pub fn parse(settings: &Settings, body: &[u8]) -> Result<OpEndpoints, DiscoveryError> {
+    let doc: Document = serde_json::from_slice(body).map_err(|_| {
+        DiscoveryError::Unusable("not an OpenID Provider configuration document".into())
+    })?;
     if doc.issuer != settings.op.issuer {
-        return Err("the document names another issuer".into());
+        let named = doc.issuer.chars().filter(|c| !c.is_control()).take(256);
+        return Err(DiscoveryError::OtherIssuer(named.collect()));
     }
     let configured = &settings.op.endpoints;
     let bad = |e: crate::config::ConfigError| {
-        format!("discovered `{}` is not usable: {}", e.field, e.message)
+        DiscoveryError::Unusable(format!(
+            "discovered `{}` is not usable: {}",
+            e.field, e.message
+        ))
     };
     Ok(OpEndpoints {
         authorization: match &configured.authorization {
@@ -161,7 +175,12 @@ mod tests {
         let s = settings(
             json!({"issuer": "https://op.example.com", "cluster": "op", "discovery": true}),
         );
-        assert!(parse(&s, &doc("https://evil.example.com")).is_err());
+        assert_eq!(
+            parse(&s, &doc("https://evil.example.com")),
+            Err(DiscoveryError::OtherIssuer(
+                "https://evil.example.com".into()
+            ))
+        );
         assert!(parse(&s, b"<html>").is_err());
         assert!(parse(&s, br#"{"issuer":"https://op.example.com"}"#).is_err());
         let mut d: serde_json::Value =

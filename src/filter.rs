@@ -38,6 +38,7 @@ fn log_line(line: &LogLine) {
     let level = match line.level {
         Level::Info => LogLevel::Info,
         Level::Warn => LogLevel::Warn,
+        Level::Error => LogLevel::Error,
     };
     log(level, &line.message);
 }
@@ -544,6 +545,10 @@ impl RootContext for WamRoot {
         self.clock.refresh();
         let Some(c) = &self.configured else { return };
         c.run_deferred(self.id);
+        let suppressed = c.vm.borrow_mut().refused_lines.roll(self.clock.now());
+        if let Some(line) = suppressed {
+            log_line(&line);
+        }
         if self.discovery.is_some() {
             return;
         }

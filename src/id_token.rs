@@ -51,7 +51,7 @@ impl fmt::Display for IdTokenError {
                 write!(f, "ID token algorithm `{a}` is not allowed")
             }
             Self::NeedKeys => f.write_str("ID token key not loaded yet"),
-            Self::UnknownKey => f.write_str("ID token signed with a key the OP does not publish"),
+            Self::UnknownKey => f.write_str("ID token signed with an unknown key"),
             Self::BadSignature => f.write_str("ID token signature does not verify"),
             Self::Expired => f.write_str("ID token expired"),
             Self::IssuedInFuture => f.write_str("ID token issued in the future"),
@@ -327,7 +327,7 @@ pub(crate) mod tests {
         let t = stranger.sign(claims.clone()).unwrap();
         assert_eq!(check(&op, &t), Err(IdTokenError::NeedKeys));
         let mut op2 = TestOp::new();
-        op2.jwks.attempted(NOW);
+        op2.jwks.attempted(NOW, 3600);
         assert_eq!(
             validate(&t, &op2.jwks, 3600, 30, &expected(NOW)),
             Err(IdTokenError::UnknownKey)

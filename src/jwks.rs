@@ -30,12 +30,12 @@ impl Jwk {
     /// Whether this key may verify a token signed with `alg`.
     pub fn fits(&self, alg: SignatureAlg) -> bool {
         use SignatureAlg::*;
-        let kind_fits = match (&self.material, alg) {
-            (KeyMaterial::Rsa { .. }, Rs256 | Rs384 | Rs512 | Ps256) => true,
-            (KeyMaterial::P256(_), Es256) => true,
-            (KeyMaterial::P384(_), Es384) => true,
-            _ => false,
-        };
+        let kind_fits = matches!(
+            (&self.material, alg),
+            (KeyMaterial::Rsa { .. }, Rs256 | Rs384 | Rs512 | Ps256)
+                | (KeyMaterial::P256(_), Es256)
+                | (KeyMaterial::P384(_), Es384)
+        );
         kind_fits
             && self
                 .alg
@@ -136,8 +136,26 @@ pub enum KeyLookup<'a> {
     Found(&'a Jwk),
     /// Not known, and fetching the JWKS again is allowed now.
     Refetch,
-    /// Not known, and the JWKS was fetched too recently to try again.
-    Unknown,
+    /// Not known, and fetching again would not help or is not allowed yet.
+    Unknown(KeyMiss),
+}
+
+/// Why a token's key could not be found, for the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyMiss {
+    /// The JWKS was fetched `ago` seconds ago, too recently to fetch it again.
+    Throttled { ago: u64 },
+    /// The token names no `kid` and several published keys fit its algorithm.
+    Ambiguous,
+}
+
+impl KeyMiss {
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Throttled { ago } => format!("refetch throttled, last fetch {ago} s ago"),
+            Self::Ambiguous => "several keys and no kid".into(),
+        }
+    }
 }
 
 /// The OP's keys as last fetched by this VM.
@@ -145,7 +163,12 @@ pub enum KeyLookup<'a> {
 pub struct JwksCache {
     keys: Vec<Jwk>,
     fetched_at: Option<u64>,
-    last_attempt: Option<u64>,
+    /// The last fetch because the set was missing or older than its max age.
+    routine_attempt: Option<u64>,
+    /// The last fetch because a token named a key the fresh set does not hold. Only these are
+    /// throttled against each other: an OP that rotates right after a routine fetch must not
+    /// have its new tokens refused until the throttle runs out.
+    unknown_key_attempt: Option<u64>,
 }
 
 impl JwksCache {
@@ -153,9 +176,15 @@ impl JwksCache {
         &self.keys
     }
 
-    /// Finds the key for a token header's `kid` and `alg`. An unknown kid (a rotated OP key)
-    /// or a stale set allows one refetch per `min_refetch_s`, so a stream of tokens with made-up
-    /// key ids cannot turn into a stream of JWKS requests.
+    fn stale(&self, now: u64, max_age_s: u64) -> bool {
+        self.fetched_at
+            .is_none_or(|t| now.saturating_sub(t) >= max_age_s)
+    }
+
+    /// Finds the key for a token header's `kid` and `alg`. A missing or stale set is fetched
+    /// again at most once per `min_refetch_s` (an OP that is down is not asked on every
+    /// request); so is a fresh set lacking the token's key (a rotated OP key), so that a stream
+    /// of tokens with made-up key ids cannot turn into a stream of JWKS requests.
     pub fn lookup(
         &self,
         kid: Option<&str>,
@@ -164,46 +193,57 @@ impl JwksCache {
         max_age_s: u64,
         min_refetch_s: u64,
     ) -> KeyLookup<'_> {
-        let stale = self
-            .fetched_at
-            .is_none_or(|t| now.saturating_sub(t) >= max_age_s);
-        let may_refetch = self
-            .last_attempt
-            .is_none_or(|t| now.saturating_sub(t) >= min_refetch_s);
-        if !stale {
-            let mut candidates = self.keys.iter().filter(|k| k.fits(alg));
-            let found = match kid {
-                Some(kid) => candidates.find(|k| k.kid.as_deref() == Some(kid)),
-                // Without a kid, only an unambiguous key will do.
-                None => {
-                    let mut c = candidates;
-                    match (c.next(), c.next()) {
-                        (Some(k), None) => Some(k),
-                        _ => None,
-                    }
-                }
-            };
-            if let Some(k) = found {
-                return KeyLookup::Found(k);
+        let since = |t: Option<u64>| t.map(|t| now.saturating_sub(t));
+        let may = |t: Option<u64>| since(t).is_none_or(|ago| ago >= min_refetch_s);
+        let throttled = |t: Option<u64>| {
+            KeyLookup::Unknown(KeyMiss::Throttled {
+                ago: since(t).unwrap_or_default(),
+            })
+        };
+        if self.stale(now, max_age_s) {
+            if may(self.routine_attempt) {
+                return KeyLookup::Refetch;
             }
-        }
-        if may_refetch {
-            KeyLookup::Refetch
-        } else if stale && !self.keys.is_empty() {
             // Could not refresh lately: keep using the keys we have rather than fail every login.
-            let found = self
-                .keys
-                .iter()
-                .find(|k| k.fits(alg) && (kid.is_none() || k.kid.as_deref() == kid));
-            found.map_or(KeyLookup::Unknown, KeyLookup::Found)
-        } else {
-            KeyLookup::Unknown
+            return match self.find(kid, alg) {
+                Ok(k) => KeyLookup::Found(k),
+                Err(KeyMiss::Ambiguous) => KeyLookup::Unknown(KeyMiss::Ambiguous),
+                Err(_) => throttled(self.routine_attempt),
+            };
+        }
+        match self.find(kid, alg) {
+            Ok(k) => KeyLookup::Found(k),
+            // Fetching again would not tell which key was meant.
+            Err(KeyMiss::Ambiguous) => KeyLookup::Unknown(KeyMiss::Ambiguous),
+            Err(_) if may(self.unknown_key_attempt) => KeyLookup::Refetch,
+            Err(_) => throttled(self.unknown_key_attempt),
         }
     }
 
-    /// Records that a fetch was started (whatever its outcome).
-    pub fn attempted(&mut self, now: u64) {
-        self.last_attempt = Some(now);
+    /// The key a token names, or, without a kid, the only one that fits its algorithm.
+    fn find(&self, kid: Option<&str>, alg: SignatureAlg) -> Result<&Jwk, KeyMiss> {
+        let mut candidates = self.keys.iter().filter(|k| k.fits(alg));
+        let missing = KeyMiss::Throttled { ago: 0 };
+        match kid {
+            Some(kid) => candidates
+                .find(|k| k.kid.as_deref() == Some(kid))
+                .ok_or(missing),
+            None => match (candidates.next(), candidates.next()) {
+                (Some(k), None) => Ok(k),
+                (Some(_), Some(_)) => Err(KeyMiss::Ambiguous),
+                _ => Err(missing),
+            },
+        }
+    }
+
+    /// Records that a fetch was started (whatever its outcome): a routine one when the set is
+    /// missing or stale at `now`, else one for an unknown key.
+    pub fn attempted(&mut self, now: u64, max_age_s: u64) {
+        if self.stale(now, max_age_s) {
+            self.routine_attempt = Some(now);
+        } else {
+            self.unknown_key_attempt = Some(now);
+        }
     }
 
     pub fn replace(&mut self, keys: Vec<Jwk>, now: u64) {
@@ -246,45 +286,74 @@ pub(crate) mod tests {
         assert_eq!(parse_jwks(b"garbage"), None);
     }
 
+    fn set(kids: &[&str]) -> Vec<Jwk> {
+        let keys: Vec<_> = kids.iter().map(|k| rsa_jwk_json(k, &[1; 256])).collect();
+        parse_jwks(json!({ "keys": keys }).to_string().as_bytes()).unwrap()
+    }
+
     #[test]
     fn unknown_kid_refetches_at_most_once_per_interval() {
+        let rs = SignatureAlg::Rs256;
         let mut cache = JwksCache::default();
         assert_eq!(
-            cache.lookup(Some("r1"), SignatureAlg::Rs256, 100, 3600, 30),
+            cache.lookup(Some("r1"), rs, 100, 3600, 30),
             KeyLookup::Refetch
         );
-        cache.attempted(100);
-        let keys = parse_jwks(
-            json!({"keys": [rsa_jwk_json("r1", &[1; 256])]})
-                .to_string()
-                .as_bytes(),
-        )
-        .unwrap();
-        cache.replace(keys, 100);
+        cache.attempted(100, 3600);
+        cache.replace(set(&["r1"]), 100);
         assert!(matches!(
-            cache.lookup(Some("r1"), SignatureAlg::Rs256, 101, 3600, 30),
+            cache.lookup(Some("r1"), rs, 101, 3600, 30),
             KeyLookup::Found(_)
         ));
         assert!(matches!(
-            cache.lookup(None, SignatureAlg::Rs256, 101, 3600, 30),
+            cache.lookup(None, rs, 101, 3600, 30),
             KeyLookup::Found(_)
         ));
+        // The routine fetch at 100 does not hold back the first unknown key.
         assert_eq!(
-            cache.lookup(Some("r2"), SignatureAlg::Rs256, 110, 3600, 30),
-            KeyLookup::Unknown
+            cache.lookup(Some("r2"), rs, 101, 3600, 30),
+            KeyLookup::Refetch
+        );
+        cache.attempted(101, 3600);
+        assert_eq!(
+            cache.lookup(Some("r3"), rs, 110, 3600, 30),
+            KeyLookup::Unknown(KeyMiss::Throttled { ago: 9 })
         );
         assert_eq!(
-            cache.lookup(Some("r2"), SignatureAlg::Rs256, 130, 3600, 30),
+            cache.lookup(Some("r3"), rs, 131, 3600, 30),
             KeyLookup::Refetch
         );
         // Stale after max age: refetch, but keep serving the old keys if refetching is throttled.
-        cache.attempted(3700);
+        cache.attempted(3700, 3600);
         assert!(matches!(
-            cache.lookup(Some("r1"), SignatureAlg::Rs256, 3710, 3600, 30),
+            cache.lookup(Some("r1"), rs, 3710, 3600, 30),
             KeyLookup::Found(_)
         ));
         assert_eq!(
-            cache.lookup(Some("r1"), SignatureAlg::Rs256, 3730, 3600, 30),
+            cache.lookup(Some("r9"), rs, 3710, 3600, 30),
+            KeyLookup::Unknown(KeyMiss::Throttled { ago: 10 })
+        );
+        assert_eq!(
+            cache.lookup(Some("r1"), rs, 3730, 3600, 30),
+            KeyLookup::Refetch
+        );
+    }
+
+    #[test]
+    fn a_token_without_kid_needs_a_single_fitting_key() {
+        let mut cache = JwksCache::default();
+        cache.attempted(100, 3600);
+        cache.replace(set(&["a", "b"]), 100);
+        let miss = cache.lookup(None, SignatureAlg::Rs256, 100, 3600, 30);
+        assert_eq!(miss, KeyLookup::Unknown(KeyMiss::Ambiguous));
+        assert_eq!(KeyMiss::Ambiguous.describe(), "several keys and no kid");
+        assert_eq!(
+            KeyMiss::Throttled { ago: 3 }.describe(),
+            "refetch throttled, last fetch 3 s ago"
+        );
+        // No key of the token's type: maybe a new one, worth one refetch.
+        assert_eq!(
+            cache.lookup(None, SignatureAlg::Es256, 100, 3600, 30),
             KeyLookup::Refetch
         );
     }

@@ -7,7 +7,7 @@ use jwt_simple::JWTError;
 use serde::de::DeserializeOwned;
 
 use crate::config::SignatureAlg;
-use crate::jwks::{Jwk, JwksCache, KeyLookup, KeyMaterial};
+use crate::jwks::{Jwk, JwksCache, KeyLookup, KeyMaterial, KeyMiss};
 
 /// Why a token failed before its claims were looked at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub(crate) fn verify_signed<T: Serialize + DeserializeOwned>(
     ) {
         KeyLookup::Found(k) => k,
         KeyLookup::Refetch => return Err(SignatureProblem::NeedKeys),
-        KeyLookup::Unknown => return Err(SignatureProblem::UnknownKey),
+        KeyLookup::Unknown(_) => return Err(SignatureProblem::UnknownKey),
     };
     let options = VerificationOptions {
         time_tolerance: Some(Duration::from_secs(check.clock_skew_s)),
@@ -68,6 +68,44 @@ pub(crate) fn verify_signed<T: Serialize + DeserializeOwned>(
         Some(JWTError::InvalidSignature) => SignatureProblem::BadSignature,
         _ => SignatureProblem::Malformed,
     })
+}
+
+/// The `kid` of a token refused for its key, and why no key was found, for the log: the
+/// operator must tell a throttled refetch from a token that names no key at all.
+/// `just_fetched`: the JWKS was fetched for this very token and still lacks its key.
+pub(crate) fn key_miss(
+    token: &str,
+    jwks: &JwksCache,
+    now: u64,
+    max_age_s: u64,
+    min_refetch_s: u64,
+    just_fetched: bool,
+) -> String {
+    let Ok(meta) = Token::decode_metadata(token) else {
+        return "unreadable header".into();
+    };
+    let kid = match meta.key_id() {
+        Some(kid) => {
+            let kid: String = kid
+                .chars()
+                .filter(|c| c.is_ascii_graphic() && *c != '"')
+                .take(64)
+                .collect();
+            format!("kid \"{kid}\"")
+        }
+        None => "no kid".into(),
+    };
+    let Some(alg) = SignatureAlg::from_name(meta.algorithm()) else {
+        return format!("{kid}: algorithm not supported");
+    };
+    let why = match jwks.lookup(meta.key_id(), alg, now, max_age_s, min_refetch_s) {
+        KeyLookup::Unknown(KeyMiss::Ambiguous) => KeyMiss::Ambiguous.describe(),
+        _ if just_fetched => "not in the JWKS just fetched".into(),
+        KeyLookup::Unknown(miss) => miss.describe(),
+        KeyLookup::Refetch => "refetch due".into(),
+        KeyLookup::Found(_) => "key found".into(),
+    };
+    format!("{kid}: {why}")
 }
 
 /// Verifies `token`'s signature with `key` for `alg`, and its time claims per `options`.

@@ -1,6 +1,7 @@
 //! The gateway's own answers: refusals, failures of the OP or STS, and internal errors.
 
-use super::{Level, RequestFlow};
+use super::state::VmState;
+use super::{failure_text, Level, RequestFlow};
 use crate::http::{Action, CalloutResult, LocalResponse};
 use crate::login::{random_token, Entropy, LoginTransaction};
 use crate::pages::Problem;
@@ -98,21 +99,32 @@ impl RequestFlow {
         retry: Option<&str>,
         log: String,
     ) -> Action {
-        let reference = random_token(rng, 6).unwrap_or_default();
+        let (action, reference) = Self::refusal(rng, html, status, code, message, retry);
         self.note(
             Level::Warn,
             format!("{log} (status={status} reference={reference})"),
         );
-        Action::Respond(
-            Problem {
-                status,
-                code,
-                message,
-                reference: Some(&reference),
-                retry,
-            }
-            .respond(html),
-        )
+        action
+    }
+
+    /// A refusal page and its reference, for the caller to log.
+    pub(super) fn refusal(
+        rng: &mut dyn Entropy,
+        html: bool,
+        status: u32,
+        code: &str,
+        message: &str,
+        retry: Option<&str>,
+    ) -> (Action, String) {
+        let reference = random_token(rng, 6).unwrap_or_default();
+        let problem = Problem {
+            status,
+            code,
+            message,
+            reference: Some(&reference),
+            retry,
+        };
+        (Action::Respond(problem.respond(html)), reference)
     }
 
     pub(super) fn op_failure(
@@ -142,6 +154,7 @@ impl RequestFlow {
         what: &str,
         result: CalloutResult,
     ) -> Action {
+        let log = format!("{what} {}", failure_text(&result, self.folded_status));
         let (status, code, message) = match result {
             CalloutResult::TimedOut => (
                 504,
@@ -154,20 +167,23 @@ impl RequestFlow {
                 "The identity provider could not be reached.",
             ),
         };
-        self.refuse(
-            rng,
-            html,
-            status,
-            code,
-            message,
-            Some(&txn.return_to),
-            format!("{what} callout failed: {code}"),
-        )
+        self.refuse(rng, html, status, code, message, Some(&txn.return_to), log)
     }
 }
 
-/// The OP's endpoints are not known yet (discovery has not answered): try again shortly.
-pub(crate) fn not_ready(html: bool) -> Action {
+/// The OP's endpoints are not known yet (discovery has not answered): try again shortly. Unless
+/// the OP named another issuer: then waiting will not help, and the page says what is wrong.
+pub(crate) fn not_ready(vm: &VmState, html: bool) -> Action {
+    if vm.issuer_mismatch {
+        let problem = Problem {
+            status: 503,
+            code: "op_misconfigured",
+            message: "Sign-in is misconfigured at this gateway; the administrators have been told.",
+            reference: None,
+            retry: None,
+        };
+        return Action::Respond(problem.respond(html));
+    }
     let problem = Problem {
         status: 503,
         code: "op_not_ready",

@@ -91,7 +91,7 @@ impl RequestFlow {
             self.bearer_refused(settings, e)
         } else {
             let head = RequestHead::read(request, route);
-            self.unauthenticated(settings, vm.endpoints.as_deref(), &head, now, rng)
+            self.unauthenticated(settings, vm, &head, now, rng)
         })
     }
 

@@ -27,7 +27,7 @@ impl RequestFlow {
             }
             Endpoint::Callback => match vm.endpoints.clone() {
                 Some(endpoints) => self.callback(settings, &endpoints, head, now, rng),
-                None => not_ready(true),
+                None => not_ready(vm, true),
             },
             Endpoint::AuthtokenJwks => match &settings.authtoken {
                 Some(signer) => {

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::mediate::Subject;
 use super::state::{stale_after_s, KeysFlight, VmState};
-use super::{not_ready, Level, RequestFlow, Stage};
+use super::{failure_text, not_ready, Level, RequestFlow, Stage};
 use crate::access;
 use crate::bearer::{self, BearerError, JwtRules, Lookup, TokenInfo, UNKNOWN_KEY};
 use crate::cache::Key;
@@ -15,8 +15,9 @@ use crate::cookie;
 use crate::http::{Action, Callout, CalloutResult, Wake};
 use crate::identity;
 use crate::jwks::parse_jwks;
+use crate::jws::key_miss;
 use crate::login::Entropy;
-use crate::policy::{AppType, Application, Identity, Resource, Validation};
+use crate::policy::{AppApi, AppType, Application, Identity, Resource, Validation};
 use crate::request::HeaderSource;
 use crate::session::SessionEntry;
 
@@ -155,10 +156,11 @@ impl RequestFlow {
                 bearer::parse_introspection(status, &body, now)
                     .and_then(|info| with_headers(settings, info).map_err(Some))
             }
-            CalloutResult::TimedOut => {
+            failed @ CalloutResult::TimedOut => {
                 let waiters = vm.tokens.complete(&key, None, now);
                 vm.wake(waiters, Wake::Fail(504));
-                return self.upstream_failure(rng, 504, "introspection callout timed out");
+                let log = failure_text(&failed, self.folded_status);
+                return self.upstream_failure(rng, 504, &format!("introspection endpoint {log}"));
             }
             CalloutResult::Failed => Err(None),
         };
@@ -166,24 +168,23 @@ impl RequestFlow {
             Ok(info) => {
                 let waiters = vm.tokens.complete(&key, Some(Ok(info.clone())), now);
                 vm.wake(waiters, Wake::Ready);
-                self.fresh_token = Some((key, Rc::new(info)));
+                self.fresh_token = Some((key, Ok(Rc::new(info))));
             }
             Err(Some(e)) => {
-                self.note(
-                    Level::Info,
-                    format!("bearer token refused by introspection: {}", describe(&e)),
-                );
-                let waiters = vm.tokens.complete(&key, Some(Err(e)), now);
+                let line = format!("bearer token refused by introspection: {}", describe(&e));
+                self.note_refused(vm, now, Level::Info, line);
+                let waiters = vm.tokens.complete(&key, Some(Err(e.clone())), now);
                 vm.wake(waiters, Wake::Ready);
+                self.fresh_token = Some((key, Err(e)));
             }
             Err(None) => {
                 let waiters = vm.tokens.complete(&key, None, now);
                 vm.wake(waiters, Wake::Fail(502));
-                return self.upstream_failure(
-                    rng,
-                    502,
-                    "introspection endpoint failed or gave no usable answer",
-                );
+                let log = match self.folded_status {
+                    Some(_) => failure_text(&CalloutResult::Failed, self.folded_status),
+                    None => "could not be reached or gave no usable answer".into(),
+                };
+                return self.upstream_failure(rng, 502, &format!("introspection endpoint {log}"));
             }
         }
         self.rerun(settings, vm, request, now, rng)
@@ -202,19 +203,24 @@ impl RequestFlow {
         let waiters = vm.keys_flight.take().map(|f| f.waiters).unwrap_or_default();
         match result {
             CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
-                Some(keys) => vm.jwks.replace(keys, now),
+                Some(keys) => {
+                    vm.jwks.replace(keys, now);
+                    self.fetched_keys = true;
+                }
                 None => {
                     vm.wake(waiters, Wake::Fail(502));
                     return self.upstream_failure(rng, 502, "JWKS is not a JWK Set");
                 }
             },
-            CalloutResult::TimedOut => {
-                vm.wake(waiters, Wake::Fail(504));
-                return self.upstream_failure(rng, 504, "JWKS callout timed out");
-            }
-            _ => {
-                vm.wake(waiters, Wake::Fail(502));
-                return self.upstream_failure(rng, 502, "JWKS callout failed");
+            failed => {
+                let status: u16 = if failed == CalloutResult::TimedOut {
+                    504
+                } else {
+                    502
+                };
+                vm.wake(waiters, Wake::Fail(status));
+                let log = format!("JWKS {}", failure_text(&failed, self.folded_status));
+                return self.upstream_failure(rng, u32::from(status), &log);
             }
         }
         vm.wake(waiters, Wake::Ready);
@@ -234,10 +240,13 @@ impl RequestFlow {
         let Some(api) = app.api.as_ref() else {
             return Err(self.bearer_refused(settings, BearerError::InvalidToken("no API access")));
         };
-        if let Some((k, info)) = &self.fresh_token {
-            if *k == key {
-                return Ok(info.clone());
+        match &self.fresh_token {
+            Some((k, Ok(info))) if *k == key => return Ok(info.clone()),
+            Some((k, Err(e))) if *k == key => {
+                let e = e.clone();
+                return Err(self.bearer_refused(settings, e));
             }
+            _ => {}
         }
         match vm.tokens.lookup(&key, self.ctx, now) {
             Lookup::Valid(info) => Ok(info),
@@ -248,83 +257,121 @@ impl RequestFlow {
                 vm.wake(waiters, Wake::Ready);
                 Err(self.bearer_refused(settings, BearerError::Malformed))
             }
-            Lookup::CheckIt => {
-                match api.validation {
-                    Validation::Jwt => {
-                        let rules = JwtRules {
-                            issuer: &settings.op.issuer,
-                            audiences: &api.audiences,
-                            algorithms: &settings.api.algorithms,
-                            clock_skew_s: settings.clock_skew_s,
-                            now,
-                        };
-                        let op = &settings.op;
-                        match bearer::validate_jwt(
-                            raw,
-                            &vm.jwks,
-                            op.jwks_max_age_s,
-                            op.jwks_min_refetch_interval_s,
-                            &rules,
-                        )
-                        .and_then(|info| with_headers(settings, info))
-                        {
-                            Ok(info) => {
-                                // Returned as checked: a token at the edge of its expiry (within
-                                // the clock skew) is not cached, but is good for this request.
-                                let waiters = vm.tokens.complete(&key, Some(Ok(info.clone())), now);
-                                vm.wake(waiters, Wake::Ready);
-                                Ok(Rc::new(info))
-                            }
-                            Err(BearerError::NeedKeys) => {
-                                // Free the token's slot: whoever waits on it now waits on the keys.
-                                let waiters = vm.tokens.complete(&key, None, now);
-                                vm.wake(waiters, Wake::Ready);
-                                Err(self.fetch_bearer_keys(settings, vm, now))
-                            }
-                            Err(BearerError::InvalidToken(UNKNOWN_KEY))
-                                if vm.keys_flight.is_some() =>
-                            {
-                                // The keys are being fetched (for another token): wait for them.
-                                let waiters = vm.tokens.complete(&key, None, now);
-                                vm.wake(waiters, Wake::Ready);
-                                Err(self.fetch_bearer_keys(settings, vm, now))
-                            }
-                            Err(e) => {
-                                self.note(
-                                    Level::Info,
-                                    format!("bearer token refused: {}", describe(&e)),
-                                );
-                                // An unknown key is not remembered: the keys may be fetched
-                                // again soon, and the same token then be good.
-                                let remembered = (e != BearerError::InvalidToken(UNKNOWN_KEY))
-                                    .then(|| Err(e.clone()));
-                                let waiters = vm.tokens.complete(&key, remembered, now);
-                                vm.wake(waiters, Wake::Ready);
-                                Err(self.bearer_refused(settings, e))
-                            }
-                        }
-                    }
-                    Validation::Introspection => {
-                        let endpoint = vm.endpoints.as_ref().and_then(|e| e.introspection.clone());
-                        let Some(endpoint) = endpoint else {
-                            let waiters = vm.tokens.complete(&key, None, now);
-                            vm.wake(waiters, Wake::Fail(502));
-                            return Err(not_ready(false));
-                        };
-                        let callout = bearer::introspection_request(
-                            &settings.op.cluster,
-                            &endpoint,
-                            &settings.client.client_id,
-                            &settings.client.client_secret,
-                            raw,
-                            settings.op.timeout_ms,
-                        );
-                        self.stage = Stage::Introspect { key };
-                        Err(Action::Callout(callout))
-                    }
+            Lookup::CheckIt => match api.validation {
+                Validation::Jwt => self.check_jwt(settings, vm, api, raw, key, now),
+                Validation::Introspection => {
+                    let endpoint = vm.endpoints.as_ref().and_then(|e| e.introspection.clone());
+                    let Some(endpoint) = endpoint else {
+                        let waiters = vm.tokens.complete(&key, None, now);
+                        vm.wake(waiters, Wake::Fail(502));
+                        return Err(not_ready(vm, false));
+                    };
+                    let callout = bearer::introspection_request(
+                        &settings.op.cluster,
+                        &endpoint,
+                        &settings.client.client_id,
+                        &settings.client.client_secret,
+                        raw,
+                        settings.op.timeout_ms,
+                    );
+                    self.stage = Stage::Introspect { key };
+                    Err(Action::Callout(callout))
                 }
-            }
+            },
         }
+    }
+
+    /// Checks a JWT bearer token against the OP's keys, fetching them when they are missing.
+    #[allow(clippy::result_large_err)]
+    fn check_jwt(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        api: &AppApi,
+        raw: &str,
+        key: Key,
+        now: u64,
+    ) -> Result<Rc<TokenInfo>, Action> {
+        let rules = JwtRules {
+            issuer: &settings.op.issuer,
+            audiences: &api.audiences,
+            algorithms: &settings.api.algorithms,
+            clock_skew_s: settings.clock_skew_s,
+            now,
+        };
+        let op = &settings.op;
+        let checked = bearer::validate_jwt(
+            raw,
+            &vm.jwks,
+            op.jwks_max_age_s,
+            op.jwks_min_refetch_interval_s,
+            &rules,
+        )
+        .and_then(|info| with_headers(settings, info));
+        match checked {
+            Ok(info) => {
+                // Returned as checked: a token at the edge of its expiry (within the clock
+                // skew) is not cached, but is good for this request.
+                let waiters = vm.tokens.complete(&key, Some(Ok(info.clone())), now);
+                vm.wake(waiters, Wake::Ready);
+                Ok(Rc::new(info))
+            }
+            // Once per request: a key the OP still lacks after this request's fetch is unknown.
+            Err(BearerError::NeedKeys) if !self.fetched_keys => {
+                // Free the token's slot: whoever waits on it now waits on the keys.
+                let waiters = vm.tokens.complete(&key, None, now);
+                vm.wake(waiters, Wake::Ready);
+                Err(self.fetch_bearer_keys(settings, vm, now))
+            }
+            Err(BearerError::InvalidToken(UNKNOWN_KEY)) if vm.keys_flight.is_some() => {
+                // The keys are being fetched (for another token): wait for them.
+                let waiters = vm.tokens.complete(&key, None, now);
+                vm.wake(waiters, Wake::Ready);
+                Err(self.fetch_bearer_keys(settings, vm, now))
+            }
+            Err(BearerError::NeedKeys) => Err(self.jwt_refused(
+                settings,
+                vm,
+                raw,
+                key,
+                BearerError::InvalidToken(UNKNOWN_KEY),
+                now,
+            )),
+            Err(e) => Err(self.jwt_refused(settings, vm, raw, key, e, now)),
+        }
+    }
+
+    fn jwt_refused(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        raw: &str,
+        key: Key,
+        e: BearerError,
+        now: u64,
+    ) -> Action {
+        let op = &settings.op;
+        let why = match e {
+            BearerError::InvalidToken(UNKNOWN_KEY) => {
+                let miss = key_miss(
+                    raw,
+                    &vm.jwks,
+                    now,
+                    op.jwks_max_age_s,
+                    op.jwks_min_refetch_interval_s,
+                    self.fetched_keys,
+                );
+                format!("{UNKNOWN_KEY} ({miss})")
+            }
+            ref e => describe(e).to_string(),
+        };
+        self.note_refused(vm, now, Level::Info, format!("bearer token refused: {why}"));
+        // An unknown key is not remembered: the keys may be fetched again soon, and the same
+        // token then be good.
+        let remembered = (e != BearerError::InvalidToken(UNKNOWN_KEY)).then(|| Err(e.clone()));
+        let waiters = vm.tokens.complete(&key, remembered, now);
+        vm.wake(waiters, Wake::Ready);
+        self.bearer_refused(settings, e)
     }
 
     /// Leads or joins the one JWKS fetch for bearer tokens.
@@ -343,7 +390,7 @@ impl RequestFlow {
             }
         }
         let Some(endpoints) = vm.endpoints.clone() else {
-            return not_ready(false);
+            return not_ready(vm, false);
         };
         let waiters = vm.keys_flight.take().map(|f| f.waiters).unwrap_or_default();
         vm.keys_flight = Some(KeysFlight {
@@ -351,7 +398,7 @@ impl RequestFlow {
             since: now,
             waiters,
         });
-        vm.jwks.attempted(now);
+        vm.jwks.attempted(now, settings.op.jwks_max_age_s);
         self.stage = Stage::BearerKeys;
         Action::Callout(jwks_callout(settings, &endpoints))
     }

@@ -12,6 +12,7 @@ use crate::http::{Action, CalloutResult, LocalResponse};
 use crate::id_token::{self, Expected, IdToken, IdTokenError};
 use crate::identity::{self, UnusableClaim};
 use crate::jwks::parse_jwks;
+use crate::jws::key_miss;
 use crate::login::{random_token, safe_return_path, Entropy, LoginTransaction, TXN_SLOTS};
 use crate::oidc::{self, TokenError};
 use crate::pages::Problem;
@@ -97,7 +98,7 @@ impl RequestFlow {
     pub(super) fn unauthenticated(
         &mut self,
         settings: &Settings,
-        endpoints: Option<&OpEndpoints>,
+        vm: &VmState,
         head: &RequestHead,
         now: u64,
         rng: &mut dyn Entropy,
@@ -117,8 +118,8 @@ impl RequestFlow {
             ));
             return Action::Respond(r);
         }
-        let Some(endpoints) = endpoints else {
-            return not_ready(true);
+        let Some(endpoints) = vm.endpoints.as_deref() else {
+            return not_ready(vm, true);
         };
         let callback = settings.client.redirect_uri.clone().or_else(|| {
             head.trusted_origin(settings)
@@ -374,9 +375,9 @@ impl RequestFlow {
         ) {
             Ok(token) => self.open_session(settings, vm, &txn, token, html, now, rng),
             Err(IdTokenError::NeedKeys) if may_fetch_keys => {
-                vm.jwks.attempted(now);
+                vm.jwks.attempted(now, op.jwks_max_age_s);
                 let Some(endpoints) = vm.endpoints.clone() else {
-                    return not_ready(html);
+                    return not_ready(vm, html);
                 };
                 let callout = jwks_callout(settings, &endpoints);
                 self.stage = Stage::Keys {
@@ -387,20 +388,30 @@ impl RequestFlow {
                 Action::Callout(callout)
             }
             Err(e) => {
-                let e = if e == IdTokenError::NeedKeys {
-                    IdTokenError::UnknownKey
-                } else {
-                    e
+                let log = match e {
+                    IdTokenError::NeedKeys | IdTokenError::UnknownKey => {
+                        let miss = key_miss(
+                            &id_token,
+                            &vm.jwks,
+                            now,
+                            op.jwks_max_age_s,
+                            op.jwks_min_refetch_interval_s,
+                            !may_fetch_keys,
+                        );
+                        format!("ID token refused: {} ({miss})", IdTokenError::UnknownKey)
+                    }
+                    e => format!("ID token refused: {e}"),
                 };
-                let action = self.refuse(
+                let (action, reference) = Self::refusal(
                     rng,
                     html,
                     403,
                     "id_token_invalid",
                     "The sign-in could not be verified.",
                     Some(&txn.return_to),
-                    format!("ID token refused: {e}"),
                 );
+                let log = format!("{log} (status=403 reference={reference})");
+                self.note_refused(vm, now, Level::Warn, log);
                 add_cookie(action, clear_txn_cookie(settings, &txn))
             }
         }

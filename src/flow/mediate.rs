@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::head::RequestHead;
 use super::state::{SiteToken, VmState};
-use super::{RequestFlow, Stage};
+use super::{failure_text, RequestFlow, Stage};
 use crate::cache::{Key, Lookup as CacheLookup};
 use crate::config::Settings;
 use crate::http::{Action, CalloutResult, Wake};
@@ -37,8 +37,8 @@ impl RequestFlow {
                 mediation::parse_exchange_response(site, status, &body, now)
                     .map_err(|e| (e.http_status(), format!("{e:?}")))
             }
-            CalloutResult::TimedOut => Err((504, "timed out".into())),
-            CalloutResult::Failed => Err((503, "unreachable".into())),
+            other @ CalloutResult::TimedOut => Err((504, failure_text(&other, self.folded_status))),
+            other @ CalloutResult::Failed => Err((503, failure_text(&other, self.folded_status))),
         };
         let Some(cache) = vm.mediated.get_mut(i) else {
             return Action::Respond(self.internal_error());

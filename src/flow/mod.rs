@@ -22,7 +22,7 @@ use head::RequestHead;
 use route::Target;
 pub use state::{KeysFlight, SiteToken, VmState, MAX_CALLOUT_BODY};
 
-use crate::bearer::TokenInfo;
+use crate::bearer::{BearerError, TokenInfo};
 pub(crate) use answers::not_ready;
 use std::rc::Rc;
 
@@ -30,6 +30,8 @@ use std::rc::Rc;
 pub enum Level {
     Info,
     Warn,
+    /// The gateway cannot work as configured (e.g. the OP names another issuer).
+    Error,
 }
 
 /// A line for Envoy's log. Never holds a token, code, cookie or secret.
@@ -78,9 +80,16 @@ pub struct RequestFlow {
     /// When an audited request started being decided (see [`HeaderSource::now_us`]).
     audit_started_us: Option<u64>,
     /// What this request's own callout brought, for its rerun: the cache may not keep it
-    /// (already at its expiry, a zero TTL, or a cache full of checks under way).
-    fresh_token: Option<(Key, Rc<TokenInfo>)>,
+    /// (already at its expiry, a zero TTL, or a cache full of checks under way). Refusals too:
+    /// with `api.negative_ttl_s: 0` the rerun would otherwise check the token again, and again.
+    fresh_token: Option<(Key, Result<Rc<TokenInfo>, BearerError>)>,
     fresh_site: Option<(usize, Key, Rc<SiteToken>)>,
+    /// This request fetched the JWKS for its bearer token: a key still missing is not
+    /// fetched for again.
+    fetched_keys: bool,
+    /// The 5xx status of the last callout answer, which [`normalize`] folds into `Failed` or
+    /// `TimedOut`: the client's answer follows the fold, the log line names the status.
+    folded_status: Option<u16>,
     /// The policy already decided (and took rate-limit tokens, wrote the audit line) in an
     /// earlier run of this request.
     decided: bool,
@@ -107,6 +116,8 @@ impl RequestFlow {
             audit_started_us: None,
             fresh_token: None,
             fresh_site: None,
+            fetched_keys: false,
+            folded_status: None,
             decided: false,
         }
     }
@@ -118,6 +129,15 @@ impl RequestFlow {
 
     fn note(&mut self, level: Level, message: String) {
         self.log.push(LogLine { level, message });
+    }
+
+    /// A line about a refused token, within the VM's budget for them.
+    fn note_refused(&mut self, vm: &mut VmState, now: u64, level: Level, message: String) {
+        let (write, report) = vm.refused_lines.admit(now);
+        self.log.extend(report);
+        if write {
+            self.note(level, message);
+        }
     }
 
     /// Decides what to do with a new request: the stages in order, each in its own file.
@@ -267,6 +287,7 @@ impl RequestFlow {
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Action {
+        self.folded_status = folded_status(&result);
         let result = normalize(result);
         match std::mem::replace(&mut self.stage, Stage::Done) {
             Stage::Token { txn, html } => {
@@ -306,6 +327,30 @@ pub(super) fn normalize(result: CalloutResult) -> CalloutResult {
             status: 500..=599, ..
         } => CalloutResult::Failed,
         other => other,
+    }
+}
+
+/// The 5xx status [`normalize`] would fold away.
+pub(super) fn folded_status(result: &CalloutResult) -> Option<u16> {
+    match result {
+        CalloutResult::Response { status, .. } if (500..=599).contains(status) => Some(*status),
+        _ => None,
+    }
+}
+
+/// How a callout that gave no usable answer ended, for the log: an OP that answers 500 is
+/// not an OP that cannot be reached, and the operator looks in different places for each.
+pub(super) fn failure_text(result: &CalloutResult, folded: Option<u16>) -> String {
+    match (folded, result) {
+        (Some(503), _) => {
+            "answered HTTP 503 (unavailable, or Envoy found no healthy host to connect to)".into()
+        }
+        (Some(504), _) => "answered HTTP 504 (a timeout, at Envoy or behind the service)".into(),
+        (Some(status), _) | (None, &CalloutResult::Response { status, .. }) => {
+            format!("answered HTTP {status}")
+        }
+        (None, CalloutResult::TimedOut) => "timed out".into(),
+        (None, CalloutResult::Failed) => "could not be reached".into(),
     }
 }
 

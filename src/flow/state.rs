@@ -2,11 +2,11 @@
 
 use std::rc::Rc;
 
-use super::{normalize, Level, LogLine};
+use super::{failure_text, folded_status, normalize, Level, LogLine};
 use crate::bearer::{self, TokenCache};
 use crate::cache::FlightCache;
 use crate::config::{OpEndpoints, Settings};
-use crate::discovery::{self, DiscoveryState};
+use crate::discovery::{self, DiscoveryError, DiscoveryState};
 use crate::http::{Callout, CalloutResult, Wake};
 use crate::jwks::JwksCache;
 use crate::mediation::SiteAuthenticator;
@@ -17,6 +17,49 @@ use crate::session::SessionCache;
 const SESSION_CACHE_ENTRIES: usize = 10_000;
 /// A JWKS or token response larger than this is not from a sane OP.
 pub const MAX_CALLOUT_BODY: usize = 256 * 1024;
+
+/// Refused-token lines a VM writes per window; beyond that they are only counted, so a client
+/// sending bad tokens in a loop cannot flood Envoy's log (or fill its disk).
+const REFUSED_LINES_PER_WINDOW: u32 = 10;
+const REFUSED_WINDOW_S: u64 = 10;
+
+/// How many refused-token lines were written and held back in the current window.
+#[derive(Debug, Default)]
+pub struct RefusedLines {
+    window_start: u64,
+    written: u32,
+    suppressed: u64,
+}
+
+impl RefusedLines {
+    /// Whether one more line may be written at `now`; and, when a window has just ended with
+    /// lines held back, the line that says how many.
+    pub fn admit(&mut self, now: u64) -> (bool, Option<LogLine>) {
+        let report = self.roll(now);
+        if self.written < REFUSED_LINES_PER_WINDOW {
+            self.written += 1;
+            (true, report)
+        } else {
+            self.suppressed = self.suppressed.saturating_add(1);
+            (false, report)
+        }
+    }
+
+    /// Ends the window if it is over (the host also calls this on its timer, so the count is
+    /// told even when no refusal follows); returns the line for what it held back.
+    pub fn roll(&mut self, now: u64) -> Option<LogLine> {
+        if now.saturating_sub(self.window_start) < REFUSED_WINDOW_S {
+            return None;
+        }
+        self.window_start = now;
+        self.written = 0;
+        let n = std::mem::take(&mut self.suppressed);
+        (n > 0).then(|| LogLine {
+            level: Level::Warn,
+            message: format!("{n} refused-token lines suppressed"),
+        })
+    }
+}
 
 /// State a VM keeps across requests (one VM per Envoy worker thread).
 pub struct VmState {
@@ -37,6 +80,11 @@ pub struct VmState {
     pub mediated: Vec<FlightCache<Rc<SiteToken>>>,
     /// How bearer tokens are turned into cache keys.
     pub token_keys: bearer::TokenKeys,
+    /// The last discovery document named another issuer: sign-in is misconfigured, not
+    /// starting up, and browsers are told so.
+    pub issuer_mismatch: bool,
+    /// Rate limit of the refused-token log lines (bearer and ID tokens).
+    pub refused_lines: RefusedLines,
 }
 
 /// A site's token as it goes upstream, prepared once when it is cached.
@@ -76,6 +124,8 @@ impl VmState {
             token_keys: bearer::TokenKeys::default(),
             limits: RateLimits::default(),
             woken: Vec::new(),
+            issuer_mismatch: false,
+            refused_lines: RefusedLines::default(),
             mediated: settings
                 .sites
                 .iter()
@@ -105,12 +155,12 @@ impl VmState {
     /// Takes in the discovery answer; returns a line for the log.
     pub fn on_discovery(&mut self, settings: &Settings, result: CalloutResult) -> LogLine {
         self.discovery.finished();
+        let folded = folded_status(&result);
         let outcome = match normalize(result) {
             CalloutResult::Response { status: 200, body } => discovery::parse(settings, &body),
-            CalloutResult::Response { status, .. } => Err(format!("HTTP {status}")),
-            CalloutResult::TimedOut => Err("timed out".into()),
-            CalloutResult::Failed => Err("OP unreachable".into()),
+            failed => Err(DiscoveryError::Unusable(failure_text(&failed, folded))),
         };
+        self.issuer_mismatch = matches!(outcome, Err(DiscoveryError::OtherIssuer(_)));
         match outcome {
             Ok(endpoints) => {
                 self.endpoints = Some(Rc::new(endpoints));
@@ -119,7 +169,17 @@ impl VmState {
                     message: format!("discovered the endpoints of {}", settings.op.issuer),
                 }
             }
-            Err(why) => LogLine {
+            Err(DiscoveryError::OtherIssuer(named)) => LogLine {
+                level: Level::Error,
+                message: format!(
+                    "discovery at {configured} failed: the document names issuer {named}, not \
+                     the configured {configured}; sign-in is refused until the configuration \
+                     or the OP is fixed; retrying in {}s",
+                    discovery::RETRY_S,
+                    configured = settings.op.issuer,
+                ),
+            },
+            Err(DiscoveryError::Unusable(why)) => LogLine {
                 level: Level::Warn,
                 message: format!(
                     "discovery at {} failed: {why}; retrying in {}s",
@@ -139,4 +199,34 @@ fn site_timeout_ms(site: &SiteAuthenticator) -> u64 {
 /// presumed lost, and the next request takes it over.
 pub(super) fn stale_after_s(timeout_ms: u64) -> u64 {
     timeout_ms / 1000 + 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_lines_are_limited_per_window_and_the_rest_counted() {
+        let mut lines = RefusedLines::default();
+        let t = 1_000;
+        for _ in 0..10 {
+            assert_eq!(lines.admit(t), (true, None));
+        }
+        for i in 0..7 {
+            assert_eq!(lines.admit(t + i), (false, None));
+        }
+        assert_eq!(lines.roll(t + 9), None, "the window is not over");
+        let (write, report) = lines.admit(t + 10);
+        assert!(write);
+        let report = report.expect("the held-back lines are told");
+        assert_eq!(report.message, "7 refused-token lines suppressed");
+        assert_eq!(report.level, Level::Warn);
+        // Told once; a window without suppression says nothing.
+        assert_eq!(lines.roll(t + 20), None);
+        for _ in 0..11 {
+            lines.admit(t + 21);
+        }
+        let told = lines.roll(t + 31).map(|l| l.message);
+        assert_eq!(told.as_deref(), Some("1 refused-token lines suppressed"));
+    }
 }
