@@ -123,6 +123,16 @@ pub fn dashed_if_underscored(name: &str) -> Option<String> {
         .then(|| name.to_ascii_lowercase().replace('_', "-"))
 }
 
+/// Whether header name `name` reads as `want` (lower-case, with dashes) to a backend that
+/// folds case and reads `_` as `-`. Allocates nothing: it runs over every header.
+pub fn dashed_eq(name: &str, want: &str) -> bool {
+    name.len() == want.len()
+        && name
+            .bytes()
+            .zip(want.bytes())
+            .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +175,7 @@ mod tests {
             dashed_if_underscored("X_Wam_user").as_deref(),
             Some("x-wam-user")
         );
+        assert!(dashed_eq("X_HTTP-Method", "x-http-method"));
+        assert!(!dashed_eq("x-http-methods", "x-http-method"));
     }
 }

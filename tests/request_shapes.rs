@@ -425,3 +425,89 @@ fn a_claim_that_cannot_be_a_header_value_never_goes_upstream() {
         "{r:?}"
     );
 }
+
+#[test]
+fn near_misses_of_endpoints_and_windows_names_are_refused() {
+    let mut gw = Gateway::new();
+    let bob = gw.cookie("bob", &["staff"]);
+    for path in [
+        "/PA/oidc/cb?code=c&state=s",
+        "/pa/oidc/cb/",
+        "/pa/oidc/logout/",
+        "/Pa/Oidc/Logout",
+        "/ADMINI~1/x",
+        "/admin::$DATA",
+        "/adm%C4%B1n/x",
+        "/%E2%84%AApi/x",
+    ] {
+        assert_eq!(
+            gw.status(&req("gw.example.com", "GET", path, &[("cookie", &bob)])),
+            400,
+            "{path}"
+        );
+    }
+    // `~` elsewhere is an ordinary character.
+    assert_eq!(
+        gw.status(&req(
+            "gw.example.com",
+            "GET",
+            "/~bob/x",
+            &[("cookie", &bob)]
+        )),
+        200
+    );
+}
+
+#[test]
+fn the_authority_goes_upstream_as_the_decision_read_it() {
+    let mut gw = Gateway::new();
+    let alice = gw.cookie("alice", &["admins"]);
+    for (sent, upstream_host) in [
+        ("SECURE.TEST.", Some("secure.test")),
+        ("secure.test:8443", Some("secure.test")),
+        ("secure.test", None),
+    ] {
+        let h = req(sent, "GET", "/x", &[("cookie", &alice)]);
+        let f = forward(gw.send(&h));
+        let authority = f
+            .request_headers
+            .iter()
+            .find(|(n, _)| n == ":authority")
+            .and_then(|(_, v)| v.as_deref());
+        assert_eq!(authority, upstream_host, "{sent}");
+    }
+}
+
+#[test]
+fn a_method_override_that_names_another_method_is_refused() {
+    let mut gw = Gateway::new();
+    let bob = gw.cookie("bob", &["staff"]);
+    for (name, value) in [
+        ("x-http-method-override", "DELETE"),
+        ("X_HTTP_Method", "delete"),
+        ("x-method-override", "PUT"),
+    ] {
+        let h = req(
+            "gw.example.com",
+            "POST",
+            "/app",
+            &[("cookie", &bob), (name, value)],
+        );
+        assert_eq!(gw.status(&h), 400, "{name}");
+    }
+    let h = req(
+        "gw.example.com",
+        "POST",
+        "/app?_method=DELETE",
+        &[("cookie", &bob)],
+    );
+    assert_eq!(gw.status(&h), 400);
+    // Naming the request's own method changes nothing.
+    let h = req(
+        "gw.example.com",
+        "POST",
+        "/app",
+        &[("cookie", &bob), ("x-http-method-override", "POST")],
+    );
+    assert_eq!(gw.status(&h), 200);
+}

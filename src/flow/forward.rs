@@ -113,6 +113,10 @@ pub(super) fn anonymous(
         fwd.request_headers
             .push((":path".into(), Some(path.clone())));
     }
+    if let Some(authority) = &route.authority {
+        fwd.request_headers
+            .push((":authority".into(), Some(authority.clone())));
+    }
     fwd
 }
 

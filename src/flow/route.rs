@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use crate::canonical::{self, CanonicalPath};
 use crate::config::Settings;
 use crate::policy::{self, Application, DefaultDecision, Resource};
-use crate::request::HeaderSource;
+use crate::request::{dashed_eq, HeaderSource};
 
 /// A routed request.
 pub(crate) struct Route<'s, 'r> {
@@ -18,6 +18,9 @@ pub(crate) struct Route<'s, 'r> {
     pub query: &'r str,
     /// The `:path` that goes upstream, where the raw one differs from the canonical one.
     pub rewrite: Option<String>,
+    /// The `:authority` that goes upstream, where the raw one differs from the one the
+    /// decision was made on (see [`Application::authority_for`]).
+    pub authority: Option<String>,
     pub method: &'r str,
     /// Lower-case, without trailing dots, with the port if one was sent; `""` when absent.
     pub host: Cow<'r, str>,
@@ -86,6 +89,14 @@ pub(crate) fn route<'s, 'r>(
         .map_err(|_| Refused::Header(":authority"))?
         .unwrap_or_default();
     let host = normalize_host(authority).ok_or(Refused::Host)?;
+    if let Some(why) = ambiguous_spelling(&canonical.decoded) {
+        return Err(Refused::Path(why));
+    }
+    if overrides_method(request, method, query) {
+        // Jersey, ASP.NET Core, Express, Symfony and Spring execute the override: the policy
+        // would judge a POST while the backend runs a DELETE.
+        return Err(Refused::Header("method-override"));
+    }
     let target = target(settings, &host, &canonical.decoded, method)?;
     if let (Target::App { resource, .. }, Some(trimmed)) = (&target, &canonical.iis_trimmed) {
         // IIS trims trailing dots and spaces from segments: both readings must be one resource.
@@ -100,15 +111,56 @@ pub(crate) fn route<'s, 'r>(
         }
     }
     let rewrite = rewrite(&canonical, query);
+    let upstream_host = match &target {
+        Target::App { app, .. } | Target::Unprotected(Some(app)) => app.authority_for(&host),
+        _ => &host,
+    };
+    let authority = (upstream_host != authority).then(|| upstream_host.to_string());
     Ok(Route {
         target,
         path: canonical.decoded,
         query,
         rewrite,
+        authority,
         method,
         host,
         raw_path,
     })
+}
+
+/// Spellings that some backend resolves to another resource than the decoded path names,
+/// beyond what [`crate::canonical`] resolves: characters whose case mapping is ASCII (Java's
+/// and .NET's case-insensitive matching read `ı` as `I`, `ſ` as `S`, the Kelvin sign as `K`),
+/// IIS 8.3 short names (`ADMINI~1`) and NTFS streams (`admin::$DATA`).
+fn ambiguous_spelling(path: &str) -> Option<&'static str> {
+    if !path.is_ascii() && path.contains(['\u{130}', '\u{131}', '\u{17f}', '\u{212a}']) {
+        return Some("ambiguous_case");
+    }
+    let short_name = |w: &[u8]| w[0] != b'/' && w[1] == b'~' && w[2].is_ascii_digit();
+    if path.contains('~') && path.as_bytes().windows(3).any(short_name) {
+        return Some("short_file_name");
+    }
+    path.contains(":$").then_some("file_stream")
+}
+
+/// Whether a method-override header (any spelling a backend reads as one) or a `_method`
+/// query parameter names another method than the request's.
+fn overrides_method(request: &dyn HeaderSource, method: &str, query: &str) -> bool {
+    let other = |v: &[u8]| !v.trim_ascii().eq_ignore_ascii_case(method.as_bytes());
+    let header = request.pairs().iter().any(|(name, value)| {
+        [
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+        ]
+        .iter()
+        .any(|o| dashed_eq(name, o))
+            && other(value)
+    });
+    header
+        || (query.contains("_method")
+            && url::form_urlencoded::parse(query.as_bytes())
+                .any(|(k, v)| k.eq_ignore_ascii_case("_method") && other(v.as_bytes())))
 }
 
 /// The request path that goes upstream, when it is not the one received.
@@ -130,7 +182,7 @@ fn target<'s>(
     path: &str,
     method: &str,
 ) -> Result<Target<'s>, Refused<'s>> {
-    if let Some(endpoint) = endpoint(settings, path) {
+    if let Some(endpoint) = endpoint(settings, path)? {
         return Ok(Target::Endpoint(endpoint));
     }
     let policy = match settings.policy_is_implicit {
@@ -141,6 +193,7 @@ fn target<'s>(
         policy::Target::Unprotected(app) => Ok(Target::Unprotected(app)),
         policy::Target::App { app, resource } => Ok(Target::App { app, resource }),
         policy::Target::NoResource { app, allowed } => Err(Refused::NoResource { app, allowed }),
+        policy::Target::NearMiss { .. } => Err(Refused::Path("ambiguous_resource")),
         policy::Target::NoApplication(DefaultDecision::Deny) => Err(Refused::NoApplication {
             host: host.to_string(),
             path: path.to_string(),
@@ -157,10 +210,28 @@ fn target<'s>(
     }
 }
 
-fn endpoint(settings: &Settings, path: &str) -> Option<Endpoint> {
-    if !path.starts_with(settings.base_path.as_str()) {
-        return None;
+fn endpoint(settings: &Settings, path: &str) -> Result<Option<Endpoint>, Refused<'static>> {
+    let base = settings.base_path.as_str();
+    let near = path.len() >= base.len()
+        && path
+            .get(..base.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(base));
+    if !near {
+        return Ok(None);
     }
+    let exact = exact_endpoint(settings, path);
+    if exact.is_none() {
+        // `/PA/oidc/cb`, `/pa/oidc/logout/`: the user meant the endpoint, and a backend must not
+        // get a callback's code or a logout that silently did nothing.
+        let trimmed = path.strip_suffix('/').unwrap_or(path).to_ascii_lowercase();
+        if exact_endpoint(settings, &trimmed).is_some() {
+            return Err(Refused::Path("endpoint_spelling"));
+        }
+    }
+    Ok(exact)
+}
+
+fn exact_endpoint(settings: &Settings, path: &str) -> Option<Endpoint> {
     if path == settings.heartbeat_path {
         Some(Endpoint::Heartbeat)
     } else if path == settings.callback_path {

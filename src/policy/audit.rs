@@ -40,10 +40,10 @@ impl AuditRecord<'_> {
         }
     }
 
-    /// One line of JSON. The path loses its query (which may carry secrets) and is cut to a
-    /// bounded length.
+    /// One line of JSON. The path (canonical, without the query, which may carry secrets) is
+    /// cut to a bounded length; a decoded `?` in it is part of the path that was served.
     pub fn to_json(&self) -> String {
-        let path = self.path.split(['?', '#']).next().unwrap_or_default();
+        let path = self.path;
         let path = match path.char_indices().nth(MAX_PATH) {
             Some((i, _)) => &path[..i],
             None => path,

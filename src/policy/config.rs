@@ -297,11 +297,15 @@ pub fn compile(raw: &RawPolicy) -> Result<Policy, ConfigError> {
         sets.get(&set.name, "rule_sets")?;
     }
 
+    // Each global unprotected path twice: lower-cased for case-insensitive applications, as
+    // written for those with `case_sensitive_paths`.
     let mut unprotected = Vec::new();
     for (i, p) in raw.unprotected_paths.iter().enumerate() {
-        // Matched case-insensitively: a request is judged on one lower-cased path, whatever
-        // application it then reaches.
-        unprotected.push(path_pattern(&format!("unprotected_paths[{i}]"), p, false)?);
+        let field = format!("unprotected_paths[{i}]");
+        unprotected.push((
+            path_pattern(&field, p, false)?,
+            path_pattern(&field, p, true)?,
+        ));
     }
 
     let mut applications = Vec::new();

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::request::HeaderSource;
+use crate::request::{dashed_eq, HeaderSource};
 
 pub use audit::AuditRecord;
 pub use config::{
@@ -66,7 +66,8 @@ pub struct Policy {
     pub default_decision: DefaultDecision,
     /// `X-Forwarded-For` entries added by trusted proxies; see [`client_ip`].
     pub xff_trusted_hops: u8,
-    unprotected: Vec<Pattern>,
+    /// Global unprotected paths: (case-insensitive, case-sensitive) forms of each.
+    unprotected: Vec<(Pattern, Pattern)>,
     applications: Vec<Application>,
     hosts: HostIndex,
 }
@@ -195,16 +196,27 @@ impl Pattern {
     fn matches(&self, path: &str) -> bool {
         match &self.regex {
             Some(re) => re.is_match(path),
-            // `/admin/*` also covers `/admin`: servers answer it with the same page (or a
-            // redirect to it), so it must not fall outside the resource.
+            // `/admin/*` also covers `/admin`, and `/export` covers `/export/`: servers and
+            // frameworks answer both with the same page (or a redirect to it), so neither may
+            // fall outside the resource.
             None => {
                 glob(self.raw.as_bytes(), path.as_bytes())
                     || self
                         .raw
                         .strip_suffix("/*")
                         .is_some_and(|dir| dir == path && !dir.is_empty())
+                    || (!self.raw.contains('*')
+                        && path.strip_suffix('/') == Some(self.raw.as_str()))
             }
         }
+    }
+
+    /// Whether this pattern names `path` itself (`/x` or `/x/*` for `/x`), not by a wildcard
+    /// run: `/x.json` is then a near miss of it (see [`Policy::route`]).
+    fn names(&self, path: &str) -> bool {
+        self.regex.is_none()
+            && (self.raw == path || self.raw.strip_suffix("/*") == Some(path))
+            && !path.is_empty()
     }
 
     /// Sort key, smallest = most specific: exact paths, then the longer literal prefix, then
@@ -369,6 +381,23 @@ enum Decide {
 }
 
 impl Matcher {
+    /// For values a client chose (headers, query parameters), each of which some backend may
+    /// be the one to read: a test passes when every value matches and there is one; negated,
+    /// when none does.
+    fn test_every<'v>(&self, values: impl Iterator<Item = &'v str> + Clone) -> bool {
+        if self.negate || matches!(self.decide, Decide::Present) {
+            return self.test(values);
+        }
+        let mut any = false;
+        for v in values {
+            if !self.test(std::iter::once(v)) {
+                return false;
+            }
+            any = true;
+        }
+        any
+    }
+
     /// Applies the test to every value; passes when any value matches (then negated).
     fn test<'v>(&self, values: impl Iterator<Item = &'v str>) -> bool {
         let mut found = false;
@@ -531,6 +560,10 @@ pub enum Target<'p> {
         app: &'p Application,
         allowed: Vec<&'p str>,
     },
+    /// `/x.json` where a resource names `/x` (or `/x/*`) and another one would serve the
+    /// request: frameworks with format suffixes (Rails, older Spring) serve it as `/x`, a
+    /// static server as a file of its own. Refused rather than guessed.
+    NearMiss { app: &'p Application },
 }
 
 impl Policy {
@@ -568,7 +601,7 @@ impl Policy {
     fn new(
         default_decision: DefaultDecision,
         xff_trusted_hops: u8,
-        unprotected: Vec<Pattern>,
+        unprotected: Vec<(Pattern, Pattern)>,
         applications: Vec<Application>,
     ) -> Policy {
         Policy {
@@ -614,8 +647,13 @@ impl Policy {
                 best = Some((app, h, root));
             }
         }
-        if self.unprotected.iter().any(|p| p.matches(lower)) {
-            return Target::Unprotected(best.map(|(app, _, _)| app));
+        let app = best.map(|(app, _, _)| app);
+        let unprotected = match app.is_some_and(|a| a.case_sensitive_paths) {
+            true => self.unprotected.iter().any(|(_, p)| p.matches(path)),
+            false => self.unprotected.iter().any(|(p, _)| p.matches(lower)),
+        };
+        if unprotected {
+            return Target::Unprotected(app);
         }
         let Some((app, _, _)) = best else {
             return Target::NoApplication(self.default_decision);
@@ -627,6 +665,11 @@ impl Policy {
             .filter(|r| r.pattern.matches(rel))
             .filter_map(|r| app.resources.get(r.resource));
         if let Some(resource) = on_path.clone().find(|res| res.allows(method)) {
+            if let Some(other) = app.near_miss(rel, method) {
+                if !std::ptr::eq(other, resource) {
+                    return Target::NearMiss { app };
+                }
+            }
             return Target::App { app, resource };
         }
         let mut allowed: Vec<&str> = Vec::new();
@@ -708,6 +751,39 @@ fn strip_root<'a>(root: &str, path: &'a str) -> Option<&'a str> {
 }
 
 impl Application {
+    /// The resource that names the path without its last segment's format suffix
+    /// (`/x.json` -> `/x`), if the path has one and some resource names that.
+    fn near_miss(&self, rel: &str, method: &str) -> Option<&Resource> {
+        let (dir, last) = rel.rsplit_once('/')?;
+        let (stem, ext) = last.rsplit_once('.')?;
+        if stem.is_empty() || ext.is_empty() {
+            return None;
+        }
+        let bare = &rel[..dir.len() + 1 + stem.len()];
+        self.routes
+            .iter()
+            .filter(|r| r.pattern.names(bare))
+            .filter_map(|r| self.resources.get(r.resource))
+            .find(|res| res.allows(method))
+    }
+
+    /// The authority this request goes upstream with once this application took it: the host
+    /// as matched (lower-case, no trailing dot), and the port only where the matching host
+    /// pattern names one or is `*`. Envoy picks its route by the authority it is handed: a port
+    /// or a spelling the policy looked past must not pick another backend.
+    pub fn authority_for<'h>(&self, host: &'h str) -> &'h str {
+        let pattern = self
+            .hosts
+            .iter()
+            .filter_map(|p| host_rank(p, host).map(|rank| (rank, p)))
+            .max();
+        match pattern {
+            Some((_, p)) if p == "*" || strip_port(p).len() != p.len() => host,
+            Some(_) => strip_port(host),
+            None => host,
+        }
+    }
+
     /// The path as this application matches it: as sent, or lower-cased.
     fn path_for<'a>(&self, path: &'a str, lower: &'a str) -> &'a str {
         if self.case_sensitive_paths {
@@ -954,15 +1030,25 @@ fn decide<'p>(node: &'p Node, cx: &mut Cx) -> Decision<'p> {
         }
         Kind::Method(methods) => check(methods.iter().any(|m| m == facts.method)),
         Kind::Header { header, test } => {
-            let value = facts.headers.header(header);
-            check(test.test(value.iter().flat_map(|v| v.split(',')).map(str::trim)))
+            // Every copy a backend could read: repeats, `_` spellings (CGI, PHP, WSGI, Rack),
+            // values that are not UTF-8 (lossily: they match no test, but are present).
+            let values: Vec<std::borrow::Cow<str>> = facts
+                .headers
+                .pairs()
+                .iter()
+                .filter(|(n, _)| dashed_eq(n, header))
+                .map(|(_, v)| String::from_utf8_lossy(v))
+                .collect();
+            let parts = values.iter().flat_map(|v| v.split(',')).map(str::trim);
+            check(test.test_every(parts))
         }
         Kind::Query { param, test } => {
+            // Every copy: PHP and Express read the last, ASP.NET joins them and folds names.
             let values: Vec<String> = url::form_urlencoded::parse(facts.query.as_bytes())
-                .filter(|(k, _)| k == param)
+                .filter(|(k, _)| k.eq_ignore_ascii_case(param))
                 .map(|(_, v)| v.into_owned())
                 .collect();
-            check(test.test(values.iter().map(String::as_str)))
+            check(test.test_every(values.iter().map(String::as_str)))
         }
         Kind::Redirect { url, status } => fail(Outcome::Redirect {
             url,
