@@ -1,5 +1,5 @@
-"""Security review findings (branch `review`), end to end through Envoy 1.40: each test states
-what the gateway must do and fails on the code as reviewed. The native ones are in
+"""Security review findings, end to end through Envoy 1.40: each test states what the gateway
+must do; each failed on the code as reviewed and passes since the fixes. The native ones are in
 tests/review_findings.rs.
 
 Deployment shape used here: an Envoy with more than one virtual host (the usual way one
@@ -96,7 +96,7 @@ def test_the_blog_host_itself_is_public_and_the_intranet_needs_a_session(gw):
 
 @pytest.mark.parametrize("host", ["blog.test:8080", "blog.test:80", "blog.test.", "BLOG.TEST.:1"])
 def test_a_host_spelling_never_takes_a_public_decision_to_another_backend(gw, host):
-    """FINDING: the filter decides on the normalised host (port ignored, trailing dot
+    """Found in review, now fixed: the filter decided on the normalised host (port ignored, trailing dot
     stripped, lower case) but leaves `:authority` as sent, and Envoy chooses the virtual host
     (so the backend) on the raw one. `Host: blog.test:8080` is judged as the public blog and
     routed by Envoy to the `*` virtual host: the intranet's backend gets an anonymous request.

@@ -138,7 +138,7 @@ fn is_forward(a: &Action) -> bool {
     matches!(a, Action::Forward(_))
 }
 
-/// FINDING (medium): a query rule passes when *any* copy of the parameter matches, and only
+/// Found in review (medium), now fixed: a query rule passes when *any* copy of the parameter matches, and only
 /// the exact (case-sensitive) name is looked at. bob may read the `acme` tenant's reports
 /// only (`tenant` equals `acme`); `?tenant=acme&tenant=globex` is allowed, and a backend that
 /// reads the last copy (PHP, Express's last, ASP.NET's "acme,globex", Rails) serves globex;
@@ -167,7 +167,7 @@ fn a_query_rule_is_not_fooled_by_a_second_copy_of_its_parameter() {
     }
 }
 
-/// FINDING (medium): a header rule reads only the first copy of its header, as UTF-8, under
+/// Found in review (medium), now fixed: a header rule reads only the first copy of its header, as UTF-8, under
 /// its dashed name. `/ops/*` refuses any request with `x-debug`; but `x_debug: 1` (a CGI,
 /// PHP, WSGI or Rack backend reads it as X-Debug, see `dashed_if_underscored`), and a first
 /// copy that is not UTF-8 followed by `x-debug: 1`, are allowed and reach the backend with the
@@ -192,17 +192,16 @@ fn a_header_rule_is_not_fooled_by_another_spelling_or_copy_of_its_header() {
         "/ops/x",
         &[("cookie", &bob), ("x_debug", "1")],
     );
-    match gw.request(&h) {
-        Action::Forward(f) => assert_eq!(
+    if let Action::Forward(f) = gw.request(&h) {
+        assert_eq!(
             header(&f, "x_debug"),
             Some(None),
             "x_debug: 1 reached the backend past a rule refusing x-debug"
-        ),
-        _ => {}
+        );
     }
 }
 
-/// FINDING (medium), same rule: a first copy that is not UTF-8 hides the second one.
+/// Found in review (medium), now fixed, same rule: a first copy that is not UTF-8 hides the second one.
 #[test]
 fn a_header_rule_is_not_fooled_by_a_non_utf8_first_copy() {
     let mut gw = Gateway::new();
@@ -216,7 +215,7 @@ fn a_header_rule_is_not_fooled_by_a_non_utf8_first_copy() {
     );
 }
 
-/// FINDING (medium): the method the policy decides on is `:method`, but method-override
+/// Found in review (medium), now fixed: the method the policy decides on is `:method`, but method-override
 /// headers go to the backend untouched. Deleting a document is for admins only (a DELETE
 /// resource with a rule); bob sends `POST` (allowed to everyone) with
 /// `X-HTTP-Method-Override: DELETE`, which Jersey, ASP.NET Core's UseHttpMethodOverride,
@@ -249,7 +248,7 @@ fn a_method_override_header_does_not_turn_an_allowed_post_into_a_refused_delete(
     }
 }
 
-/// FINDING (low/medium): on a global unprotected path the request is forwarded by
+/// Found in review (low/medium), now fixed: on a global unprotected path the request is forwarded by
 /// `forward::anonymous(.., site = None)`, so a mediated application's injection header is not
 /// scrubbed: here the site gets its token in `Authorization`, and the client's own
 /// `Authorization` reaches the mediated backend on `/favicon.ico` and `/static/*`. The same
@@ -278,7 +277,7 @@ fn a_mediated_site_never_gets_a_client_token_on_a_global_unprotected_path() {
     }
 }
 
-/// FINDING (low): global unprotected paths are matched on the lower-cased path even for an
+/// Found in review (low), now fixed: global unprotected paths are matched on the lower-cased path even for an
 /// application with `case_sensitive_paths` (policy/config.rs: "Matched case-insensitively
 /// ... whatever application it then reaches"). On such an application, `/STATIC/report` is
 /// a different resource from `/static/report` (the backend is case-sensitive, which is why the
@@ -300,7 +299,7 @@ fn a_case_sensitive_application_keeps_its_case_for_global_unprotected_paths() {
     );
 }
 
-/// FINDING (low): the audit line cuts the (already decoded, query-free) path at the first
+/// Found in review (low), now fixed: the audit line cuts the (already decoded, query-free) path at the first
 /// `?` or `#`: `/docs/1%3F.pdf` is served as `/docs/1%3F.pdf` (the resource "1?.pdf") but
 /// audited as `/docs/1`, another resource. An audit line must name what was served.
 #[test]
@@ -323,7 +322,7 @@ fn the_audit_line_names_the_path_that_was_served() {
     assert!(!audit.contains("\"path\":\"/docs/1\""), "{audit}");
 }
 
-/// FINDING (medium): paths are matched case-insensitively by ASCII lower-casing only, for
+/// Found in review (medium), now fixed: paths are matched case-insensitively by ASCII lower-casing only, for
 /// backends that compare paths case-insensitively; but those compare with Unicode case
 /// mappings. `/admın/` (U+0131 dotless i) is not `/admin/` to the gateway, so bob gets the
 /// root resource; Java's `String.equalsIgnoreCase` (Spring's AntPathMatcher with
@@ -346,7 +345,7 @@ fn a_case_insensitive_application_is_not_dodged_by_unicode_case_mappings() {
     }
 }
 
-/// FINDING (medium, backend-dependent): `/x/*` covers `/x` because servers serve it as the
+/// Found in review (medium, backend-dependent), now fixed: `/x/*` covers `/x` because servers serve it as the
 /// same resource, but the same servers also serve `/x/` for an exact `/x` (Spring MVC before
 /// 6.0: trailing-slash match on by default; Express non-strict routing; Django's
 /// APPEND_SLASH redirect) and `/x.json` or `/x.anything` for `/x` (Spring MVC before 5.3:
