@@ -1,35 +1,40 @@
-"""Benchmark (issue 4): requests per second for a request with a cached bearer JWT, on one Envoy
-worker, through envoy-wam against Envoy's native jwt_authn filter (JWT cache on) validating an
-equivalent token, with a no-op wasm filter and no filter for reference. RS256 and ES256.
+"""Benchmark (issue 4): a request with a cached bearer JWT, on one Envoy worker, through
+envoy-wam against Envoy's native jwt_authn filter (JWT cache on) validating an equivalent
+token, with a no-op wasm filter and no filter for reference; RS256 and ES256. With --compare,
+one more listener per algorithm runs another build of envoy-wam (e.g. the previous release)
+with the same configuration.
 
 The token is signed by a key generated here. jwt_authn gets the public key inline
 (local_jwks); envoy-wam fetches the same JWKS from a tiny HTTP server at <issuer>/jwks (its
 cluster `op`), once. Both check iss, aud and exp and put `sub` into x-wam-user; envoy-wam's
-policy is one API application with one resource and no rules. Routes answer with
-direct_response. Interleaved rounds; the report is medians and the median of per-round ratios
-(target: envoy-wam / native >= 1.0).
+policy is one API application with one resource and no rules. Both must accept the token and
+refuse a tampered one (401) before anything is measured. Routes answer with direct_response.
 
-usage: .venv/bin/python integration/bench_api.py [--rounds N] [--seconds S] [--connections C]
+All variants are listeners of ONE Envoy (concurrency 1), measured in interleaved rounds; Envoy
+on CPU 0, wrk on CPU 1 (integration/benchlib.py).
+
+How to read it: per variant, median req/s and Envoy's on-CPU µs per request, and the extra µs
+over no filter (what validating a cached token costs); then comparisons (medians of per-round
+values) as req/s ratio and CPU µs difference. Target: envoy-wam / native >= 1.0 (a negative µs
+difference means envoy-wam is cheaper). The last line is the report as JSON.
+
+usage: .venv/bin/python integration/bench_api.py [--rounds N] [--seconds S] [--connections C] [--compare OTHER.wasm] [--only NAMES]
 """
 
 import argparse
 import http.server
 import json
 import os
-import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 import jwtutil  # noqa: E402
 import stack  # noqa: E402
-from bench_session import wrk  # noqa: E402
+from benchlib import Variant  # noqa: E402
 
 AUDIENCE = "https://api.example.test"
 
@@ -96,87 +101,74 @@ def jwt_authn_filter(issuer, jwks):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--seconds", type=int, default=5)
-    ap.add_argument("--connections", type=int, default=16)
-    ap.add_argument("--only", help="comma-separated subset of targets (none, noop, native-RS256, wam-RS256, native-ES256, wam-ES256)")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    benchlib.add_arguments(ap)
+    ap.add_argument("--only", help="comma-separated subset of variants (none, noop, native-RS256, wam-RS256, ref-RS256, native-ES256, wam-ES256, ref-ES256)")
     args = ap.parse_args()
+    benchlib.check_compare(args)
 
     stack.build_wasm((stack.NOOP_DIR,))
     logdir = tempfile.mkdtemp(prefix="envoy-wam-bench-api-")
     keys = {"RS256": jwtutil.Key("RS256", "bench-rsa"), "ES256": jwtutil.Key("ES256", "bench-ec")}
     jwks = {"keys": [k.jwk for k in keys.values()]}
     server = serve_jwks(jwks)
-    issuer = f"http://127.0.0.1:{server.server_address[1]}"
+    jwks_port = server.server_address[1]
+    issuer = f"http://127.0.0.1:{jwks_port}"
     now = int(time.time())
     tokens = {
         alg: k.sign({"iss": issuer, "aud": AUDIENCE, "sub": "api_client", "client_id": "api_client", "scope": "orders:read", "iat": now, "exp": now + 86400}, typ="at+jwt")
         for alg, k in keys.items()
     }
 
-    targets = {}  # name -> (url, headers)
-    procs = []
-    try:
-        plan = [("none", "none", None, [], "RS256"), ("noop", "noop", None, [], "RS256")]
-        for alg in ("RS256", "ES256"):
-            plan.append((f"native-{alg}", "none", None, [jwt_authn_filter(issuer, jwks)], alg))
-            plan.append((f"wam-{alg}", "wam", wam_api_config(issuer), [], alg))
-        if args.only:
-            plan = [t for t in plan if t[0] in args.only.split(",")]
-        for name, kind, cfg, native, alg in plan:
-            port = stack.free_port()
-            bootstrap = stack.envoy_bootstrap(port, stack.free_port(), kind, cfg, op_port=server.server_address[1] if kind == "wam" else None, http_filters=native)
-            p = stack.start_envoy(port, bootstrap, concurrency=1, logdir=logdir, name=f"bench-{name}")
-            if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-                subprocess.run(["taskset", "-a", "-p", "-c", "0", str(p.p.pid)], capture_output=True)
-            procs.append(p)
-            targets[name] = (p.url + "/orders/1", [f"authorization: Bearer {tokens[alg]}", "accept: application/json", "x-wam-user: spoofed"])
-        # Both filters really validate: the token passes, a tampered one does not.
-        for name in [n for n in ("native-RS256", "wam-RS256", "native-ES256", "wam-ES256") if n in targets]:
-            url, headers = targets[name]
-            hdrs = dict(h.split(": ", 1) for h in headers)
-            with urllib.request.urlopen(urllib.request.Request(url, headers=hdrs)) as r:
-                assert r.status == 200, (name, r.status)
-            hdrs["authorization"] = hdrs["authorization"][:-6] + "AAAAAA"
-            try:
-                urllib.request.urlopen(urllib.request.Request(url, headers=hdrs))
-                raise AssertionError(f"{name} let a tampered token through")
-            except urllib.error.HTTPError as e:
-                assert e.code == 401, (name, e.code)
+    def headers(alg):
+        return [f"authorization: Bearer {tokens[alg]}", "accept: application/json", "x-wam-user: spoofed"]
 
-        for url, headers in targets.values():  # warm-up (JIT, caches, connections)
-            wrk(url, 1, args.connections, headers)
-        results = {name: [] for name in targets}
-        for _ in range(args.rounds):
-            for name, (url, headers) in targets.items():
-                results[name].append(wrk(url, args.seconds, args.connections, headers))
+    path = "/orders/1"
+    variants = [
+        Variant("none", "no filter", "none", path=path, headers=headers("RS256")),
+        Variant("noop", "no-op wasm filter", "noop", path=path, headers=headers("RS256")),
+    ]
+    for alg in ("RS256", "ES256"):
+        variants.append(Variant(f"native-{alg}", f"native jwt_authn, {alg}", "none", http_filters=[jwt_authn_filter(issuer, jwks)], path=path, headers=headers(alg)))
+        variants.append(Variant(f"wam-{alg}", f"envoy-wam, {alg}", "wam", wam_api_config(issuer), op_port=jwks_port, path=path, headers=headers(alg)))
+        if args.compare:
+            variants.append(Variant(f"ref-{alg}", f"--compare build, {alg}", "wam", wam_api_config(issuer), wasm=os.path.abspath(args.compare), op_port=jwks_port, path=path, headers=headers(alg)))
+    if args.only:
+        variants = [v for v in variants if v.name in args.only.split(",")]
+
+    envoy = benchlib.start(variants, logdir)
+    try:
+        benchlib.expect_200(variants)
+        # The filters really validate: a tampered token is refused.
+        for v in variants:
+            if v.name.split("-")[0] in ("native", "wam", "ref"):
+                hdrs = v.header_dict()
+                hdrs["authorization"] = hdrs["authorization"][:-6] + "AAAAAA"
+                status, _ = benchlib.get(v, hdrs)
+                if status != 401:
+                    raise RuntimeError(f"{v.name} answered a tampered token with {status}, not 401")
+        results = benchlib.measure(envoy, variants, args.rounds, args.seconds, args.connections)
     finally:
-        for p in procs:
-            p.stop()
+        envoy.stop()
         server.shutdown()
 
-    med = {name: statistics.median(v) for name, v in results.items()}
-    print(f"cached bearer JWT, 1 Envoy worker, {args.rounds} rounds x {args.seconds}s, {args.connections} connections")
-    for name in targets:
-        runs = " ".join(f"{v:.0f}" for v in results[name])
-        print(f"  {name:14} median {med[name]:8.0f} req/s   ({runs})")
-
-    def ratio(a, b):
-        return statistics.median(x / y for x, y in zip(results[a], results[b]))
-
-    wanted = [
+    comparisons = [
         ("envoy-wam / native jwt_authn (RS256)", "wam-RS256", "native-RS256", "target >= 1.0"),
         ("envoy-wam / native jwt_authn (ES256)", "wam-ES256", "native-ES256", "target >= 1.0"),
         ("envoy-wam (RS256) / no-op wasm", "wam-RS256", "noop", ""),
         ("native jwt_authn (RS256) / no filter", "native-RS256", "none", ""),
         ("no-op wasm / no filter", "noop", "none", ""),
+        ("envoy-wam / --compare build (RS256)", "wam-RS256", "ref-RS256", "no regression: ~1.0, ~+0 µs"),
+        ("envoy-wam / --compare build (ES256)", "wam-ES256", "ref-ES256", "no regression: ~1.0, ~+0 µs"),
     ]
-    ratios = {label: (ratio(a, b), note) for label, a, b, note in wanted if a in results and b in results}
-    print("  ratios (median of per-round ratios):")
-    for label, (value, note) in ratios.items():
-        print(f"    {label:38} {value:.3f}   {note}")
-    print(json.dumps({"median_rps": med, "ratios": {k: round(v, 3) for k, (v, _) in ratios.items()}}))
+    benchlib.report(
+        "cached bearer JWT, one Envoy, 1 worker, one listener per variant",
+        variants,
+        results,
+        comparisons,
+        benchlib.settings(args),
+        extra={"bench": "api"},
+    )
 
 
 if __name__ == "__main__":

@@ -1,29 +1,38 @@
 """Benchmark (issue 3): a request with a valid session cookie on one Envoy worker, through
 envoy-wam without a policy (the implicit one: every path needs a session) and with a realistic
-policy: 12 web applications of 15 resources each on distinct context roots, global unprotected
-paths, and the request's resource guarded by nested rule sets on the groups and email claims,
-a network rule and a method rule. A no-op wasm filter for reference. Interleaved rounds,
-medians of per-round ratios (target: the policy adds under 5%, i.e. with/without >= 0.95).
+policy: 12 web applications of 16 resources each on distinct context roots, global unprotected
+paths, and the request's resource (/app7/section11/items/42/detail, deep in the route table,
+routed to app7's resource r11) guarded by nested rule sets on the groups and email claims, a
+network rule and a method rule. No filter and a no-op wasm filter for reference. With
+--compare, one more listener runs another build of envoy-wam (e.g. the previous release) with
+the same policy configuration.
 
-The cookie is minted with examples/mint_session.rs from the configuration without the policy
-(the session keys are the same in both).
+All variants are listeners of ONE Envoy (concurrency 1), measured in interleaved rounds; Envoy
+on CPU 0, wrk on CPU 1 (integration/benchlib.py). Every variant must answer the benchmark
+request with 200 first (a request that matches no resource is refused). The cookie is minted
+with examples/mint_session.rs from the configuration without the policy (the session keys are
+the same in both).
 
-usage: .venv/bin/python integration/bench_policy.py [--rounds N] [--seconds S] [--connections C]
+How to read it: per variant, median req/s and Envoy's on-CPU µs per request, and the extra µs
+over no filter; then comparisons (medians of per-round values) as req/s ratio and CPU µs
+difference. "with policy / without" is what routing and evaluating the policy costs (target:
+>= 0.95, i.e. the policy adds under 5%; the µs difference is the absolute cost). "envoy-wam /
+--compare build" near 1.0 and +0 µs means no regression. The last line is the report as JSON.
+
+usage: .venv/bin/python integration/bench_policy.py [--rounds N] [--seconds S] [--connections C] [--compare OTHER.wasm]
 """
 
 import argparse
-import json
 import os
-import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 import stack  # noqa: E402
-from bench_session import mint_cookie, wrk  # noqa: E402
+from benchlib import Variant, copy  # noqa: E402
+
+PATH = "/app7/section11/items/42/detail"  # deep in the route table: app7, resource r11
 
 
 def realistic_policy(apps=12, resources=15):
@@ -77,60 +86,49 @@ def realistic_policy(apps=12, resources=15):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--seconds", type=int, default=5)
-    ap.add_argument("--connections", type=int, default=16)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    benchlib.add_arguments(ap)
     args = ap.parse_args()
+    benchlib.check_compare(args)
 
     stack.build_wasm((stack.NOOP_DIR,))
     logdir = tempfile.mkdtemp(prefix="envoy-wam-bench-policy-")
-    config = stack.wam_config("http://127.0.0.1:9", **{"session.activity_refresh_s": 3600, "session.idle_timeout_s": 7200})
-    with_policy = json.loads(json.dumps(config))
+    config = benchlib.session_config()
+    with_policy = copy(config)
     with_policy["policy"] = realistic_policy()
-    cookie = mint_cookie(config, logdir)
-    headers = [f"cookie: theme=dark; PA.wam={cookie}", "accept: text/html", "x-wam-user: spoofed"]
-    path = "/app7/section11/items/42/detail"  # deep in the route table
+    headers = benchlib.session_headers(benchlib.mint_cookie(config, logdir))
 
-    targets = {}
-    procs = []
+    variants = [
+        Variant("none", "no filter", "none", path=PATH, headers=headers),
+        Variant("noop", "no-op wasm filter", "noop", path=PATH, headers=headers),
+        Variant("wam", "envoy-wam, no policy", "wam", config, path=PATH, headers=headers),
+        Variant("wam-policy", "envoy-wam, realistic policy", "wam", with_policy, path=PATH, headers=headers),
+    ]
+    if args.compare:
+        variants.append(Variant("ref-policy", "--compare build, realistic policy", "wam", with_policy, wasm=os.path.abspath(args.compare), path=PATH, headers=headers))
+
+    envoy = benchlib.start(variants, logdir)
     try:
-        for name, kind, cfg in (("noop", "noop", None), ("wam", "wam", config), ("wam-policy", "wam", with_policy)):
-            port = stack.free_port()
-            p = stack.start_envoy(port, stack.envoy_bootstrap(port, stack.free_port(), kind, cfg), concurrency=1, logdir=logdir, name=f"bench-{name}")
-            if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-                subprocess.run(["taskset", "-a", "-p", "-c", "0", str(p.p.pid)], capture_output=True)
-            procs.append(p)
-            targets[name] = p.url + path
-        hdrs = dict(h.split(": ", 1) for h in headers)
-        for name in ("wam", "wam-policy"):  # really allowed by the policy, not refused or redirected
-            with urllib.request.urlopen(urllib.request.Request(targets[name], headers=hdrs)) as r:
-                assert r.status == 200, (name, r.status)
-        for url in targets.values():
-            wrk(url, 1, args.connections, headers)
-        results = {name: [] for name in targets}
-        for _ in range(args.rounds):
-            for name, url in targets.items():
-                results[name].append(wrk(url, args.seconds, args.connections, headers))
+        # Really allowed by the policy (routed to its resource), not refused or redirected.
+        benchlib.expect_200(variants)
+        results = benchlib.measure(envoy, variants, args.rounds, args.seconds, args.connections)
     finally:
-        for p in procs:
-            p.stop()
+        envoy.stop()
 
-    med = {name: statistics.median(v) for name, v in results.items()}
-    print(f"valid-session request, 1 Envoy worker, {args.rounds} rounds x {args.seconds}s, {args.connections} connections")
-    for name in targets:
-        print(f"  {name:11} median {med[name]:8.0f} req/s   ({' '.join(f'{v:.0f}' for v in results[name])})")
-
-    def ratio(a, b):
-        return statistics.median(x / y for x, y in zip(results[a], results[b]))
-
-    ratios = {
-        "with policy / without": (ratio("wam-policy", "wam"), "target >= 0.95 (policy adds < 5%)"),
-        "without policy / no-op wasm": (ratio("wam", "noop"), ""),
-    }
-    for label, (value, note) in ratios.items():
-        print(f"    {label:30} {value:.3f}   {note}")
-    print(json.dumps({"median_rps": med, "ratios": {k: round(v, 3) for k, (v, _) in ratios.items()}}))
+    comparisons = [
+        ("with policy / without", "wam-policy", "wam", "target >= 0.95 (policy adds < 5%)"),
+        ("without policy / no-op wasm", "wam", "noop", ""),
+        ("with policy / no filter", "wam-policy", "none", ""),
+        ("envoy-wam / --compare build (policy)", "wam-policy", "ref-policy", "no regression: ~1.0, ~+0 µs"),
+    ]
+    benchlib.report(
+        "valid-session request with and without a realistic policy, one Envoy, 1 worker, one listener per variant",
+        variants,
+        results,
+        comparisons,
+        benchlib.settings(args),
+        extra={"bench": "policy"},
+    )
 
 
 if __name__ == "__main__":
