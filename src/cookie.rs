@@ -46,32 +46,46 @@ pub fn without(header: &str, is_ours: impl Fn(&str) -> bool) -> Option<Option<St
 /// One `Cookie` header built from several (`values`, as the client sent them): pieces named
 /// `is_ours`, and pieces that are not UTF-8, are left out. `None` when nothing needs to change
 /// (one header, all UTF-8, none of ours, and not `joined`); `Some(None)` when nothing is left.
+/// One pass: this runs on every request that carries cookies.
 pub fn without_in_all<'a>(
-    values: impl Iterator<Item = &'a [u8]> + Clone,
+    values: impl Iterator<Item = &'a [u8]>,
     joined: bool,
     is_ours: impl Fn(&str) -> bool,
 ) -> Option<Option<String>> {
-    let pieces = || {
-        values
-            .clone()
-            .flat_map(|v| v.split(|c| *c == b';'))
-            .map(|p| p.trim_ascii())
-            .filter(|p| !p.is_empty())
-    };
-    let keep = |p: &[u8]| match std::str::from_utf8(p) {
-        Ok(text) => !is_ours(text.split_once('=').map_or(text, |(n, _)| n.trim())),
-        Err(_) => false,
-    };
-    if !joined && pieces().all(keep) {
-        return None;
-    }
     let mut kept = String::new();
-    for piece in pieces().filter(|p| keep(p)) {
+    let mut dropped = false;
+    // `true` when the piece was left out.
+    let mut keep = |piece: &str| {
+        let piece = piece.trim_ascii();
+        if piece.is_empty() {
+            return false;
+        }
+        if is_ours(piece.split_once('=').map_or(piece, |(n, _)| n.trim_ascii())) {
+            return true;
+        }
         if !kept.is_empty() {
             kept.push_str("; ");
         }
-        // `keep` only passes UTF-8.
-        kept.push_str(std::str::from_utf8(piece).unwrap_or_default());
+        kept.push_str(piece);
+        false
+    };
+    for value in values {
+        match std::str::from_utf8(value) {
+            // The common case: split on the str, which finds `;` with memchr.
+            Ok(text) => {
+                for piece in text.split(';') {
+                    dropped |= keep(piece);
+                }
+            }
+            Err(_) => {
+                for piece in value.split(|c| *c == b';') {
+                    dropped |= std::str::from_utf8(piece).map_or(true, &mut keep);
+                }
+            }
+        }
+    }
+    if !dropped && !joined {
+        return None;
     }
     Some((!kept.is_empty()).then_some(kept))
 }

@@ -18,7 +18,7 @@ use crate::config::Settings;
 use crate::flow::{Level, LogLine, RequestFlow, VmState, MAX_CALLOUT_BODY};
 use crate::http::{Action, Callout, CalloutResult, Forward, LocalResponse, Wake};
 use crate::login::Entropy;
-use crate::request::{parse_header_map, HeaderList, HeaderSource};
+use crate::request::{HeaderList, HeaderSource};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -83,9 +83,8 @@ impl HostRequest {
     /// `None` when Envoy's answer cannot be read: the request is then refused, not routed.
     fn read() -> Option<Self> {
         let bytes = header_map_bytes(MapType::HttpRequestHeaders)?;
-        let pairs = parse_header_map(&bytes)?;
         Some(Self {
-            headers: HeaderList::from_bytes(pairs),
+            headers: HeaderList::from_serialized(bytes)?,
         })
     }
 }
@@ -100,8 +99,8 @@ impl HostRequest {
 }
 
 impl HeaderSource for HostRequest {
-    fn pairs(&self) -> &[(String, Vec<u8>)] {
-        self.headers.pairs()
+    fn headers(&self) -> &HeaderList {
+        &self.headers
     }
 
     fn client_address(&self) -> Option<String> {
@@ -124,7 +123,7 @@ extern "C" {
 }
 
 /// A header map's serialized bytes. The SDK's own reader unwraps names as UTF-8 (a panic
-/// would abort the VM); this one leaves parsing to [`parse_header_map`], which cannot fail
+/// would abort the VM); this one leaves parsing to [`HeaderList::from_serialized`], which cannot fail
 /// that way.
 fn header_map_bytes(map: MapType) -> Option<Vec<u8>> {
     let mut data: *mut u8 = std::ptr::null_mut();

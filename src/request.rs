@@ -5,16 +5,18 @@
 //! in order), because the attacks a gateway must stop live in exactly those details: a second
 //! `Cookie` header, a value that is not UTF-8, `x_wam_user` for `x-wam-user`.
 
+use std::ops::Range;
+
 /// Where the core reads a request from.
 pub trait HeaderSource {
     /// Every header as received: lower-case names, raw values, repeats kept, pseudo-headers
     /// (`:path`, `:authority`, `:method`, `:scheme`) included.
-    fn pairs(&self) -> &[(String, Vec<u8>)];
+    fn headers(&self) -> &HeaderList;
 
     /// The first value of `name`, when it is UTF-8. Headers that must not be repeated are read
     /// with [`HeaderSource::single`] instead.
     fn header(&self, name: &str) -> Option<&str> {
-        let (_, v) = self.pairs().iter().find(|(n, _)| n == name)?;
+        let (_, v) = self.headers().iter().find(|(n, _)| *n == name)?;
         std::str::from_utf8(v).ok()
     }
 
@@ -22,19 +24,12 @@ pub trait HeaderSource {
     /// (a gateway and a backend could each read another copy).
     #[allow(clippy::result_unit_err)]
     fn single(&self, name: &str) -> Result<Option<&str>, ()> {
-        let mut values = self.pairs().iter().filter(|(n, _)| n == name);
-        let Some((_, first)) = values.next() else {
-            return Ok(None);
-        };
-        if values.next().is_some() {
-            return Err(());
-        }
-        std::str::from_utf8(first).map(Some).map_err(|_| ())
+        self.headers().single(name)
     }
 
     /// How many times `name` was sent.
     fn count(&self, name: &str) -> usize {
-        self.pairs().iter().filter(|(n, _)| n == name).count()
+        self.headers().iter().filter(|(n, _)| *n == name).count()
     }
 
     /// The downstream peer's address as Envoy reports it (`1.2.3.4:5678`, `[::1]:5678`).
@@ -48,78 +43,182 @@ pub trait HeaderSource {
     }
 }
 
-/// A header list held in memory: what the hosts read from Envoy, and what tests build.
+/// A header list held in memory: what the hosts read from Envoy, and what tests build. The
+/// names and values live in one buffer (for the wasm host, the very bytes Envoy serialized):
+/// a request's headers cost two allocations, not two per header.
 #[derive(Debug, Clone, Default)]
-pub struct HeaderList(Vec<(String, Vec<u8>)>);
+pub struct HeaderList {
+    buf: Vec<u8>,
+    /// (name, value) byte ranges in `buf`; names are lower-case and UTF-8.
+    entries: Vec<(Range<usize>, Range<usize>)>,
+    /// Where the request line's headers are ([`INDEXED`]), found once when the list is built:
+    /// every request reads them, and scanning for repeats each time is what it would cost.
+    line: [Slot; 3],
+}
+
+/// The headers [`HeaderList`] indexes.
+const INDEXED: [&str; 3] = [":path", ":method", ":authority"];
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Slot {
+    #[default]
+    Absent,
+    At(usize),
+    Repeated,
+}
 
 impl HeaderList {
     pub fn new<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        Self(
-            headers
-                .into_iter()
-                .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
-                .collect(),
-        )
+        let mut list = Self::default();
+        for (n, v) in headers {
+            list.push(n, v.as_bytes());
+        }
+        list
     }
 
     /// Headers with raw values (not necessarily UTF-8); names are lower-cased.
     pub fn from_bytes(headers: Vec<(String, Vec<u8>)>) -> Self {
-        Self(
-            headers
-                .into_iter()
-                .map(|(mut n, v)| {
-                    n.make_ascii_lowercase();
-                    (n, v)
-                })
-                .collect(),
-        )
+        let mut list = Self::default();
+        for (n, v) in headers {
+            list.push(&n, &v);
+        }
+        list
+    }
+
+    /// A header map as proxy-wasm serializes it (`proxy_get_header_map_pairs`), kept as it is:
+    /// a little-endian u32 count, then a (name length, value length) u32 pair per header, then
+    /// each name and value followed by a NUL. `None` when the bytes do not add up. Names that
+    /// are not UTF-8 (which no HTTP codec lets through) are kept lossily.
+    pub fn from_serialized(mut buf: Vec<u8>) -> Option<Self> {
+        if buf.is_empty() {
+            return Some(Self::default());
+        }
+        let count = u32_at(&buf, 0)?;
+        let mut data = count.checked_mul(8)?.checked_add(4)?;
+        if data > buf.len() {
+            return None;
+        }
+        let mut list = Self {
+            entries: Vec::with_capacity(count),
+            ..Self::default()
+        };
+        for i in 0..count {
+            let (name_len, value_len) = (u32_at(&buf, 4 + i * 8)?, u32_at(&buf, 8 + i * 8)?);
+            let name = data..data.checked_add(name_len)?;
+            data = name.end.checked_add(1)?;
+            let value = data..data.checked_add(value_len)?;
+            data = value.end.checked_add(1)?;
+            if value.end > buf.len() {
+                return None;
+            }
+            let name = match buf.get_mut(name.clone()) {
+                Some(bytes) if std::str::from_utf8(bytes).is_ok() => {
+                    bytes.make_ascii_lowercase();
+                    name
+                }
+                Some(bytes) => {
+                    let lossy = String::from_utf8_lossy(bytes).to_ascii_lowercase();
+                    let start = buf.len();
+                    buf.extend_from_slice(lossy.as_bytes());
+                    start..buf.len()
+                }
+                None => return None,
+            };
+            list.entries.push((name, value));
+        }
+        list.buf = buf;
+        for i in 0..list.entries.len() {
+            list.index(i);
+        }
+        Some(list)
     }
 
     pub fn push(&mut self, name: &str, value: &[u8]) {
-        self.0.push((name.to_ascii_lowercase(), value.to_vec()));
+        let start = self.buf.len();
+        self.buf
+            .extend(name.bytes().map(|c| c.to_ascii_lowercase()));
+        let name = start..self.buf.len();
+        self.buf.extend_from_slice(value);
+        self.entries.push((name, name_end(&self.buf, value.len())));
+        self.index(self.entries.len() - 1);
+    }
+
+    /// Every header in order: (lower-case name, raw value).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + Clone + '_ {
+        self.entries.iter().map(|(n, v)| {
+            let name = self.buf.get(n.clone()).unwrap_or_default();
+            (
+                std::str::from_utf8(name).unwrap_or_default(),
+                self.buf.get(v.clone()).unwrap_or_default(),
+            )
+        })
+    }
+
+    /// The headers as owned pairs (tests, tools).
+    pub fn to_vec(&self) -> Vec<(String, Vec<u8>)> {
+        self.iter()
+            .map(|(n, v)| (n.to_string(), v.to_vec()))
+            .collect()
+    }
+
+    #[allow(clippy::result_unit_err)]
+    pub fn single(&self, name: &str) -> Result<Option<&str>, ()> {
+        let value = match INDEXED.iter().position(|n| *n == name) {
+            Some(k) => match self.line.get(k).copied().unwrap_or_default() {
+                Slot::Absent => return Ok(None),
+                Slot::Repeated => return Err(()),
+                Slot::At(i) => self.iter().nth(i).map(|(_, v)| v),
+            },
+            None => {
+                let mut values = self.iter().filter(|(n, _)| *n == name);
+                let first = values.next();
+                if values.next().is_some() {
+                    return Err(());
+                }
+                first.map(|(_, v)| v)
+            }
+        };
+        value
+            .map(|v| std::str::from_utf8(v).map_err(|_| ()))
+            .transpose()
+    }
+
+    fn index(&mut self, at: usize) {
+        let Some((name, _)) = self.iter().nth(at) else {
+            return;
+        };
+        if let Some(k) = INDEXED.iter().position(|n| *n == name) {
+            if let Some(slot) = self.line.get_mut(k) {
+                *slot = match slot {
+                    Slot::Absent => Slot::At(at),
+                    _ => Slot::Repeated,
+                };
+            }
+        }
     }
 }
 
 impl HeaderSource for HeaderList {
-    fn pairs(&self) -> &[(String, Vec<u8>)] {
-        &self.0
+    fn headers(&self) -> &HeaderList {
+        self
     }
 }
 
-/// Parses a header map as proxy-wasm serializes it (`proxy_get_header_map_pairs`): a
-/// little-endian u32 count, then a (name length, value length) u32 pair per header, then
-/// each name and value followed by a NUL. `None` when the bytes do not add up. Names that are
-/// not UTF-8 (which no HTTP codec lets through) are kept lossily.
-pub fn parse_header_map(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
-    let u32_at = |at: usize| -> Option<usize> {
-        let b = bytes.get(at..at.checked_add(4)?)?;
-        usize::try_from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok()
-    };
-    if bytes.is_empty() {
-        return Some(Vec::new());
-    }
-    let count = u32_at(0)?;
-    let mut data = count.checked_mul(8)?.checked_add(4)?;
-    if data > bytes.len() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(count);
-    for i in 0..count {
-        let sizes = 4 + i * 8;
-        let (name_len, value_len) = (u32_at(sizes)?, u32_at(sizes + 4)?);
-        let name = bytes.get(data..data.checked_add(name_len)?)?;
-        data = data.checked_add(name_len)?.checked_add(1)?;
-        let value = bytes.get(data..data.checked_add(value_len)?)?;
-        data = data.checked_add(value_len)?.checked_add(1)?;
-        out.push((String::from_utf8_lossy(name).into_owned(), value.to_vec()));
-    }
-    Some(out)
+/// The range of the last `len` bytes of `buf`.
+fn name_end(buf: &[u8], len: usize) -> Range<usize> {
+    buf.len().saturating_sub(len)..buf.len()
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<usize> {
+    let b = bytes.get(at..at.checked_add(4)?)?;
+    usize::try_from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok()
 }
 
 /// A header name as CGI, WSGI, PHP and Rack backends read it: lower-case with `_` for `-`
 /// (they all map both to `HTTP_X_NAME`). `None` when the name has no `_`, the common case.
 pub fn dashed_if_underscored(name: &str) -> Option<String> {
-    name.contains('_')
+    name.as_bytes()
+        .contains(&b'_')
         .then(|| name.to_ascii_lowercase().replace('_', "-"))
 }
 
@@ -159,13 +258,25 @@ mod tests {
             b.extend(v.to_le_bytes());
         }
         b.extend(b":path\0/\0cookie\0\xff\x01\0");
-        let map = parse_header_map(&b).unwrap();
+        let map = HeaderList::from_serialized(b.clone()).unwrap().to_vec();
         assert_eq!(map[0], (":path".to_string(), b"/".to_vec()));
         assert_eq!(map[1], ("cookie".to_string(), vec![0xff, 1]));
-        assert_eq!(parse_header_map(&b[..b.len() - 2]), None);
-        assert_eq!(parse_header_map(&[1, 0, 0]), None);
-        assert_eq!(parse_header_map(&[255, 255, 255, 255]), None);
-        assert_eq!(parse_header_map(&[]), Some(vec![]));
+        let parse = |b: &[u8]| HeaderList::from_serialized(b.to_vec()).map(|l| l.to_vec());
+        assert_eq!(parse(&b[..b.len() - 2]), None);
+        assert_eq!(parse(&[1, 0, 0]), None);
+        assert_eq!(parse(&[255, 255, 255, 255]), None);
+        assert_eq!(parse(&[]), Some(vec![]));
+        // Names are lower-cased in place; one that is not UTF-8 is kept lossily.
+        let mut b = Vec::new();
+        b.extend(1u32.to_le_bytes());
+        b.extend(3u32.to_le_bytes());
+        b.extend(1u32.to_le_bytes());
+        b.extend(b"X\xffA\0v\0");
+        let list = HeaderList::from_serialized(b).unwrap();
+        assert_eq!(
+            list.to_vec(),
+            vec![("x\u{fffd}a".to_string(), b"v".to_vec())]
+        );
     }
 
     #[test]

@@ -138,8 +138,7 @@ fn values<'a>(h: &'a [(String, Vec<u8>)], name: &str) -> Vec<&'a [u8]> {
 }
 
 fn pairs(h: &HeaderList) -> Vec<(String, Vec<u8>)> {
-    use envoy_wam::request::HeaderSource;
-    h.pairs().to_vec()
+    h.to_vec()
 }
 
 #[test]

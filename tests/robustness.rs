@@ -346,7 +346,7 @@ fn check_forward_as(
     if protected && user.is_none() {
         panic!(
             "forwarded to a protected resource without a vouched identity: {} {f:?}",
-            show(h.pairs())
+            show(&h.to_vec())
         );
     }
     let up = upstream(h, f);
@@ -359,7 +359,7 @@ fn check_forward_as(
     if let Err(why) = check_upstream(w, &up, user.map(|u| u.sub), site, reserved, now) {
         panic!(
             "{why}\nrequest: {}\nforward: {f:?}\nupstream: {}",
-            show(h.pairs()),
+            show(&h.to_vec()),
             show(&up)
         );
     }
@@ -464,10 +464,9 @@ fn expect(w: &World, h: &HeaderList, host: &str, path: &str) -> Expect {
     let protected =
         !(lower.starts_with("/static/") || app == Some(App::Web) && lower.starts_with("/open/"));
     let auth: Vec<&[u8]> = h
-        .pairs()
         .iter()
-        .filter(|(n, _)| n == "authorization")
-        .map(|(_, v)| v.as_slice())
+        .filter(|(n, _)| *n == "authorization")
+        .map(|(_, v)| v)
         .collect();
     let single = match auth.as_slice() {
         [] => Ok(None),
@@ -554,7 +553,7 @@ impl Traffic {
                 if e.protected && !e.allowed {
                     panic!(
                         "forwarded against the policy: {} {f:?}",
-                        show(req.h.pairs())
+                        show(&req.h.to_vec())
                     );
                 }
                 let user = e.user.filter(|_| e.protected);
@@ -564,7 +563,10 @@ impl Traffic {
                         .iter()
                         .any(|(n, _)| n == "authorization")
                 {
-                    panic!("the client's token went upstream: {}", show(req.h.pairs()));
+                    panic!(
+                        "the client's token went upstream: {}",
+                        show(&req.h.to_vec())
+                    );
                 }
                 self.stats.forwarded += 1;
                 match user {

@@ -90,19 +90,19 @@ pub(super) fn anonymous(
         Inject::Cookie(_) => None,
     });
     let mut cookies = 0;
-    for (name, _) in request.pairs() {
+    for (name, _) in request.headers().iter() {
         if name == "cookie" {
             cookies += 1;
         } else if let Some(dashed) = dashed_if_underscored(name) {
             // CGI, WSGI, PHP and Rack read `x_wam_user` as `x-wam-user`.
             if settings.reserved_request_headers.contains(&dashed) {
-                fwd.removed.push(name.clone());
+                fwd.removed.push(name.to_string());
             }
         } else if fwd.identity.iter().any(|(n, _)| n == name) || site_header == Some(name) {
             // Repeated: removed before the gateway's own value is set, whatever the host's
             // "set" does with the other copies.
-            if request.count(name) > 1 && !fwd.removed.contains(name) {
-                fwd.removed.push(name.clone());
+            if request.count(name) > 1 && !fwd.removed.iter().any(|r| r == name) {
+                fwd.removed.push(name.to_string());
             }
         }
     }
@@ -137,10 +137,10 @@ fn clean_cookies(
     });
     let is_ours = |n: &str| n == name || n.starts_with(prefix) || site_cookie == Some(n);
     let values = request
-        .pairs()
+        .headers()
         .iter()
-        .filter(|(n, _)| n == "cookie")
-        .map(|(_, v)| v.as_slice());
+        .filter(|(n, _)| *n == "cookie")
+        .map(|(_, v)| v);
     if let Some(rest) = cookie::without_in_all(values, headers > 1, is_ours) {
         if headers > 1 {
             fwd.removed.push("cookie".into());

@@ -69,9 +69,9 @@ impl Who<'_> {
 /// The session cookie's value, from any `Cookie` header (a client may send several).
 pub(crate) fn session_cookie<'r>(request: &'r dyn HeaderSource, name: &str) -> Option<&'r str> {
     request
-        .pairs()
+        .headers()
         .iter()
-        .filter(|(n, _)| n == "cookie")
+        .filter(|(n, _)| *n == "cookie")
         .filter_map(|(_, v)| std::str::from_utf8(v).ok())
         .find_map(|c| cookie::get(c, name))
 }

@@ -147,7 +147,7 @@ fn ambiguous_spelling(path: &str) -> Option<&'static str> {
 /// query parameter names another method than the request's.
 fn overrides_method(request: &dyn HeaderSource, method: &str, query: &str) -> bool {
     let other = |v: &[u8]| !v.trim_ascii().eq_ignore_ascii_case(method.as_bytes());
-    let header = request.pairs().iter().any(|(name, value)| {
+    let header = request.headers().iter().any(|(name, value)| {
         [
             "x-http-method-override",
             "x-http-method",
@@ -185,11 +185,17 @@ fn target<'s>(
     if let Some(endpoint) = endpoint(settings, path)? {
         return Ok(Target::Endpoint(endpoint));
     }
-    let policy = match settings.policy_is_implicit {
-        true => &settings.fallback,
-        false => &settings.policy,
-    };
-    match policy.route(host, path, method) {
+    if settings.policy_is_implicit {
+        // One application for every host and path, with one root resource: nothing to match.
+        return match settings.fallback.implicit_target() {
+            Some((app, resource)) => Ok(Target::App { app, resource }),
+            None => Err(Refused::NoApplication {
+                host: host.to_string(),
+                path: path.to_string(),
+            }),
+        };
+    }
+    match settings.policy.route(host, path, method) {
         policy::Target::Unprotected(app) => Ok(Target::Unprotected(app)),
         policy::Target::App { app, resource } => Ok(Target::App { app, resource }),
         policy::Target::NoResource { app, allowed } => Err(Refused::NoResource { app, allowed }),

@@ -695,6 +695,12 @@ impl Policy {
         })
     }
 
+    /// The implicit policy's one application and root resource (see [`Policy::implicit`]).
+    pub fn implicit_target(&self) -> Option<(&Application, &Resource)> {
+        let app = self.applications.first()?;
+        Some((app, app.resources.first()?))
+    }
+
     /// Whether an application serves every host (`*`).
     pub fn serves_any_host(&self) -> bool {
         self.applications
@@ -710,15 +716,16 @@ impl Policy {
 /// How well a host pattern matches, higher is better: exact, then longer `*.` suffix, then
 /// `*`. A pattern without a port ignores the request's port.
 fn host_rank(pattern: &str, host: &str) -> Option<(u8, usize)> {
+    if pattern == "*" {
+        return Some((0, 0));
+    }
     let bare = strip_port(host);
     let candidate = if strip_port(pattern).len() == pattern.len() {
         bare
     } else {
         host
     };
-    if pattern == "*" {
-        Some((0, 0))
-    } else if let Some(suffix) = pattern.strip_prefix('*') {
+    if let Some(suffix) = pattern.strip_prefix('*') {
         // `*.example.com` matches any subdomain depth, not the apex.
         (candidate.len() > suffix.len() && candidate.ends_with(suffix)).then_some((1, suffix.len()))
     } else {
@@ -1034,7 +1041,7 @@ fn decide<'p>(node: &'p Node, cx: &mut Cx) -> Decision<'p> {
             // values that are not UTF-8 (lossily: they match no test, but are present).
             let values: Vec<std::borrow::Cow<str>> = facts
                 .headers
-                .pairs()
+                .headers()
                 .iter()
                 .filter(|(n, _)| dashed_eq(n, header))
                 .map(|(_, v)| String::from_utf8_lossy(v))

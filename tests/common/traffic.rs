@@ -466,9 +466,8 @@ pub fn junk_answer(rng: &mut Lcg) -> CalloutResult {
 /// The first session cookie value in any UTF-8 `Cookie` header, as a backend or browser
 /// would read it.
 pub fn first_cookie<'h>(h: &'h HeaderList, name: &str) -> Option<&'h str> {
-    h.pairs()
-        .iter()
-        .filter(|(n, _)| n == "cookie")
+    h.iter()
+        .filter(|(n, _)| *n == "cookie")
         .filter_map(|(_, v)| std::str::from_utf8(v).ok())
         .flat_map(|c| c.split(';'))
         .filter_map(|piece| piece.split_once('='))
@@ -484,7 +483,7 @@ pub fn first_cookie<'h>(h: &'h HeaderList, name: &str) -> Option<&'h str> {
 /// What the host sends upstream: the request's headers, every copy of `removed` removed, then
 /// `identity` and `request_headers` applied in order (set = remove every copy, then add).
 pub fn upstream(h: &HeaderList, f: &Forward) -> Vec<(String, Vec<u8>)> {
-    let mut up = h.pairs().to_vec();
+    let mut up = h.to_vec();
     for name in &f.removed {
         up.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
     }
