@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use envoy_wam::config::Settings;
-use envoy_wam::flow::{HeaderList, HeaderSource, RequestFlow, VmState};
+use envoy_wam::flow::{HeaderList, RequestFlow, VmState};
 use envoy_wam::http::{Action, Callout, CalloutResult, Forward};
 use jwt_simple::prelude::*;
 use serde_json::{json, Value};

@@ -90,7 +90,13 @@ pub(super) fn anonymous(
         Inject::Cookie(_) => None,
     });
     let mut cookies = 0;
+    // The gateway's own headers seen so far: a second copy is removed before the gateway's
+    // value is set, whatever the host's "set" does with the other copies.
+    let mut seen: Vec<&str> = Vec::new();
     for (name, _) in request.headers().iter() {
+        if name.starts_with(':') {
+            continue;
+        }
         if name == "cookie" {
             cookies += 1;
         } else if let Some(dashed) = dashed_if_underscored(name) {
@@ -99,10 +105,12 @@ pub(super) fn anonymous(
                 fwd.removed.push(name.to_string());
             }
         } else if fwd.identity.iter().any(|(n, _)| n == name) || site_header == Some(name) {
-            // Repeated: removed before the gateway's own value is set, whatever the host's
-            // "set" does with the other copies.
-            if request.count(name) > 1 && !fwd.removed.iter().any(|r| r == name) {
-                fwd.removed.push(name.to_string());
+            if seen.contains(&name) {
+                if !fwd.removed.iter().any(|r| r == name) {
+                    fwd.removed.push(name.to_string());
+                }
+            } else {
+                seen.push(name);
             }
         }
     }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use envoy_wam::flow::{HeaderList, HeaderSource};
+use envoy_wam::flow::HeaderList;
 use envoy_wam::http::{Callout, CalloutResult, Forward};
 use envoy_wam::session::{KeyRing, Session};
 use jwt_simple::prelude::*;
