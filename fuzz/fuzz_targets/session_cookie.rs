@@ -112,7 +112,7 @@ fn check_raw(token: &str, keys: &KeyRing, now: u64, idle: u64) -> Option<Session
     // The cache agrees with the decoder, on the miss and on the hit.
     let mut cache = SessionCache::new(4);
     for _ in 0..2 {
-        let hit = cache.lookup(token, keys, now, idle, |_| HeaderOps::from([]));
+        let hit = cache.lookup(token, keys, now, idle, |_| Some(HeaderOps::from([])));
         assert_eq!(hit.map(|e| e.session.clone()), decoded);
     }
     decoded
