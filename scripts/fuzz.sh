@@ -26,8 +26,9 @@ fi
 
 mkdir -p fuzz/logs
 count_artifacts() {
-    find "fuzz/artifacts/$1" -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'oom-*' \
-        -o -name 'timeout-*' \) 2>/dev/null | wc -l
+    # No artifacts folder yet (a fresh clone) is no crash: find's failure must not end the script.
+    { find "fuzz/artifacts/$1" -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'oom-*' \
+        -o -name 'timeout-*' \) 2>/dev/null || true; } | wc -l
 }
 
 failed=0
