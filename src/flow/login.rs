@@ -142,12 +142,28 @@ impl RequestFlow {
         let Some(mut txn) = LoginTransaction::new(rng, return_to, redirect_uri) else {
             return self.no_randomness();
         };
-        let prefix = &settings.txn_cookie_prefix;
-        let counter = LoginTransaction::counter_cookie_name(prefix);
-        txn.slot = LoginTransaction::next_slot(cookie_value(head.request, &counter));
-        let Some(mut set) = txn_cookie(settings, &txn, now) else {
+        let Some((set, counter)) = self.txn_cookies(settings, head, &mut txn, now) else {
             return self.no_randomness();
         };
+        Action::Respond(
+            LocalResponse::redirect(&oidc::authorization_url(settings, endpoints, &txn))
+                .header("set-cookie", set)
+                .header("set-cookie", counter),
+        )
+    }
+
+    /// The `Set-Cookie`s that start a sign-in: the transaction in the next cookie slot (the
+    /// oldest one), and the slot counter. `None` when the transaction could not be sealed.
+    fn txn_cookies(
+        &mut self,
+        settings: &Settings,
+        head: &RequestHead,
+        txn: &mut LoginTransaction,
+        now: u64,
+    ) -> Option<(String, String)> {
+        let counter = LoginTransaction::counter_cookie_name(&settings.txn_cookie_prefix);
+        txn.slot = LoginTransaction::next_slot(cookie_value(head.request, &counter));
+        let mut set = txn_cookie(settings, txn, now)?;
         if set.len() > MAX_SET_COOKIE {
             // Browsers drop a larger cookie, and the sign-in would fail at the callback.
             self.note(
@@ -158,10 +174,7 @@ impl RequestFlow {
                 ),
             );
             txn.return_to = "/".into();
-            let Some(shorter) = txn_cookie(settings, &txn, now) else {
-                return self.no_randomness();
-            };
-            set = shorter;
+            set = txn_cookie(settings, txn, now)?;
         }
         let next = (txn.slot + 1) % TXN_SLOTS;
         let attrs = CookieAttributes {
@@ -174,11 +187,7 @@ impl RequestFlow {
             settings.login_timeout_s,
             &attrs,
         );
-        Action::Respond(
-            LocalResponse::redirect(&oidc::authorization_url(settings, endpoints, &txn))
-                .header("set-cookie", set)
-                .header("set-cookie", counter),
-        )
+        Some((set, counter))
     }
 
     pub(super) fn callback(

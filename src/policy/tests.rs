@@ -1,5 +1,6 @@
 use serde_json::{json, Map, Value};
 
+use super::route::strip_port;
 use super::*;
 use crate::request::HeaderList;
 
