@@ -6,7 +6,6 @@ use base64::Engine;
 use envoy_wam::config::Settings;
 use envoy_wam::flow::{HeaderList, RequestFlow, VmState};
 use envoy_wam::http::{Action, CalloutResult, Forward, Wake};
-use envoy_wam::session::Session;
 use serde_json::{json, Map, Value};
 
 mod common;
@@ -118,17 +117,7 @@ impl Gateway {
     }
 
     fn session_cookie(&self, sub: &str, groups: &[&str]) -> String {
-        let mut claims = Map::new();
-        claims.insert("groups".into(), json!(groups));
-        let s = Session {
-            sid: format!("sid-{sub}"),
-            sub: sub.into(),
-            auth_time: NOW,
-            expires_at: NOW + 3600,
-            last_activity: NOW,
-            claims,
-        };
-        format!("PA.wam={}", s.encode(&self.settings.session.keys).unwrap())
+        common::session_cookie(&self.settings.session.keys, sub, groups)
     }
 }
 

@@ -10,8 +10,7 @@ use common::*;
 use envoy_wam::config::Settings;
 use envoy_wam::flow::{HeaderList, RequestFlow, VmState};
 use envoy_wam::http::{Action, Forward};
-use envoy_wam::session::Session;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 fn config() -> Value {
     json!({
@@ -90,29 +89,12 @@ impl Gateway {
     }
 
     fn cookie(&self, sub: &str, groups: &[&str]) -> String {
-        let mut claims = Map::new();
-        claims.insert("groups".into(), json!(groups));
-        let s = Session {
-            sid: format!("sid-{sub}"),
-            sub: sub.into(),
-            auth_time: NOW,
-            expires_at: NOW + 3600,
-            last_activity: NOW,
-            claims,
-        };
-        format!("PA.wam={}", s.encode(&self.settings.session.keys).unwrap())
+        session_cookie(&self.settings.session.keys, sub, groups)
     }
 }
 
 fn req(host: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> HeaderList {
-    let mut all = vec![
-        (":method", method),
-        (":scheme", "https"),
-        (":authority", host),
-        (":path", path),
-    ];
-    all.extend_from_slice(headers);
-    HeaderList::new(all)
+    at(host, method, path, headers)
 }
 
 /// The request as the host would send it upstream: `removed`, then `identity` and

@@ -6,8 +6,7 @@ use base64::Engine;
 use envoy_wam::config::Settings;
 use envoy_wam::flow::{HeaderList, RequestFlow, VmState};
 use envoy_wam::http::{Action, Forward};
-use envoy_wam::session::Session;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 mod common;
 use common::*;
@@ -97,29 +96,8 @@ impl Gateway {
     }
 
     fn session_cookie(&self, sub: &str) -> String {
-        let mut claims = Map::new();
-        claims.insert("groups".into(), json!(["staff"]));
-        let s = Session {
-            sid: format!("sid-{sub}"),
-            sub: sub.into(),
-            auth_time: NOW,
-            expires_at: NOW + 3600,
-            last_activity: NOW,
-            claims,
-        };
-        format!("PA.wam={}", s.encode(&self.settings.session.keys).unwrap())
+        common::session_cookie(&self.settings.session.keys, sub, &["staff"])
     }
-}
-
-fn at(host: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> HeaderList {
-    let mut all = vec![
-        (":method", method),
-        (":scheme", "https"),
-        (":authority", host),
-        (":path", path),
-    ];
-    all.extend_from_slice(headers);
-    HeaderList::new(all)
 }
 
 /// What the forward does to `name`: `Some(None)` removed, `Some(Some(v))` set, `None` left.

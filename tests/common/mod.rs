@@ -7,6 +7,8 @@ use base64::Engine;
 use envoy_wam::flow::HeaderList;
 use envoy_wam::http::{Action, Callout, Forward, LocalResponse};
 use envoy_wam::login::Entropy;
+use envoy_wam::session::KeyRing;
+use envoy_wam::session::Session;
 use jwt_simple::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -85,4 +87,32 @@ pub fn forward(a: Action) -> Forward {
         Action::Forward(f) => f,
         other => panic!("expected the request to go upstream, got {other:?}"),
     }
+}
+
+/// A session cookie (`PA.wam=...`) for `sub` in `groups`, signed with `keys`, valid for an hour
+/// from [`NOW`]: what a login at the OP would have given.
+pub fn session_cookie(keys: &KeyRing, sub: &str, groups: &[&str]) -> String {
+    let mut claims = Map::new();
+    claims.insert("groups".into(), json!(groups));
+    let s = Session {
+        sid: format!("sid-{sub}"),
+        sub: sub.into(),
+        auth_time: NOW,
+        expires_at: NOW + 3600,
+        last_activity: NOW,
+        claims,
+    };
+    format!("PA.wam={}", s.encode(keys).unwrap())
+}
+
+/// A request head for `host`, with the pseudo-headers Envoy gives the filter.
+pub fn at(host: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> HeaderList {
+    let mut all = vec![
+        (":method", method),
+        (":scheme", "https"),
+        (":authority", host),
+        (":path", path),
+    ];
+    all.extend_from_slice(headers);
+    HeaderList::new(all)
 }
