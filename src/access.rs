@@ -3,7 +3,7 @@
 
 use crate::bearer::{self, BearerError};
 use crate::config::Settings;
-use crate::flow::printable;
+use crate::http::printable;
 use crate::http::LocalResponse;
 use crate::pages::Problem;
 use crate::policy::{Application, AuditRecord, Decision, Outcome, RequestFacts, Resource};

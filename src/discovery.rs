@@ -51,8 +51,9 @@ pub fn parse(settings: &Settings, body: &[u8]) -> Result<OpEndpoints, DiscoveryE
         DiscoveryError::Unusable("not an OpenID Provider configuration document".into())
     })?;
     if doc.issuer != settings.op.issuer {
-        let named = doc.issuer.chars().filter(|c| !c.is_control()).take(256);
-        return Err(DiscoveryError::OtherIssuer(named.collect()));
+        return Err(DiscoveryError::OtherIssuer(crate::http::printable(
+            &doc.issuer,
+        )));
     }
     let configured = &settings.op.endpoints;
     let bad = |e: crate::config::ConfigError| {

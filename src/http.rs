@@ -131,7 +131,7 @@ pub enum Action {
     Respond(LocalResponse),
     Callout(Callout),
     /// Another request is already asking the OP or STS the same question: stay paused until
-    /// the host is told (through [`crate::gateway::VmState::woken`]) to wake this request.
+    /// the host is told (through the flow's list of woken requests) to wake this request.
     Wait,
 }
 
@@ -186,4 +186,10 @@ pub fn client_authentication<'a>(
             None
         }
     }
+}
+
+/// A subject or other client-, OP- or STS-given value, made safe for one log line: no control
+/// characters, at most 128 of them.
+pub fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(128).collect()
 }

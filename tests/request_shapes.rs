@@ -492,3 +492,14 @@ fn a_method_override_that_names_another_method_is_refused() {
     );
     assert_eq!(gw.status(&h), 200);
 }
+
+#[test]
+fn every_spelling_of_the_method_override_parameter_counts() {
+    let mut gw = Gateway::new();
+    let bob = gw.cookie("bob", &["staff"]);
+    for query in ["_METHOD=DELETE", "%5Fmethod=DELETE", "a=1&_Method=put"] {
+        let path = format!("/app?{query}");
+        let h = req("gw.example.com", "POST", &path, &[("cookie", &bob)]);
+        assert_eq!(gw.status(&h), 400, "{query}");
+    }
+}

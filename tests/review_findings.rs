@@ -147,7 +147,7 @@ fn a_query_rule_is_not_fooled_by_a_second_copy_of_its_parameter() {
 
 /// Found in review (medium), now fixed: a header rule reads only the first copy of its header, as UTF-8, under
 /// its dashed name. `/ops/*` refuses any request with `x-debug`; but `x_debug: 1` (a CGI,
-/// PHP, WSGI or Rack backend reads it as X-Debug, see `dashed_if_underscored`), and a first
+/// PHP, WSGI or Rack backend reads it as X-Debug, see `request::dashed_eq`), and a first
 /// copy that is not UTF-8 followed by `x-debug: 1`, are allowed and reach the backend with the
 /// header intact. The filter already knows these spellings for identity headers; a header a
 /// rule decides on needs the same care (refuse repeats, non-UTF-8 and `_` spellings, or remove

@@ -34,65 +34,78 @@ impl RequestFlow {
         rng: &mut dyn Entropy,
     ) -> Option<Action> {
         let identity = who.identity();
-        let outcome = if settings.policy_is_implicit {
-            match identity {
-                Some(_) => return None,
-                None => Outcome::NeedIdentity,
-            }
-        } else {
-            let facts = RequestFacts {
-                method: route.method,
-                path: &route.path,
-                query: route.query,
-                headers: request,
-                client_ip: client_ip(settings, request),
-                now,
-                now_ms: now.saturating_mul(1000),
-                identity,
+        if settings.policy_is_implicit {
+            return match identity {
+                Some(_) => None,
+                None => Some(self.need_identity(settings, vm, request, route, who, now, rng)),
             };
-            // A rerun (after this request's own callout) decides again, but its rate-limit
-            // tokens were taken and its audit line written the first time.
-            let first = !std::mem::replace(&mut self.decided, true);
-            let decision = if first {
-                app.evaluate(Some(resource), &facts, &mut vm.limits)
-            } else {
-                app.evaluate(Some(resource), &facts, &mut RateLimits::new(64))
-            };
-            if first && resource.audit {
-                let elapsed = request
-                    .now_us()
-                    .saturating_sub(self.audit_started_us.unwrap_or(0));
-                let line =
-                    access::audit_line(&facts, app, Some(resource), &decision, request, elapsed);
-                self.note(Level::Info, line);
-            }
-            match decision.outcome {
-                Outcome::Allow => return None,
-                Outcome::NeedIdentity => Outcome::NeedIdentity,
-                _ => {
-                    let head = RequestHead::read(request, route);
-                    let html = !who.use_bearer && !head.is_api_like();
-                    let reference = random_token(rng, 6).unwrap_or_default();
-                    let (response, log) =
-                        access::refusal(settings, &decision, html, who.use_bearer, &reference);
-                    if let Some(log) = log {
-                        self.note(Level::Info, log);
-                    }
-                    return Some(Action::Respond(response));
-                }
-            }
+        }
+        let facts = RequestFacts {
+            method: route.method,
+            path: &route.path,
+            query: route.query,
+            headers: request,
+            client_ip: client_ip(settings, request),
+            now,
+            now_ms: now.saturating_mul(1000),
+            identity,
         };
-        debug_assert!(outcome == Outcome::NeedIdentity);
-        Some(if who.use_bearer {
+        // A rerun (after this request's own callout) decides again, but its rate-limit
+        // tokens were taken and its audit line written the first time.
+        let first = !std::mem::replace(&mut self.decided, true);
+        let decision = if first {
+            app.evaluate(Some(resource), &facts, &mut vm.limits)
+        } else {
+            app.evaluate(Some(resource), &facts, &mut RateLimits::new(64))
+        };
+        if first && resource.audit {
+            let elapsed = request
+                .now_us()
+                .saturating_sub(self.audit_started_us.unwrap_or(0));
+            let line = access::audit_line(&facts, app, Some(resource), &decision, request, elapsed);
+            self.note(Level::Info, line);
+        }
+        match decision.outcome {
+            Outcome::Allow => None,
+            Outcome::NeedIdentity => {
+                Some(self.need_identity(settings, vm, request, route, who, now, rng))
+            }
+            _ => {
+                let head = RequestHead::read(request, route);
+                let html = !who.use_bearer && !head.is_api_like();
+                let reference = random_token(rng, 6).unwrap_or_default();
+                let (response, log) =
+                    access::refusal(settings, &decision, html, who.use_bearer, &reference);
+                if let Some(log) = log {
+                    self.note(Level::Info, log);
+                }
+                Some(Action::Respond(response))
+            }
+        }
+    }
+
+    /// No identity where one is needed: a bearer challenge for API requests, a login (or a
+    /// 401) for the others.
+    #[allow(clippy::too_many_arguments)]
+    fn need_identity(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        request: &dyn HeaderSource,
+        route: &Route<'_, '_>,
+        who: &Who<'_>,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) -> Action {
+        if who.use_bearer {
             let e = match who.bearer {
                 Some(_) => BearerError::InvalidToken("no identity"),
                 None => BearerError::Missing,
             };
-            self.bearer_refused(settings, e)
-        } else {
-            let head = RequestHead::read(request, route);
-            self.unauthenticated(settings, vm, &head, now, rng)
-        })
+            return self.bearer_refused(settings, e);
+        }
+        let head = RequestHead::read(request, route);
+        self.unauthenticated(settings, vm, &head, now, rng)
     }
 
     /// The answer to a request that routing refused.

@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::cookie;
 use crate::http::{Forward, HeaderOps};
 use crate::mediation::{self, Inject, SiteAuthenticator};
-use crate::request::{dashed_if_underscored, HeaderSource};
+use crate::request::{dashed_eq, HeaderSource};
 use crate::session::SessionEntry;
 
 /// An allowed request as it goes on: with the identity the gateway vouches for (or none), and
@@ -99,9 +99,10 @@ pub(super) fn anonymous(
         }
         if name == "cookie" {
             cookies += 1;
-        } else if let Some(dashed) = dashed_if_underscored(name) {
+        } else if name.as_bytes().contains(&b'_') {
             // CGI, WSGI, PHP and Rack read `x_wam_user` as `x-wam-user`.
-            if settings.reserved_request_headers.contains(&dashed) {
+            let reserved = settings.reserved_request_headers.iter();
+            if reserved.clone().any(|r| dashed_eq(name, r)) {
                 fwd.removed.push(name.to_string());
             }
         } else if fwd.identity.iter().any(|(n, _)| n == name) || site_header == Some(name) {

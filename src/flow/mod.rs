@@ -291,14 +291,13 @@ impl RequestFlow {
         let result = normalize(result);
         match std::mem::replace(&mut self.stage, Stage::Done) {
             Stage::Token { txn, html } => {
-                self.token_answered(settings, vm, request, txn, html, result, now, rng)
+                self.token_answered(settings, vm, txn, html, result, now, rng)
             }
             Stage::Keys {
                 txn,
                 id_token,
                 html,
-            } => self
-                .login_keys_answered(settings, vm, request, txn, id_token, html, result, now, rng),
+            } => self.login_keys_answered(settings, vm, txn, id_token, html, result, now, rng),
             Stage::Introspect { key } => {
                 self.introspection_answered(settings, vm, request, key, result, now, rng)
             }
@@ -354,7 +353,4 @@ pub(super) fn failure_text(result: &CalloutResult, folded: Option<u16>) -> Strin
     }
 }
 
-/// A subject or other OP-given value, made safe for one log line.
-pub(crate) fn printable(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(128).collect()
-}
+pub(crate) use crate::http::printable;

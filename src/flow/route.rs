@@ -136,7 +136,7 @@ fn ambiguous_spelling(path: &str) -> Option<&'static str> {
     if !path.is_ascii() && path.contains(['\u{130}', '\u{131}', '\u{17f}', '\u{212a}']) {
         return Some("ambiguous_case");
     }
-    let short_name = |w: &[u8]| w[0] != b'/' && w[1] == b'~' && w[2].is_ascii_digit();
+    let short_name = |w: &[u8]| matches!(w, [a, b'~', d] if *a != b'/' && d.is_ascii_digit());
     if path.contains('~') && path.as_bytes().windows(3).any(short_name) {
         return Some("short_file_name");
     }
@@ -157,8 +157,9 @@ fn overrides_method(request: &dyn HeaderSource, method: &str, query: &str) -> bo
         .any(|o| dashed_eq(name, o))
             && other(value)
     });
+    // Every query is parsed: `%5Fmethod` and `_METHOD` are `_method` to some framework.
     header
-        || (query.contains("_method")
+        || (!query.is_empty()
             && url::form_urlencoded::parse(query.as_bytes())
                 .any(|(k, v)| k.eq_ignore_ascii_case("_method") && other(v.as_bytes())))
 }
@@ -298,8 +299,8 @@ pub(crate) fn normalize_host(authority: &str) -> Option<Cow<'_, str>> {
 /// `host:port`, `[v6]:port`, or no port.
 fn split_port(authority: &str) -> Option<(&str, Option<&str>)> {
     if authority.starts_with('[') {
-        let end = authority.find(']')?;
-        let (name, rest) = authority.split_at(end + 1);
+        let (inside, rest) = authority.split_once(']')?;
+        let name = authority.get(..inside.len() + 1)?;
         return match rest.strip_prefix(':') {
             Some(port) => Some((name, Some(port))),
             None if rest.is_empty() => Some((name, None)),

@@ -43,10 +43,9 @@ impl AuditRecord<'_> {
     /// One line of JSON. The path (canonical, without the query, which may carry secrets) is
     /// cut to a bounded length; a decoded `?` in it is part of the path that was served.
     pub fn to_json(&self) -> String {
-        let path = self.path;
-        let path = match path.char_indices().nth(MAX_PATH) {
-            Some((i, _)) => &path[..i],
-            None => path,
+        let path = match self.path.char_indices().nth(MAX_PATH) {
+            Some((i, _)) => self.path.get(..i).unwrap_or_default(),
+            None => self.path,
         };
         let record = AuditRecord {
             path,

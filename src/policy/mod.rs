@@ -1,6 +1,6 @@
 //! Access policies (issue 3): which application and resource a request is for, and whether
 //! its rules let it through. Plain data in, a [`Decision`] out: no I/O, no clock, no host
-//! calls, so the gateway owns the wiring and this is tested natively.
+//! calls, so the request flow owns the wiring and this is tested natively.
 //!
 //! Paths are matched as given: the flow hands over the canonical path it computed itself
 //! ([`crate::canonical`]), and a host already lower-cased without trailing dots. Matching is
@@ -295,7 +295,8 @@ pub struct Identity<'a> {
 /// What the rules may look at; all borrowed from the request.
 pub struct RequestFacts<'a> {
     pub method: &'a str,
-    /// The path without the query.
+    /// The canonical path, percent-decoded and without the query (see [`crate::canonical`]);
+    /// a decoded `?` in it is part of the path.
     pub path: &'a str,
     /// The raw query string (after `?`), decoded only if a query rule runs.
     pub query: &'a str,
@@ -631,14 +632,14 @@ fn decide<'p>(node: &'p Node, cx: &mut Cx) -> Decision<'p> {
         Kind::Header { header, test } => {
             // Every copy a backend could read: repeats, `_` spellings (CGI, PHP, WSGI, Rack),
             // values that are not UTF-8 (lossily: they match no test, but are present).
-            let values: Vec<std::borrow::Cow<str>> = facts
+            let parts = facts
                 .headers
                 .headers()
                 .iter()
                 .filter(|(n, _)| dashed_eq(n, header))
-                .map(|(_, v)| String::from_utf8_lossy(v))
-                .collect();
-            let parts = values.iter().flat_map(|v| v.split(',')).map(str::trim);
+                .map(|(_, v)| std::str::from_utf8(v).unwrap_or("\u{fffd}"))
+                .flat_map(|v| v.split(','))
+                .map(str::trim);
             check(test.test_every(parts))
         }
         Kind::Query { param, test } => {

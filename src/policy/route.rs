@@ -382,7 +382,7 @@ impl Application {
         if stem.is_empty() || ext.is_empty() {
             return None;
         }
-        let bare = &rel[..dir.len() + 1 + stem.len()];
+        let bare = rel.get(..dir.len() + 1 + stem.len())?;
         self.routes
             .iter()
             .filter(|r| r.pattern.names(bare))
