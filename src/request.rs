@@ -78,15 +78,6 @@ impl HeaderList {
         list
     }
 
-    /// Headers with raw values (not necessarily UTF-8); names are lower-cased.
-    pub fn from_bytes(headers: Vec<(String, Vec<u8>)>) -> Self {
-        let mut list = Self::default();
-        for (n, v) in headers {
-            list.push(&n, &v);
-        }
-        list
-    }
-
     /// A header map as proxy-wasm serializes it (`proxy_get_header_map_pairs`), values kept in
     /// place: a little-endian u32 count, then a (name length, value length) u32 pair per
     /// header, then each name and value followed by a NUL. `None` when the bytes do not add

@@ -310,14 +310,6 @@ pub struct RequestFacts<'a> {
     pub identity: Option<Identity<'a>>,
 }
 
-impl<'a> RequestFacts<'a> {
-    /// Splits `:path` into path and query.
-    pub fn split_path(path_and_query: &'a str) -> (&'a str, &'a str) {
-        let no_fragment = path_and_query.split('#').next().unwrap_or_default();
-        no_fragment.split_once('?').unwrap_or((no_fragment, ""))
-    }
-}
-
 /// What to do with the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision<'p> {
