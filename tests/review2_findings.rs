@@ -1,0 +1,291 @@
+//! Second security review (branch `review2`): attacks on the fixes of the first review. Each
+//! test states what the gateway must do and fails on the code as reviewed; see the report.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use envoy_wam::config::Settings;
+use envoy_wam::flow::{HeaderList, RequestFlow, VmState};
+use envoy_wam::http::Action;
+use serde_json::{json, Value};
+
+mod common;
+use common::*;
+
+fn config() -> Value {
+    json!({
+        "op": {
+            "issuer": ISSUER,
+            "cluster": "op",
+            "authorization_endpoint": "https://op.example.com/auth",
+            "token_endpoint": "https://op.example.com/token",
+            "jwks_uri": "https://op.example.com/jwks",
+            "timeout_ms": 2000
+        },
+        "client": {"client_id": "pa_wam", "client_secret": "top-secret-value",
+                   "redirect_uri": "https://gw.example.com/pa/oidc/cb"},
+        "session": {
+            "signing_keys": [{"kid": "k1", "secret": URL_SAFE_NO_PAD.encode([9u8; 32])}],
+            "claims": ["groups", "tenant"]
+        },
+        "identity_headers": [
+            {"header": "x-wam-user", "claim": "sub"}
+        ],
+        "policy": {
+            "applications": [
+                {
+                    "name": "portal", "hosts": ["gw.example.com"], "type": "web",
+                    "resources": [
+                        {"name": "export", "paths": ["/export"],
+                         "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
+                        {"name": "user-edit", "paths": ["/users/*/edit"],
+                         "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
+                        {"name": "users", "paths": ["/users/*"]},
+                        {"name": "docs", "paths": ["/docs/*"], "methods": ["GET", "POST"]},
+                        {"name": "docs-delete", "paths": ["/docs/*"], "methods": ["DELETE"],
+                         "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
+                        {"name": "reports", "paths": ["/reports/*"],
+                         "rules": [{"type": "query", "param": "tenant", "equals": "acme"}]},
+                        {"name": "chrome-only", "paths": ["/kiosk/*"],
+                         "rules": [{"type": "header", "header": "user-agent", "like": "*Chrome/*"}]},
+                        {"name": "app", "paths": ["/app/*"]},
+                        {"name": "bundle", "paths": ["/app.js"], "anonymous": true},
+                        {"name": "root", "paths": ["/*"]}
+                    ]
+                },
+                {
+                    "name": "billing", "hosts": ["billing.example.com"], "type": "web",
+                    "ordering": "manual",
+                    "resources": [
+                        {"name": "close", "paths": ["~^/close$"],
+                         "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
+                        {"name": "root", "paths": ["/*"]}
+                    ]
+                }
+            ]
+        }
+    })
+}
+
+struct Gateway {
+    settings: Settings,
+    vm: VmState,
+    rng: Rng,
+}
+
+impl Gateway {
+    fn new() -> Self {
+        let settings = Settings::from_json(config().to_string().as_bytes()).unwrap();
+        Self {
+            vm: VmState::new(&settings),
+            settings,
+            rng: Rng(7),
+        }
+    }
+
+    fn request(&mut self, h: &HeaderList) -> Action {
+        RequestFlow::new().on_request(&self.settings, &mut self.vm, h, NOW, &mut self.rng)
+    }
+
+    fn bob(&self) -> String {
+        common::session_cookie(&self.settings.session.keys, "bob", &["staff"])
+    }
+
+    /// The targets of `targets` that reached the backend as bob.
+    fn reached<'t>(&mut self, host: &str, method: &str, targets: &[&'t str]) -> Vec<&'t str> {
+        let bob = self.bob();
+        targets
+            .iter()
+            .copied()
+            .filter(|t| {
+                let h = at(host, method, t, &[("cookie", &bob)]);
+                is_forward(&self.request(&h))
+            })
+            .collect()
+    }
+}
+
+fn is_forward(a: &Action) -> bool {
+    matches!(a, Action::Forward(_))
+}
+
+/// Finding 1 (medium, Rails / Spring MVC < 5.3 backends): the format-suffix near miss is only
+/// recognised as `<exact name>.<one extension>` in the last segment. Rails normalises the path
+/// before routing (`Journey::Router::Utils.normalize_path` drops trailing slashes), so
+/// `/export.json/` is `/export` with format json; Spring's suffix pattern match is `/export.*`
+/// with AntPathMatcher, whose `*` takes `json.x` too. Both reach the admins-only `/export`
+/// under the root resource's rules.
+#[test]
+fn a_format_suffix_near_miss_is_not_dodged_by_a_trailing_slash_or_a_second_dot() {
+    let mut gw = Gateway::new();
+    assert!(
+        gw.reached(
+            "gw.example.com",
+            "GET",
+            &["/export", "/export/", "/export.json"]
+        )
+        .is_empty(),
+        "the first review's fix as intended"
+    );
+    let reached = gw.reached(
+        "gw.example.com",
+        "GET",
+        &["/export.json/", "/export.json.x", "/export.tar.gz"],
+    );
+    assert!(
+        reached.is_empty(),
+        "reached the backend as bob: {reached:?}"
+    );
+}
+
+/// Finding 2 (medium, Rails / Spring MVC < 5.3): `near_miss` only looks at resources whose
+/// pattern *is* the bare path (`Pattern::names`: `/x` or `/x/*`). A stricter resource with a
+/// wildcard before its last segment (`/users/*/edit`, Rails' `/users/:id/edit(.:format)`) is
+/// dodged by `/users/5/edit.json`: that does not match `/users/*/edit`, so the broader
+/// `/users/*` serves it, and the backend runs the edit action.
+#[test]
+fn a_format_suffix_near_miss_of_a_wildcard_resource_is_refused() {
+    let mut gw = Gateway::new();
+    assert!(
+        gw.reached("gw.example.com", "GET", &["/users/5/edit"])
+            .is_empty(),
+        "the rule as intended"
+    );
+    let reached = gw.reached("gw.example.com", "GET", &["/users/5/edit.json"]);
+    assert!(
+        reached.is_empty(),
+        "reached the backend as bob: {reached:?}"
+    );
+}
+
+/// Finding 0 (high, Spring MVC < 6 / Express non-strict / Rails): the first review's fix "an
+/// exact `/x` covers `/x/`" is in `Pattern::matches` only for patterns with no `*` at all.
+/// A pattern with a wildcard before its literal end (`/users/*/edit`, `/api/*/admin`,
+/// `/tenants/*/settings`) is dodged by the trailing slash: `/users/5/edit/` is served by the
+/// broader `/users/*`, and the backend runs the edit action (Rails drops the slash; Spring
+/// MVC before 6.0 and Express match it by default).
+#[test]
+fn a_resource_with_an_inner_wildcard_is_not_dodged_by_a_trailing_slash() {
+    let mut gw = Gateway::new();
+    assert!(
+        gw.reached("gw.example.com", "GET", &["/users/5/edit"])
+            .is_empty(),
+        "the rule as intended"
+    );
+    let reached = gw.reached("gw.example.com", "GET", &["/users/5/edit/"]);
+    assert!(
+        reached.is_empty(),
+        "reached the backend as bob: {reached:?}"
+    );
+}
+
+/// Finding 3 (low/medium): the trailing-slash cover (`/x` covers `/x/`) and the near-miss check
+/// ignore regex patterns. `~^/close$` is how an operator writes "exactly /close" with a regex,
+/// and `/close/` or `/close.json` dodge it exactly as `/export/` did before the first fix.
+#[test]
+fn a_regex_resource_is_not_dodged_by_a_trailing_slash_or_a_format_suffix() {
+    let mut gw = Gateway::new();
+    assert!(
+        gw.reached("billing.example.com", "POST", &["/close"])
+            .is_empty(),
+        "the rule as intended"
+    );
+    let reached = gw.reached("billing.example.com", "POST", &["/close/", "/close.json"]);
+    assert!(
+        reached.is_empty(),
+        "reached the backend as bob: {reached:?}"
+    );
+}
+
+/// Finding 4 (medium, Rails and Laravel by default, Symfony with http_method_override): the
+/// method-override fix reads headers and the query, but the common spelling is a form field:
+/// Rack::MethodOverride reads `_method` from a POST's form body only, Laravel from any input.
+/// bob POSTs `_method=DELETE` to `/docs/1` (POST allowed to all, DELETE to admins only) and
+/// the backend deletes. The filter never looks at request bodies, so a form POST to a path
+/// where another method's resource differs is forwarded unread.
+/// Expected: such a POST is refused, or its body is buffered and `_method` checked.
+#[test]
+fn a_form_post_cannot_carry_a_method_override_past_the_policy() {
+    let mut gw = Gateway::new();
+    assert!(
+        gw.reached("gw.example.com", "DELETE", &["/docs/1"])
+            .is_empty(),
+        "the rule as intended"
+    );
+    let bob = gw.bob();
+    let h = at(
+        "gw.example.com",
+        "POST",
+        "/docs/1",
+        &[
+            ("cookie", &bob),
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("content-length", "14"),
+            // body: _method=DELETE (the filter never sees it)
+        ],
+    );
+    assert!(
+        !is_forward(&gw.request(&h)),
+        "a form POST (body `_method=DELETE`) reached the backend unread as bob"
+    );
+}
+
+/// Finding 5 (medium, PHP / Rack backends): a query rule matches the parameter name by ASCII
+/// case only. PHP drops leading spaces from names and turns ` `, `.` and `[` into `_`
+/// (`$_GET['tenant']` is the last of `tenant`, ` tenant`, `+tenant`); Rack 2 strips `[`/`]`
+/// around a name (`[tenant]=globex` is `params[:tenant]`). `?tenant=acme&+tenant=globex`
+/// passes the rule `tenant equals acme` and PHP serves globex.
+#[test]
+fn a_query_rule_is_not_fooled_by_a_name_a_backend_normalises() {
+    let mut gw = Gateway::new();
+    assert!(
+        gw.reached("gw.example.com", "GET", &["/reports/x?tenant=globex"])
+            .is_empty(),
+        "the rule as intended"
+    );
+    let reached = gw.reached(
+        "gw.example.com",
+        "GET",
+        &[
+            "/reports/x?tenant=acme&+tenant=globex",
+            "/reports/x?tenant=acme&%20tenant=globex",
+            "/reports/x?tenant=acme&[tenant]=globex",
+            "/reports/x?tenant=acme&tenant[]=globex",
+        ],
+    );
+    assert!(
+        reached.is_empty(),
+        "reached the backend as bob: {reached:?}"
+    );
+}
+
+/// Finding 6 (false positive, low): header rules split every value on `,` and require every
+/// piece to pass. Values with commas that are one value (User-Agent: `(KHTML, like Gecko)`,
+/// dates, quoted strings) fail a positive `like`/`regex` rule: every real Chrome is refused.
+#[test]
+fn a_header_rule_on_a_value_with_commas_still_passes() {
+    let mut gw = Gateway::new();
+    let bob = gw.bob();
+    let ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+    let h = at(
+        "gw.example.com",
+        "GET",
+        "/kiosk/x",
+        &[("cookie", &bob), ("user-agent", ua)],
+    );
+    assert!(is_forward(&gw.request(&h)), "a real Chrome was refused");
+}
+
+/// Finding 7 (false positive, low/medium): an explicitly configured resource for a static
+/// file is refused as a "near miss" of a resource named like its stem: `/app.js` (its own,
+/// anonymous resource) next to `/app/*` answers 400 to everyone. SPA bundles (`/app.js`,
+/// `/main.js`), feeds (`/feed.xml` next to `/feed/*`), `/sitemap.xml`, `/openapi.json` are
+/// common. A path that a resource names exactly should not be a near miss.
+#[test]
+fn an_exact_resource_for_a_static_file_is_not_a_near_miss() {
+    let mut gw = Gateway::new();
+    let h = at("gw.example.com", "GET", "/app.js", &[]);
+    assert!(
+        is_forward(&gw.request(&h)),
+        "/app.js, its own anonymous resource, was refused"
+    );
+}
