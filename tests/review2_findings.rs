@@ -289,3 +289,29 @@ fn an_exact_resource_for_a_static_file_is_not_a_near_miss() {
         "/app.js, its own anonymous resource, was refused"
     );
 }
+
+/// Finding 8 (medium, Symfony / Laravel / Jersey): the `_method` query check in
+/// `overrides_method` (src/flow/route.rs) first asks `query.contains("_method")`, on the raw
+/// query. `%5Fmethod=DELETE` (and `_%6Dethod`) skip that fast path, yet every framework
+/// percent-decodes query names before reading `_method`. PHP also reads `.method` and
+/// `[method` as `_method` (it turns `.`, ` ` and a lone `[` in names into `_`): Symfony's
+/// `Request::getMethod()` reads `$this->query->get('_method')` for a POST, Laravel likewise.
+#[test]
+fn a_method_override_query_parameter_is_not_hidden_by_its_spelling() {
+    let mut gw = Gateway::new();
+    assert!(
+        gw.reached("gw.example.com", "POST", &["/docs/1?_method=DELETE"]).is_empty(),
+        "the first review's fix as intended"
+    );
+    let reached = gw.reached(
+        "gw.example.com",
+        "POST",
+        &[
+            "/docs/1?%5Fmethod=DELETE",
+            "/docs/1?_%6Dethod=DELETE",
+            "/docs/1?.method=DELETE",
+            "/docs/1?[method=DELETE",
+        ],
+    );
+    assert!(reached.is_empty(), "reached the backend as bob: {reached:?}");
+}
