@@ -53,6 +53,15 @@ fn config() -> Value {
                     ]
                 },
                 {
+                    "name": "admin", "hosts": ["admin.example.com:8443"], "type": "web",
+                    "resources": [{"name": "root", "paths": ["/*"],
+                        "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]}]
+                },
+                {
+                    "name": "public", "hosts": ["*"], "type": "web",
+                    "resources": [{"name": "root", "paths": ["/*"], "anonymous": true}]
+                },
+                {
                     "name": "billing", "hosts": ["billing.example.com"], "type": "web",
                     "ordering": "manual",
                     "resources": [
@@ -300,7 +309,8 @@ fn an_exact_resource_for_a_static_file_is_not_a_near_miss() {
 fn a_method_override_query_parameter_is_not_hidden_by_its_spelling() {
     let mut gw = Gateway::new();
     assert!(
-        gw.reached("gw.example.com", "POST", &["/docs/1?_method=DELETE"]).is_empty(),
+        gw.reached("gw.example.com", "POST", &["/docs/1?_method=DELETE"])
+            .is_empty(),
         "the first review's fix as intended"
     );
     let reached = gw.reached(
@@ -313,5 +323,42 @@ fn a_method_override_query_parameter_is_not_hidden_by_its_spelling() {
             "/docs/1?[method=DELETE",
         ],
     );
-    assert!(reached.is_empty(), "reached the backend as bob: {reached:?}");
+    assert!(
+        reached.is_empty(),
+        "reached the backend as bob: {reached:?}"
+    );
+}
+
+/// Finding 9 (medium, depends on Envoy's virtual hosts): `authority_for` keeps the request's
+/// port whenever the matching pattern is `*`. An application that names its host with a port
+/// (`admin.example.com:8443`, admins only) does not match `admin.example.com` or
+/// `admin.example.com:1`, so the anonymous `*` application takes them and they go upstream
+/// with that very authority. Envoy routes by virtual-host `domains`: a virtual host listing
+/// `admin.example.com` (or `admin.example.com:*`, or any listener with
+/// `strip_any_host_port`/`strip_matching_host_port`) sends them to the admin backend, judged
+/// by the anonymous application's rules. The first review's attack (a spelling the policy
+/// reads as one application, Envoy routes to another) is still open through the port.
+/// Expected: a host that an application names with another port is refused (or routed as that
+/// application), not handed to `*` with its authority intact.
+#[test]
+fn a_port_the_policy_looked_past_does_not_reach_the_application_that_names_the_host() {
+    let mut gw = Gateway::new();
+    let h = at("admin.example.com:8443", "GET", "/x", &[]);
+    assert!(!is_forward(&gw.request(&h)), "the rule as intended");
+    for host in [
+        "admin.example.com",
+        "admin.example.com:1",
+        "ADMIN.example.com.:443",
+    ] {
+        let h = at(host, "GET", "/x", &[]);
+        if let Action::Forward(f) = gw.request(&h) {
+            let authority = f
+                .request_headers
+                .iter()
+                .find(|(n, _)| n == ":authority")
+                .and_then(|(_, v)| v.clone())
+                .unwrap_or_else(|| host.to_string());
+            panic!("{host}: forwarded anonymously with :authority {authority}");
+        }
+    }
 }
