@@ -30,6 +30,10 @@ fn config() -> Value {
         "identity_headers": [
             {"header": "x-wam-user", "claim": "sub"}
         ],
+        "authtoken": {"issuer": "envoy-wam", "keys": [{"kid": "gw", "alg": "ES256", "private_key_pem": GW_KEY}]},
+        "site_authenticators": [
+            {"name": "ids", "type": "jwt", "audience": "https://site", "inject": {"cookie": "site"}}
+        ],
         "policy": {
             "xff_trusted_hops": 1,
             "applications": [
@@ -65,6 +69,12 @@ fn config() -> Value {
                     "resources": [{"name": "root", "paths": ["/*"], "anonymous": true}]
                 },
                 {
+                    "name": "sited", "hosts": ["sited.example.com"], "type": "web",
+                    "site_authenticator": "ids",
+                    "resources": [{"name": "pub", "paths": ["/pub/*"], "anonymous": true},
+                                  {"name": "root", "paths": ["/*"]}]
+                },
+                {
                     "name": "billing", "hosts": ["billing.example.com"], "type": "web",
                     "ordering": "manual",
                     "resources": [
@@ -77,6 +87,12 @@ fn config() -> Value {
         }
     })
 }
+
+const GW_KEY: &str = "-----BEGIN PRIVATE KEY-----\n\
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgfyv0FJtKZ8bZIYjO\n\
+VB+fnPuAMcMa6VgFu8XsrF1UUu6hRANCAAT1tD44epT/ta2PQKzRv7Q/Bz1fE5z8\n\
+xdvWepu+aFdDME922kc5BMST/1bpsT/we6tcJv455hS6f4+XRRgQFmb2\n\
+-----END PRIVATE KEY-----\n";
 
 struct Gateway {
     settings: Settings,
@@ -401,4 +417,53 @@ fn the_trusted_hop_is_counted_over_every_x_forwarded_for_copy() {
         !is_forward(&gw.request(&h)),
         "a client-made first X-Forwarded-For passed the network rule"
     );
+}
+
+/// Finding 11 (low): the cookie cleaning (`cookie::without_in_all`, src/cookie.rs) trims piece
+/// names with `trim_ascii`, while the session lookup and `mediation::cookie_with_token` use
+/// `cookie::pairs`, whose `str::trim` also removes Unicode white space (NBSP, U+2028...).
+/// Node's `cookie` package (Express's cookie-parser) trims names with JavaScript's `trim()`,
+/// which removes NBSP and U+FEFF too. So on a mediated site's anonymous resource, where no
+/// token is injected, `Cookie: \u{a0}site=<client-made>` goes upstream untouched and an
+/// Express site reads it as its `site` cookie: the first review's invariant "a mediated site
+/// never gets a client-made token" does not hold for this spelling. (Where a token is
+/// injected, `cookie_with_token` removes it: the two parsers disagree.)
+#[test]
+fn a_mediated_sites_cookie_is_not_smuggled_with_unicode_white_space() {
+    let mut gw = Gateway::new();
+    for cookie in [
+        "\u{a0}site=client-made; a=1",
+        "\u{feff}site=client-made; a=1",
+    ] {
+        let h = at("sited.example.com", "GET", "/pub/x", &[("cookie", cookie)]);
+        let f = match gw.request(&h) {
+            Action::Forward(f) => f,
+            other => panic!("anonymous resource not forwarded: {other:?}"),
+        };
+        let up = upstream(&h, &f);
+        let sent: Vec<String> = up
+            .iter()
+            .filter(|(n, _)| n == "cookie")
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        assert!(
+            !sent.iter().any(|c| c.contains("site=client-made")),
+            "{cookie:?}: the site got the client-made cookie: {sent:?}"
+        );
+    }
+}
+
+/// The headers as they go upstream (as in tests/common/traffic.rs).
+fn upstream(h: &HeaderList, f: &envoy_wam::http::Forward) -> Vec<(String, Vec<u8>)> {
+    let mut up = h.to_vec();
+    for name in &f.removed {
+        up.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+    for (name, value) in f.identity.iter().chain(f.request_headers.iter()) {
+        up.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        if let Some(v) = value {
+            up.push((name.to_ascii_lowercase(), v.clone().into_bytes()));
+        }
+    }
+    up
 }
