@@ -357,6 +357,8 @@ fn a_method_override_query_parameter_is_not_hidden_by_its_spelling() {
 /// `strip_any_host_port`/`strip_matching_host_port`) sends them to the admin backend, judged
 /// by the anonymous application's rules. The first review's attack (a spelling the policy
 /// reads as one application, Envoy routes to another) is still open through the port.
+/// `admin.example.com:08443` is the same port to Envoy's `strip_matching_host_port` (it parses
+/// the number) but not to `host_rank`'s string comparison.
 /// Expected: a host that an application names with another port is refused (or routed as that
 /// application), not handed to `*` with its authority intact.
 #[test]
