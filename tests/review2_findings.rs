@@ -369,6 +369,7 @@ fn a_port_the_policy_looked_past_does_not_reach_the_application_that_names_the_h
     for host in [
         "admin.example.com",
         "admin.example.com:1",
+        "admin.example.com:08443",
         "ADMIN.example.com.:443",
     ] {
         let h = at(host, "GET", "/x", &[]);
