@@ -56,11 +56,18 @@ pub fn without_in_all<'a>(
     let mut dropped = false;
     // `true` when the piece was left out.
     let mut keep = |piece: &str| {
-        let piece = piece.trim_ascii();
+        // What JavaScript's trim() removes too: Node's `cookie` reads `\u{a0}site=x` and
+        // `\u{feff}site=x` as `site`.
+        let js_space = |c: char| c.is_whitespace() || c == '\u{feff}';
+        let piece = piece.trim_matches(js_space);
         if piece.is_empty() {
             return false;
         }
-        if is_ours(piece.split_once('=').map_or(piece, |(n, _)| n.trim_ascii())) {
+        if is_ours(
+            piece
+                .split_once('=')
+                .map_or(piece, |(n, _)| n.trim_matches(js_space)),
+        ) {
             return true;
         }
         if !kept.is_empty() {

@@ -194,6 +194,27 @@ fn u32_at(bytes: &[u8], at: usize) -> Option<usize> {
     usize::try_from(u32::from_le_bytes(b)).ok()
 }
 
+/// Whether query parameter name `name` (decoded) reads as `want` to some backend: names are
+/// compared without case (ASP.NET), without leading spaces and with ` `, `.` and `[` read as
+/// `_` (PHP), and without array brackets (`tenant[]`, `[tenant]`: PHP and Rack).
+pub fn query_name_eq(name: &str, want: &str) -> bool {
+    let name = name.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let name = name.strip_suffix("[]").unwrap_or(name);
+    let name = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(inner) => inner,
+        None => name,
+    };
+    let fold = |c: u8| match c {
+        b' ' | b'.' | b'[' => b'_',
+        c => c.to_ascii_lowercase(),
+    };
+    name.len() == want.len()
+        && name
+            .bytes()
+            .zip(want.bytes())
+            .all(|(a, b)| fold(a) == fold(b))
+}
+
 /// Whether header name `name` reads as `want` (lower-case, with dashes) to a backend that
 /// folds case and reads `_` as `-`. Allocates nothing: it runs over every header.
 pub fn dashed_eq(name: &str, want: &str) -> bool {
@@ -254,6 +275,13 @@ mod tests {
     #[test]
     fn underscored_names() {
         assert!(dashed_eq("X_Wam_user", "x-wam-user"));
+        for spelling in ["tenant", "TENANT", " tenant", "tenant[]", "[tenant]"] {
+            assert!(query_name_eq(spelling, "tenant"), "{spelling}");
+        }
+        for spelling in ["_method", ".method", "[method", " _METHOD"] {
+            assert!(query_name_eq(spelling, "_method"), "{spelling}");
+        }
+        assert!(!query_name_eq("tenants", "tenant"));
         assert!(dashed_eq("X_HTTP-Method", "x-http-method"));
         assert!(!dashed_eq("x-http-methods", "x-http-method"));
     }

@@ -1,5 +1,5 @@
-//! Second security review (branch `review2`): attacks on the fixes of the first review. Each
-//! test states what the gateway must do and fails on the code as reviewed; see the report.
+//! Second security review: attacks on the fixes of the first review. Each test states what the
+//! gateway must do; each failed on the code as reviewed and passes since the fixes.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -136,7 +136,7 @@ fn is_forward(a: &Action) -> bool {
     matches!(a, Action::Forward(_))
 }
 
-/// Finding 1 (medium, Rails / Spring MVC < 5.3 backends): the format-suffix near miss is only
+/// Found in the second review (medium, Rails / Spring MVC < 5.3 backends), now fixed: the format-suffix near miss is only
 /// recognised as `<exact name>.<one extension>` in the last segment. Rails normalises the path
 /// before routing (`Journey::Router::Utils.normalize_path` drops trailing slashes), so
 /// `/export.json/` is `/export` with format json; Spring's suffix pattern match is `/export.*`
@@ -165,7 +165,7 @@ fn a_format_suffix_near_miss_is_not_dodged_by_a_trailing_slash_or_a_second_dot()
     );
 }
 
-/// Finding 2 (medium, Rails / Spring MVC < 5.3): `near_miss` only looks at resources whose
+/// Found in the second review (medium, Rails / Spring MVC < 5.3), now fixed: `near_miss` only looks at resources whose
 /// pattern *is* the bare path (`Pattern::names`: `/x` or `/x/*`). A stricter resource with a
 /// wildcard before its last segment (`/users/*/edit`, Rails' `/users/:id/edit(.:format)`) is
 /// dodged by `/users/5/edit.json`: that does not match `/users/*/edit`, so the broader
@@ -185,7 +185,7 @@ fn a_format_suffix_near_miss_of_a_wildcard_resource_is_refused() {
     );
 }
 
-/// Finding 0 (high, Spring MVC < 6 / Express non-strict / Rails): the first review's fix "an
+/// Found in the second review (high, Spring MVC < 6 / Express non-strict / Rails), now fixed: the first review's fix "an
 /// exact `/x` covers `/x/`" is in `Pattern::matches` only for patterns with no `*` at all.
 /// A pattern with a wildcard before its literal end (`/users/*/edit`, `/api/*/admin`,
 /// `/tenants/*/settings`) is dodged by the trailing slash: `/users/5/edit/` is served by the
@@ -206,7 +206,7 @@ fn a_resource_with_an_inner_wildcard_is_not_dodged_by_a_trailing_slash() {
     );
 }
 
-/// Finding 3 (low/medium): the trailing-slash cover (`/x` covers `/x/`) and the near-miss check
+/// Found in the second review (low/medium), now fixed: the trailing-slash cover (`/x` covers `/x/`) and the near-miss check
 /// ignore regex patterns. `~^/close$` is how an operator writes "exactly /close" with a regex,
 /// and `/close/` or `/close.json` dodge it exactly as `/export/` did before the first fix.
 #[test]
@@ -224,7 +224,7 @@ fn a_regex_resource_is_not_dodged_by_a_trailing_slash_or_a_format_suffix() {
     );
 }
 
-/// Finding 4 (medium, Rails and Laravel by default, Symfony with http_method_override): the
+/// Found in the second review (medium, Rails and Laravel by default, Symfony with http_method_override), now fixed: the
 /// method-override fix reads headers and the query, but the common spelling is a form field:
 /// Rack::MethodOverride reads `_method` from a POST's form body only, Laravel from any input.
 /// bob POSTs `_method=DELETE` to `/docs/1` (POST allowed to all, DELETE to admins only) and
@@ -257,7 +257,7 @@ fn a_form_post_cannot_carry_a_method_override_past_the_policy() {
     );
 }
 
-/// Finding 5 (medium, PHP / Rack backends): a query rule matches the parameter name by ASCII
+/// Found in the second review (medium, PHP / Rack backends), now fixed: a query rule matches the parameter name by ASCII
 /// case only. PHP drops leading spaces from names and turns ` `, `.` and `[` into `_`
 /// (`$_GET['tenant']` is the last of `tenant`, ` tenant`, `+tenant`); Rack 2 strips `[`/`]`
 /// around a name (`[tenant]=globex` is `params[:tenant]`). `?tenant=acme&+tenant=globex`
@@ -286,7 +286,7 @@ fn a_query_rule_is_not_fooled_by_a_name_a_backend_normalises() {
     );
 }
 
-/// Finding 6 (false positive, low): header rules split every value on `,` and require every
+/// Found in the second review (false positive, low), now fixed: header rules split every value on `,` and require every
 /// piece to pass. Values with commas that are one value (User-Agent: `(KHTML, like Gecko)`,
 /// dates, quoted strings) fail a positive `like`/`regex` rule: every real Chrome is refused.
 #[test]
@@ -303,7 +303,7 @@ fn a_header_rule_on_a_value_with_commas_still_passes() {
     assert!(is_forward(&gw.request(&h)), "a real Chrome was refused");
 }
 
-/// Finding 7 (false positive, low/medium): an explicitly configured resource for a static
+/// Found in the second review (false positive, low/medium), now fixed: an explicitly configured resource for a static
 /// file is refused as a "near miss" of a resource named like its stem: `/app.js` (its own,
 /// anonymous resource) next to `/app/*` answers 400 to everyone. SPA bundles (`/app.js`,
 /// `/main.js`), feeds (`/feed.xml` next to `/feed/*`), `/sitemap.xml`, `/openapi.json` are
@@ -318,7 +318,7 @@ fn an_exact_resource_for_a_static_file_is_not_a_near_miss() {
     );
 }
 
-/// Finding 8 (medium, Symfony / Laravel / Jersey): the `_method` query check in
+/// Found in the second review (medium, Symfony / Laravel / Jersey), now fixed: the `_method` query check in
 /// `overrides_method` (src/flow/route.rs) first asks `query.contains("_method")`, on the raw
 /// query. `%5Fmethod=DELETE` (and `_%6Dethod`) skip that fast path, yet every framework
 /// percent-decodes query names before reading `_method`. PHP also reads `.method` and
@@ -348,7 +348,7 @@ fn a_method_override_query_parameter_is_not_hidden_by_its_spelling() {
     );
 }
 
-/// Finding 9 (medium, depends on Envoy's virtual hosts): `authority_for` keeps the request's
+/// Found in the second review (medium, depends on Envoy's virtual hosts), now fixed: `authority_for` keeps the request's
 /// port whenever the matching pattern is `*`. An application that names its host with a port
 /// (`admin.example.com:8443`, admins only) does not match `admin.example.com` or
 /// `admin.example.com:1`, so the anonymous `*` application takes them and they go upstream
@@ -422,7 +422,7 @@ fn the_trusted_hop_is_counted_over_every_x_forwarded_for_copy() {
     );
 }
 
-/// Finding 11 (low): the cookie cleaning (`cookie::without_in_all`, src/cookie.rs) trims piece
+/// Found in the second review (low), now fixed: the cookie cleaning (`cookie::without_in_all`, src/cookie.rs) trims piece
 /// names with `trim_ascii`, while the session lookup and `mediation::cookie_with_token` use
 /// `cookie::pairs`, whose `str::trim` also removes Unicode white space (NBSP, U+2028...).
 /// Node's `cookie` package (Express's cookie-parser) trims names with JavaScript's `trim()`,
@@ -469,4 +469,36 @@ fn upstream(h: &HeaderList, f: &envoy_wam::http::Forward) -> Vec<(String, Vec<u8
         }
     }
     up
+}
+
+/// The fix for finding 4 holds a form POST to the rules of every method its body may name:
+/// a user who may also DELETE still posts forms, and a POST that is not a form is judged by
+/// its own resource only.
+#[test]
+fn a_form_post_passes_when_every_method_it_may_carry_is_allowed() {
+    let mut gw = Gateway::new();
+    let alice = common::session_cookie(&gw.settings.session.keys, "alice", &["admins"]);
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    let h = at(
+        "gw.example.com",
+        "POST",
+        "/docs/1",
+        &[("cookie", &alice), form],
+    );
+    assert!(
+        is_forward(&gw.request(&h)),
+        "alice may delete, so her form POST goes on"
+    );
+    let bob = gw.bob();
+    let json = ("content-type", "application/json");
+    let h = at(
+        "gw.example.com",
+        "POST",
+        "/docs/1",
+        &[("cookie", &bob), json],
+    );
+    assert!(
+        is_forward(&gw.request(&h)),
+        "a JSON POST carries no _method"
+    );
 }

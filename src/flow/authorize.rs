@@ -53,11 +53,19 @@ impl RequestFlow {
         // A rerun (after this request's own callout) decides again, but its rate-limit
         // tokens were taken and its audit line written the first time.
         let first = !std::mem::replace(&mut self.decided, true);
-        let decision = if first {
+        let mut decision = if first {
             app.evaluate(Some(resource), &facts, &mut vm.limits)
         } else {
             app.evaluate(Some(resource), &facts, &mut RateLimits::new(64))
         };
+        // A form POST must also pass the rules of what its body may turn it into; their rate
+        // limits are not charged (the request is counted once, by its own resource).
+        for other in &route.also {
+            if decision.outcome != Outcome::Allow {
+                break;
+            }
+            decision = app.evaluate(Some(other), &facts, &mut RateLimits::new(64));
+        }
         if first && resource.audit {
             let elapsed = request
                 .now_us()
@@ -180,10 +188,16 @@ fn client_ip(settings: &Settings, request: &dyn HeaderSource) -> Option<IpAddr> 
         return None; // a host call saved on every request
     }
     let hops = settings.policy.xff_trusted_hops;
-    let xff = if hops > 0 {
-        request.header("x-forwarded-for")
-    } else {
-        None
-    };
-    policy::client_ip(request.client_address().as_deref(), xff, hops)
+    // Every copy, joined as one list: hops are counted from the right of all of them.
+    let xff = (hops > 0).then(|| {
+        let copies = request
+            .headers()
+            .iter()
+            .filter(|(n, _)| *n == "x-forwarded-for");
+        let text: Vec<&str> = copies
+            .map(|(_, v)| std::str::from_utf8(v).unwrap_or(""))
+            .collect();
+        text.join(",")
+    });
+    policy::client_ip(request.client_address().as_deref(), xff.as_deref(), hops)
 }

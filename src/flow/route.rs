@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use crate::canonical::{self, CanonicalPath};
 use crate::config::Settings;
 use crate::policy::{self, Application, DefaultDecision, Resource};
-use crate::request::{dashed_eq, HeaderSource};
+use crate::request::{dashed_eq, query_name_eq, HeaderSource};
 
 /// A routed request.
 pub(crate) struct Route<'s, 'r> {
@@ -26,6 +26,10 @@ pub(crate) struct Route<'s, 'r> {
     pub host: Cow<'r, str>,
     /// The raw `:path` (with query), for return URLs.
     pub raw_path: &'r str,
+    /// Other resources whose rules the request must also pass: those of the methods a form
+    /// POST may carry in its body (`_method`, which Rails, Laravel and Symfony honour and a
+    /// filter that reads no body cannot see).
+    pub also: Vec<&'s Resource>,
 }
 
 pub(crate) enum Target<'s> {
@@ -110,6 +114,12 @@ pub(crate) fn route<'s, 'r>(
             return Err(Refused::Path("trailing_dot_or_space"));
         }
     }
+    let also = match &target {
+        Target::App { resource, .. } if method == "POST" && is_form(request) => {
+            overridable(settings, &host, &canonical.decoded, resource)
+        }
+        _ => Vec::new(),
+    };
     let rewrite = rewrite(&canonical, query);
     let upstream_host = match &target {
         Target::App { app, .. } | Target::Unprotected(Some(app)) => app.authority_for(&host),
@@ -125,7 +135,40 @@ pub(crate) fn route<'s, 'r>(
         method,
         host,
         raw_path,
+        also,
     })
+}
+
+/// Whether the request body is a form, which may carry a `_method` override.
+fn is_form(request: &dyn HeaderSource) -> bool {
+    request.headers().iter().any(|(n, v)| {
+        n == "content-type"
+            && ["application/x-www-form-urlencoded", "multipart/form-data"]
+                .iter()
+                .any(|t| {
+                    v.get(..t.len())
+                        .is_some_and(|p| p.eq_ignore_ascii_case(t.as_bytes()))
+                })
+    })
+}
+
+/// The resources a form POST to `path` would reach if its body overrode the method, where they
+/// are not `post`'s own.
+fn overridable<'s>(
+    settings: &'s Settings,
+    host: &str,
+    path: &str,
+    post: &Resource,
+) -> Vec<&'s Resource> {
+    let mut also: Vec<&Resource> = Vec::new();
+    for method in ["PUT", "PATCH", "DELETE"] {
+        if let Ok(Target::App { resource, .. }) = target(settings, host, path, method) {
+            if !std::ptr::eq(resource, post) && !also.iter().any(|r| std::ptr::eq(*r, resource)) {
+                also.push(resource);
+            }
+        }
+    }
+    also
 }
 
 /// Spellings that some backend resolves to another resource than the decoded path names,
@@ -157,11 +200,12 @@ fn overrides_method(request: &dyn HeaderSource, method: &str, query: &str) -> bo
         .any(|o| dashed_eq(name, o))
             && other(value)
     });
-    // Every query is parsed: `%5Fmethod` and `_METHOD` are `_method` to some framework.
+    // Every query is parsed: `%5Fmethod`, `_METHOD` and `.method` are `_method` to some
+    // framework.
     header
         || (!query.is_empty()
             && url::form_urlencoded::parse(query.as_bytes())
-                .any(|(k, v)| k.eq_ignore_ascii_case("_method") && other(v.as_bytes())))
+                .any(|(k, v)| query_name_eq(&k, "_method") && other(v.as_bytes())))
 }
 
 /// The request path that goes upstream, when it is not the one received.
@@ -260,11 +304,15 @@ pub(crate) fn normalize_host(authority: &str) -> Option<Cow<'_, str>> {
         return Some(Cow::Borrowed(""));
     }
     let (name, port) = split_port(authority)?;
-    if let Some(port) = port {
-        if port.is_empty() || port.len() > 5 || !port.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
+    // A port is a number: `08443` is `8443` to Envoy's port stripping and to most servers.
+    let port = match port {
+        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|c| c.is_ascii_digit()) => {
+            let n: u16 = p.parse().ok()?;
+            Some((n, p))
         }
-    }
+        Some(_) => return None,
+        None => None,
+    };
     let literal = name.starts_with('[');
     let trimmed = if literal {
         let inner = name.strip_prefix('[')?.strip_suffix(']')?;
@@ -284,14 +332,17 @@ pub(crate) fn normalize_host(authority: &str) -> Option<Cow<'_, str>> {
         }
         bare
     };
-    let changed = trimmed.len() != name.len() || trimmed.bytes().any(|c| c.is_ascii_uppercase());
+    let port_changed = port.is_some_and(|(n, p)| n.to_string() != p);
+    let changed = trimmed.len() != name.len()
+        || trimmed.bytes().any(|c| c.is_ascii_uppercase())
+        || port_changed;
     if !changed {
         return Some(Cow::Borrowed(authority));
     }
     let mut out = trimmed.to_ascii_lowercase();
-    if let Some(port) = port {
+    if let Some((n, _)) = port {
         out.push(':');
-        out.push_str(port);
+        out.push_str(&n.to_string());
     }
     Some(Cow::Owned(out))
 }
@@ -324,6 +375,7 @@ mod tests {
         assert_eq!(ok("Secure.Test.").as_deref(), Some("secure.test"));
         assert_eq!(ok("secure.test.:8080").as_deref(), Some("secure.test:8080"));
         assert_eq!(ok("[::1]:8080").as_deref(), Some("[::1]:8080"));
+        assert_eq!(ok("h:08443").as_deref(), Some("h:8443"));
         assert_eq!(ok("127.0.0.1").as_deref(), Some("127.0.0.1"));
         assert_eq!(ok("").as_deref(), Some(""));
         for bad in [
@@ -337,6 +389,7 @@ mod tests {
             "[::1",
             "[zz]",
             "host:123456",
+            "host:70000",
             "h%41st",
             "evil.example/x",
             "a:1:2",

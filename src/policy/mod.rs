@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::request::{dashed_eq, HeaderSource};
+use crate::request::{dashed_eq, query_name_eq, HeaderSource};
 
 pub use audit::AuditRecord;
 pub use config::{
@@ -629,15 +629,14 @@ fn decide<'p>(node: &'p Node, cx: &mut Cx) -> Decision<'p> {
                 .headers()
                 .iter()
                 .filter(|(n, _)| dashed_eq(n, header))
-                .map(|(_, v)| std::str::from_utf8(v).unwrap_or("\u{fffd}"))
-                .flat_map(|v| v.split(','))
-                .map(str::trim);
+                .map(|(_, v)| std::str::from_utf8(v).unwrap_or("\u{fffd}").trim());
             check(test.test_every(parts))
         }
         Kind::Query { param, test } => {
-            // Every copy: PHP and Express read the last, ASP.NET joins them and folds names.
+            // Every copy, under every name a backend reads as this one: PHP and Express read
+            // the last, ASP.NET joins them and folds case, PHP and Rack rewrite names.
             let values: Vec<String> = url::form_urlencoded::parse(facts.query.as_bytes())
-                .filter(|(k, _)| k.eq_ignore_ascii_case(param))
+                .filter(|(k, _)| query_name_eq(k, param))
                 .map(|(_, v)| v.into_owned())
                 .collect();
             check(test.test_every(values.iter().map(String::as_str)))

@@ -1,7 +1,7 @@
 //! Which application and resource serve a request: hosts, context roots and path patterns.
 //! The flow hands over a canonical path ([`crate::canonical`]) and a normalised host.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{AppType, Application, DefaultDecision, Kind, Node, Policy, Resource};
 
@@ -11,6 +11,9 @@ use super::{AppType, Application, DefaultDecision, Kind, Node, Policy, Resource}
 pub(super) struct HostIndex {
     /// Exact host patterns (`host` or `host:port`) -> application indexes.
     exact: HashMap<String, Vec<usize>>,
+    /// The host names of exact patterns that name a port (`admin.example.com` for
+    /// `admin.example.com:8443`).
+    ported: HashSet<String>,
     /// Applications with a `*.domain` pattern (each listed once).
     suffix: Vec<usize>,
     /// Applications with `*`.
@@ -30,6 +33,9 @@ impl HostIndex {
                 } else if h.starts_with('*') {
                     suffix = true;
                 } else {
+                    if strip_port(h).len() != h.len() {
+                        ix.ported.insert(strip_port(h).to_string());
+                    }
                     let list = ix.exact.entry(h.clone()).or_default();
                     if list.last() != Some(&i) {
                         list.push(i);
@@ -83,30 +89,35 @@ impl Pattern {
         }
     }
 
+    /// `/admin/*` also covers `/admin`, and any pattern that does not end in `/` or `*` covers
+    /// the path with a trailing slash (`/export/`, `/users/5/edit/`): servers and frameworks
+    /// (Rails, Express, Spring before 6) answer both with the same page, so neither may fall
+    /// outside the resource.
     fn matches(&self, path: &str) -> bool {
+        let slashless = path.strip_suffix('/').filter(|p| !p.is_empty());
         match &self.regex {
-            Some(re) => re.is_match(path),
-            // `/admin/*` also covers `/admin`, and `/export` covers `/export/`: servers and
-            // frameworks answer both with the same page (or a redirect to it), so neither may
-            // fall outside the resource.
+            Some(re) => re.is_match(path) || slashless.is_some_and(|p| re.is_match(p)),
             None => {
                 glob(self.raw.as_bytes(), path.as_bytes())
                     || self
                         .raw
                         .strip_suffix("/*")
                         .is_some_and(|dir| dir == path && !dir.is_empty())
-                    || (!self.raw.contains('*')
-                        && path.strip_suffix('/') == Some(self.raw.as_str()))
+                    || (!self.raw.ends_with(['/', '*'])
+                        && slashless.is_some_and(|p| glob(self.raw.as_bytes(), p.as_bytes())))
             }
         }
     }
 
-    /// Whether this pattern names `path` itself (`/x` or `/x/*` for `/x`), not by a wildcard
-    /// run: `/x.json` is then a near miss of it (see [`Policy::route`]).
-    fn names(&self, path: &str) -> bool {
+    /// Whether the pattern's last segment names an extension (`/app.js`, `/admin/*.css`): an
+    /// operator who wrote that means files, not a format of `/app` or `/admin/x`.
+    fn names_an_extension(&self) -> bool {
         self.regex.is_none()
-            && (self.raw == path || self.raw.strip_suffix("/*") == Some(path))
-            && !path.is_empty()
+            && self
+                .raw
+                .rsplit('/')
+                .next()
+                .is_some_and(|last| last.contains('.'))
     }
 
     /// Sort key, smallest = most specific: exact paths, then the longer literal prefix, then
@@ -263,6 +274,14 @@ impl Policy {
                 best = Some((app, h, root));
             }
         }
+        if best.is_some_and(|(_, (rank, _), _)| rank < 2)
+            && self.hosts.ported.contains(strip_port(host))
+        {
+            // An application names this host on another port, and a wildcard took it: Envoy,
+            // routing by host name (or stripping ports), may send it to that application's
+            // backend. Refused rather than judged by the wildcard's rules.
+            return Target::NoApplication(DefaultDecision::Deny);
+        }
         let app = best.map(|(app, _, _)| app);
         let unprotected = match app.is_some_and(|a| a.case_sensitive_paths) {
             true => self.unprotected.iter().any(|(_, p)| p.matches(path)),
@@ -280,8 +299,16 @@ impl Policy {
             .iter()
             .filter(|r| r.pattern.matches(rel))
             .filter_map(|r| app.resources.get(r.resource));
-        if let Some(resource) = on_path.clone().find(|res| res.allows(method)) {
-            if let Some(other) = app.near_miss(rel, method) {
+        let chosen = app.routes.iter().find(|r| {
+            r.pattern.matches(rel)
+                && app
+                    .resources
+                    .get(r.resource)
+                    .is_some_and(|res| res.allows(method))
+        });
+        if let Some(resource) = chosen.and_then(|r| app.resources.get(r.resource)) {
+            let deliberate = chosen.is_some_and(|r| r.pattern.names_an_extension());
+            if let Some(other) = app.near_miss(rel, method).filter(|_| !deliberate) {
                 if !std::ptr::eq(other, resource) {
                     return Target::NearMiss { app };
                 }
@@ -377,15 +404,21 @@ impl Application {
     /// The resource that names the path without its last segment's format suffix
     /// (`/x.json` -> `/x`), if the path has one and some resource names that.
     fn near_miss(&self, rel: &str, method: &str) -> Option<&Resource> {
+        // `/x.json/` is `/x.json` to Rails; `/x.tar.gz` and `/x.json.x` are `/x` to a suffix
+        // pattern (`/x.*`): the stem ends at the first dot of the last segment.
+        let rel = rel
+            .strip_suffix('/')
+            .filter(|r| !r.is_empty())
+            .unwrap_or(rel);
         let (dir, last) = rel.rsplit_once('/')?;
-        let (stem, ext) = last.rsplit_once('.')?;
-        if stem.is_empty() || ext.is_empty() {
+        let (stem, _) = last.split_once('.')?;
+        if stem.is_empty() {
             return None;
         }
         let bare = rel.get(..dir.len() + 1 + stem.len())?;
         self.routes
             .iter()
-            .filter(|r| r.pattern.names(bare))
+            .filter(|r| r.pattern.matches(bare))
             .filter_map(|r| self.resources.get(r.resource))
             .find(|res| res.allows(method))
     }
