@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use common::*;
 use envoy_wam::config::Settings;
-use envoy_wam::flow::{HeaderList, RequestFlow, VmState};
+use envoy_wam::flow::HeaderList;
 use envoy_wam::http::{Action, Forward};
 use serde_json::{json, Value};
 
@@ -56,28 +56,13 @@ fn config() -> Value {
     })
 }
 
-struct Gateway {
-    settings: Settings,
-    vm: VmState,
-    rng: Rng,
-}
-
 impl Gateway {
-    fn with(config: Value) -> Self {
-        let settings = Settings::from_json(config.to_string().as_bytes()).unwrap();
-        Self {
-            vm: VmState::new(&settings),
-            settings,
-            rng: Rng(3),
-        }
-    }
-
     fn new() -> Self {
-        Self::with(config())
+        Self::with(&config())
     }
 
     fn send(&mut self, h: &HeaderList) -> Action {
-        RequestFlow::new().on_request(&self.settings, &mut self.vm, h, NOW, &mut self.rng)
+        self.request(h)
     }
 
     fn status(&mut self, h: &HeaderList) -> u32 {
@@ -337,7 +322,7 @@ fn redirects_go_to_configured_or_named_hosts_only() {
     let e = Settings::from_json(star.to_string().as_bytes()).unwrap_err();
     assert_eq!(e.field, "client.redirect_uri");
     star["client"]["redirect_uri"] = json!("https://gw.example.com/pa/oidc/cb");
-    let mut gw = Gateway::with(star);
+    let mut gw = Gateway::with(&star);
     let loc = location(&mut gw, "evil.example");
     assert!(
         loc.contains("redirect_uri=https%3A%2F%2Fgw.example.com%2Fpa%2Foidc%2Fcb"),

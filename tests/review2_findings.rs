@@ -3,8 +3,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use envoy_wam::config::Settings;
-use envoy_wam::flow::{HeaderList, RequestFlow, VmState};
+use envoy_wam::flow::HeaderList;
 use envoy_wam::http::Action;
 use serde_json::{json, Value};
 
@@ -94,24 +93,9 @@ VB+fnPuAMcMa6VgFu8XsrF1UUu6hRANCAAT1tD44epT/ta2PQKzRv7Q/Bz1fE5z8\n\
 xdvWepu+aFdDME922kc5BMST/1bpsT/we6tcJv455hS6f4+XRRgQFmb2\n\
 -----END PRIVATE KEY-----\n";
 
-struct Gateway {
-    settings: Settings,
-    vm: VmState,
-    rng: Rng,
-}
-
 impl Gateway {
     fn new() -> Self {
-        let settings = Settings::from_json(config().to_string().as_bytes()).unwrap();
-        Self {
-            vm: VmState::new(&settings),
-            settings,
-            rng: Rng(7),
-        }
-    }
-
-    fn request(&mut self, h: &HeaderList) -> Action {
-        RequestFlow::new().on_request(&self.settings, &mut self.vm, h, NOW, &mut self.rng)
+        Self::with(&config())
     }
 
     fn bob(&self) -> String {

@@ -4,7 +4,8 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use envoy_wam::flow::HeaderList;
+use envoy_wam::config::Settings;
+use envoy_wam::flow::{HeaderList, RequestFlow, VmState};
 use envoy_wam::http::{Action, Callout, Forward, LocalResponse};
 use envoy_wam::login::Entropy;
 use envoy_wam::session::KeyRing;
@@ -115,4 +116,27 @@ pub fn at(host: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Hea
     ];
     all.extend_from_slice(headers);
     HeaderList::new(all)
+}
+
+/// One worker's gateway: a configuration, its VM state and a deterministic RNG.
+pub struct Gateway {
+    pub settings: Settings,
+    pub vm: VmState,
+    pub rng: Rng,
+}
+
+impl Gateway {
+    pub fn with(config: &Value) -> Self {
+        let settings = Settings::from_json(config.to_string().as_bytes()).unwrap();
+        Self {
+            vm: VmState::new(&settings),
+            settings,
+            rng: Rng(7),
+        }
+    }
+
+    /// A new request through the whole flow, at [`NOW`].
+    pub fn request(&mut self, h: &HeaderList) -> Action {
+        RequestFlow::new().on_request(&self.settings, &mut self.vm, h, NOW, &mut self.rng)
+    }
 }
