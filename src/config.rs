@@ -500,6 +500,36 @@ fn is_cookie_name(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(is_token_char)
 }
 
+/// A deserializer's message without the values it quotes (`invalid type: string "…"`): a
+/// secret typed into the wrong field must not reach the log that names the field.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    let variant = message.starts_with("unknown variant");
+    while let Some(c) = chars.next() {
+        let quote = match c {
+            '"' => '"',
+            '`' if variant => '`',
+            _ => {
+                out.push(c);
+                continue;
+            }
+        };
+        out.push(quote);
+        out.push('…');
+        out.push(quote);
+        let mut escaped = false;
+        for c in chars.by_ref() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                c if c == quote && !escaped => break,
+                _ => escaped = false,
+            }
+        }
+    }
+    out
+}
+
 impl Settings {
     /// Parses and checks the plugin configuration. The error names the JSON field at fault.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
@@ -511,7 +541,7 @@ impl Settings {
             } else {
                 path
             };
-            ConfigError::new(field, e.inner().to_string())
+            ConfigError::new(field, without_values(&e.inner().to_string()))
         })?;
         Self::from_raw(raw)
     }
@@ -1101,6 +1131,13 @@ pub(crate) mod tests {
         let e = refused(|v| {
             v["session"]["signing_keys"][0]["secret"] = json!("%%%not-base64-SECRETVALUE")
         });
+        assert!(!e.to_string().contains("SECRETVALUE"), "{e}");
+        // Found by the config fuzz target: a secret in a field of the wrong type was quoted.
+        let e = refused(|v| v["session"]["signing_keys"] = json!("SECRETVALUE-in-the-wrong-place"));
+        assert_eq!(e.field, "session.signing_keys");
+        assert!(!e.to_string().contains("SECRETVALUE"), "{e}");
+        assert!(e.message.contains("invalid type"), "{e}");
+        let e = refused(|v| v["client"]["auth_method"] = json!("SECRETVALUE"));
         assert!(!e.to_string().contains("SECRETVALUE"), "{e}");
     }
 
