@@ -314,6 +314,14 @@ impl Endpoint {
 }
 
 pub(crate) fn parse_http_url(field: &str, value: &str) -> Result<Url, ConfigError> {
+    // The build maps host names with an ASCII-only IDNA adapter (no Unicode tables in the
+    // .wasm), which expects what it is handed to be ASCII: international names go in punycode.
+    if !value.is_ascii() {
+        return Err(ConfigError::new(
+            field,
+            "must be ASCII (write an international host name in punycode, xn--...)",
+        ));
+    }
     let url = Url::parse(value).map_err(|e| ConfigError::new(field, format!("not a URL: {e}")))?;
     if url.scheme() != "https" && url.scheme() != "http" {
         return Err(ConfigError::new(field, "must be an http or https URL"));
@@ -1132,6 +1140,9 @@ pub(crate) mod tests {
             v["session"]["signing_keys"][0]["secret"] = json!("%%%not-base64-SECRETVALUE")
         });
         assert!(!e.to_string().contains("SECRETVALUE"), "{e}");
+        // Found by the config fuzz target: a non-ASCII URL reached the IDNA adapter.
+        let e = refused(|v| v["op"]["token_endpoint"] = json!("https://ÓP.example.com/token"));
+        assert_eq!(e.field, "op.token_endpoint");
         // Found by the config fuzz target: a secret in a field of the wrong type was quoted.
         let e = refused(|v| v["session"]["signing_keys"] = json!("SECRETVALUE-in-the-wrong-place"));
         assert_eq!(e.field, "session.signing_keys");
