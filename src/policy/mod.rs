@@ -10,6 +10,7 @@
 mod audit;
 mod config;
 mod ratelimit;
+mod raw;
 pub(crate) mod read;
 mod rejection;
 mod route;
@@ -24,11 +25,12 @@ use serde_json::{Map, Value};
 use crate::request::{dashed_eq, query_name_eq, HeaderSource};
 
 pub use audit::AuditRecord;
-pub use config::{
-    compile, DefaultDecision, Mode, Ordering, Per, RawAppApi, RawApplication, RawPolicy,
-    RawRejection, RawResource, RawRule, RawRuleSet, RawTest, Validation,
-};
+pub use config::compile;
 pub use ratelimit::{RateLimits, DEFAULT_MAX_BUCKETS};
+pub use raw::{
+    DefaultDecision, Mode, Ordering, Per, RawAppApi, RawApplication, RawPolicy, RawRejection,
+    RawResource, RawRule, RawRuleSet, RawTest, Validation,
+};
 pub use read::{deserialize_policy, deserialize_values};
 pub use rejection::{Rejection, Template};
 pub use route::Target;

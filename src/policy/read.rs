@@ -12,7 +12,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::Deserialize;
 use serde_json::{Map, Number, Value};
 
-use super::config::{
+use super::raw::{
     default_content_type, default_error_status, default_offset, default_redirect_status,
     default_root,
 };
