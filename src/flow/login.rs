@@ -112,7 +112,7 @@ impl RequestFlow {
             .respond(false);
             r.headers.push((
                 "www-authenticate".into(),
-                "Bearer realm=\"envoy-wam\"".into(),
+                crate::bearer::challenge(&settings.api.realm, None, None),
             ));
             return Action::Respond(r);
         }
