@@ -68,12 +68,6 @@ fn config() -> Value {
     })
 }
 
-const GW_KEY: &str = "-----BEGIN PRIVATE KEY-----\n\
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgfyv0FJtKZ8bZIYjO\n\
-VB+fnPuAMcMa6VgFu8XsrF1UUu6hRANCAAT1tD44epT/ta2PQKzRv7Q/Bz1fE5z8\n\
-xdvWepu+aFdDME922kc5BMST/1bpsT/we6tcJv455hS6f4+XRRgQFmb2\n\
------END PRIVATE KEY-----\n";
-
 impl Gateway {
     fn new() -> Self {
         Self::with(&config())

@@ -19,14 +19,8 @@ mod common;
 #[path = "common/traffic.rs"]
 mod traffic;
 
-use common::{ISSUER, NOW};
+use common::{GW_KEY, ISSUER, NOW};
 use traffic::*;
-
-const EC_KEY: &str = "-----BEGIN PRIVATE KEY-----\n\
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgfyv0FJtKZ8bZIYjO\n\
-VB+fnPuAMcMa6VgFu8XsrF1UUu6hRANCAAT1tD44epT/ta2PQKzRv7Q/Bz1fE5z8\n\
-xdvWepu+aFdDME922kc5BMST/1bpsT/we6tcJv455hS6f4+XRRgQFmb2\n\
------END PRIVATE KEY-----\n";
 
 fn op_json() -> Value {
     json!({
@@ -131,7 +125,7 @@ struct Login {
 fn random_logins_and_sessions_forward_only_the_vouched_identity() {
     let settings = login_settings();
     let mut vm = VmState::new(&settings);
-    let mut w = World::new(&settings.session.keys, EC_KEY);
+    let mut w = World::new(&settings.session.keys, GW_KEY);
     let rogue = ES256KeyPair::generate().with_key_id("op-ec-1");
     let mut rng = Lcg(7);
     let mut logins: Vec<Login> = Vec::new();
@@ -385,7 +379,7 @@ fn policy_settings() -> Settings {
         "session": session_json(),
         "identity_headers": [{"header": "x-wam-user", "claim": "sub"}],
         "api": {"cache_max_ttl_s": 2, "negative_ttl_s": 1},
-        "authtoken": {"issuer": "envoy-wam", "keys": [{"kid": "gw", "alg": "ES256", "private_key_pem": EC_KEY}]},
+        "authtoken": {"issuer": "envoy-wam", "keys": [{"kid": "gw", "alg": "ES256", "private_key_pem": GW_KEY}]},
         "site_authenticators": [
             {"name": "sts", "type": "token_exchange", "audience": "https://site",
              "sts": {"cluster": "sts", "token_endpoint": "https://sts.example.com/token",
@@ -586,7 +580,7 @@ impl Traffic {
 #[test]
 fn random_api_and_policy_traffic_forwards_only_the_vouched_identity() {
     let settings = policy_settings();
-    let mut w = World::new(&settings.session.keys, EC_KEY);
+    let mut w = World::new(&settings.session.keys, GW_KEY);
     w.sts_header = true;
     let mut t = Traffic {
         vm: VmState::new(&settings),
@@ -714,7 +708,7 @@ fn random_api_and_policy_traffic_forwards_only_the_vouched_identity() {
 fn global_unprotected_path_on_a_mediated_host_drops_client_site_tokens() {
     let settings = policy_settings();
     let mut vm = VmState::new(&settings);
-    let w = World::new(&settings.session.keys, EC_KEY);
+    let w = World::new(&settings.session.keys, GW_KEY);
     for (host, path) in [
         ("gw", "/open/y"),
         ("gw", "/static/x"),

@@ -140,3 +140,10 @@ impl Gateway {
         RequestFlow::new().on_request(&self.settings, &mut self.vm, h, NOW, &mut self.rng)
     }
 }
+
+/// The gateway's own ES256 signing key (`authtoken`) in test configurations.
+pub const GW_KEY: &str = "-----BEGIN PRIVATE KEY-----\n\
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgfyv0FJtKZ8bZIYjO\n\
+VB+fnPuAMcMa6VgFu8XsrF1UUu6hRANCAAT1tD44epT/ta2PQKzRv7Q/Bz1fE5z8\n\
+xdvWepu+aFdDME922kc5BMST/1bpsT/we6tcJv455hS6f4+XRRgQFmb2\n\
+-----END PRIVATE KEY-----\n";
