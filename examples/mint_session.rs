@@ -6,7 +6,15 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use envoy_wam::config::Settings;
-use envoy_wam::session::Session;
+use envoy_wam::login::Entropy;
+use envoy_wam::session::{OpState, Session};
+
+struct OsEntropy;
+impl Entropy for OsEntropy {
+    fn fill(&mut self, buf: &mut [u8]) -> bool {
+        getrandom::getrandom(buf).is_ok()
+    }
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -27,13 +35,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         auth_time: now,
         expires_at: now + settings.session.max_lifetime_s,
         last_activity: now,
+        created_at: now,
         claims,
+        op: OpState {
+            validated_at: now,
+            ..OpState::default()
+        },
     };
     println!(
         "{}",
         session
-            .encode(&settings.session.keys)
-            .ok_or("could not sign")?
+            .encode(&settings.session.keys, &mut OsEntropy)
+            .ok_or("could not seal")?
     );
     Ok(())
 }

@@ -119,6 +119,8 @@ mod tests {
             expires_at: 10,
             last_activity: 0,
             claims,
+            created_at: 0,
+            op: Default::default(),
         };
         assert_eq!(
             request_headers(&map, &s).map(|h| h.to_vec()),

@@ -438,10 +438,14 @@ fn an_op_answering_5xx_is_logged_with_its_status() {
         expires_at: NOW + 3600,
         last_activity: NOW,
         claims: Map::new(),
+        created_at: 0,
+        op: Default::default(),
     };
     let cookie = format!(
         "PA.wam={}",
-        session.encode(&gw.settings.session.keys).unwrap()
+        session
+            .encode(&gw.settings.session.keys, &mut common::Rng(3))
+            .unwrap()
     );
     let h = HeaderList::new(vec![
         (":method", "GET"),

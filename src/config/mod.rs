@@ -5,7 +5,6 @@
 use std::fmt;
 use std::rc::Rc;
 
-use base64::Engine;
 use url::Url;
 
 use crate::authtoken::AuthTokenSigner;
@@ -13,7 +12,7 @@ use crate::http::HeaderOps;
 use crate::identity;
 use crate::mediation::{self, Inject, SiteAuthenticator};
 use crate::policy::{self, Policy, RawPolicy, Validation};
-use crate::session::KeyRing;
+pub use session::SessionSettings;
 
 /// A configuration that was refused: `field` is the JSON path an operator has to fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +43,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 mod raw;
+mod session;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -167,20 +167,6 @@ impl std::fmt::Debug for ClientSettings {
             .field("redirect_uri", &self.redirect_uri)
             .finish()
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct SessionSettings {
-    pub cookie_name: String,
-    pub cookie_secure: bool,
-    pub cookie_domain: Option<String>,
-    pub max_lifetime_s: u64,
-    pub idle_timeout_s: u64,
-    pub activity_refresh_s: u64,
-    pub keys: KeyRing,
-    /// ID-token claims copied into the session (besides `sub`): the configured ones plus every
-    /// claim an identity header reads.
-    pub claims: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -447,80 +433,7 @@ impl Settings {
             redirect_uri: client.redirect_uri,
         };
 
-        let s = raw.session;
-        if !is_cookie_name(&s.cookie_name) {
-            return Err(ConfigError::new(
-                "session.cookie_name",
-                "must be a non-empty cookie name (letters, digits and !#$%&'*+-.^_`|~)",
-            ));
-        }
-        if let Some(domain) = &s.cookie_domain {
-            if domain.is_empty()
-                || !domain
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-')
-            {
-                return Err(ConfigError::new(
-                    "session.cookie_domain",
-                    "must be a DNS domain",
-                ));
-            }
-        }
-        if s.max_lifetime_s == 0 {
-            return Err(ConfigError::new(
-                "session.max_lifetime_s",
-                "must be positive",
-            ));
-        }
-        if s.idle_timeout_s == 0 {
-            return Err(ConfigError::new(
-                "session.idle_timeout_s",
-                "must be positive",
-            ));
-        }
-        if s.activity_refresh_s >= s.idle_timeout_s {
-            return Err(ConfigError::new(
-                "session.activity_refresh_s",
-                "must be shorter than session.idle_timeout_s",
-            ));
-        }
-        if s.signing_keys.is_empty() {
-            return Err(ConfigError::new(
-                "session.signing_keys",
-                "needs at least one key (the first one signs; the others are still accepted)",
-            ));
-        }
-        let mut keys = Vec::with_capacity(s.signing_keys.len());
-        for (i, k) in s.signing_keys.iter().enumerate() {
-            if k.kid.is_empty()
-                || keys
-                    .iter()
-                    .any(|(kid, _): &(String, Vec<u8>)| kid == &k.kid)
-            {
-                return Err(ConfigError::new(
-                    format!("session.signing_keys[{i}].kid"),
-                    "must be non-empty and unique",
-                ));
-            }
-            let secret = base64::engine::general_purpose::STANDARD
-                .decode(k.secret.trim())
-                .or_else(|_| {
-                    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(k.secret.trim())
-                })
-                .map_err(|_| {
-                    ConfigError::new(
-                        format!("session.signing_keys[{i}].secret"),
-                        "must be base64",
-                    )
-                })?;
-            if secret.len() < 32 {
-                return Err(ConfigError::new(
-                    format!("session.signing_keys[{i}].secret"),
-                    "must decode to at least 32 bytes (256 bits)",
-                ));
-            }
-            keys.push((k.kid.clone(), secret));
-        }
+        let session = session::read(raw.session)?;
 
         let mut identity_headers: Vec<IdentityHeader> = Vec::new();
         for (i, h) in raw.identity_headers.iter().enumerate() {
@@ -556,7 +469,7 @@ impl Settings {
         }
 
         let mut claims: Vec<String> = Vec::new();
-        for c in s
+        for c in session
             .claims
             .iter()
             .chain(identity_headers.iter().map(|h| &h.claim))
@@ -581,7 +494,7 @@ impl Settings {
         let sites = mediation::compile_all(raw.site_authenticators, authtoken.is_some())?;
         for (i, site) in sites.iter().enumerate() {
             if let Inject::Cookie(name) = &site.inject {
-                if name == &s.cookie_name || name.starts_with(&format!("{}.txn.", s.cookie_name)) {
+                if crate::session::chunks::is_ours(name, &session.cookie_name) {
                     return Err(ConfigError::new(
                         format!("site_authenticators[{i}].inject.cookie"),
                         "must not be the session cookie's name",
@@ -650,20 +563,11 @@ impl Settings {
             callback_path: format!("{base_path}/oidc/cb"),
             logout_path: format!("{base_path}/oidc/logout"),
             heartbeat_path: format!("{base_path}/heartbeat.ping"),
-            txn_cookie_prefix: format!("{}.txn.", s.cookie_name),
+            txn_cookie_prefix: format!("{}.txn.", session.cookie_name),
             base_path,
             op,
             client,
-            session: SessionSettings {
-                keys: KeyRing::new(&keys),
-                cookie_name: s.cookie_name,
-                cookie_secure: s.cookie_secure,
-                cookie_domain: s.cookie_domain,
-                max_lifetime_s: s.max_lifetime_s,
-                idle_timeout_s: s.idle_timeout_s,
-                activity_refresh_s: s.activity_refresh_s,
-                claims,
-            },
+            session: SessionSettings { claims, ..session },
             no_identity: identity::no_identity(&identity_headers),
             reserved_request_headers: identity_headers
                 .iter()

@@ -133,6 +133,32 @@ pub(super) struct RawSession {
     pub(super) signing_keys: Vec<RawSigningKey>,
     #[serde(default)]
     pub(super) claims: Vec<String>,
+    #[serde(default)]
+    pub(super) cookie_type: RawCookieType,
+    #[serde(default = "default_max_chunks")]
+    pub(super) max_cookie_chunks: usize,
+    #[serde(default)]
+    pub(super) validate_interval_s: u64,
+    #[serde(default = "default_validation_grace")]
+    pub(super) validation_grace_s: u64,
+    #[serde(default)]
+    pub(super) keep_access_token: bool,
+    #[serde(default)]
+    pub(super) forward_access_token: bool,
+    #[serde(default)]
+    pub(super) userinfo: bool,
+    #[serde(default = "default_preserve_post_bytes")]
+    pub(super) preserve_post_bytes: usize,
+    #[serde(default = "default_revocation_entries")]
+    pub(super) revocation_list_entries: usize,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum RawCookieType {
+    #[default]
+    Encrypted,
+    Signed,
 }
 
 #[derive(Deserialize)]
@@ -243,4 +269,16 @@ fn default_idle_timeout() -> u64 {
 }
 fn default_activity_refresh() -> u64 {
     60
+}
+fn default_max_chunks() -> usize {
+    5
+}
+fn default_validation_grace() -> u64 {
+    300
+}
+fn default_preserve_post_bytes() -> usize {
+    8192
+}
+fn default_revocation_entries() -> usize {
+    10_000
 }

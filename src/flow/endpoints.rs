@@ -1,7 +1,7 @@
 //! The gateway's own endpoints under the base path (`/pa`): heartbeat, callback, logout, JWKS.
 
 use super::head::RequestHead;
-use super::login::session_cookie;
+use super::login::clear_session_cookies;
 use super::route::Endpoint;
 use super::state::VmState;
 use super::{not_ready, RequestFlow};
@@ -10,6 +10,7 @@ use crate::http::{Action, LocalResponse};
 use crate::login::Entropy;
 use crate::oidc;
 use crate::pages;
+use crate::session::chunks;
 
 impl RequestFlow {
     pub(super) fn endpoint(
@@ -54,7 +55,8 @@ fn logout(
     if head.is_cross_site(settings) || !matches!(head.method, "GET" | "HEAD" | "POST") {
         return pages::confirm_logout(&settings.logout_path);
     }
-    let clear = session_cookie(settings, "", 0);
+    let carried = chunks::read(head.request, &settings.session.cookie_name).1;
+    let clear = clear_session_cookies(settings, carried);
     let origin = head.trusted_origin(settings);
     let after = match &settings.logout.redirect_uri {
         Some(u) if u.starts_with('/') => origin.as_ref().map(|o| format!("{o}{u}")),
@@ -65,14 +67,21 @@ fn logout(
         .clone()
         .or_else(|| origin.as_ref().map(|o| format!("{o}/")));
     if let Some(url) = oidc::end_session_url(settings, endpoints, post_logout.as_deref()) {
-        return LocalResponse::redirect(&url).header("set-cookie", clear);
+        return with_cookies(LocalResponse::redirect(&url), clear);
     }
     match after {
-        Some(url) => LocalResponse::redirect(&url).header("set-cookie", clear),
-        None => LocalResponse::new(200).header("set-cookie", clear).body(
+        Some(url) => with_cookies(LocalResponse::redirect(&url), clear),
+        None => with_cookies(LocalResponse::new(200), clear).body(
             "text/html; charset=utf-8",
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>Signed out</title></head>\
                  <body><h1>Signed out</h1><p>You are signed out.</p></body></html>\n",
         ),
     }
+}
+
+fn with_cookies(mut response: LocalResponse, cookies: Vec<String>) -> LocalResponse {
+    for c in cookies {
+        response = response.header("set-cookie", c);
+    }
+    response
 }

@@ -5,14 +5,16 @@
 use std::rc::Rc;
 
 use super::identify::Who;
-use super::login::session_cookie;
+use super::login::session_cookies;
 use super::route::Route;
 use super::state::{SiteToken, VmState};
 use crate::config::Settings;
 use crate::cookie;
 use crate::http::{Forward, HeaderOps};
+use crate::login::Entropy;
 use crate::mediation::{self, Inject, SiteAuthenticator};
 use crate::request::{dashed_eq, HeaderSource};
+use crate::session::chunks::{self, Carried};
 use crate::session::SessionEntry;
 
 /// An allowed request as it goes on: with the identity the gateway vouches for (or none), and
@@ -29,6 +31,7 @@ pub(super) fn forward(
     site: Option<&SiteAuthenticator>,
     mediated: Option<&SiteToken>,
     now: u64,
+    rng: &mut dyn Entropy,
 ) -> Forward {
     let identity = match (&who.session, &who.token) {
         (Some(e), _) => e.headers.clone(),
@@ -37,7 +40,15 @@ pub(super) fn forward(
     };
     let mut fwd = anonymous(settings, request, route, Some(identity), site);
     if let Some(entry) = &who.session {
-        renew(settings, vm, entry, now, &mut fwd);
+        renew(settings, vm, entry, who.carried, now, rng, &mut fwd);
+        if settings.session.forward_access_token {
+            // Set, or removed: a client's own Authorization must not pass for the session's.
+            let bearer = entry.session.op.access_token.as_ref();
+            fwd.request_headers.push((
+                "authorization".into(),
+                bearer.map(|t| format!("Bearer {t}")),
+            ));
+        }
     }
     // A mediated site gets its own token and nothing a client could have made up: the client's
     // Authorization and any copy of the site's header or cookie are removed, also where no
@@ -144,7 +155,8 @@ fn clean_cookies(
         Inject::Cookie(n) => Some(n.as_str()),
         Inject::Header(_) => None,
     });
-    let is_ours = |n: &str| n == name || n.starts_with(prefix) || site_cookie == Some(n);
+    let is_ours =
+        |n: &str| chunks::is_ours(n, name) || n.starts_with(prefix) || site_cookie == Some(n);
     let values = request
         .headers()
         .iter()
@@ -163,7 +175,9 @@ fn renew(
     settings: &Settings,
     vm: &mut VmState,
     entry: &Rc<SessionEntry>,
+    carried: Carried,
     now: u64,
+    rng: &mut dyn Entropy,
     fwd: &mut Forward,
 ) {
     if now.saturating_sub(entry.renewed_at.get()) < settings.session.activity_refresh_s {
@@ -172,9 +186,13 @@ fn renew(
     entry.renewed_at.set(now);
     let mut renewed = entry.session.clone();
     renewed.last_activity = now;
-    if let Some(value) = renewed.encode(&settings.session.keys) {
-        fwd.response_cookies
-            .push(session_cookie(settings, &value, renewed.remaining(now)));
+    let Some(value) = renewed.encode(&settings.session.keys, rng) else {
+        return;
+    };
+    // A cookie that no longer fits its chunks is not renewed: the old one still works until
+    // its idle limit, which is better than ending the session here.
+    if let Some(set) = session_cookies(settings, &value, renewed.remaining(now), carried) {
+        fwd.response_cookies.extend(set);
         let next = SessionEntry::new(renewed, entry.headers.clone());
         vm.sessions
             .insert(value, next, now, settings.session.idle_timeout_s);

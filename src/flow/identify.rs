@@ -19,6 +19,7 @@ use crate::jws::key_miss;
 use crate::login::Entropy;
 use crate::policy::{AppApi, AppType, Application, Identity, Resource, Validation};
 use crate::request::HeaderSource;
+use crate::session::chunks::{self, Carried};
 use crate::session::SessionEntry;
 
 /// Who a request is from, as far as the gateway could tell.
@@ -31,6 +32,8 @@ pub(crate) struct Who<'r> {
     pub token_key: Option<Key>,
     /// Whether the request is judged as an API call (bearer token), not a browser's.
     pub use_bearer: bool,
+    /// Which session cookie names the request carried (renewal clears stale chunks).
+    pub carried: Carried,
 }
 
 impl Who<'_> {
@@ -128,9 +131,11 @@ impl RequestFlow {
             return Ok(who);
         }
         let map = &settings.identity_headers;
-        who.session = session_cookie(request, &settings.session.cookie_name).and_then(|t| {
+        let (value, carried) = chunks::read(request, &settings.session.cookie_name);
+        who.carried = carried;
+        who.session = value.and_then(|t| {
             vm.sessions.lookup(
-                t,
+                &t,
                 &settings.session.keys,
                 now,
                 settings.session.idle_timeout_s,

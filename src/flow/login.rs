@@ -17,7 +17,8 @@ use crate::login::{random_token, safe_return_path, Entropy, LoginTransaction, TX
 use crate::oidc::{self, TokenError};
 use crate::pages::Problem;
 use crate::request::HeaderSource;
-use crate::session::{Session, SessionEntry};
+use crate::session::chunks::{self, Carried};
+use crate::session::{OpState, Session, SessionEntry};
 
 impl RequestFlow {
     #[allow(clippy::too_many_arguments)]
@@ -197,6 +198,7 @@ impl RequestFlow {
         rng: &mut dyn Entropy,
     ) -> Action {
         self.stage = Stage::Done;
+        self.carried = chunks::read(head.request, &settings.session.cookie_name).1;
         let (mut state, mut code, mut error) = (None, None, None);
         for (k, v) in url::form_urlencoded::parse(head.query.as_bytes()) {
             match &*k {
@@ -310,7 +312,12 @@ impl RequestFlow {
             auth_time: token.auth_time.unwrap_or(now),
             expires_at: now.saturating_add(settings.session.max_lifetime_s),
             last_activity: now,
+            created_at: now,
             claims,
+            op: OpState {
+                validated_at: now,
+                ..OpState::default()
+            },
         };
         let headers = match identity::request_headers(&settings.identity_headers, &session) {
             Ok(headers) => headers,
@@ -333,20 +340,40 @@ impl RequestFlow {
                 return add_cookie(action, clear_txn_cookie(settings, txn));
             }
         };
-        let Some(value) = session.encode(&settings.session.keys) else {
+        let Some(value) = session.encode(&settings.session.keys, rng) else {
             return self.no_randomness();
         };
         self.note(
             Level::Info,
             format!("login: sub={} sid={}", printable(&session.sub), session.sid),
         );
-        let set = session_cookie(settings, &value, session.remaining(now));
+        let Some(set) = session_cookies(settings, &value, session.remaining(now), self.carried)
+        else {
+            let action = self.refuse(
+                rng,
+                html,
+                500,
+                "session_too_large",
+                "Your session is too large for this gateway's cookies.",
+                None,
+                format!(
+                    "login refused: the session of sub={} needs more than \
+                     session.max_cookie_chunks={} cookies",
+                    printable(&session.sub),
+                    settings.session.max_cookie_chunks
+                ),
+            );
+            return add_cookie(action, clear_txn_cookie(settings, txn));
+        };
         let entry = SessionEntry::new(session, headers);
         vm.sessions
             .insert(value, entry, now, settings.session.idle_timeout_s);
+        let mut response = LocalResponse::redirect(&txn.return_to);
+        for c in set {
+            response = response.header("set-cookie", c);
+        }
         Action::Respond(
-            LocalResponse::redirect(&txn.return_to)
-                .header("set-cookie", set)
+            response
                 .header("set-cookie", clear_txn_cookie(settings, txn))
                 .header("set-cookie", clear_counter_cookie(settings)),
         )
@@ -425,15 +452,44 @@ impl RequestFlow {
     }
 }
 
-pub(super) fn session_cookie(settings: &Settings, value: &str, max_age: u64) -> String {
+fn session_cookie_attrs(settings: &Settings) -> CookieAttributes<'_> {
     let s = &settings.session;
-    let attrs = CookieAttributes {
+    CookieAttributes {
         path: "/",
         domain: s.cookie_domain.as_deref(),
         secure: s.cookie_secure,
         same_site: "Lax",
-    };
-    cookie::set_cookie(&s.cookie_name, value, max_age, &attrs)
+    }
+}
+
+/// The `Set-Cookie`s of a session cookie value: one cookie or its chunks, and the clearing of
+/// the carried ones it no longer uses. `None` when it needs more chunks than configured.
+pub(super) fn session_cookies(
+    settings: &Settings,
+    value: &str,
+    max_age: u64,
+    carried: Carried,
+) -> Option<Vec<String>> {
+    let s = &settings.session;
+    let (set, cleared) = chunks::write(&s.cookie_name, value, s.max_cookie_chunks, carried)?;
+    let attrs = session_cookie_attrs(settings);
+    let set = set
+        .iter()
+        .map(|(n, v)| cookie::set_cookie(n, v, max_age, &attrs));
+    let cleared = cleared.iter().map(|n| cookie::set_cookie(n, "", 0, &attrs));
+    Some(set.chain(cleared).collect())
+}
+
+/// The `Set-Cookie`s that end a session: the single cookie (always) and every carried chunk.
+pub(super) fn clear_session_cookies(settings: &Settings, carried: Carried) -> Vec<String> {
+    let name = &settings.session.cookie_name;
+    let attrs = session_cookie_attrs(settings);
+    let mut names = chunks::clear(name, carried, |n| n == name.as_str());
+    names.insert(0, name.clone());
+    names
+        .iter()
+        .map(|n| cookie::set_cookie(n, "", 0, &attrs))
+        .collect()
 }
 
 fn txn_cookie_attrs(settings: &Settings) -> CookieAttributes<'_> {

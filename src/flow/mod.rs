@@ -18,6 +18,7 @@ use crate::config::Settings;
 use crate::http::{Action, CalloutResult, Wake};
 use crate::login::{Entropy, LoginTransaction};
 pub use crate::request::{HeaderList, HeaderSource};
+use crate::session::chunks::Carried;
 use head::RequestHead;
 use route::Target;
 pub use state::{KeysFlight, SiteToken, VmState, MAX_CALLOUT_BODY};
@@ -93,6 +94,8 @@ pub struct RequestFlow {
     /// The policy already decided (and took rate-limit tokens, wrote the audit line) in an
     /// earlier run of this request.
     decided: bool,
+    /// Which session cookie names the request carried (a sign-in clears stale chunks).
+    carried: Carried,
 }
 
 impl Default for RequestFlow {
@@ -119,6 +122,7 @@ impl RequestFlow {
             fetched_keys: false,
             folded_status: None,
             decided: false,
+            carried: Carried::default(),
         }
     }
 
@@ -174,6 +178,7 @@ impl RequestFlow {
                     site.map(|(_, s)| s),
                     None,
                     now,
+                    rng,
                 );
                 return Action::Forward(fwd);
             }
@@ -211,6 +216,7 @@ impl RequestFlow {
             site.map(|(_, s)| s),
             mediated.as_deref(),
             now,
+            rng,
         ))
     }
 

@@ -102,8 +102,10 @@ pub fn session_cookie(keys: &KeyRing, sub: &str, groups: &[&str]) -> String {
         expires_at: NOW + 3600,
         last_activity: NOW,
         claims,
+        created_at: 0,
+        op: Default::default(),
     };
-    format!("PA.wam={}", s.encode(keys).unwrap())
+    format!("PA.wam={}", s.encode(keys, &mut Rng(7)).unwrap())
 }
 
 /// A request head for `host`, with the pseudo-headers Envoy gives the filter.

@@ -168,7 +168,7 @@ impl World {
             sts_header: false,
             verified: RefCell::default(),
         };
-        let other = KeyRing::new(&[("k1".into(), vec![2u8; 32])]);
+        let other = KeyRing::with_type(&[("k1".into(), vec![2u8; 32])], keys.cookie_type);
         for (i, u) in USERS.iter().enumerate() {
             let mint = |keys: &KeyRing, lat: u64, exp: u64| {
                 let mut claims = Map::new();
@@ -180,8 +180,10 @@ impl World {
                     expires_at: exp,
                     last_activity: lat,
                     claims,
+                    created_at: 0,
+                    op: Default::default(),
                 };
-                s.encode(keys).unwrap()
+                s.encode(keys, &mut crate::common::Rng(lat)).unwrap()
             };
             let good = mint(keys, NOW - 10, NOW + 7200);
             // Another user's claims under this signature: a forgery.

@@ -1,0 +1,114 @@
+//! Verified session cookies of one VM (one per Envoy worker).
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use super::{KeyRing, Session};
+use crate::http::HeaderOps;
+
+fn cache_key(token: &str) -> &str {
+    token.rsplit('.').next().unwrap_or(token)
+}
+
+/// A verified session and what the gateway derived from it once (the identity header values),
+/// shared by every request that presents the same cookie.
+#[derive(Debug, PartialEq)]
+pub struct SessionEntry {
+    pub session: Session,
+    pub headers: HeaderOps,
+    /// When a successor cookie was last issued for this one. Clients that ignore Set-Cookie
+    /// (or send many requests at once) then cost one re-issue per refresh interval, not one
+    /// HMAC per request.
+    pub renewed_at: Cell<u64>,
+}
+
+impl SessionEntry {
+    pub fn new(session: Session, headers: HeaderOps) -> Self {
+        let renewed_at = Cell::new(session.last_activity);
+        Self {
+            session,
+            headers,
+            renewed_at,
+        }
+    }
+}
+
+/// Verified cookies of this VM, keyed by the exact cookie value. A hit skips the HMAC, the
+/// JSON parse and the header derivation; the time checks still run on every request. Bounded:
+/// when full, dead entries are dropped, and if that is not enough the map starts over (a miss
+/// only costs one verification).
+pub struct SessionCache {
+    /// Keyed by the signature segment (short, so hashing is cheap); the entry keeps the whole
+    /// cookie value, and a hit counts only if all of it matches.
+    entries: HashMap<String, (String, Rc<SessionEntry>)>,
+    capacity: usize,
+}
+
+impl SessionCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The live session for `token`, verifying and remembering it on a miss (`derive` computes
+    /// the header values then).
+    pub fn lookup(
+        &mut self,
+        token: &str,
+        keys: &KeyRing,
+        now: u64,
+        idle_timeout_s: u64,
+        derive: impl FnOnce(&Session) -> Option<HeaderOps>,
+    ) -> Option<Rc<SessionEntry>> {
+        let key = cache_key(token);
+        if let Some((full, e)) = self.entries.get(key) {
+            if full == token {
+                if e.session.is_live(now, idle_timeout_s) {
+                    return Some(e.clone());
+                }
+                self.entries.remove(key);
+                return None;
+            }
+        }
+        let session = Session::decode(token, keys, now, idle_timeout_s)?;
+        // No headers, no session: a claim that cannot be a header value never goes upstream.
+        let headers = derive(&session)?;
+        Some(self.insert(
+            token.to_string(),
+            SessionEntry::new(session, headers),
+            now,
+            idle_timeout_s,
+        ))
+    }
+
+    pub fn insert(
+        &mut self,
+        token: String,
+        entry: SessionEntry,
+        now: u64,
+        idle_timeout_s: u64,
+    ) -> Rc<SessionEntry> {
+        if self.entries.len() >= self.capacity {
+            self.entries
+                .retain(|_, (_, e)| e.session.is_live(now, idle_timeout_s));
+            if self.entries.len() >= self.capacity {
+                self.entries.clear();
+            }
+        }
+        let entry = Rc::new(entry);
+        self.entries
+            .insert(cache_key(&token).to_string(), (token, entry.clone()));
+        entry
+    }
+}
