@@ -16,7 +16,7 @@ use proxy_wasm::types::{Action as HostAction, BufferType, ContextType, LogLevel,
 
 use crate::config::Settings;
 use crate::flow::{Level, LogLine, RequestFlow, VmState, MAX_CALLOUT_BODY};
-use crate::http::{Action, Callout, CalloutResult, Forward, LocalResponse, Wake};
+use crate::http::{Action, Body, Callout, CalloutResult, Forward, LocalResponse, Wake};
 use crate::login::Entropy;
 use crate::request::{HeaderList, HeaderSource};
 
@@ -262,6 +262,8 @@ struct HttpState {
     /// from the root context.
     unsent: Option<Callout>,
     response_cookies: Vec<String>,
+    /// The flow asked for the request body, up to this many bytes.
+    reading_body: Option<usize>,
 }
 
 type Shared = Rc<RefCell<HttpState>>;
@@ -316,6 +318,11 @@ impl Configured {
             Action::Wait => {
                 drop(st);
                 self.registry.borrow_mut().parked.insert(ctx, state.clone());
+                false
+            }
+            Action::ReadBody { max } => {
+                // The body is read in the request's own body callbacks; nothing is parked.
+                st.reading_body = Some(max);
                 false
             }
             Action::Callout(callout) => {
@@ -573,6 +580,7 @@ impl RootContext for WamRoot {
                 callout: None,
                 unsent: None,
                 response_cookies: Vec::new(),
+                reading_body: None,
             })),
         }))
     }
@@ -626,8 +634,52 @@ impl Context for WamHttp {
     }
 }
 
+impl WamHttp {
+    /// Hands the flow the body it asked for and carries out what it decides.
+    fn body_read(&mut self, c: &Configured, body: Body) -> HostAction {
+        self.state.borrow_mut().reading_body = None;
+        let request = HostRequest::read_or_empty();
+        let action = self.state.borrow_mut().flow.on_body(
+            &c.settings,
+            &mut c.vm.borrow_mut(),
+            &request,
+            body,
+            self.clock.now(),
+            &mut HostEntropy,
+        );
+        let go_on = c.carry_out(self.ctx, &self.state, action, Origin::Safe);
+        c.wake_released(self.ctx, Origin::Borrowed, false);
+        if go_on {
+            HostAction::Continue
+        } else {
+            HostAction::Pause
+        }
+    }
+}
+
 impl HttpContext for WamHttp {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> HostAction {
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> HostAction {
+        let Some(max) = self.state.borrow().reading_body else {
+            return HostAction::Continue;
+        };
+        let Some(c) = self.configured.clone() else {
+            return HostAction::Pause;
+        };
+        if body_size > max {
+            return self.body_read(&c, Body::TooLarge);
+        }
+        if !end_of_stream {
+            // Paused, Envoy keeps buffering: the next call has the whole body so far.
+            return HostAction::Pause;
+        }
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.body_read(&c, Body::Complete(body))
+    }
+
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> HostAction {
         let Some(c) = self.configured.clone() else {
             // No valid configuration: fail closed.
             respond(&LocalResponse::new(503).body("text/plain", "envoy-wam is not configured\n"));
@@ -643,6 +695,10 @@ impl HttpContext for WamHttp {
         );
         let go_on = c.carry_out(self.ctx, &self.state, action, Origin::Safe);
         c.wake_released(self.ctx, Origin::Borrowed, false);
+        if end_of_stream && self.state.borrow().reading_body.is_some() {
+            // No body follows: the flow gets an empty one now.
+            return self.body_read(&c, Body::Complete(Vec::new()));
+        }
         if go_on {
             HostAction::Continue
         } else {

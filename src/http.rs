@@ -133,6 +133,19 @@ pub enum Action {
     /// Another request is already asking the OP or STS the same question: stay paused until
     /// the host is told (through the flow's list of woken requests) to wake this request.
     Wait,
+    /// Buffer the request body (at most `max` bytes) and hand it to the flow's `on_body`.
+    /// Only ever the answer to a request's headers.
+    ReadBody {
+        max: usize,
+    },
+}
+
+/// A request body the flow asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    Complete(Vec<u8>),
+    /// Longer than the flow's `max`: the host stopped reading.
+    TooLarge,
 }
 
 /// Why a parked request is woken.

@@ -15,7 +15,7 @@ mod state;
 
 use crate::cache::Key;
 use crate::config::Settings;
-use crate::http::{Action, CalloutResult, Wake};
+use crate::http::{Action, Body, CalloutResult, Wake};
 use crate::login::{Entropy, LoginTransaction};
 pub use crate::request::{HeaderList, HeaderSource};
 use crate::session::chunks::Carried;
@@ -67,7 +67,16 @@ enum Stage {
         id_token: String,
         html: bool,
     },
+    /// Waiting for the request body, to hand to `for_body`.
+    Body(BodyFor),
     Done,
+}
+
+/// What a request body is read for.
+#[derive(Debug)]
+enum BodyFor {
+    /// A back-channel logout request (its `logout_token`).
+    Backchannel,
 }
 
 /// One request's progress through the gateway.
@@ -283,6 +292,31 @@ impl RequestFlow {
         self.on_request(settings, vm, request, now, rng)
     }
 
+    /// Continues with the request body this flow asked for (`Action::ReadBody`).
+    pub fn on_body(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        request: &dyn HeaderSource,
+        body: Body,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) -> Action {
+        match std::mem::replace(&mut self.stage, Stage::Done) {
+            Stage::Body(BodyFor::Backchannel) => {
+                self.backchannel_body(settings, vm, request, body, now, rng)
+            }
+            stage => {
+                self.stage = stage;
+                self.note(
+                    Level::Warn,
+                    "request body arrived for a request not waiting for one".into(),
+                );
+                Action::Respond(self.internal_error())
+            }
+        }
+    }
+
     /// Continues after a callout this flow asked for.
     pub fn on_callout(
         &mut self,
@@ -311,7 +345,7 @@ impl RequestFlow {
                 self.exchange_answered(settings, vm, request, site, key, html, result, now, rng)
             }
             Stage::BearerKeys => self.bearer_keys_answered(settings, vm, request, result, now, rng),
-            stage @ (Stage::Start | Stage::Done) => {
+            stage @ (Stage::Start | Stage::Done | Stage::Body(_)) => {
                 self.stage = stage;
                 self.note(
                     Level::Warn,

@@ -49,6 +49,10 @@ pub(crate) enum Endpoint {
     Heartbeat,
     Callback,
     Logout,
+    /// OpenID Connect Back-Channel Logout: the OP posts a logout token.
+    Backchannel,
+    /// OpenID Connect Front-Channel Logout: the OP's page loads this in an iframe.
+    Frontchannel,
     AuthtokenJwks,
 }
 
@@ -289,6 +293,10 @@ fn exact_endpoint(settings: &Settings, path: &str) -> Option<Endpoint> {
         Some(Endpoint::Callback)
     } else if path == settings.logout_path {
         Some(Endpoint::Logout)
+    } else if path == settings.backchannel_path {
+        Some(Endpoint::Backchannel)
+    } else if path == settings.frontchannel_path {
+        Some(Endpoint::Frontchannel)
     } else if path == settings.authtoken_jwks_path && settings.authtoken.is_some() {
         Some(Endpoint::AuthtokenJwks)
     } else {
