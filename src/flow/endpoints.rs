@@ -40,6 +40,7 @@ impl RequestFlow {
                 None => Action::Respond(self.internal_error()),
             },
             Endpoint::Logout => Action::Respond(logout(settings, vm.endpoints.as_deref(), head)),
+            Endpoint::Backchannel | Endpoint::Frontchannel => self.backchannel(settings, head),
         }
     }
 }

@@ -11,6 +11,7 @@ mod identify;
 mod login;
 mod mediate;
 mod route;
+mod single_logout;
 mod state;
 
 use crate::cache::Key;
