@@ -542,6 +542,8 @@ impl Traffic {
                 self.stats.waits += 1;
                 self.parked.push(req);
             }
+            // Only the gateway's own POST endpoints read bodies; this traffic sends none.
+            Action::ReadBody { .. } => {}
             Action::Forward(f) => {
                 let e = req.exp;
                 if e.protected && !e.allowed {
