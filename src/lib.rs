@@ -19,6 +19,7 @@ pub mod identity;
 pub mod jwks;
 mod jws;
 pub mod login;
+pub mod logout_token;
 pub mod mediation;
 pub mod oidc;
 pub mod pages;
