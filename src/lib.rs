@@ -25,6 +25,7 @@ pub mod oidc;
 pub mod pages;
 pub mod policy;
 pub mod request;
+pub mod revocation;
 pub mod session;
 
 #[cfg(target_arch = "wasm32")]
