@@ -19,11 +19,13 @@ pub mod identity;
 pub mod jwks;
 mod jws;
 pub mod login;
+pub mod logout_token;
 pub mod mediation;
 pub mod oidc;
 pub mod pages;
 pub mod policy;
 pub mod request;
+pub mod revocation;
 pub mod session;
 
 #[cfg(target_arch = "wasm32")]
