@@ -12,13 +12,14 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action as HostAction, BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action as HostAction, BufferType, ContextType, LogLevel, MapType, Status};
 
 use crate::config::Settings;
 use crate::flow::{Level, LogLine, RequestFlow, VmState, MAX_CALLOUT_BODY};
 use crate::http::{Action, Body, Callout, CalloutResult, Forward, LocalResponse, Wake};
 use crate::login::Entropy;
 use crate::request::{HeaderList, HeaderSource};
+use crate::revocation::{SharedStore, StoreError};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -463,6 +464,26 @@ fn respond(r: &LocalResponse) {
     }
 }
 
+/// Envoy's shared data: one store for every worker's VM of this plugin (same `vm_id`).
+struct HostSharedData;
+
+impl SharedStore for HostSharedData {
+    fn load(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(bytes), Some(cas))) => Some((bytes, cas)),
+            _ => None,
+        }
+    }
+
+    fn store(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(_) => Err(StoreError::Other),
+        }
+    }
+}
+
 #[derive(Default)]
 struct WamRoot {
     id: u32,
@@ -527,7 +548,8 @@ impl RootContext for WamRoot {
             ),
         );
         // A new configuration may name another OP: this VM's keys, sessions and endpoints start over.
-        let vm = VmState::new(&settings);
+        let mut vm = VmState::new(&settings);
+        vm.store = Rc::new(HostSharedData);
         self.configured = Some(Configured {
             settings: Rc::new(settings),
             vm: Rc::new(RefCell::new(vm)),
@@ -553,6 +575,9 @@ impl RootContext for WamRoot {
         c.run_deferred(self.id);
         let suppressed = c.vm.borrow_mut().refused_lines.roll(self.clock.now());
         if let Some(line) = suppressed {
+            log_line(&line);
+        }
+        if let Some(line) = c.vm.borrow_mut().on_tick(self.clock.now()) {
             log_line(&line);
         }
         if self.discovery.is_some() {

@@ -5,12 +5,14 @@ use super::login::clear_session_cookies;
 use super::route::Endpoint;
 use super::state::VmState;
 use super::{not_ready, RequestFlow};
+use super::{printable, Level};
 use crate::config::{OpEndpoints, Settings};
 use crate::http::{Action, LocalResponse};
 use crate::login::Entropy;
 use crate::oidc;
 use crate::pages;
-use crate::session::chunks;
+use crate::revocation::Revoked;
+use crate::session::{chunks, Session};
 
 impl RequestFlow {
     pub(super) fn endpoint(
@@ -39,10 +41,52 @@ impl RequestFlow {
                 }
                 None => Action::Respond(self.internal_error()),
             },
-            Endpoint::Logout => Action::Respond(logout(settings, vm.endpoints.as_deref(), head)),
-            Endpoint::Backchannel | Endpoint::Frontchannel => self.backchannel(settings, head),
+            Endpoint::Logout => {
+                if !is_confirmation_needed(settings, head) {
+                    self.revoke_own_session(settings, vm, head, now);
+                }
+                Action::Respond(logout(settings, vm.endpoints.as_deref(), head))
+            }
+            Endpoint::Backchannel => self.backchannel(head),
+            Endpoint::Frontchannel => self.frontchannel(settings, vm, head, now),
         }
     }
+}
+
+impl RequestFlow {
+    /// Puts the session's id on the revocation list: a copy of the cookie stops working on
+    /// every worker of this Envoy (other replicas learn it when they next validate at the OP).
+    fn revoke_own_session(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        head: &RequestHead<'_>,
+        now: u64,
+    ) {
+        let s = &settings.session;
+        let Some(value) = chunks::read(head.request, &s.cookie_name).0 else {
+            return;
+        };
+        let Some(session) = Session::decode(&value, &s.keys, now, s.idle_timeout_s) else {
+            return;
+        };
+        let until = session.expires_at;
+        vm.revoked
+            .revoke(Revoked::Session(session.sid.clone()), now, until, now);
+        self.log.extend(vm.publish_revocations(now));
+        self.note(
+            Level::Info,
+            format!(
+                "logout: sub={} sid={}",
+                printable(&session.sub),
+                session.sid
+            ),
+        );
+    }
+}
+
+fn is_confirmation_needed(settings: &Settings, head: &RequestHead<'_>) -> bool {
+    head.is_cross_site(settings) || !matches!(head.method, "GET" | "HEAD" | "POST")
 }
 
 /// Ends the session, at the OP too where it has an end-session endpoint. A logout another
@@ -53,7 +97,7 @@ fn logout(
     endpoints: Option<&OpEndpoints>,
     head: &RequestHead<'_>,
 ) -> LocalResponse {
-    if head.is_cross_site(settings) || !matches!(head.method, "GET" | "HEAD" | "POST") {
+    if is_confirmation_needed(settings, head) {
         return pages::confirm_logout(&settings.logout_path);
     }
     let carried = chunks::read(head.request, &settings.session.cookie_name).1;

@@ -19,6 +19,7 @@ use crate::jws::key_miss;
 use crate::login::Entropy;
 use crate::policy::{AppApi, AppType, Application, Identity, Resource, Validation};
 use crate::request::HeaderSource;
+use crate::revocation::RevocationList;
 use crate::session::chunks::{self, Carried};
 use crate::session::SessionEntry;
 
@@ -67,6 +68,20 @@ impl Who<'_> {
             bearer: self.bearer.zip(self.token_key),
         })
     }
+}
+
+/// Whether a logout ended this session. Looked up once per session and change of the list.
+fn is_revoked(list: &RevocationList, entry: &SessionEntry) -> bool {
+    let generation = list.generation();
+    if entry.not_revoked_at.get() == Some(generation) {
+        return false;
+    }
+    let s = &entry.session;
+    if list.is_revoked(&s.sid, s.op.op_sid.as_deref(), &s.sub, s.created_at) {
+        return true;
+    }
+    entry.not_revoked_at.set(Some(generation));
+    false
 }
 
 /// The session cookie's value, from any `Cookie` header (a client may send several).
@@ -142,6 +157,13 @@ impl RequestFlow {
                 |s| identity::request_headers(map, s).ok(),
             )
         });
+        if who
+            .session
+            .as_ref()
+            .is_some_and(|e| is_revoked(&vm.revoked, e))
+        {
+            who.session = None;
+        }
         Ok(who)
     }
 

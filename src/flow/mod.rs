@@ -68,6 +68,10 @@ enum Stage {
         id_token: String,
         html: bool,
     },
+    /// Waiting for the JWKS, with the back-channel logout token to check once it arrives.
+    LogoutKeys {
+        token: String,
+    },
     /// Waiting for the request body, to hand to `for_body`.
     Body(BodyFor),
     Done,
@@ -346,6 +350,9 @@ impl RequestFlow {
                 self.exchange_answered(settings, vm, request, site, key, html, result, now, rng)
             }
             Stage::BearerKeys => self.bearer_keys_answered(settings, vm, request, result, now, rng),
+            Stage::LogoutKeys { token } => {
+                self.logout_keys_answered(settings, vm, token, result, now)
+            }
             stage @ (Stage::Start | Stage::Done | Stage::Body(_)) => {
                 self.stage = stage;
                 self.note(

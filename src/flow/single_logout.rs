@@ -1,29 +1,251 @@
 //! Logout the OP tells the gateway about: OpenID Connect Back-Channel Logout 1.0 (the OP posts
-//! a logout token) and Front-Channel Logout 1.0 (the OP's page loads a URL naming its session).
+//! a logout token) and Front-Channel Logout 1.0 (the OP's page loads a URL naming its
+//! session). Either puts the OP's session (or subject) on the revocation list, which every
+//! worker of this Envoy picks up on its next tick.
 
 use super::head::RequestHead;
+use super::identify::jwks_callout;
 use super::state::VmState;
-use super::{BodyFor, RequestFlow, Stage};
+use super::{printable, BodyFor, Level, RequestFlow, Stage};
 use crate::config::Settings;
-use crate::http::{Action, Body};
+use crate::http::{Action, Body, CalloutResult, LocalResponse};
+use crate::jwks::parse_jwks;
 use crate::login::Entropy;
+use crate::logout_token::{self, LogoutExpected, LogoutToken, LogoutTokenError};
 use crate::request::HeaderSource;
+use crate::revocation::Revoked;
+
+/// A logout token is a few hundred bytes; the form around it is not allowed to be much more.
+const MAX_BACKCHANNEL_BODY: usize = 16 * 1024;
+/// Logout tokens issued longer ago than this (plus the clock skew) are refused: it bounds how
+/// long a captured token could be replayed, and so how long its `jti` is remembered.
+const LOGOUT_TOKEN_MAX_AGE_S: u64 = 300;
 
 impl RequestFlow {
-    pub(super) fn backchannel(&mut self, _settings: &Settings, _head: &RequestHead<'_>) -> Action {
+    /// §2.5: the OP POSTs `logout_token` as a form.
+    pub(super) fn backchannel(&mut self, head: &RequestHead<'_>) -> Action {
+        if head.method != "POST" {
+            return Action::Respond(
+                backchannel_error(405, "the back-channel logout endpoint takes POST")
+                    .header("allow", "POST"),
+            );
+        }
+        let form = head.request.single("content-type").ok().flatten();
+        let is_form = form.is_some_and(|v| {
+            v.split(';').next().is_some_and(|t| {
+                t.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        });
+        if !is_form {
+            return Action::Respond(backchannel_error(
+                400,
+                "expected an application/x-www-form-urlencoded body",
+            ));
+        }
         self.stage = Stage::Body(BodyFor::Backchannel);
-        Action::ReadBody { max: 64 * 1024 }
+        Action::ReadBody {
+            max: MAX_BACKCHANNEL_BODY,
+        }
     }
 
     pub(super) fn backchannel_body(
         &mut self,
-        _settings: &Settings,
-        _vm: &mut VmState,
+        settings: &Settings,
+        vm: &mut VmState,
         _request: &dyn HeaderSource,
-        _body: Body,
-        _now: u64,
+        body: Body,
+        now: u64,
         _rng: &mut dyn Entropy,
     ) -> Action {
-        Action::Respond(self.internal_error())
+        let Body::Complete(body) = body else {
+            return Action::Respond(backchannel_error(400, "body too large"));
+        };
+        let mut tokens = url::form_urlencoded::parse(&body)
+            .filter(|(k, _)| k == "logout_token")
+            .map(|(_, v)| v.into_owned());
+        let token = match (tokens.next(), tokens.next()) {
+            (Some(t), None) if !t.is_empty() => t,
+            _ => {
+                return Action::Respond(backchannel_error(
+                    400,
+                    "exactly one logout_token is required",
+                ))
+            }
+        };
+        self.check_logout_token(settings, vm, token, now, true)
     }
+
+    pub(super) fn check_logout_token(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        token: String,
+        now: u64,
+        may_fetch_keys: bool,
+    ) -> Action {
+        let expected = LogoutExpected {
+            issuer: &settings.op.issuer,
+            client_id: &settings.client.client_id,
+            now,
+            clock_skew_s: settings.clock_skew_s,
+            algorithms: &settings.id_token_algorithms,
+            max_age_s: LOGOUT_TOKEN_MAX_AGE_S + settings.clock_skew_s,
+        };
+        let op = &settings.op;
+        let checked = logout_token::validate(
+            &token,
+            &vm.jwks,
+            op.jwks_max_age_s,
+            op.jwks_min_refetch_interval_s,
+            &expected,
+        );
+        match checked {
+            Ok(t) => self.logged_out_at_op(settings, vm, t, now),
+            Err(LogoutTokenError::NeedKeys) if may_fetch_keys => {
+                let Some(endpoints) = vm.endpoints.clone() else {
+                    return Action::Respond(backchannel_error(503, "not ready"));
+                };
+                vm.jwks.attempted(now, op.jwks_max_age_s);
+                self.stage = Stage::LogoutKeys { token };
+                Action::Callout(jwks_callout(settings, &endpoints))
+            }
+            Err(e) => {
+                let e = match e {
+                    LogoutTokenError::NeedKeys => LogoutTokenError::UnknownKey,
+                    e => e,
+                };
+                self.note_refused(
+                    vm,
+                    now,
+                    Level::Warn,
+                    format!("back-channel logout refused: {e}"),
+                );
+                Action::Respond(backchannel_error(400, &e.to_string()))
+            }
+        }
+    }
+
+    pub(super) fn logout_keys_answered(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        token: String,
+        result: CalloutResult,
+        now: u64,
+    ) -> Action {
+        match result {
+            CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
+                Some(keys) => vm.jwks.replace(keys, now),
+                None => return self.keys_unavailable("the JWKS is not a JWK Set"),
+            },
+            _ => return self.keys_unavailable("the JWKS could not be fetched"),
+        }
+        self.check_logout_token(settings, vm, token, now, false)
+    }
+
+    /// The OP retries a logout it got no 200 for; a 5xx says "try again".
+    fn keys_unavailable(&mut self, why: &str) -> Action {
+        self.note(
+            Level::Warn,
+            format!("back-channel logout not checked: {why}"),
+        );
+        Action::Respond(backchannel_error(503, "keys unavailable, retry later"))
+    }
+
+    fn logged_out_at_op(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        token: LogoutToken,
+        now: u64,
+    ) -> Action {
+        // What other workers saw arrives on their tick; read it now so that a token replayed
+        // to this worker right after another one took it is caught too.
+        vm.revoked.refresh(vm.store.as_ref(), now);
+        let jti_until = token
+            .iat
+            .saturating_add(LOGOUT_TOKEN_MAX_AGE_S + 2 * settings.clock_skew_s);
+        if vm.revoked.seen_jti(&token.jti, jti_until, now) {
+            self.note(
+                Level::Warn,
+                "back-channel logout refused: replayed jti".into(),
+            );
+            return Action::Respond(backchannel_error(400, "logout token already used"));
+        }
+        // Sessions opened up to the logout (the OP's clock may run behind ours by the skew); a
+        // sign-in after it is a new session and stays.
+        let before = token.iat.saturating_add(settings.clock_skew_s).min(now);
+        let until = now.saturating_add(settings.session.max_lifetime_s);
+        // With a `sid` the OP ended one of its sessions: only that one. A `sub` alone ends
+        // every session of the subject.
+        let what = match (&token.sid, &token.sub) {
+            (Some(sid), _) => Revoked::OpSid(sid.clone()),
+            (None, Some(sub)) => Revoked::Sub(sub.clone()),
+            (None, None) => return Action::Respond(backchannel_error(400, "no sid or sub")),
+        };
+        vm.revoked.revoke(what, before, until, now);
+        self.log.extend(vm.publish_revocations(now));
+        self.note(
+            Level::Info,
+            format!(
+                "back-channel logout: sid={} sub={}",
+                token.sid.as_deref().map(printable).unwrap_or_default(),
+                token.sub.as_deref().map(printable).unwrap_or_default()
+            ),
+        );
+        Action::Respond(LocalResponse::new(200).header("cache-control", "no-store"))
+    }
+
+    /// Front-Channel Logout 1.0 §3: `iss` and `sid` name the OP's session. The OP's sids are
+    /// unguessable, so a page that loads this URL cannot end a session it does not know.
+    pub(super) fn frontchannel(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        head: &RequestHead<'_>,
+        now: u64,
+    ) -> Action {
+        let (mut iss, mut sid) = (None, None);
+        for (k, v) in url::form_urlencoded::parse(head.query.as_bytes()) {
+            match &*k {
+                "iss" if iss.is_none() => iss = Some(v.into_owned()),
+                "sid" if sid.is_none() => sid = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        let (Some(iss), Some(sid)) = (iss, sid) else {
+            return Action::Respond(backchannel_error(400, "iss and sid are required"));
+        };
+        if iss != settings.op.issuer || sid.is_empty() || sid.len() > logout_token::MAX_CLAIM_LEN {
+            return Action::Respond(backchannel_error(400, "unknown issuer or bad sid"));
+        }
+        let until = now.saturating_add(settings.session.max_lifetime_s);
+        vm.revoked
+            .revoke(Revoked::OpSid(sid.clone()), now, until, now);
+        self.log.extend(vm.publish_revocations(now));
+        self.note(
+            Level::Info,
+            format!("front-channel logout: sid={}", printable(&sid)),
+        );
+        Action::Respond(
+            LocalResponse::new(200)
+                .header("cache-control", "no-store")
+                .body(
+                    "text/html; charset=utf-8",
+                    "<!doctype html><title>Signed out</title>\n",
+                ),
+        )
+    }
+}
+
+/// §2.8: a refused logout request is a 400, with an OAuth-style error body.
+fn backchannel_error(status: u32, description: &str) -> LocalResponse {
+    let body = serde_json::json!({
+        "error": if status == 400 { "invalid_request" } else { "temporarily_unavailable" },
+        "error_description": description,
+    });
+    LocalResponse::new(status)
+        .header("cache-control", "no-store")
+        .body("application/json", body.to_string())
 }

@@ -11,6 +11,7 @@ use crate::http::{Callout, CalloutResult, Wake};
 use crate::jwks::JwksCache;
 use crate::mediation::SiteAuthenticator;
 use crate::policy::RateLimits;
+use crate::revocation::{MemoryStore, RevocationList, SharedStore};
 use crate::session::SessionCache;
 
 /// Verified session cookies remembered per VM.
@@ -85,6 +86,12 @@ pub struct VmState {
     pub issuer_mismatch: bool,
     /// Rate limit of the refused-token log lines (bearer and ID tokens).
     pub refused_lines: RefusedLines,
+    /// Sessions ended by a logout (this gateway's, or the OP's back- or front-channel), and
+    /// the logout tokens seen.
+    pub revoked: RevocationList,
+    /// Where the revocation list is shared with the other workers (proxy-wasm shared data in
+    /// the filter; this VM's own memory until the host says otherwise).
+    pub store: Rc<dyn SharedStore>,
 }
 
 /// A site's token as it goes upstream, prepared once when it is cached.
@@ -126,6 +133,8 @@ impl VmState {
             woken: Vec::new(),
             issuer_mismatch: false,
             refused_lines: RefusedLines::default(),
+            revoked: RevocationList::new(settings.session.revocation_list_entries),
+            store: Rc::new(MemoryStore::default()),
             mediated: settings
                 .sites
                 .iter()
@@ -136,6 +145,45 @@ impl VmState {
                 })
                 .collect(),
         }
+    }
+
+    /// Shares this worker's revocations with the others; a line for the log when that did not
+    /// (fully) work. Retried from the tick while the list stays dirty.
+    pub fn publish_revocations(&mut self, now: u64) -> Option<LogLine> {
+        match self.revoked.publish(self.store.as_ref(), now) {
+            Ok(p) if p.dropped_live == 0 && p.unshared == 0 => None,
+            Ok(p) => Some(LogLine {
+                level: Level::Warn,
+                message: format!(
+                    "revocation list full: {} live entries dropped, {} not shared; raise \
+                     session.revocation_list_entries",
+                    p.dropped_live, p.unshared
+                ),
+            }),
+            Err(e) => Some(LogLine {
+                level: Level::Warn,
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// The root tick's share: other workers' revocations in, this worker's out if an earlier
+    /// publish failed, expired entries dropped now and then.
+    pub fn on_tick(&mut self, now: u64) -> Option<LogLine> {
+        let dropped = self.revoked.refresh(self.store.as_ref(), now);
+        if self.revoked.is_dirty() {
+            return self.publish_revocations(now);
+        }
+        if now % 60 == 0 {
+            self.revoked.expire(now);
+        }
+        (dropped > 0).then(|| LogLine {
+            level: Level::Warn,
+            message: format!(
+                "revocation list full: {dropped} live entries dropped; raise \
+                 session.revocation_list_entries"
+            ),
+        })
     }
 
     pub(super) fn wake(&mut self, waiters: Vec<u32>, why: Wake) {

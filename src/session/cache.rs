@@ -21,6 +21,9 @@ pub struct SessionEntry {
     /// (or send many requests at once) then cost one re-issue per refresh interval, not one
     /// HMAC per request.
     pub renewed_at: Cell<u64>,
+    /// The revocation list's generation at which this session was last found not revoked:
+    /// while the list has not changed, the hot path does not look again.
+    pub not_revoked_at: Cell<Option<u64>>,
 }
 
 impl SessionEntry {
@@ -30,6 +33,7 @@ impl SessionEntry {
             session,
             headers,
             renewed_at,
+            not_revoked_at: Cell::new(None),
         }
     }
 }
