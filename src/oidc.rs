@@ -194,10 +194,15 @@ pub fn parse_code_response(status: u16, body: &[u8]) -> Result<(String, TokenSet
     Ok((id_token, tokens))
 }
 
-/// The OP end-session URL (OpenID Connect RP-Initiated Logout 1.0).
+/// The OP end-session URL (OpenID Connect RP-Initiated Logout 1.0). `id_token_hint` is the
+/// session's ID token where it was kept; `client_id` goes along always (§2 allows both, and
+/// requires one of them with `post_logout_redirect_uri`). The hint rides in the URL, the
+/// spec's own transport for it: an ID token grants access to nothing, unlike the OP's other
+/// tokens, which never go into a URL.
 pub fn end_session_url(
     settings: &Settings,
     endpoints: Option<&OpEndpoints>,
+    id_token_hint: Option<&str>,
     post_logout_redirect_uri: Option<&str>,
 ) -> Option<String> {
     if !settings.logout.use_end_session_endpoint {
@@ -206,6 +211,9 @@ pub fn end_session_url(
     let mut url = endpoints?.end_session.clone()?;
     {
         let mut q = url.query_pairs_mut();
+        if let Some(hint) = id_token_hint.filter(|h| !h.is_empty()) {
+            q.append_pair("id_token_hint", hint);
+        }
         q.append_pair("client_id", &settings.client.client_id);
         if let Some(uri) = post_logout_redirect_uri {
             q.append_pair("post_logout_redirect_uri", uri);
@@ -453,8 +461,15 @@ mod tests {
 
     #[test]
     fn end_session() {
-        let url = end_session_url(&sample(), Some(&ep()), Some("https://gw.example.com/")).unwrap();
+        let url = end_session_url(
+            &sample(),
+            Some(&ep()),
+            None,
+            Some("https://gw.example.com/"),
+        )
+        .unwrap();
         let q = query(&url);
+        assert!(q.iter().all(|(n, _)| n != "id_token_hint"));
         assert!(url.starts_with("https://op.example.com/session/end?"));
         assert!(q.contains(&("client_id".into(), "pa_wam".into())));
         assert!(q.contains(&(
@@ -464,6 +479,18 @@ mod tests {
         let mut v = sample_json();
         v["logout"] = serde_json::json!({"use_end_session_endpoint": false});
         let s = Settings::from_json(v.to_string().as_bytes()).unwrap();
-        assert_eq!(end_session_url(&s, Some(&ep()), None), None);
+        assert_eq!(end_session_url(&s, Some(&ep()), Some("i.d.t"), None), None);
+    }
+
+    #[test]
+    fn end_session_with_the_id_token_hint_and_client_id() {
+        let url = end_session_url(&sample(), Some(&ep()), Some("h.e+a/d"), None).unwrap();
+        let q = query(&url);
+        assert!(q.contains(&("id_token_hint".into(), "h.e+a/d".into())));
+        assert!(q.contains(&("client_id".into(), "pa_wam".into())));
+        assert!(q.iter().all(|(n, _)| n != "post_logout_redirect_uri"));
+        let url = end_session_url(&sample(), Some(&ep()), Some(""), None).unwrap();
+        assert!(!url.contains("id_token_hint"));
+        assert_eq!(end_session_url(&sample(), None, Some("i.d.t"), None), None);
     }
 }
