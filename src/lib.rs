@@ -21,6 +21,7 @@ mod jws;
 pub mod login;
 pub mod mediation;
 pub mod oidc;
+pub mod op_session;
 pub mod pages;
 pub mod policy;
 pub mod request;
