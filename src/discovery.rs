@@ -33,6 +33,10 @@ struct Document {
     end_session_endpoint: Option<String>,
     #[serde(default)]
     introspection_endpoint: Option<String>,
+    #[serde(default)]
+    userinfo_endpoint: Option<String>,
+    #[serde(default)]
+    revocation_endpoint: Option<String>,
 }
 
 /// Why a discovery document was refused.
@@ -89,7 +93,32 @@ pub fn parse(settings: &Settings, body: &[u8]) -> Result<OpEndpoints, DiscoveryE
             (None, Some(u)) => Some(Endpoint::parse("introspection_endpoint", u).map_err(bad)?),
             (None, None) => None,
         },
+        userinfo: optional(
+            &configured.userinfo,
+            "userinfo_endpoint",
+            &doc.userinfo_endpoint,
+        )
+        .map_err(bad)?,
+        revocation: optional(
+            &configured.revocation,
+            "revocation_endpoint",
+            &doc.revocation_endpoint,
+        )
+        .map_err(bad)?,
     })
+}
+
+/// An optional endpoint: the configured one, else the discovered one.
+fn optional(
+    configured: &Option<Endpoint>,
+    field: &str,
+    discovered: &Option<String>,
+) -> Result<Option<Endpoint>, crate::config::ConfigError> {
+    match (configured, discovered) {
+        (Some(e), _) => Ok(Some(e.clone())),
+        (None, Some(u)) => Endpoint::parse(field, u).map(Some),
+        (None, None) => Ok(None),
+    }
 }
 
 /// When this VM should fetch the document: until it has one, one fetch at a time, and no
@@ -138,6 +167,8 @@ mod tests {
             "token_endpoint": "https://op.example.com:8443/as/token",
             "jwks_uri": "https://op.example.com/jwks",
             "end_session_endpoint": "https://op.example.com/logout",
+            "userinfo_endpoint": "https://op.example.com/me",
+            "revocation_endpoint": "https://op.example.com/token/revocation",
             "response_types_supported": ["code"]
         })
         .to_string()
@@ -169,6 +200,36 @@ mod tests {
             ep.end_session.unwrap().as_str(),
             "https://op.example.com/logout"
         );
+        assert_eq!(ep.userinfo.unwrap().path, "/me");
+        assert_eq!(ep.revocation.unwrap().path, "/token/revocation");
+    }
+
+    #[test]
+    fn userinfo_and_revocation_are_optional_and_configured_ones_win() {
+        let s = settings(json!({"issuer": "https://op.example.com", "cluster": "op",
+            "discovery": true, "userinfo_endpoint": "https://ui.example.com/userinfo"}));
+        let mut d: serde_json::Value =
+            serde_json::from_slice(&doc("https://op.example.com")).unwrap();
+        let ep = parse(&s, d.to_string().as_bytes()).unwrap();
+        assert_eq!(ep.userinfo.unwrap().authority, "ui.example.com");
+        d.as_object_mut().unwrap().remove("revocation_endpoint");
+        d.as_object_mut().unwrap().remove("userinfo_endpoint");
+        let ep = parse(&s, d.to_string().as_bytes()).unwrap();
+        assert!(ep.revocation.is_none());
+        assert!(ep.userinfo.is_some());
+        d["revocation_endpoint"] = json!("ftp://op.example.com/revoke");
+        assert!(parse(&s, d.to_string().as_bytes()).is_err());
+
+        // Configured without discovery: parsed like the other endpoints.
+        let mut v = sample_json();
+        v["op"]["revocation_endpoint"] = json!("https://op.example.com/revoke?x=1");
+        let s = Settings::from_json(v.to_string().as_bytes()).unwrap();
+        let ep = s.op.endpoints.complete().unwrap();
+        assert_eq!(ep.revocation.unwrap().path, "/revoke?x=1");
+        assert!(ep.userinfo.is_none());
+        v["op"]["userinfo_endpoint"] = json!("not a url");
+        let e = Settings::from_json(v.to_string().as_bytes()).unwrap_err();
+        assert_eq!(e.field, "op.userinfo_endpoint");
     }
 
     #[test]

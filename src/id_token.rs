@@ -19,8 +19,8 @@ pub struct Expected<'a> {
     pub algorithms: &'a [SignatureAlg],
 }
 
-/// Why an ID token was refused. Every variant is a login failure, except `NeedKeys`, which
-/// asks for the JWKS to be fetched (again) first.
+/// Why an ID token was refused. Every variant is a login failure (or, for a refreshed token,
+/// the session's end), except `NeedKeys`, which asks for the JWKS to be fetched (again) first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdTokenError {
     Malformed,
@@ -36,6 +36,10 @@ pub enum IdTokenError {
     WrongAudience,
     WrongAuthorizedParty,
     NonceMismatch,
+    /// A refreshed ID token names another subject than the session's.
+    SubjectChanged,
+    /// A refreshed ID token's `auth_time` is not the original authentication's.
+    AuthTimeChanged,
 }
 
 impl fmt::Display for IdTokenError {
@@ -60,6 +64,10 @@ impl fmt::Display for IdTokenError {
             Self::WrongAudience => f.write_str("ID token not issued for this client"),
             Self::WrongAuthorizedParty => f.write_str("ID token azp is not this client"),
             Self::NonceMismatch => f.write_str("ID token nonce does not match the login"),
+            Self::SubjectChanged => f.write_str("refreshed ID token names another subject"),
+            Self::AuthTimeChanged => {
+                f.write_str("refreshed ID token auth_time is not the original authentication's")
+            }
         }
     }
 }
@@ -74,6 +82,29 @@ pub struct IdToken {
     pub claims: Map<String, Value>,
 }
 
+/// What an ID token refreshed for an existing session must say (OpenID Core §12.2).
+pub struct RefreshExpected<'a> {
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+    /// The session's subject.
+    pub sub: &'a str,
+    /// The `auth_time` of the session's original ID token; `None` when that token had none
+    /// (not the login time the gateway recorded instead: that would refuse a good token).
+    pub auth_time: Option<u64>,
+    pub now: u64,
+    pub clock_skew_s: u64,
+    pub algorithms: &'a [SignatureAlg],
+}
+
+/// The rules every ID token from this OP to this client meets, at login or after a refresh.
+struct Common<'a> {
+    issuer: &'a str,
+    client_id: &'a str,
+    now: u64,
+    clock_skew_s: u64,
+    algorithms: &'a [SignatureAlg],
+}
+
 /// Validates `token` against the cached keys. Signature first, then every claim rule.
 pub fn validate(
     token: &str,
@@ -82,6 +113,63 @@ pub fn validate(
     jwks_min_refetch_s: u64,
     expected: &Expected<'_>,
 ) -> Result<IdToken, IdTokenError> {
+    let common = Common {
+        issuer: expected.issuer,
+        client_id: expected.client_id,
+        now: expected.now,
+        clock_skew_s: expected.clock_skew_s,
+        algorithms: expected.algorithms,
+    };
+    let (token, nonce) = validate_common(token, jwks, jwks_max_age_s, jwks_min_refetch_s, &common)?;
+    match nonce.as_deref() {
+        None => Err(IdTokenError::MissingClaim("nonce")),
+        Some(n) if n != expected.nonce => Err(IdTokenError::NonceMismatch),
+        _ => Ok(token),
+    }
+}
+
+/// Validates an ID token from a refresh-token grant (OpenID Core §12.2): the rules of a login
+/// token, except that `nonce` is not required (when present it is the login's, which the
+/// session does not keep, so it is not compared), and the subject and the original
+/// authentication time must be the session's.
+pub fn validate_refreshed(
+    token: &str,
+    jwks: &JwksCache,
+    jwks_max_age_s: u64,
+    jwks_min_refetch_s: u64,
+    expected: &RefreshExpected<'_>,
+) -> Result<IdToken, IdTokenError> {
+    let common = Common {
+        issuer: expected.issuer,
+        client_id: expected.client_id,
+        now: expected.now,
+        clock_skew_s: expected.clock_skew_s,
+        algorithms: expected.algorithms,
+    };
+    let (token, _nonce) =
+        validate_common(token, jwks, jwks_max_age_s, jwks_min_refetch_s, &common)?;
+    if token.sub != expected.sub {
+        return Err(IdTokenError::SubjectChanged);
+    }
+    // "If present, its value MUST represent the time of the original authentication": only
+    // comparable when both tokens carry it.
+    if let (Some(new), Some(original)) = (token.auth_time, expected.auth_time) {
+        if new != original {
+            return Err(IdTokenError::AuthTimeChanged);
+        }
+    }
+    Ok(token)
+}
+
+/// Signature, `iss`, `sub`, `aud`/`azp`, `exp`, `iat` (Core §3.1.3.7 steps 2–10 without the
+/// nonce), and the token's content with the nonce, if any, apart.
+fn validate_common(
+    token: &str,
+    jwks: &JwksCache,
+    jwks_max_age_s: u64,
+    jwks_min_refetch_s: u64,
+    expected: &Common<'_>,
+) -> Result<(IdToken, Option<String>), IdTokenError> {
     let check = SignatureCheck {
         algorithms: expected.algorithms,
         now: expected.now,
@@ -141,17 +229,13 @@ pub fn validate(
         .ok_or(IdTokenError::MissingClaim("exp"))?
         .as_secs();
     claims.issued_at.ok_or(IdTokenError::MissingClaim("iat"))?;
-    match claims.nonce.as_deref() {
-        None => return Err(IdTokenError::MissingClaim("nonce")),
-        Some(n) if n != expected.nonce => return Err(IdTokenError::NonceMismatch),
-        _ => {}
-    }
-    Ok(IdToken {
+    let token = IdToken {
         sub,
         auth_time,
         expires_at,
         claims: claims.custom,
-    })
+    };
+    Ok((token, claims.nonce))
 }
 
 #[cfg(test)]
@@ -410,6 +494,114 @@ pub(crate) mod tests {
             },
         );
         assert!(matches!(err, Err(IdTokenError::AlgorithmNotAllowed(_))));
+    }
+
+    fn refreshed(now: u64, auth_time: Option<u64>) -> RefreshExpected<'static> {
+        RefreshExpected {
+            issuer: ISS,
+            client_id: "pa_wam",
+            sub: "alice",
+            auth_time,
+            now,
+            clock_skew_s: 60,
+            algorithms: ALGS,
+        }
+    }
+
+    fn check_refreshed(
+        op: &TestOp,
+        claims: Value,
+        auth_time: Option<u64>,
+    ) -> Result<IdToken, IdTokenError> {
+        validate_refreshed(
+            &op.sign(claims),
+            &op.jwks,
+            3600,
+            30,
+            &refreshed(NOW, auth_time),
+        )
+    }
+
+    #[test]
+    fn accepts_a_refreshed_token_with_or_without_a_nonce() {
+        let op = TestOp::new();
+        let t = check_refreshed(&op, good_claims(NONCE), Some(NOW - 5)).unwrap();
+        assert_eq!((t.sub.as_str(), t.auth_time), ("alice", Some(NOW - 5)));
+        assert!(!t.claims.contains_key("nonce"));
+        let no_nonce = with(|c| drop(c.remove("nonce")));
+        assert!(check_refreshed(&op, no_nonce, Some(NOW - 5)).is_ok());
+        // A nonce other than the login's is not compared: the session does not keep it.
+        let other_nonce = with(|c| drop(c.insert("nonce".into(), "other".into())));
+        assert!(check_refreshed(&op, other_nonce, Some(NOW - 5)).is_ok());
+        // auth_time is compared only when both are known.
+        assert!(check_refreshed(&op, good_claims(NONCE), None).is_ok());
+        let no_auth_time = with(|c| drop(c.remove("auth_time")));
+        assert!(check_refreshed(&op, no_auth_time, Some(NOW - 5)).is_ok());
+    }
+
+    #[test]
+    fn refuses_a_refreshed_token_for_another_session_or_client() {
+        let op = TestOp::new();
+        let at = Some(NOW - 5);
+        let cases: Vec<(Value, IdTokenError)> = vec![
+            (
+                with(|c| drop(c.insert("sub".into(), "mallory".into()))),
+                IdTokenError::SubjectChanged,
+            ),
+            (
+                with(|c| drop(c.remove("sub"))),
+                IdTokenError::MissingClaim("sub"),
+            ),
+            (
+                with(|c| drop(c.insert("iss".into(), "https://op.example.com/".into()))),
+                IdTokenError::WrongIssuer,
+            ),
+            (
+                with(|c| drop(c.insert("auth_time".into(), NOW.into()))),
+                IdTokenError::AuthTimeChanged,
+            ),
+            (
+                with(|c| drop(c.insert("auth_time".into(), "yesterday".into()))),
+                IdTokenError::Malformed,
+            ),
+            (
+                with(|c| drop(c.insert("aud".into(), "other".into()))),
+                IdTokenError::WrongAudience,
+            ),
+            (
+                with(|c| drop(c.insert("aud".into(), serde_json::json!(["pa_wam", "other"])))),
+                IdTokenError::WrongAuthorizedParty,
+            ),
+            (
+                with(|c| drop(c.remove("iat"))),
+                IdTokenError::MissingClaim("iat"),
+            ),
+            (
+                with(|c| drop(c.insert("exp".into(), (NOW - 61).into()))),
+                IdTokenError::Expired,
+            ),
+        ];
+        for (claims, want) in cases {
+            assert_eq!(
+                check_refreshed(&op, claims.clone(), at),
+                Err(want),
+                "{claims}"
+            );
+        }
+        // A signature by another key is refused as at login.
+        let impostor = ES256KeyPair::generate().with_key_id("ec1");
+        let claims: JWTClaims<Map<String, Value>> =
+            serde_json::from_value(good_claims(NONCE)).unwrap();
+        assert_eq!(
+            validate_refreshed(
+                &impostor.sign(claims).unwrap(),
+                &op.jwks,
+                3600,
+                30,
+                &refreshed(NOW, at)
+            ),
+            Err(IdTokenError::BadSignature)
+        );
     }
 
     #[test]

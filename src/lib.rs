@@ -22,6 +22,7 @@ pub mod login;
 pub mod logout_token;
 pub mod mediation;
 pub mod oidc;
+pub mod op_session;
 pub mod pages;
 pub mod policy;
 pub mod request;

@@ -1,10 +1,10 @@
 //! OpenID Connect messages: the authorization request, the token request and its response,
 //! and the RP-initiated logout request.
 
-use serde::Deserialize;
+use serde_json::{Map, Value};
 use url::Url;
 
-use crate::config::{OpEndpoints, Settings};
+use crate::config::{Endpoint, OpEndpoints, Settings};
 use crate::http::{client_authentication, form_encode, form_post_headers, Callout};
 use crate::login::LoginTransaction;
 
@@ -34,13 +34,23 @@ pub fn token_request(
     txn: &LoginTransaction,
     code: &str,
 ) -> Callout {
-    let client = &settings.client;
-    let mut form = vec![
+    let form = vec![
         ("grant_type", "authorization_code"),
         ("code", code),
         ("redirect_uri", txn.redirect_uri.as_str()),
         ("code_verifier", txn.verifier.as_str()),
     ];
+    client_form_post(settings, &endpoints.token, form)
+}
+
+/// A form POST to one of the OP's client endpoints (token, revocation), with the client's
+/// authentication (RFC 6749 §2.3.1) added to the form or the headers.
+pub(crate) fn client_form_post<'a>(
+    settings: &'a Settings,
+    endpoint: &Endpoint,
+    mut form: Vec<(&'a str, &'a str)>,
+) -> Callout {
+    let client = &settings.client;
     let mut headers = form_post_headers();
     if let Some(h) = client_authentication(
         client.auth_method,
@@ -50,7 +60,6 @@ pub fn token_request(
     ) {
         headers.push(h);
     }
-    let endpoint = &endpoints.token;
     Callout {
         cluster: settings.op.cluster.clone(),
         method: "POST",
@@ -71,48 +80,129 @@ pub enum TokenError {
     Malformed(&'static str),
 }
 
-#[derive(Deserialize)]
-struct TokenResponse {
-    id_token: Option<String>,
-    token_type: Option<String>,
+/// The largest token (or scope) accepted from the OP. Tokens end up in the session cookie,
+/// whose chunks together stay well below this; anything larger is not a real token.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// What a successful token-endpoint answer carried (RFC 6749 §5.1, OpenID Core §3.1.3.3).
+/// Empty strings count as absent.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TokenSet {
+    pub id_token: Option<String>,
+    pub access_token: Option<String>,
+    pub refresh_token: Option<String>,
+    pub expires_in: Option<u64>,
+    pub scope: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct ErrorResponse {
-    error: String,
+impl std::fmt::Debug for TokenSet {
+    /// Lengths only: the tokens are credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let len = |t: &Option<String>| t.as_ref().map(String::len);
+        f.debug_struct("TokenSet")
+            .field("id_token_len", &len(&self.id_token))
+            .field("access_token_len", &len(&self.access_token))
+            .field("refresh_token_len", &len(&self.refresh_token))
+            .field("expires_in", &self.expires_in)
+            .field("scope_len", &len(&self.scope))
+            .finish()
+    }
 }
 
-/// The ID token from a token-endpoint answer.
-pub fn parse_token_response(status: u16, body: &[u8]) -> Result<String, TokenError> {
-    if status != 200 {
-        let error = serde_json::from_slice::<ErrorResponse>(body)
-            .map(|e| e.error)
-            .unwrap_or_default();
-        // The code is only what the OP says; keep it short and printable for logs.
-        let error: String = error
+/// The OP's error code from an error answer, short and printable for logs; empty when the
+/// body is not an OAuth error object.
+pub(crate) fn error_code(body: &[u8]) -> String {
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
+        return String::new();
+    };
+    match map.get("error") {
+        Some(Value::String(e)) => e
             .chars()
             .filter(|c| c.is_ascii_graphic())
             .take(64)
-            .collect();
-        return Err(TokenError::Refused { status, error });
+            .collect(),
+        _ => String::new(),
     }
-    let response: TokenResponse = serde_json::from_slice(body)
-        .map_err(|_| TokenError::Malformed("not a JSON token response"))?;
-    if let Some(t) = &response.token_type {
-        if !t.eq_ignore_ascii_case("bearer") && !t.eq_ignore_ascii_case("dpop") {
-            return Err(TokenError::Malformed("unexpected token_type"));
-        }
-    }
-    response
-        .id_token
-        .filter(|t| !t.is_empty())
-        .ok_or(TokenError::Malformed("no id_token in the token response"))
 }
 
-/// The OP end-session URL (OpenID Connect RP-Initiated Logout 1.0).
+/// A string member: absent, `null` or empty is `None`; another type or an absurd size is
+/// not a token response.
+fn token_field(
+    map: &Map<String, Value>,
+    name: &str,
+    why: &'static str,
+) -> Result<Option<String>, TokenError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.len() > MAX_TOKEN_BYTES => Err(TokenError::Malformed(why)),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(TokenError::Malformed(why)),
+    }
+}
+
+/// The tokens from a token-endpoint answer (any grant). Which of them the grant requires is
+/// the caller's to check; see [`parse_code_response`] for the authorization-code grant.
+pub fn parse_token_response(status: u16, body: &[u8]) -> Result<TokenSet, TokenError> {
+    if status != 200 {
+        return Err(TokenError::Refused {
+            status,
+            error: error_code(body),
+        });
+    }
+    // An object, read member by member: serde's derived structs would also take a JSON array.
+    let map = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => map,
+        _ => return Err(TokenError::Malformed("not a JSON token response")),
+    };
+    match map.get("token_type") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(t))
+            if t.eq_ignore_ascii_case("bearer") || t.eq_ignore_ascii_case("dpop") => {}
+        Some(_) => return Err(TokenError::Malformed("unexpected token_type")),
+    }
+    let expires_in = match map.get("expires_in") {
+        None | Some(Value::Null) => None,
+        // RFC 6749 §5.1: seconds, a JSON number. Negative or fractional is not that. Callers
+        // add it to the time with saturating arithmetic: it may be as large as u64 allows.
+        Some(Value::Number(n)) => Some(n.as_u64().ok_or(TokenError::Malformed(
+            "expires_in is not a number of seconds",
+        ))?),
+        Some(_) => return Err(TokenError::Malformed("expires_in is not a number")),
+    };
+    Ok(TokenSet {
+        id_token: token_field(&map, "id_token", "id_token is not a usable string")?,
+        access_token: token_field(&map, "access_token", "access_token is not a usable string")?,
+        refresh_token: token_field(
+            &map,
+            "refresh_token",
+            "refresh_token is not a usable string",
+        )?,
+        expires_in,
+        scope: token_field(&map, "scope", "scope is not a usable string")?,
+    })
+}
+
+/// The answer to the authorization-code grant: the ID token it must carry (OpenID Core
+/// §3.1.3.3), and every token it came with.
+pub fn parse_code_response(status: u16, body: &[u8]) -> Result<(String, TokenSet), TokenError> {
+    let tokens = parse_token_response(status, body)?;
+    let id_token = tokens
+        .id_token
+        .clone()
+        .ok_or(TokenError::Malformed("no id_token in the token response"))?;
+    Ok((id_token, tokens))
+}
+
+/// The OP end-session URL (OpenID Connect RP-Initiated Logout 1.0). `id_token_hint` is the
+/// session's ID token where it was kept; `client_id` goes along always (§2 allows both, and
+/// requires one of them with `post_logout_redirect_uri`). The hint rides in the URL, the
+/// spec's own transport for it: an ID token grants access to nothing, unlike the OP's other
+/// tokens, which never go into a URL.
 pub fn end_session_url(
     settings: &Settings,
     endpoints: Option<&OpEndpoints>,
+    id_token_hint: Option<&str>,
     post_logout_redirect_uri: Option<&str>,
 ) -> Option<String> {
     if !settings.logout.use_end_session_endpoint {
@@ -121,6 +211,9 @@ pub fn end_session_url(
     let mut url = endpoints?.end_session.clone()?;
     {
         let mut q = url.query_pairs_mut();
+        if let Some(hint) = id_token_hint.filter(|h| !h.is_empty()) {
+            q.append_pair("id_token_hint", hint);
+        }
         q.append_pair("client_id", &settings.client.client_id);
         if let Some(uri) = post_logout_redirect_uri {
             q.append_pair("post_logout_redirect_uri", uri);
@@ -240,15 +333,15 @@ mod tests {
 
     #[test]
     fn token_responses() {
+        let (id, set) = parse_code_response(
+            200,
+            br#"{"id_token":"a.b.c","token_type":"Bearer","access_token":"x"}"#,
+        )
+        .unwrap();
+        assert_eq!(id, "a.b.c");
+        assert_eq!(set.access_token.as_deref(), Some("x"));
         assert_eq!(
-            parse_token_response(
-                200,
-                br#"{"id_token":"a.b.c","token_type":"Bearer","access_token":"x"}"#
-            ),
-            Ok("a.b.c".into())
-        );
-        assert_eq!(
-            parse_token_response(
+            parse_code_response(
                 400,
                 br#"{"error":"invalid_grant","error_description":"code used"}"#
             ),
@@ -258,34 +351,125 @@ mod tests {
             })
         );
         assert_eq!(
-            parse_token_response(500, b"<html>oops</html>"),
+            parse_code_response(500, b"<html>oops</html>"),
             Err(TokenError::Refused {
                 status: 500,
                 error: String::new()
             })
         );
         assert!(matches!(
-            parse_token_response(200, b"garbage"),
+            parse_code_response(200, b"garbage"),
+            Err(TokenError::Malformed(_))
+        ));
+        assert_eq!(
+            parse_code_response(200, br#"{"access_token":"x"}"#),
+            Err(TokenError::Malformed("no id_token in the token response"))
+        );
+        assert!(matches!(
+            parse_code_response(200, br#"{"id_token":""}"#),
             Err(TokenError::Malformed(_))
         ));
         assert!(matches!(
-            parse_token_response(200, br#"{"access_token":"x"}"#),
-            Err(TokenError::Malformed(_))
-        ));
-        assert!(matches!(
-            parse_token_response(200, br#"{"id_token":""}"#),
-            Err(TokenError::Malformed(_))
-        ));
-        assert!(matches!(
-            parse_token_response(200, br#"{"id_token":"a","token_type":"mac"}"#),
+            parse_code_response(200, br#"{"id_token":"a","token_type":"mac"}"#),
             Err(TokenError::Malformed(_))
         ));
     }
 
     #[test]
+    fn the_whole_token_set() {
+        let body = br#"{"id_token":"i.d.t","access_token":"at","refresh_token":"rt",
+            "expires_in":3600,"scope":"openid email","token_type":"DPoP","other":[1]}"#;
+        assert_eq!(
+            parse_token_response(200, body),
+            Ok(TokenSet {
+                id_token: Some("i.d.t".into()),
+                access_token: Some("at".into()),
+                refresh_token: Some("rt".into()),
+                expires_in: Some(3600),
+                scope: Some("openid email".into()),
+            })
+        );
+        // Nulls and empty strings are absent; nothing is required at this level.
+        assert_eq!(
+            parse_token_response(200, br#"{"refresh_token":null,"access_token":""}"#),
+            Ok(TokenSet::default())
+        );
+    }
+
+    #[test]
+    fn token_sets_with_wrong_types_or_sizes_are_malformed() {
+        let huge = "x".repeat(MAX_TOKEN_BYTES + 1);
+        let fits = "x".repeat(MAX_TOKEN_BYTES);
+        let bodies = [
+            r#"{"id_token":1}"#.to_string(),
+            r#"{"access_token":{"a":1}}"#.into(),
+            r#"{"refresh_token":["rt"]}"#.into(),
+            r#"{"refresh_token":true}"#.into(),
+            r#"{"scope":3}"#.into(),
+            r#"{"expires_in":"3600"}"#.into(),
+            r#"{"expires_in":-1}"#.into(),
+            r#"{"expires_in":1.5}"#.into(),
+            r#"{"token_type":7}"#.into(),
+            r#"["i.d.t","at"]"#.into(),
+            r#""at""#.into(),
+            "null".into(),
+            "".into(),
+            "\u{0}\u{ff}".into(),
+            format!(r#"{{"refresh_token":"{huge}"}}"#),
+            format!(r#"{{"access_token":"{huge}"}}"#),
+            format!(r#"{{"id_token":"{huge}"}}"#),
+        ];
+        for b in &bodies {
+            assert!(
+                matches!(
+                    parse_token_response(200, b.as_bytes()),
+                    Err(TokenError::Malformed(_))
+                ),
+                "{}",
+                &b[..b.len().min(40)]
+            );
+        }
+        let ok = format!(r#"{{"refresh_token":"{fits}"}}"#);
+        assert!(parse_token_response(200, ok.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn error_codes_are_short_and_printable() {
+        let long = format!(r#"{{"error":"{}"}}"#, "e".repeat(500));
+        assert_eq!(error_code(long.as_bytes()).len(), 64);
+        assert_eq!(
+            error_code(br#"{"error":"bad\n<b>\u0000grant"}"#),
+            "bad<b>grant"
+        );
+        assert_eq!(error_code(br#"{"error":5}"#), "");
+        assert_eq!(error_code(br#"["invalid_grant"]"#), "");
+    }
+
+    #[test]
+    fn token_set_debug_shows_no_token() {
+        let set = TokenSet {
+            id_token: Some("IDTOKENSECRET".into()),
+            access_token: Some("ACCESSSECRET".into()),
+            refresh_token: Some("REFRESHSECRET".into()),
+            expires_in: Some(60),
+            scope: None,
+        };
+        let shown = format!("{set:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("13") && shown.contains("60"), "{shown}");
+    }
+
+    #[test]
     fn end_session() {
-        let url = end_session_url(&sample(), Some(&ep()), Some("https://gw.example.com/")).unwrap();
+        let url = end_session_url(
+            &sample(),
+            Some(&ep()),
+            None,
+            Some("https://gw.example.com/"),
+        )
+        .unwrap();
         let q = query(&url);
+        assert!(q.iter().all(|(n, _)| n != "id_token_hint"));
         assert!(url.starts_with("https://op.example.com/session/end?"));
         assert!(q.contains(&("client_id".into(), "pa_wam".into())));
         assert!(q.contains(&(
@@ -295,6 +479,18 @@ mod tests {
         let mut v = sample_json();
         v["logout"] = serde_json::json!({"use_end_session_endpoint": false});
         let s = Settings::from_json(v.to_string().as_bytes()).unwrap();
-        assert_eq!(end_session_url(&s, Some(&ep()), None), None);
+        assert_eq!(end_session_url(&s, Some(&ep()), Some("i.d.t"), None), None);
+    }
+
+    #[test]
+    fn end_session_with_the_id_token_hint_and_client_id() {
+        let url = end_session_url(&sample(), Some(&ep()), Some("h.e+a/d"), None).unwrap();
+        let q = query(&url);
+        assert!(q.contains(&("id_token_hint".into(), "h.e+a/d".into())));
+        assert!(q.contains(&("client_id".into(), "pa_wam".into())));
+        assert!(q.iter().all(|(n, _)| n != "post_logout_redirect_uri"));
+        let url = end_session_url(&sample(), Some(&ep()), Some(""), None).unwrap();
+        assert!(!url.contains("id_token_hint"));
+        assert_eq!(end_session_url(&sample(), None, Some("i.d.t"), None), None);
     }
 }

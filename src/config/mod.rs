@@ -109,6 +109,8 @@ pub struct OpEndpoints {
     pub jwks: Endpoint,
     pub end_session: Option<Url>,
     pub introspection: Option<Endpoint>,
+    pub userinfo: Option<Endpoint>,
+    pub revocation: Option<Endpoint>,
 }
 
 /// Endpoints named in the configuration (all of them unless discovery is on).
@@ -119,6 +121,8 @@ pub struct ConfiguredEndpoints {
     pub jwks: Option<Endpoint>,
     pub end_session: Option<Url>,
     pub introspection: Option<Endpoint>,
+    pub userinfo: Option<Endpoint>,
+    pub revocation: Option<Endpoint>,
 }
 
 impl ConfiguredEndpoints {
@@ -130,6 +134,8 @@ impl ConfiguredEndpoints {
             jwks: self.jwks.clone()?,
             end_session: self.end_session.clone(),
             introspection: self.introspection.clone(),
+            userinfo: self.userinfo.clone(),
+            revocation: self.revocation.clone(),
         })
     }
 }
@@ -356,6 +362,16 @@ impl Settings {
                 .introspection_endpoint
                 .as_deref()
                 .map(|u| Endpoint::parse("op.introspection_endpoint", u))
+                .transpose()?,
+            userinfo: op
+                .userinfo_endpoint
+                .as_deref()
+                .map(|u| Endpoint::parse("op.userinfo_endpoint", u))
+                .transpose()?,
+            revocation: op
+                .revocation_endpoint
+                .as_deref()
+                .map(|u| Endpoint::parse("op.revocation_endpoint", u))
                 .transpose()?,
         };
         let discovery = if op.discovery {

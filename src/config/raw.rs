@@ -94,6 +94,12 @@ pub(super) struct RawOp {
     /// RFC 7662 token introspection (API applications that validate by introspection).
     #[serde(default)]
     pub(super) introspection_endpoint: Option<String>,
+    /// OpenID Connect UserInfo (claims at login and session validation).
+    #[serde(default)]
+    pub(super) userinfo_endpoint: Option<String>,
+    /// RFC 7009 token revocation (the refresh token, at logout).
+    #[serde(default)]
+    pub(super) revocation_endpoint: Option<String>,
     #[serde(default = "default_timeout_ms")]
     pub(super) timeout_ms: u64,
     #[serde(default = "default_jwks_max_age")]

@@ -111,7 +111,7 @@ fn logout(
     let post_logout = after
         .clone()
         .or_else(|| origin.as_ref().map(|o| format!("{o}/")));
-    if let Some(url) = oidc::end_session_url(settings, endpoints, post_logout.as_deref()) {
+    if let Some(url) = oidc::end_session_url(settings, endpoints, None, post_logout.as_deref()) {
         return with_cookies(LocalResponse::redirect(&url), clear);
     }
     match after {

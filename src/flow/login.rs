@@ -34,8 +34,8 @@ impl RequestFlow {
     ) -> Action {
         let id_token = match result {
             CalloutResult::Response { status, body } => {
-                match oidc::parse_token_response(status, &body) {
-                    Ok(t) => t,
+                match oidc::parse_code_response(status, &body) {
+                    Ok((t, _tokens)) => t,
                     Err(TokenError::Refused { status, error }) => {
                         return self.op_failure(
                             rng,
