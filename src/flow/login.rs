@@ -4,6 +4,7 @@ use serde_json::Map;
 
 use super::head::RequestHead;
 use super::identify::jwks_callout;
+use super::op_tokens::{keepable_id_token, op_state};
 use super::state::VmState;
 use super::{not_ready, printable, Level, RequestFlow, Stage};
 use crate::config::{OpEndpoints, Settings};
@@ -18,7 +19,7 @@ use crate::oidc::{self, TokenError};
 use crate::pages::Problem;
 use crate::request::HeaderSource;
 use crate::session::chunks::{self, Carried};
-use crate::session::{OpState, Session, SessionEntry};
+use crate::session::{Session, SessionEntry};
 
 impl RequestFlow {
     #[allow(clippy::too_many_arguments)]
@@ -35,7 +36,10 @@ impl RequestFlow {
         let id_token = match result {
             CalloutResult::Response { status, body } => {
                 match oidc::parse_code_response(status, &body) {
-                    Ok((t, _tokens)) => t,
+                    Ok((t, tokens)) => {
+                        self.login_tokens = Some(tokens);
+                        t
+                    }
                     Err(TokenError::Refused { status, error }) => {
                         return self.op_failure(
                             rng,
@@ -285,14 +289,16 @@ impl RequestFlow {
         Action::Callout(callout)
     }
 
-    /// A verified ID token becomes a session: its cookie, and the browser sent back.
+    /// A verified ID token (merged with UserInfo where configured) becomes a session: its
+    /// cookie, and the browser sent back.
     #[allow(clippy::too_many_arguments)]
-    fn open_session(
+    pub(super) fn open_session(
         &mut self,
         settings: &Settings,
         vm: &mut VmState,
         txn: &LoginTransaction,
         token: IdToken,
+        id_token: Option<String>,
         html: bool,
         now: u64,
         rng: &mut dyn Entropy,
@@ -308,16 +314,19 @@ impl RequestFlow {
         };
         let session = Session {
             sid,
-            sub: token.sub,
+            sub: token.sub.clone(),
             auth_time: token.auth_time.unwrap_or(now),
             expires_at: now.saturating_add(settings.session.max_lifetime_s),
             last_activity: now,
             created_at: now,
             claims,
-            op: OpState {
-                validated_at: now,
-                ..OpState::default()
-            },
+            op: op_state(
+                settings,
+                &token.claims,
+                id_token,
+                self.login_tokens.take(),
+                now,
+            ),
         };
         let headers = match identity::request_headers(&settings.identity_headers, &session) {
             Ok(headers) => headers,
@@ -407,7 +416,10 @@ impl RequestFlow {
             op.jwks_min_refetch_interval_s,
             &expected,
         ) {
-            Ok(token) => self.open_session(settings, vm, &txn, token, html, now, rng),
+            Ok(token) => {
+                let kept = keepable_id_token(settings, id_token);
+                self.id_token_checked(settings, vm, txn, token, kept, html, now, rng)
+            }
             Err(IdTokenError::NeedKeys) if may_fetch_keys => {
                 vm.jwks.attempted(now, op.jwks_max_age_s);
                 let Some(endpoints) = vm.endpoints.clone() else {
@@ -547,4 +559,9 @@ fn add_cookie(action: Action, set_cookie: String) -> Action {
         Action::Respond(r) => Action::Respond(with_cookie(r, set_cookie)),
         other => other,
     }
+}
+
+/// `action` with the login transaction's cookie cleared.
+pub(super) fn add_cookie_of(settings: &Settings, action: Action, txn: &LoginTransaction) -> Action {
+    add_cookie(action, clear_txn_cookie(settings, txn))
 }

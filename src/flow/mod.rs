@@ -10,6 +10,7 @@ mod head;
 mod identify;
 mod login;
 mod mediate;
+mod op_tokens;
 mod route;
 mod single_logout;
 mod state;
@@ -18,6 +19,7 @@ use crate::cache::Key;
 use crate::config::Settings;
 use crate::http::{Action, Body, CalloutResult, Wake};
 use crate::login::{Entropy, LoginTransaction};
+use crate::oidc::TokenSet;
 pub use crate::request::{HeaderList, HeaderSource};
 use crate::session::chunks::Carried;
 use head::RequestHead;
@@ -68,6 +70,13 @@ enum Stage {
         id_token: String,
         html: bool,
     },
+    /// Waiting for UserInfo at sign-in, with the checked ID token.
+    LoginUserinfo {
+        txn: LoginTransaction,
+        token: crate::id_token::IdToken,
+        id_token: Option<String>,
+        html: bool,
+    },
     /// Waiting for the JWKS, with the back-channel logout token to check once it arrives.
     LogoutKeys {
         token: String,
@@ -110,6 +119,8 @@ pub struct RequestFlow {
     decided: bool,
     /// Which session cookie names the request carried (a sign-in clears stale chunks).
     carried: Carried,
+    /// The token endpoint's answer at sign-in, until the session opens with it.
+    login_tokens: Option<TokenSet>,
 }
 
 impl Default for RequestFlow {
@@ -137,6 +148,7 @@ impl RequestFlow {
             folded_status: None,
             decided: false,
             carried: Carried::default(),
+            login_tokens: None,
         }
     }
 
@@ -350,6 +362,14 @@ impl RequestFlow {
                 self.exchange_answered(settings, vm, request, site, key, html, result, now, rng)
             }
             Stage::BearerKeys => self.bearer_keys_answered(settings, vm, request, result, now, rng),
+            Stage::LoginUserinfo {
+                txn,
+                token,
+                id_token,
+                html,
+            } => self.login_userinfo_answered(
+                settings, vm, txn, token, id_token, html, result, now, rng,
+            ),
             Stage::LogoutKeys { token } => {
                 self.logout_keys_answered(settings, vm, token, result, now)
             }
