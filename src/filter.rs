@@ -577,7 +577,7 @@ impl RootContext for WamRoot {
         if let Some(line) = suppressed {
             log_line(&line);
         }
-        if let Some(line) = c.vm.borrow_mut().on_tick(self.clock.now()) {
+        if let Some(line) = c.vm.borrow_mut().on_tick(&c.settings, self.clock.now()) {
             log_line(&line);
         }
         if self.discovery.is_some() {

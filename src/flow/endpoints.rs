@@ -4,12 +4,13 @@ use super::head::RequestHead;
 use super::login::clear_session_cookies;
 use super::route::Endpoint;
 use super::state::VmState;
-use super::{not_ready, RequestFlow};
+use super::{not_ready, RequestFlow, Stage};
 use super::{printable, Level};
 use crate::config::{OpEndpoints, Settings};
-use crate::http::{Action, LocalResponse};
+use crate::http::{Action, CalloutResult, LocalResponse};
 use crate::login::Entropy;
 use crate::oidc;
+use crate::op_session;
 use crate::pages;
 use crate::revocation::Revoked;
 use crate::session::{chunks, Session};
@@ -42,10 +43,27 @@ impl RequestFlow {
                 None => Action::Respond(self.internal_error()),
             },
             Endpoint::Logout => {
-                if !is_confirmation_needed(settings, head) {
-                    self.revoke_own_session(settings, vm, head, now);
+                let session = if is_confirmation_needed(settings, head) {
+                    None
+                } else {
+                    self.revoke_own_session(settings, vm, head, now)
+                };
+                let hint = session.as_ref().and_then(|s| s.op.id_token.as_deref());
+                let response = logout(settings, vm.endpoints.as_deref(), head, hint);
+                // RFC 7009: the OP forgets the refresh token, so the session also ends on the
+                // replicas that share the keys, at their next validation.
+                let revocation = session
+                    .as_ref()
+                    .and_then(|s| s.op.refresh_token.as_deref())
+                    .zip(vm.endpoints.as_deref())
+                    .and_then(|(rt, e)| op_session::revocation_request(settings, e, rt));
+                match revocation {
+                    Some(callout) => {
+                        self.stage = Stage::RevokeAtOp { response };
+                        Action::Callout(callout)
+                    }
+                    None => Action::Respond(response),
                 }
-                Action::Respond(logout(settings, vm.endpoints.as_deref(), head))
             }
             Endpoint::Backchannel => self.backchannel(head),
             Endpoint::Frontchannel => self.frontchannel(settings, vm, head, now),
@@ -62,14 +80,10 @@ impl RequestFlow {
         vm: &mut VmState,
         head: &RequestHead<'_>,
         now: u64,
-    ) {
+    ) -> Option<Session> {
         let s = &settings.session;
-        let Some(value) = chunks::read(head.request, &s.cookie_name).0 else {
-            return;
-        };
-        let Some(session) = Session::decode(&value, &s.keys, now, s.idle_timeout_s) else {
-            return;
-        };
+        let value = chunks::read(head.request, &s.cookie_name).0?;
+        let session = Session::decode(&value, &s.keys, now, s.idle_timeout_s)?;
         let until = session.expires_at;
         vm.revoked
             .revoke(Revoked::Session(session.sid.clone()), now, until, now);
@@ -82,6 +96,27 @@ impl RequestFlow {
                 session.sid
             ),
         );
+        Some(session)
+    }
+
+    /// The OP answered the revocation (or did not): the browser gets its logout either way.
+    pub(super) fn revoked_at_op(
+        &mut self,
+        response: LocalResponse,
+        result: CalloutResult,
+    ) -> Action {
+        match result {
+            CalloutResult::Response { status: 200, .. } => {}
+            CalloutResult::Response { status, .. } => self.note(
+                Level::Warn,
+                format!("logout: the OP refused to revoke the refresh token: HTTP {status}"),
+            ),
+            _ => self.note(
+                Level::Warn,
+                "logout: the refresh token could not be revoked at the OP (no answer)".into(),
+            ),
+        }
+        Action::Respond(response)
     }
 }
 
@@ -96,6 +131,7 @@ fn logout(
     settings: &Settings,
     endpoints: Option<&OpEndpoints>,
     head: &RequestHead<'_>,
+    id_token_hint: Option<&str>,
 ) -> LocalResponse {
     if is_confirmation_needed(settings, head) {
         return pages::confirm_logout(&settings.logout_path);
@@ -111,7 +147,9 @@ fn logout(
     let post_logout = after
         .clone()
         .or_else(|| origin.as_ref().map(|o| format!("{o}/")));
-    if let Some(url) = oidc::end_session_url(settings, endpoints, None, post_logout.as_deref()) {
+    if let Some(url) =
+        oidc::end_session_url(settings, endpoints, id_token_hint, post_logout.as_deref())
+    {
         return with_cookies(LocalResponse::redirect(&url), clear);
     }
     match after {

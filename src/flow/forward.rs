@@ -40,7 +40,15 @@ pub(super) fn forward(
     };
     let mut fwd = anonymous(settings, request, route, Some(identity), site);
     if let Some(entry) = &who.session {
-        renew(settings, vm, entry, who.carried, now, rng, &mut fwd);
+        match &who.successor {
+            Some(value) => {
+                let max_age = entry.session.remaining(now);
+                if let Some(set) = session_cookies(settings, value, max_age, who.carried) {
+                    fwd.response_cookies.extend(set);
+                }
+            }
+            None => renew(settings, vm, entry, who.carried, now, rng, &mut fwd),
+        }
         if settings.session.forward_access_token {
             // Set, or removed: a client's own Authorization must not pass for the session's.
             let bearer = entry.session.op.access_token.as_ref();

@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use super::mediate::Subject;
 use super::state::{stale_after_s, KeysFlight, VmState};
+use super::validate::{self, Validated};
 use super::{failure_text, not_ready, Level, RequestFlow, Stage};
 use crate::access;
 use crate::bearer::{self, BearerError, JwtRules, Lookup, TokenInfo, UNKNOWN_KEY};
@@ -35,6 +36,8 @@ pub(crate) struct Who<'r> {
     pub use_bearer: bool,
     /// Which session cookie names the request carried (renewal clears stale chunks).
     pub carried: Carried,
+    /// The cookie value of the session validated for this request, for the browser.
+    pub successor: Option<String>,
 }
 
 impl Who<'_> {
@@ -163,6 +166,18 @@ impl RequestFlow {
             .is_some_and(|e| is_revoked(&vm.revoked, e))
         {
             who.session = None;
+        }
+        if let Some(entry) = who.session.clone() {
+            if validate::is_due(settings, &entry.session, now) {
+                match self.validate(settings, vm, &entry, now)? {
+                    Validated::Keep => {}
+                    Validated::Successor(value, next) => {
+                        who.session = Some(next);
+                        who.successor = Some(value);
+                    }
+                    Validated::Ended => who.session = None,
+                }
+            }
         }
         Ok(who)
     }

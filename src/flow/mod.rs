@@ -14,6 +14,7 @@ mod op_tokens;
 mod route;
 mod single_logout;
 mod state;
+mod validate;
 
 use crate::cache::Key;
 use crate::config::Settings;
@@ -25,6 +26,7 @@ use crate::session::chunks::Carried;
 use head::RequestHead;
 use route::Target;
 pub use state::{KeysFlight, SiteToken, VmState, MAX_CALLOUT_BODY};
+pub use validate::Validations;
 
 use crate::bearer::{BearerError, TokenInfo};
 pub(crate) use answers::not_ready;
@@ -69,6 +71,15 @@ enum Stage {
         txn: LoginTransaction,
         id_token: String,
         html: bool,
+    },
+    /// Waiting for the OP to validate this session (this request leads the validation).
+    Validate {
+        entry: Rc<crate::session::SessionEntry>,
+    },
+    /// Waiting for the OP to revoke the refresh token of a session logged out, with the
+    /// browser's answer.
+    RevokeAtOp {
+        response: crate::http::LocalResponse,
     },
     /// Waiting for UserInfo at sign-in, with the checked ID token.
     LoginUserinfo {
@@ -280,6 +291,7 @@ impl RequestFlow {
                     vm.wake(f.waiters, Wake::Ready);
                 }
             }
+            Stage::Validate { entry } => Self::validation_abandoned(vm, &entry),
             Stage::Mediate { site, key, .. } => {
                 if let Some(cache) = vm.mediated.get_mut(site) {
                     let waiters = cache.abandon(&key, self.ctx);
@@ -362,6 +374,11 @@ impl RequestFlow {
                 self.exchange_answered(settings, vm, request, site, key, html, result, now, rng)
             }
             Stage::BearerKeys => self.bearer_keys_answered(settings, vm, request, result, now, rng),
+            Stage::RevokeAtOp { response } => self.revoked_at_op(response, result),
+            Stage::Validate { entry } => {
+                self.validation_answered(settings, vm, entry, result, now, rng);
+                self.rerun(settings, vm, request, now, rng)
+            }
             Stage::LoginUserinfo {
                 txn,
                 token,

@@ -92,6 +92,8 @@ pub struct VmState {
     /// Where the revocation list is shared with the other workers (proxy-wasm shared data in
     /// the filter; this VM's own memory until the host says otherwise).
     pub store: Rc<dyn SharedStore>,
+    /// Session validations at the OP: outcomes known here, and who waits for which.
+    pub validations: super::Validations,
 }
 
 /// A site's token as it goes upstream, prepared once when it is cached.
@@ -135,6 +137,7 @@ impl VmState {
             refused_lines: RefusedLines::default(),
             revoked: RevocationList::new(settings.session.revocation_list_entries),
             store: Rc::new(MemoryStore::default()),
+            validations: Default::default(),
             mediated: settings
                 .sites
                 .iter()
@@ -169,7 +172,8 @@ impl VmState {
 
     /// The root tick's share: other workers' revocations in, this worker's out if an earlier
     /// publish failed, expired entries dropped now and then.
-    pub fn on_tick(&mut self, now: u64) -> Option<LogLine> {
+    pub fn on_tick(&mut self, settings: &Settings, now: u64) -> Option<LogLine> {
+        self.poll_validations(now, super::validate::validation_stale_after_s(settings));
         let dropped = self.revoked.refresh(self.store.as_ref(), now);
         if self.revoked.is_dirty() {
             return self.publish_revocations(now);

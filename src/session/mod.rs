@@ -11,6 +11,7 @@ mod cache;
 pub mod chunks;
 mod jwe;
 mod keys;
+pub mod slot;
 
 use jwt_simple::prelude::*;
 use serde_json::{Map, Value};

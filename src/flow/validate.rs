@@ -1,0 +1,483 @@
+//! Session validation at the OP (`session.validate_interval_s`): once the interval has passed,
+//! the next request of the session asks the OP again, with the refresh-token grant (or
+//! UserInfo when the session has no refresh token). One request per session asks, on all the
+//! workers of the Envoy together; the session's other requests wait for it and then carry the
+//! successor cookie. The OP saying no ends the session; the OP not answering is tolerated for
+//! `session.validation_grace_s`.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use super::state::VmState;
+use super::{Level, RequestFlow, Stage};
+use crate::config::Settings;
+use crate::http::{Action, CalloutResult, Wake};
+use crate::id_token::{self, IdTokenError, RefreshExpected};
+use crate::identity;
+use crate::login::Entropy;
+use crate::op_session::{self, RefreshError, UserinfoError};
+use crate::revocation::Revoked;
+use crate::session::slot::{self, Slot, SlotState};
+use crate::session::{Session, SessionEntry};
+
+/// The access token is refreshed this long before it expires.
+const ACCESS_MARGIN_S: u64 = 10;
+/// After the OP could not be asked about a session, it is asked again no sooner than this:
+/// with the OP down, every request would otherwise wait out a callout timeout.
+const RETRY_AFTER_FAILURE_S: u64 = 5;
+/// A worker's memory of validation outcomes is cleared when it holds more sessions than this.
+const MAX_OUTCOMES: usize = 10_000;
+
+/// Whether `session` must be validated before it is used again.
+pub(super) fn is_due(settings: &Settings, session: &Session, now: u64) -> bool {
+    let s = &settings.session;
+    let op = &session.op;
+    let interval_over =
+        s.validate_interval_s > 0 && now >= op.validated_at.saturating_add(s.validate_interval_s);
+    let access_expiring = s.keep_access_token
+        && op.refresh_token.is_some()
+        && op
+            .access_expires_at
+            .is_some_and(|e| now.saturating_add(ACCESS_MARGIN_S) >= e);
+    interval_over || access_expiring
+}
+
+/// What became of a due session.
+pub(super) enum Validated {
+    /// Use it as it is (validated elsewhere and not newer, or the OP is down within the grace).
+    Keep,
+    /// The validated successor: its cookie value, to send to the browser, and its entry.
+    Successor(String, Rc<SessionEntry>),
+    /// The OP refused it: no session.
+    Ended,
+}
+
+enum Outcome {
+    Successor(String, Rc<SessionEntry>),
+    Failed(u64),
+    Ended(u64),
+}
+
+/// What one worker knows of its sessions' validations.
+#[derive(Default)]
+pub struct Validations {
+    outcomes: HashMap<String, Outcome>,
+    /// Sessions being validated (by a request of this worker when `leader_here`, else by
+    /// another worker), with the requests of this worker waiting for the answer.
+    waiting: HashMap<String, Waiting>,
+}
+
+struct Waiting {
+    leader_here: bool,
+    since: u64,
+    waiters: Vec<u32>,
+}
+
+impl Validations {
+    fn remember(&mut self, sid: &str, outcome: Outcome) {
+        if self.outcomes.len() >= MAX_OUTCOMES {
+            self.outcomes.clear();
+        }
+        self.outcomes.insert(sid.to_string(), outcome);
+    }
+}
+
+impl VmState {
+    /// For the root tick: requests that wait for another worker's validation are woken once
+    /// its slot says it is over (or its leader is presumed lost).
+    pub(super) fn poll_validations(&mut self, now: u64, stale_after_s: u64) {
+        let mut done = Vec::new();
+        for (sid, w) in &self.validations.waiting {
+            if w.leader_here && now < w.since.saturating_add(stale_after_s) {
+                continue;
+            }
+            let busy = self
+                .store
+                .load(&slot::key(sid))
+                .and_then(|(b, _)| Slot::decode(&b))
+                .is_some_and(|s| {
+                    s.sid == *sid
+                        && matches!(s.state, SlotState::Busy { since }
+                            if now < since.saturating_add(stale_after_s))
+                });
+            if !busy {
+                done.push(sid.clone());
+            }
+        }
+        for sid in done {
+            if let Some(w) = self.validations.waiting.remove(&sid) {
+                self.wake(w.waiters, Wake::Ready);
+            }
+        }
+    }
+
+    fn write_slot(&self, sid: &str, state: SlotState) {
+        let slot = Slot {
+            sid: sid.to_string(),
+            state,
+        };
+        // Unconditional: the leader's answer replaces whatever is there.
+        let _ = self.store.store(&slot::key(sid), &slot.encode(), None);
+    }
+}
+
+impl RequestFlow {
+    /// A due session: the outcome known here or at another worker, a wait for the one asking,
+    /// or this request asks (`Err(Action::Callout)`).
+    #[allow(clippy::result_large_err)]
+    pub(super) fn validate(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        entry: &Rc<SessionEntry>,
+        now: u64,
+    ) -> Result<Validated, Action> {
+        let sid = entry.session.sid.as_str();
+        let mine = entry.session.op.validated_at;
+        match vm.validations.outcomes.get(sid) {
+            Some(Outcome::Successor(v, e)) if e.session.op.validated_at > mine => {
+                return Ok(Validated::Successor(v.clone(), e.clone()));
+            }
+            Some(Outcome::Ended(at)) if *at >= mine => return Ok(Validated::Ended),
+            Some(Outcome::Failed(at)) if now < at.saturating_add(RETRY_AFTER_FAILURE_S) => {
+                return self.within_grace(settings, entry, now);
+            }
+            _ => {}
+        }
+        if let Some(w) = vm.validations.waiting.get_mut(sid) {
+            w.waiters.push(self.ctx);
+            return Err(Action::Wait);
+        }
+        let stale_after = validation_stale_after_s(settings);
+        let key = slot::key(sid);
+        for _ in 0..3 {
+            let (slot, cas) = match vm.store.load(&key) {
+                Some((bytes, cas)) => (Slot::decode(&bytes).filter(|s| s.sid == sid), Some(cas)),
+                None => (None, None),
+            };
+            match slot.map(|s| s.state) {
+                Some(SlotState::Done { at, cookie }) if at > mine => {
+                    if let Some(e) = adopt(settings, vm, &cookie, now) {
+                        vm.validations
+                            .remember(sid, Outcome::Successor(cookie.clone(), e.clone()));
+                        return Ok(Validated::Successor(cookie, e));
+                    }
+                }
+                Some(SlotState::Ended { at }) if at >= mine => {
+                    vm.validations.remember(sid, Outcome::Ended(at));
+                    return Ok(Validated::Ended);
+                }
+                Some(SlotState::Failed { at })
+                    if now < at.saturating_add(RETRY_AFTER_FAILURE_S) =>
+                {
+                    vm.validations.remember(sid, Outcome::Failed(at));
+                    return self.within_grace(settings, entry, now);
+                }
+                Some(SlotState::Busy { since }) if now < since.saturating_add(stale_after) => {
+                    vm.validations.waiting.insert(
+                        sid.to_string(),
+                        Waiting {
+                            leader_here: false,
+                            since: now,
+                            waiters: vec![self.ctx],
+                        },
+                    );
+                    return Err(Action::Wait);
+                }
+                _ => {}
+            }
+            let busy = Slot {
+                sid: sid.to_string(),
+                state: SlotState::Busy { since: now },
+            };
+            match vm.store.store(&key, &busy.encode(), cas) {
+                Err(crate::revocation::StoreError::CasMismatch) => continue,
+                // Taken, or shared data refuses writes (then this worker asks on its own).
+                _ => return self.ask_op(settings, vm, entry, now),
+            }
+        }
+        // Other workers kept changing the slot: wait for the tick to look again.
+        vm.validations.waiting.insert(
+            sid.to_string(),
+            Waiting {
+                leader_here: false,
+                since: now,
+                waiters: vec![self.ctx],
+            },
+        );
+        Err(Action::Wait)
+    }
+
+    /// The session may go on while the OP cannot be asked, until the grace is over.
+    #[allow(clippy::result_large_err)]
+    fn within_grace(
+        &mut self,
+        settings: &Settings,
+        entry: &SessionEntry,
+        now: u64,
+    ) -> Result<Validated, Action> {
+        let s = &settings.session;
+        let deadline = entry
+            .session
+            .op
+            .validated_at
+            .saturating_add(s.validate_interval_s)
+            .saturating_add(s.validation_grace_s);
+        if now < deadline {
+            return Ok(Validated::Keep);
+        }
+        Err(Action::Respond(self.validation_unavailable()))
+    }
+
+    fn validation_unavailable(&mut self) -> crate::http::LocalResponse {
+        self.note(
+            Level::Warn,
+            "session refused: the OP could not validate it and the grace is over".into(),
+        );
+        crate::pages::Problem {
+            status: 503,
+            code: "session_unverifiable",
+            message: "Your session cannot be verified right now. Try again later.",
+            reference: None,
+            retry: None,
+        }
+        .respond(false)
+    }
+
+    /// This request asks the OP: the refresh-token grant, or UserInfo without a refresh token.
+    #[allow(clippy::result_large_err)]
+    fn ask_op(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        entry: &Rc<SessionEntry>,
+        now: u64,
+    ) -> Result<Validated, Action> {
+        let sid = entry.session.sid.clone();
+        let op = &entry.session.op;
+        let callout = vm.endpoints.clone().and_then(|e| match &op.refresh_token {
+            Some(rt) => Some(op_session::refresh_request(settings, &e, rt)),
+            None => op
+                .access_token
+                .as_ref()
+                .and_then(|at| op_session::userinfo_request(settings, &e, at)),
+        });
+        let Some(callout) = callout else {
+            // Nothing to ask with (or no endpoints yet): as if the OP were down.
+            vm.validations.remember(&sid, Outcome::Failed(now));
+            vm.write_slot(&sid, SlotState::Failed { at: now });
+            return self.within_grace(settings, entry, now);
+        };
+        vm.validations.waiting.insert(
+            sid,
+            Waiting {
+                leader_here: true,
+                since: now,
+                waiters: Vec::new(),
+            },
+        );
+        self.stage = Stage::Validate {
+            entry: entry.clone(),
+        };
+        Err(Action::Callout(callout))
+    }
+
+    /// The OP answered (or did not): the outcome for every worker, then the request again.
+    pub(super) fn validation_answered(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        entry: Rc<SessionEntry>,
+        result: CalloutResult,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) {
+        let sid = entry.session.sid.clone();
+        if let Some(w) = vm.validations.waiting.remove(&sid) {
+            vm.wake(w.waiters, Wake::Ready);
+        }
+        let answer = match entry.session.op.refresh_token {
+            Some(_) => self.refreshed(settings, vm, &entry, result, now),
+            None => self.userinfo_validated(settings, &entry, result, now),
+        };
+        match answer {
+            Answer::Valid(session) => {
+                let headers = identity::request_headers(&settings.identity_headers, &session);
+                let value = session.encode(&settings.session.keys, rng);
+                let (Ok(headers), Some(value)) = (headers, value) else {
+                    return self.end_validated(settings, vm, &entry, now, "unusable session");
+                };
+                let next = vm.sessions.insert(
+                    value.clone(),
+                    SessionEntry::new(session, headers),
+                    now,
+                    settings.session.idle_timeout_s,
+                );
+                vm.write_slot(
+                    &sid,
+                    SlotState::Done {
+                        at: now,
+                        cookie: value.clone(),
+                    },
+                );
+                vm.validations
+                    .remember(&sid, Outcome::Successor(value, next));
+            }
+            Answer::Refused(why) => self.end_validated(settings, vm, &entry, now, &why),
+            Answer::Unavailable(why) => {
+                self.note(
+                    Level::Warn,
+                    format!("session validation failed: {why}; sid={sid}"),
+                );
+                vm.validations.remember(&sid, Outcome::Failed(now));
+                vm.write_slot(&sid, SlotState::Failed { at: now });
+            }
+        }
+    }
+
+    /// The OP refused the session: it ends here and on every worker, copies included.
+    fn end_validated(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        entry: &SessionEntry,
+        now: u64,
+        why: &str,
+    ) {
+        let s = &entry.session;
+        self.note(
+            Level::Info,
+            format!(
+                "session ended at validation: {why}; sub={} sid={}",
+                super::printable(&s.sub),
+                s.sid
+            ),
+        );
+        let until = s
+            .expires_at
+            .max(now.saturating_add(settings.session.idle_timeout_s));
+        vm.revoked
+            .revoke(Revoked::Session(s.sid.clone()), now, until, now);
+        self.log.extend(vm.publish_revocations(now));
+        vm.validations.remember(&s.sid, Outcome::Ended(now));
+        vm.write_slot(&s.sid, SlotState::Ended { at: now });
+    }
+
+    fn refreshed(
+        &mut self,
+        settings: &Settings,
+        vm: &VmState,
+        entry: &SessionEntry,
+        result: CalloutResult,
+        now: u64,
+    ) -> Answer {
+        let tokens = match op_session::refresh_outcome(&result) {
+            Ok(t) => t,
+            Err(e @ RefreshError::Refused { .. }) => return Answer::Refused(e.to_string()),
+            Err(e) => return Answer::Unavailable(e.to_string()),
+        };
+        let mut s = entry.session.clone();
+        s.op.validated_at = now;
+        s.last_activity = now;
+        if let Some(rt) = tokens.refresh_token {
+            s.op.refresh_token = Some(rt);
+        }
+        if s.op.access_token.is_some() {
+            s.op.access_expires_at = tokens.expires_in.map(|e| now.saturating_add(e));
+            s.op.access_token = tokens.access_token;
+        }
+        let Some(raw) = tokens.id_token else {
+            return Answer::Valid(s);
+        };
+        let op = &settings.op;
+        let expected = RefreshExpected {
+            issuer: &op.issuer,
+            client_id: &settings.client.client_id,
+            sub: &entry.session.sub,
+            auth_time: None,
+            now,
+            clock_skew_s: settings.clock_skew_s,
+            algorithms: &settings.id_token_algorithms,
+        };
+        let max_age = op.jwks_max_age_s;
+        match id_token::validate_refreshed(&raw, &vm.jwks, max_age, u64::MAX, &expected) {
+            Ok(t) => {
+                op_session::merge_claims(&mut s.claims, &settings.session.claims, &t.claims);
+                if s.op.id_token.is_some() {
+                    s.op.id_token = super::op_tokens::keepable_id_token(settings, raw);
+                }
+                Answer::Valid(s)
+            }
+            // Keys rotated since the sign-in: the grant itself was renewed; the claims are
+            // updated at the next validation, once the keys are fetched for another token.
+            Err(IdTokenError::NeedKeys | IdTokenError::UnknownKey) => {
+                self.note(
+                    Level::Info,
+                    "refreshed ID token not checked (key not loaded); claims kept".into(),
+                );
+                Answer::Valid(s)
+            }
+            Err(e) => Answer::Refused(format!("refreshed ID token refused: {e}")),
+        }
+    }
+
+    fn userinfo_validated(
+        &mut self,
+        settings: &Settings,
+        entry: &SessionEntry,
+        result: CalloutResult,
+        now: u64,
+    ) -> Answer {
+        match op_session::userinfo_outcome(&result, &entry.session.sub) {
+            Ok(claims) => {
+                let mut s = entry.session.clone();
+                s.op.validated_at = now;
+                s.last_activity = now;
+                op_session::merge_claims(&mut s.claims, &settings.session.claims, &claims);
+                Answer::Valid(s)
+            }
+            Err(e @ (UserinfoError::Refused { .. } | UserinfoError::SubMismatch)) => {
+                Answer::Refused(e.to_string())
+            }
+            Err(e) => Answer::Unavailable(e.to_string()),
+        }
+    }
+
+    /// The validating request went away before the OP answered: the next one asks.
+    pub(super) fn validation_abandoned(vm: &mut VmState, entry: &SessionEntry) {
+        let sid = &entry.session.sid;
+        if let Some(w) = vm.validations.waiting.remove(sid) {
+            vm.wake(w.waiters, Wake::Ready);
+        }
+        vm.write_slot(sid, SlotState::Idle);
+    }
+}
+
+enum Answer {
+    Valid(Session),
+    Refused(String),
+    Unavailable(String),
+}
+
+/// The successor cookie another worker stored, as a session of this worker's cache.
+fn adopt(
+    settings: &Settings,
+    vm: &mut VmState,
+    cookie: &str,
+    now: u64,
+) -> Option<Rc<SessionEntry>> {
+    let map = &settings.identity_headers;
+    vm.sessions.lookup(
+        cookie,
+        &settings.session.keys,
+        now,
+        settings.session.idle_timeout_s,
+        |s| identity::request_headers(map, s).ok(),
+    )
+}
+
+/// A validation whose leader has not answered within the OP's timeout (and a margin) is
+/// presumed lost.
+pub(super) fn validation_stale_after_s(settings: &Settings) -> u64 {
+    super::state::stale_after_s(settings.op.timeout_ms)
+}
