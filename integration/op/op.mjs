@@ -38,10 +38,12 @@
 //   backchannel_logout_session_required, so ID tokens carry `sid` and logout tokens `sid` and
 //   `sub` (signed like the client's ID tokens, typ logout+jwt, 2 min). The other gateways of
 //   GATEWAY_URLS get no back-channel notice: they learn of a logout only by validation.
+//   oidc-provider's guard against requests to special-use addresses is lifted for that one
+//   URI only (the gateways listen on loopback).
 //   Logout at the OP (RP-initiated, /session/end and its confirm form with logout=yes) notifies
 //   every client of the OP session and revokes their grants (so their refresh tokens too).
-// - Front-channel logout: not available; oidc-provider dropped it (this is 9.x, see
-//   package-lock.json). Tests call the gateway's front-channel endpoint themselves.
+// - Front-channel logout: not available; oidc-provider 9.x (package-lock.json) has no such
+//   feature. Tests call the gateway's front-channel endpoint themselves.
 // - Revocation (RFC 7009): a web client may revoke its own refresh and access tokens;
 //   revoking a refresh token revokes its grant (oidc-provider's default revokeGrantPolicy).
 //
@@ -87,7 +89,7 @@
 // /token/revocation, and `grant:revoked` for each grant revoked (by revocation or logout).
 // POST /__stats/reset clears it.
 // POST /__users/disable?sub=X  the account X no longer exists for the OP: its refresh grants
-//   fail (invalid_grant), userinfo with its tokens fails (401 invalid_token), it cannot log in.
+//   fail (invalid_grant), userinfo with its tokens fails (401 invalid_token).
 // POST /__users/enable?sub=X   undoes that.
 // POST /__groups?sub=X&groups=a,b  X's groups from now on (empty `groups=`: none); the next
 //   ID token, refresh or userinfo answer carries them.
