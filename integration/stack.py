@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -155,6 +156,8 @@ def start_op(port, gateway_urls, logdir=None, issuer=None, env=None, name="op"):
     p.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/.well-known/openid-configuration"))
     p.issuer = issuer
     p.port = port
+    p.gateway_urls = list(gateway_urls)
+    p.env = dict(env or {})
     return p
 
 
@@ -555,3 +558,285 @@ class Sink:
         for c in self.conns:
             c.close()
         self.sock.close()
+
+
+# --- sessions validated at the OP (issue 10): OP hooks, logout at the OP, cookies, OP down ---
+
+
+def live_config(op_issuer, client_id="pa_wam", **overrides):
+    """wam_config plus the OP endpoints that validated sessions use: userinfo (/me) and RFC 7009
+    revocation, named like the discovery metadata (op.userinfo_endpoint,
+    op.revocation_endpoint). `overrides` as in wam_config, e.g.
+    {"session.validate_interval_s": 1, "session.validation_grace_s": 3}."""
+    base = {"op.userinfo_endpoint": f"{op_issuer}/me", "op.revocation_endpoint": f"{op_issuer}/token/revocation"}
+    return wam_config(op_issuer, client_id, **{**base, **overrides})
+
+
+def _op_call(op_url, path, method="POST", body=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{op_url}{path}", data=data, method=method, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def op_disable_user(op, sub):
+    """The OP forgets `sub` (POST /__users/disable): refresh grants invalid_grant, userinfo 401."""
+    assert _op_call(op.issuer, f"/__users/disable?sub={urllib.parse.quote(sub)}")[0] == 200
+
+
+def op_enable_user(op, sub):
+    assert _op_call(op.issuer, f"/__users/enable?sub={urllib.parse.quote(sub)}")[0] == 200
+
+
+def op_set_groups(op, sub, groups):
+    """`sub`'s groups at the OP from now on (POST /__groups)."""
+    q = urllib.parse.urlencode({"sub": sub, "groups": ",".join(groups)})
+    assert _op_call(op.issuer, f"/__groups?{q}")[0] == 200
+
+
+def op_sign(op, claims, header=None):
+    """A JWS over `claims` signed with the OP's own key (POST /__sign): RS256, kid op-rsa-1,
+    typ logout+jwt unless `header` says otherwise (a member None: left out)."""
+    status, answer = _op_call(op.issuer, "/__sign", body={"claims": claims, **({"header": header} if header else {})})
+    assert status == 200, answer
+    return answer["jws"]
+
+
+def op_session(session, op_url):
+    """The OP session behind the OP cookies in `session` (a requests.Session that logged in):
+    {accountId, uid, clients: {client_id: {sid, grantId, grantActive}}}."""
+    r = session.get(f"{op_url}/__session", timeout=5)
+    r.raise_for_status()
+    return r.json()
+
+
+_LOGOUT_FORM = re.compile(r'<form[^>]*id="op\.logoutForm"[^>]*action="([^"]+)"[^>]*>(.*?)</form>', re.I | re.S)
+
+
+def op_logout(session, op_url):
+    """The user logs out at the OP with the browser `session` that logged in (its OP cookies):
+    RP-initiated logout at /session/end, then its confirm form with logout=yes, which ends the
+    whole OP session, revokes the clients' grants and sends each client's back-channel logout
+    notice (before it answers). Returns the confirm's final response."""
+    page = session.get(f"{op_url}/session/end", timeout=10)
+    assert page.status_code == 200, page.text[:500]
+    m = _LOGOUT_FORM.search(page.text)
+    assert m, f"no logout form at the OP (no OP session in these cookies?):\n{page.text[:500]}"
+    action = urllib.parse.urljoin(page.url, html.unescape(m.group(1)))
+    data = {name: html.unescape(value) for name, value in re.findall(r'name="([^"]+)" value="([^"]*)"', m.group(2))}
+    data["logout"] = "yes"
+    done = session.post(action, data=data, allow_redirects=True, timeout=10)
+    assert done.status_code == 200, done.text[:500]
+    return done
+
+
+def restart_op(p, env=None):
+    """Stops the OP `p` and starts a new one on the same port, issuer and gateways (OP down,
+    then back). Everything the OP held is lost: sessions, grants, tokens, and its keys (new
+    ones, same key ids)."""
+    p.stop()
+    return start_op(p.port, p.gateway_urls, logdir=os.path.dirname(p.log_path), issuer=p.issuer, env={**p.env, **(env or {})}, name=p.name)
+
+
+# --- Set-Cookie, as a browser reads it ------------------------------------------------------
+
+
+def set_cookies(response):
+    """The Set-Cookie headers of one response (not of its redirects), parsed: a list of
+    {"name", "value", "attrs" (lowercased name -> value or True), "raw"}."""
+    out = []
+    for raw in response.raw.headers.getlist("set-cookie"):
+        pair, *attrs = [part.strip() for part in raw.split(";")]
+        name, _, value = pair.partition("=")
+        parsed = {}
+        for a in attrs:
+            k, eq, v = a.partition("=")
+            parsed[k.strip().lower()] = v.strip() if eq else True
+        out.append({"name": name.strip(), "value": value.strip(), "attrs": parsed, "raw": raw})
+    return out
+
+
+def is_removal(cookie):
+    """A Set-Cookie that deletes the cookie (Max-Age=0 or an Expires in the past)."""
+    a = cookie["attrs"]
+    if "max-age" in a:
+        try:
+            return int(a["max-age"]) <= 0
+        except (TypeError, ValueError):
+            return False
+    return "expires" in a and "1970" in str(a["expires"])
+
+
+def apply_set_cookies(jar, *responses):
+    """Applies the Set-Cookie headers of `responses` (each with its redirects, in order) to
+    `jar` (a dict name -> value) as a browser would. Returns `jar`."""
+    for response in responses:
+        for r in [*response.history, response]:
+            for c in set_cookies(r):
+                if is_removal(c):
+                    jar.pop(c["name"], None)
+                else:
+                    jar[c["name"]] = c["value"]
+    return jar
+
+
+CHUNK = re.compile(r"^(?P<base>.+)\.(?P<index>\d+)$")
+
+
+def session_chunks(cookies, name="PA.wam"):
+    """The session cookie's parts in `cookies` (a dict, or a requests cookie jar): [value] for a
+    single `name` cookie, or the values of `name`.0, `name`.1, ... in index order."""
+    items = dict(cookies) if not hasattr(cookies, "get_dict") else cookies.get_dict()
+    chunks = {}
+    for k, v in items.items():
+        m = CHUNK.match(k)
+        if m and m.group("base") == name:
+            chunks[int(m.group("index"))] = v
+    if chunks:
+        assert name not in items, f"both {name} and {name}.N cookies: {sorted(items)}"
+        assert sorted(chunks) == list(range(len(chunks))), f"chunks not contiguous: {sorted(chunks)}"
+        return [chunks[i] for i in sorted(chunks)]
+    return [items[name]] if name in items else []
+
+
+def cookie_header(cookies):
+    return "; ".join(f"{k}={v}" for k, v in dict(cookies).items())
+
+
+# --- an OP that goes down for the gateway: a TCP relay that can be switched off -------------
+
+
+class Relay:
+    """A TCP relay from a local port to 127.0.0.1:`target_port`. Point the gateway's `op`
+    cluster at `relay.port`: `down()` closes every relayed connection and resets new ones
+    (counted in `refused`), `up()` relays again. The browser still reaches the OP directly."""
+
+    def __init__(self, target_port):
+        import threading
+
+        self.target_port = target_port
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.is_up = True
+        self.accepted = 0
+        self.refused = 0
+        self._pairs = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._accept, daemon=True)
+        self._t.start()
+
+    def _accept(self):
+        import threading
+
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            if not self.is_up:
+                self.refused += 1
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()  # RST
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                conn.close()
+                continue
+            self.accepted += 1
+            with self._lock:
+                self._pairs.append((conn, upstream))
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def down(self):
+        self.is_up = False
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for a, b in pairs:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+                except OSError:
+                    pass
+
+    def up(self):
+        self.is_up = True
+
+    def close(self):
+        self.down()
+        self._stop.set()
+        self._t.join()
+        self.sock.close()
+
+
+def rp_login(op, redirect_origin, username="alice", client_id="pa_wam", scope="openid profile email groups"):
+    """A relying party's whole code flow at the OP without a gateway (for tests of the OP
+    itself): the browser `session` logs in at the OP's form and comes back to
+    <redirect_origin>/pa/oidc/cb (something must answer there), then the code is redeemed with
+    PKCE. Returns (session, the token endpoint's JSON answer)."""
+    import hashlib
+    import requests
+
+    verifier = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    redirect_uri = f"{redirect_origin}/pa/oidc/cb"
+    q = {
+        "client_id": client_id,
+        "response_type": "code",
+        "redirect_uri": redirect_uri,
+        "scope": scope,
+        "state": "s" * 43,
+        "nonce": "n" * 43,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    session = requests.Session()
+    page = session.get(f"{op.issuer}/auth?{urllib.parse.urlencode(q)}", timeout=10)
+    done = submit_login_form(session, page, username)
+    back = urllib.parse.urlsplit(done.url)
+    assert back.path == "/pa/oidc/cb", done.url
+    code = dict(urllib.parse.parse_qsl(back.query))["code"]
+    status, answer = _post_form(f"{op.issuer}/token", {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri, "code_verifier": verifier}, client_id)
+    assert status == 200, answer
+    return session, answer
+
+
+def refresh_grant(op, refresh_token, client_id="pa_wam"):
+    """A refresh-token grant as the gateway makes it; (status, JSON answer)."""
+    return _post_form(f"{op.issuer}/token", {"grant_type": "refresh_token", "refresh_token": refresh_token}, client_id)
+
+
+def userinfo(op, access_token):
+    """GET /me with the access token; (status, JSON answer or text)."""
+    req = urllib.request.Request(f"{op.issuer}/me", headers={"authorization": f"Bearer {access_token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")

@@ -1,5 +1,6 @@
 """The demo's sample backend: answers every request with the request it received, as JSON,
-so a person or a test can see exactly what the gateway passed on (identity headers, cookies),
+so a person or a test can see exactly what the gateway passed on (identity headers, cookies,
+the body: "body" as text, "body_bytes", "content_type"),
 and how three kinds of origin server would resolve the path it received ("resolved").
 
 usage: echo.py [PORT]   (or PORT in the environment; binds 127.0.0.1)
@@ -159,10 +160,22 @@ def resolve_all(raw_target):
 class Echo(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def answer(self):
+    def read_body(self):
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            out = b""
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return out
+                out += self.rfile.read(size)
+                self.rfile.readline()
         length = int(self.headers.get("content-length") or 0)
-        if length:
-            self.rfile.read(length)
+        return self.rfile.read(length) if length else b""
+
+    def answer(self):
+        raw = self.read_body()
         headers = {}
         for name, value in self.headers.items():
             name = name.lower()
@@ -172,7 +185,18 @@ class Echo(BaseHTTPRequestHandler):
             else:
                 headers[name] = value
         body = json.dumps(
-            {"method": self.command, "path": self.path, "headers": headers, "resolved": resolve_all(self.path)}, indent=2
+            {
+                "method": self.command,
+                "path": self.path,
+                "headers": headers,
+                "resolved": resolve_all(self.path),
+                # The body as received: text (undecodable bytes as U+FFFD), its length in bytes
+                # and its declared type, so a test can see what a request carried through.
+                "body": raw.decode("utf-8", errors="replace"),
+                "body_bytes": len(raw),
+                "content_type": self.headers.get("content-type"),
+            },
+            indent=2,
         ).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")

@@ -9,6 +9,11 @@
 //                  redirect URI <origin>/pa/oidc/cb and post-logout URI <origin>/
 //   PA_WAM_SECRET  client secret of every client   (demo-secret-change-me-0123456789abcdef)
 //   OP_ACCESS_TOKEN_TTL  lifetime (s) of access tokens for the resources below (600)
+//   OP_WEB_ACCESS_TOKEN_TTL  lifetime (s) of the access tokens the web clients get at login and
+//                        refresh (no resource: opaque, good at userinfo) (600)
+//   BACKCHANNEL_GATEWAY  the gateway origin whose <origin>/pa/oidc/backchannel every web client
+//                        registers as its back-channel logout URI (the first of GATEWAY_URLS;
+//                        `none`: no back-channel logout)
 //   OP_SHORT_TOKEN_TTL   lifetime (s) of access tokens for the *short* resources (3)
 //   STS_TOKEN_TTL        lifetime (s) of tokens issued by the token exchange (300)
 //   GATEWAY_JWKS_URLS    comma-separated JWKS URLs the STS trusts for gateway-signed subject
@@ -19,6 +24,28 @@
 // pa_wam_es (ES256 ID tokens). All use the authorization-code grant with PKCE (required).
 // oidc-provider accepts client_secret_basic and client_secret_post alike from a client
 // registered with either, so every client takes both; pa_wam_post states it explicitly.
+//
+// Sessions of the web clients (what a gateway that validates its sessions at the OP needs):
+// - Refresh tokens: every code flow of a web client issues one (issueRefreshToken; no
+//   offline_access needed), and every refresh-token grant ROTATES it (rotateRefreshToken:
+//   true). oidc-provider's reuse detection stays on: presenting an already-rotated refresh
+//   token revokes the whole grant (every refresh and access token of that login). Without
+//   offline_access the refresh token also ends with the OP session (logout at the OP).
+//   The refresh grant answers a new ID token with the account's current claims.
+// - userinfo (/me) with the web client's access token: sub, email, email_verified, name, groups.
+// - Back-channel logout 1.0: each web client has ONE backchannel_logout_uri (oidc-provider
+//   takes one per client), <BACKCHANNEL_GATEWAY>/pa/oidc/backchannel, with
+//   backchannel_logout_session_required, so ID tokens carry `sid` and logout tokens `sid` and
+//   `sub` (signed like the client's ID tokens, typ logout+jwt, 2 min). The other gateways of
+//   GATEWAY_URLS get no back-channel notice: they learn of a logout only by validation.
+//   oidc-provider's guard against requests to special-use addresses is lifted for that one
+//   URI only (the gateways listen on loopback).
+//   Logout at the OP (RP-initiated, /session/end and its confirm form with logout=yes) notifies
+//   every client of the OP session and revokes their grants (so their refresh tokens too).
+// - Front-channel logout: not available; oidc-provider 9.x (package-lock.json) has no such
+//   feature. Tests call the gateway's front-channel endpoint themselves.
+// - Revocation (RFC 7009): a web client may revoke its own refresh and access tokens;
+//   revoking a refresh token revokes its grant (oidc-provider's default revokeGrantPolicy).
 //
 // API access (client_credentials grant, resource indicators, RFC 8707): api_client
 // (client_secret_basic, scopes orders:read orders:write) asks for a token for one resource:
@@ -49,12 +76,31 @@
 // reserved TLD .invalid (e.g. https://refused.invalid: an STS that refuses), all 400.
 //
 // Login: the built-in development form; any login name works with any password. alice is in
-// the groups staff and admins, bob in staff.
+// the groups staff and admins, bob in staff, anyone else in none (see /__groups).
 //
+// Test hooks (no authentication: this OP is for tests and the demo only):
 // GET /__stats answers how often each path was requested, and how often each grant was
 // asked for: `grant:<grant_type>` for successful grants, `grant:token-exchange` for every
 // token-exchange request that reached the STS (issued or refused) and
-// `grant:token-exchange:issued` for those that got a token. POST /__stats/reset clears it.
+// `grant:token-exchange:issued` for those that got a token; also
+// `backchannel:success:<client>` / `backchannel:error:<client>` for each back-channel logout
+// notice sent (error: the gateway did not answer 200/204, or could not be reached),
+// `revoked:<RefreshToken|AccessToken|ClientCredentials>:<client>` for each token revoked at
+// /token/revocation, and `grant:revoked` for each grant revoked (by revocation or logout).
+// POST /__stats/reset clears it.
+// POST /__users/disable?sub=X  the account X no longer exists for the OP: its refresh grants
+//   fail (invalid_grant), userinfo with its tokens fails (401 invalid_token).
+// POST /__users/enable?sub=X   undoes that.
+// POST /__groups?sub=X&groups=a,b  X's groups from now on (empty `groups=`: none); the next
+//   ID token, refresh or userinfo answer carries them.
+// GET /__session  (with the OP's session cookie, i.e. the browser's cookies) the OP session:
+//   {accountId, uid, clients: {<client_id>: {sid, grantId, grantActive}}}; `sid` is what the
+//   client's ID and logout tokens carry, grantActive false once the grant was revoked.
+// POST /__sign  JSON {claims, header?} -> {jws}: the claims signed with this OP's own keys, as
+//   the OP signs ID and logout tokens (header {alg: RS256, kid: op-rsa-1, typ: logout+jwt}
+//   by default; `header` overrides or adds members: alg RS256/RS384/RS512/PS256 use the RSA
+//   key, ES256 the EC key; a member set to null is left out). For tests of the logout-token
+//   checks with tokens the OP would never send.
 //
 // oidc-provider's warnings and notices about this being a development setup (in-memory
 // storage, the development login form, default TTLs, Node.js 20) are left out unless
@@ -92,6 +138,9 @@ const seconds = (name, dflt) => {
 const ACCESS_TTL = seconds('OP_ACCESS_TOKEN_TTL', 600);
 const SHORT_TTL = seconds('OP_SHORT_TOKEN_TTL', 3);
 const STS_TTL = seconds('STS_TOKEN_TTL', 300);
+const WEB_ACCESS_TTL = seconds('OP_WEB_ACCESS_TOKEN_TTL', 600);
+const backchannelGateway = (process.env.BACKCHANNEL_GATEWAY || gateways[0] || 'none').trim().replace(/\/$/, '');
+const backchannelUri = backchannelGateway === 'none' ? undefined : new URL(`${backchannelGateway}/pa/oidc/backchannel`).href;
 const gatewayJwksUrls = (process.env.GATEWAY_JWKS_URLS || gateways.map((g) => `${g}/pa/authtoken/JWKS`).join(','))
   .split(',')
   .map((s) => s.trim())
@@ -124,15 +173,19 @@ const TT_ACCESS_TOKEN = 'urn:ietf:params:oauth:token-type:access_token';
 const TT_JWT = 'urn:ietf:params:oauth:token-type:jwt';
 
 const GROUPS = { alice: ['staff', 'admins'], bob: ['staff'] };
+const DISABLED = new Set();
 const SCOPE = 'openid profile email groups';
 
 const client = (client_id, extra) => ({
   client_id,
   client_secret: secret,
-  grant_types: ['authorization_code'],
+  grant_types: ['authorization_code', 'refresh_token'],
   response_types: ['code'],
   redirect_uris: gateways.map((g) => `${g}/pa/oidc/cb`),
   post_logout_redirect_uris: gateways.map((g) => `${g}/`),
+  ...(backchannelGateway === 'none'
+    ? {}
+    : { backchannel_logout_uri: backchannelUri, backchannel_logout_session_required: true }),
   token_endpoint_auth_method: 'client_secret_basic',
   id_token_signed_response_alg: 'RS256',
   ...extra,
@@ -169,9 +222,25 @@ const configuration = {
   },
   // Put the scope's claims in the ID token too: the gateway builds its session from it.
   conformIdTokenClaims: false,
+  // A refresh token for every code flow of a client allowed the grant (the web clients),
+  // without offline_access; rotated on every use.
+  issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+  rotateRefreshToken: true,
+  // oidc-provider's outgoing requests refuse special-use addresses (an SSRF guard), loopback
+  // included; the back-channel logout notices go to gateways on 127.0.0.1, so the guard is
+  // lifted for exactly the one URI registered for them.
+  fetch: (url, options) => {
+    if (backchannelUri !== undefined && String(url) === backchannelUri) delete options.dispatcher;
+    return globalThis.fetch(url, options);
+  },
+  ttl: {
+    AccessToken: (ctx, token) => token.resourceServer?.accessTokenTTL || WEB_ACCESS_TTL,
+  },
   features: {
     devInteractions: { enabled: true },
     rpInitiatedLogout: { enabled: true },
+    backchannelLogout: { enabled: backchannelGateway !== 'none' },
+    userinfo: { enabled: true },
     clientCredentials: { enabled: true },
     introspection: {
       enabled: true,
@@ -184,6 +253,7 @@ const configuration = {
         if (token.clientId !== client.clientId) {
           throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
         }
+        count(`revoked:${token.kind}:${client.clientId}`);
         return true;
       },
     },
@@ -205,6 +275,9 @@ const configuration = {
     },
   },
   async findAccount(ctx, id) {
+    // A disabled account is unknown: oidc-provider then refuses its refresh grants
+    // (invalid_grant) and userinfo (invalid_token).
+    if (DISABLED.has(id)) return undefined;
     return {
       accountId: id,
       async claims() {
@@ -367,14 +440,95 @@ provider.registerGrantType(
   ['audience', 'resource'],
 );
 
-provider.use(async (ctx, next) => {
-  if (ctx.path === '/__stats') {
-    ctx.body = stats;
+provider.on('backchannel.success', (ctx, client) => count(`backchannel:success:${client.clientId}`));
+provider.on('backchannel.error', (ctx, err, client) => {
+  count(`backchannel:error:${client.clientId}`);
+  console.log(`back-channel logout to ${client.backchannelLogoutUri} failed: ${err.message}`);
+});
+provider.on('grant.revoked', () => count('grant:revoked'));
+
+// --- test hooks (see the header) -----------------------------------------------------------
+
+async function readJson(ctx) {
+  const chunks = [];
+  for await (const chunk of ctx.req) chunks.push(chunk);
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}');
+  } catch {
+    return undefined;
+  }
+}
+
+// The OP session of the caller's cookies, and for each client its sid and grant.
+async function sessionView(ctx) {
+  const session = await provider.Session.get(ctx);
+  const clients = {};
+  for (const [clientId, auth] of Object.entries(session.authorizations || {})) {
+    const grant = auth.grantId ? await provider.Grant.find(auth.grantId) : undefined;
+    clients[clientId] = { sid: auth.sid, grantId: auth.grantId, grantActive: Boolean(grant && !grant.isExpired) };
+  }
+  return { accountId: session.accountId, uid: session.uid, clients };
+}
+
+async function signForTest(ctx) {
+  const body = await readJson(ctx);
+  if (!body || typeof body.claims !== 'object' || body.claims === null) {
+    ctx.status = 400;
+    ctx.body = { error: 'expected JSON {claims, header?}' };
     return;
   }
-  if (ctx.path === '/__stats/reset' && ctx.method === 'POST') {
+  const header = { alg: 'RS256', typ: 'logout+jwt', ...(body.header || {}) };
+  const ec = String(header.alg).startsWith('ES');
+  const { alg: _alg, ...jwk } = ec ? ecKey : rsaKey;
+  if (!('kid' in header)) header.kid = jwk.kid;
+  for (const k of Object.keys(header)) if (header[k] === null) delete header[k];
+  try {
+    const key = await importJWK(jwk, header.alg);
+    ctx.body = { jws: await new SignJWT(body.claims).setProtectedHeader(header).sign(key) };
+  } catch (err) {
+    ctx.status = 400;
+    ctx.body = { error: err.message };
+  }
+}
+
+const HOOKS = {
+  'GET /__stats': (ctx) => {
+    ctx.body = stats;
+  },
+  'POST /__stats/reset': (ctx) => {
     for (const k of Object.keys(stats)) delete stats[k];
     ctx.body = {};
+  },
+  'POST /__users/disable': (ctx) => {
+    DISABLED.add(String(ctx.query.sub));
+    ctx.body = { disabled: [...DISABLED] };
+  },
+  'POST /__users/enable': (ctx) => {
+    DISABLED.delete(String(ctx.query.sub));
+    ctx.body = { disabled: [...DISABLED] };
+  },
+  'POST /__groups': (ctx) => {
+    const groups = String(ctx.query.groups ?? '');
+    GROUPS[String(ctx.query.sub)] = groups ? groups.split(',') : [];
+    ctx.body = { sub: ctx.query.sub, groups: GROUPS[String(ctx.query.sub)] };
+  },
+  'GET /__session': async (ctx) => {
+    ctx.body = await sessionView(ctx);
+  },
+  'POST /__sign': signForTest,
+};
+
+provider.use(async (ctx, next) => {
+  const hook = HOOKS[`${ctx.method} ${ctx.path}`] || (ctx.path === '/__stats' ? HOOKS['GET /__stats'] : undefined);
+  if (hook) {
+    if (ctx.path.startsWith('/__users') || ctx.path === '/__groups') {
+      if (typeof ctx.query.sub !== 'string' || !ctx.query.sub) {
+        ctx.status = 400;
+        ctx.body = { error: 'sub required' };
+        return;
+      }
+    }
+    await hook(ctx);
     return;
   }
   stats[ctx.path] = (stats[ctx.path] || 0) + 1;
