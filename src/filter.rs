@@ -322,9 +322,15 @@ impl Configured {
                 false
             }
             Action::ReadBody { max } => {
-                // The body is read in the request's own body callbacks; nothing is parked.
+                // Envoy's Wasm host turns a paused request-headers callback into "stop all",
+                // which also withholds the body from this filter: the body is only seen by
+                // letting the headers on. They go on stripped to their framing, to a path no
+                // application has, and the body stays here; the request ends with the local
+                // answer given once the body is read, which resets the upstream stream.
                 st.reading_body = Some(max);
-                false
+                drop(st);
+                hold_request_headers();
+                true
             }
             Action::Callout(callout) => {
                 if origin == Origin::Borrowed {
@@ -451,6 +457,38 @@ impl Configured {
         }
         let _ = hostcalls::set_effective_context(root);
     }
+}
+
+/// The path a request goes on with while its body is read here (see `Action::ReadBody`).
+const HELD_PATH: &str = "/.envoy-wam/held-for-body";
+
+/// Strips the request to what frames its body, so that whatever reaches the route's upstream
+/// before the local answer says nothing of the client.
+fn hold_request_headers() {
+    let keep = |n: &str| {
+        n.starts_with(':')
+            || matches!(
+                n,
+                "content-length"
+                    | "transfer-encoding"
+                    | "host"
+                    | "x-forwarded-proto"
+                    | "x-request-id"
+            )
+    };
+    if let Some(request) = HostRequest::read() {
+        let names: Vec<String> = request
+            .headers()
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .filter(|n| !keep(n))
+            .collect();
+        for name in names {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &name, None);
+        }
+    }
+    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(HELD_PATH));
+    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":method", Some("POST"));
 }
 
 fn respond(r: &LocalResponse) {
@@ -672,13 +710,21 @@ impl WamHttp {
             self.clock.now(),
             &mut HostEntropy,
         );
-        let go_on = c.carry_out(self.ctx, &self.state, action, Origin::Safe);
+        let action = match action {
+            // The request went on held (see `Action::ReadBody`): it may not go on as itself.
+            Action::Forward(_) | Action::ReadBody { .. } => {
+                log(
+                    LogLevel::Error,
+                    "envoy-wam: a request whose body was read cannot be forwarded; refusing",
+                );
+                Action::Respond(LocalResponse::new(500).body("text/plain", "internal error\n"))
+            }
+            other => other,
+        };
+        c.carry_out(self.ctx, &self.state, action, Origin::Safe);
         c.wake_released(self.ctx, Origin::Borrowed, false);
-        if go_on {
-            HostAction::Continue
-        } else {
-            HostAction::Pause
-        }
+        // Never let the held body go on: the request ends with the local answer.
+        HostAction::Pause
     }
 }
 
