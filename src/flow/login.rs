@@ -130,7 +130,10 @@ impl RequestFlow {
         }
     }
 
-    /// The redirect that starts a sign-in, with its cookies, and the sign-in's transaction.
+    /// The redirect that starts a sign-in, with its cookies, and the sign-in's transaction;
+    /// or the answer when none can start.
+    // A cold path: the answer is moved once, not worth a box.
+    #[allow(clippy::result_large_err)]
     pub(super) fn login_redirect(
         &mut self,
         settings: &Settings,
