@@ -25,6 +25,7 @@ pub mod oidc;
 pub mod op_session;
 pub mod pages;
 pub mod policy;
+pub mod preserve;
 pub mod request;
 pub mod revocation;
 pub mod session;

@@ -30,7 +30,10 @@ impl RequestFlow {
                 Action::Respond(LocalResponse::new(200).body("text/plain", "OK"))
             }
             Endpoint::Callback => match vm.endpoints.clone() {
-                Some(endpoints) => self.callback(settings, &endpoints, head, now, rng),
+                Some(endpoints) => {
+                    let action = self.callback(settings, &endpoints, head, now, rng);
+                    self.with_post_cleared(action)
+                }
                 None => not_ready(vm, true),
             },
             Endpoint::AuthtokenJwks => match &settings.authtoken {

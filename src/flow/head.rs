@@ -47,6 +47,11 @@ impl<'r> RequestHead<'r> {
     /// A browser navigation, answered with a login redirect rather than a 401.
     pub fn is_navigation(&self) -> bool {
         let method_ok = self.method == "GET" || self.method == "HEAD";
+        method_ok && self.navigates()
+    }
+
+    /// A browser loading a page, with any method (a form submission is a POST navigation).
+    pub fn navigates(&self) -> bool {
         let navigating = match self.sec_fetch_mode {
             Some(mode) => mode == "navigate",
             None => self.accept.is_some_and(|a| a.contains("text/html")),
@@ -54,7 +59,7 @@ impl<'r> RequestHead<'r> {
         let xhr = self
             .x_requested_with
             .is_some_and(|x| x.eq_ignore_ascii_case("xmlhttprequest"));
-        method_ok && navigating && !xhr
+        navigating && !xhr
     }
 
     /// Not a browser page load: answered with JSON rather than HTML.
@@ -85,6 +90,17 @@ impl<'r> RequestHead<'r> {
         }
         let named = !self.host.is_empty() && settings.policy.names_host(self.host);
         named.then(|| self.origin())
+    }
+
+    /// Positive evidence that a page of this origin sent the request: Fetch Metadata, or else
+    /// the `Origin` header. Without either, it could have come from anywhere.
+    pub fn is_same_origin(&self, settings: &Settings) -> bool {
+        match self.sec_fetch_site {
+            Some(site) => site == "same-origin",
+            None => self.origin_header.is_some_and(|origin| {
+                Some(origin.to_ascii_lowercase()) == self.trusted_origin(settings)
+            }),
+        }
     }
 
     /// A request another site made the browser send (a link, a form, a script): it must not

@@ -106,6 +106,9 @@ impl RequestFlow {
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Action {
+        if let Some(action) = self.login_for_post(settings, vm, head, now, rng) {
+            return action;
+        }
         if !head.is_navigation() {
             let mut r = Problem {
                 status: 401,
@@ -121,8 +124,26 @@ impl RequestFlow {
             ));
             return Action::Respond(r);
         }
+        match self.login_redirect(settings, vm, head, now, rng) {
+            Ok((redirect, _)) => Action::Respond(redirect),
+            Err(action) => action,
+        }
+    }
+
+    /// The redirect that starts a sign-in, with its cookies, and the sign-in's transaction;
+    /// or the answer when none can start.
+    // A cold path: the answer is moved once, not worth a box.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn login_redirect(
+        &mut self,
+        settings: &Settings,
+        vm: &VmState,
+        head: &RequestHead,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) -> Result<(LocalResponse, LoginTransaction), Action> {
         let Some(endpoints) = vm.endpoints.as_deref() else {
-            return not_ready(vm, true);
+            return Err(not_ready(vm, true));
         };
         let callback = settings.client.redirect_uri.clone().or_else(|| {
             head.trusted_origin(settings)
@@ -131,7 +152,7 @@ impl RequestFlow {
         let Some(redirect_uri) = callback else {
             // Configuration makes this unreachable (a `*` host needs client.redirect_uri); a
             // redirect is never built from a host no application names.
-            return self.refuse(
+            return Err(self.refuse(
                 rng,
                 true,
                 400,
@@ -139,20 +160,19 @@ impl RequestFlow {
                 "Sign-in is not available for this host name.",
                 None,
                 format!("no redirect_uri for host {}", printable(head.host)),
-            );
+            ));
         };
         let return_to = safe_return_path(head.path).unwrap_or("/").to_string();
         let Some(mut txn) = LoginTransaction::new(rng, return_to, redirect_uri) else {
-            return self.no_randomness();
+            return Err(self.no_randomness());
         };
         let Some((set, counter)) = self.txn_cookies(settings, head, &mut txn, now) else {
-            return self.no_randomness();
+            return Err(self.no_randomness());
         };
-        Action::Respond(
-            LocalResponse::redirect(&oidc::authorization_url(settings, endpoints, &txn))
-                .header("set-cookie", set)
-                .header("set-cookie", counter),
-        )
+        let redirect = LocalResponse::redirect(&oidc::authorization_url(settings, endpoints, &txn))
+            .header("set-cookie", set)
+            .header("set-cookie", counter);
+        Ok((redirect, txn))
     }
 
     /// The `Set-Cookie`s that start a sign-in: the transaction in the next cookie slot (the
@@ -230,6 +250,9 @@ impl RequestFlow {
             let txn = LoginTransaction::open(sealed, &state, &settings.session.keys, now)?;
             Some(LoginTransaction { slot, ..txn })
         });
+        if let Some(txn) = &txn {
+            self.read_preserved(settings, head.request, txn, now);
+        }
         let Some(txn) = txn else {
             return self.refuse(
                 rng,
@@ -377,7 +400,7 @@ impl RequestFlow {
         let entry = SessionEntry::new(session, headers);
         vm.sessions
             .insert(value, entry, now, settings.session.idle_timeout_s);
-        let mut response = LocalResponse::redirect(&txn.return_to);
+        let mut response = self.landing(&txn.return_to);
         for c in set {
             response = response.header("set-cookie", c);
         }

@@ -11,6 +11,7 @@ mod identify;
 mod login;
 mod mediate;
 mod op_tokens;
+mod preserve;
 mod route;
 mod single_logout;
 mod state;
@@ -102,6 +103,8 @@ enum Stage {
 enum BodyFor {
     /// A back-channel logout request (its `logout_token`).
     Backchannel,
+    /// A form post that needs a sign-in, to keep through it.
+    LoginPost,
 }
 
 /// One request's progress through the gateway.
@@ -132,6 +135,8 @@ pub struct RequestFlow {
     carried: Carried,
     /// The token endpoint's answer at sign-in, until the session opens with it.
     login_tokens: Option<TokenSet>,
+    /// At the callback: the form post kept through this sign-in, and its cookies to clear.
+    post: preserve::PostAtCallback,
 }
 
 impl Default for RequestFlow {
@@ -160,6 +165,7 @@ impl RequestFlow {
             decided: false,
             carried: Carried::default(),
             login_tokens: None,
+            post: preserve::PostAtCallback::default(),
         }
     }
 
@@ -335,6 +341,9 @@ impl RequestFlow {
             Stage::Body(BodyFor::Backchannel) => {
                 self.backchannel_body(settings, vm, request, body, now, rng)
             }
+            Stage::Body(BodyFor::LoginPost) => {
+                self.login_post_body(settings, vm, request, body, now, rng)
+            }
             stage => {
                 self.stage = stage;
                 self.note(
@@ -358,7 +367,7 @@ impl RequestFlow {
     ) -> Action {
         self.folded_status = folded_status(&result);
         let result = normalize(result);
-        match std::mem::replace(&mut self.stage, Stage::Done) {
+        let action = match std::mem::replace(&mut self.stage, Stage::Done) {
             Stage::Token { txn, html } => {
                 self.token_answered(settings, vm, txn, html, result, now, rng)
             }
@@ -398,7 +407,9 @@ impl RequestFlow {
                 );
                 Action::Respond(self.internal_error())
             }
-        }
+        };
+        // A sign-in's answer, whatever it is, ends its kept form post.
+        self.with_post_cleared(action)
     }
 }
 

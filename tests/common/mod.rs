@@ -6,7 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use envoy_wam::config::Settings;
 use envoy_wam::flow::{HeaderList, RequestFlow, VmState};
-use envoy_wam::http::{Action, Callout, Forward, LocalResponse};
+use envoy_wam::http::{Action, Body, Callout, CalloutResult, Forward, LocalResponse};
 use envoy_wam::login::Entropy;
 use envoy_wam::session::KeyRing;
 use envoy_wam::session::Session;
@@ -140,6 +140,26 @@ impl Gateway {
     /// A new request through the whole flow, at [`NOW`].
     pub fn request(&mut self, h: &HeaderList) -> Action {
         RequestFlow::new().on_request(&self.settings, &mut self.vm, h, NOW, &mut self.rng)
+    }
+
+    /// A new request through `flow`, whose later steps the caller drives, at [`NOW`].
+    pub fn request_in(&mut self, flow: &mut RequestFlow, h: &HeaderList) -> Action {
+        flow.on_request(&self.settings, &mut self.vm, h, NOW, &mut self.rng)
+    }
+
+    /// The body `flow` asked for (`Action::ReadBody`) arrives, at [`NOW`].
+    pub fn body(&mut self, flow: &mut RequestFlow, h: &HeaderList, body: Body) -> Action {
+        flow.on_body(&self.settings, &mut self.vm, h, body, NOW, &mut self.rng)
+    }
+
+    /// The answer to `flow`'s callout arrives, at [`NOW`].
+    pub fn answer(
+        &mut self,
+        flow: &mut RequestFlow,
+        h: &HeaderList,
+        result: CalloutResult,
+    ) -> Action {
+        flow.on_callout(&self.settings, &mut self.vm, h, result, NOW, &mut self.rng)
     }
 }
 
