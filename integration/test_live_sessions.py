@@ -103,11 +103,12 @@ def stats(op):
 
 
 def until(check, within, what):
-    """Calls `check` until it answers something true (returned); fails after `within` s."""
+    """Calls `check` until it answers something other than None or False (returned); fails
+    after `within` s. (Not truthiness: a 401 Response is falsy.)"""
     deadline = time.time() + within
     while True:
         got = check()
-        if got:
+        if got is not None and got is not False:
             return got
         assert time.time() < deadline, f"not within {within}s: {what}"
         time.sleep(0.1)
@@ -428,10 +429,10 @@ def test_a_form_post_that_needs_a_login_arrives_with_its_body_after_it(bc, op):
 # --- back-channel and front-channel logout tokens -------------------------------------------
 
 
-def logout_claims(op, sub, sid, **changes):
+def logout_claims(op, sub, sid, changes=None):
     now = int(time.time())
     claims = {"iss": op.issuer, "aud": "pa_wam", "iat": now, "exp": now + 120, "jti": uuid.uuid4().hex, "sub": sub, "sid": sid, "events": {BCL_EVENT: {}}}
-    for k, v in changes.items():
+    for k, v in (changes or {}).items():
         if v is None:
             claims.pop(k, None)
         else:
@@ -462,7 +463,7 @@ def test_bad_logout_tokens_are_refused_with_400_and_change_nothing(bc, op):
     cookie = copied(s)
     public_rsa = json.dumps(next(k for k in stack.op_jwks(op)["keys"] if k["kid"] == "op-rsa-1")).encode()
     foreign = jwtutil.Key("ES256", kid="op-ec-1")  # the OP's key id, another key
-    good = lambda **c: logout_claims(op, user, sid, **c)  # noqa: E731
+    good = lambda **c: logout_claims(op, user, sid, c)  # noqa: E731
     replayed = stack.op_sign(op, logout_claims(op, "nobody", "no-such-sid"))
     assert backchannel(bc, replayed).status_code == 200  # valid, matches no session
     bad = {

@@ -265,6 +265,11 @@ struct HttpState {
     response_cookies: Vec<String>,
     /// The flow asked for the request body, up to this many bytes.
     reading_body: Option<usize>,
+    /// The request's headers as the client sent them, kept while it goes on held (see
+    /// `Action::ReadBody`): the flow decides on these, not on the held ones.
+    held: Option<HostRequest>,
+    /// The request went on held: it may only end with a local answer.
+    held_for_body: bool,
 }
 
 type Shared = Rc<RefCell<HttpState>>;
@@ -328,6 +333,8 @@ impl Configured {
                 // application has, and the body stays here; the request ends with the local
                 // answer given once the body is read, which resets the upstream stream.
                 st.reading_body = Some(max);
+                st.held = HostRequest::read();
+                st.held_for_body = true;
                 drop(st);
                 hold_request_headers();
                 true
@@ -379,7 +386,8 @@ impl Configured {
         if ctx != current {
             let _ = hostcalls::set_effective_context(ctx);
         }
-        let request = HostRequest::read_or_empty();
+        let held = state.borrow_mut().held.take();
+        let request = held.unwrap_or_else(HostRequest::read_or_empty);
         let next = state.borrow_mut().flow.on_callout(
             &self.settings,
             &mut self.vm.borrow_mut(),
@@ -388,6 +396,15 @@ impl Configured {
             now_secs(),
             &mut HostEntropy,
         );
+        let was_held = state.borrow().held_for_body;
+        state.borrow_mut().held = Some(request);
+        // A held request never goes on as itself (see `Action::ReadBody`).
+        let next = match next {
+            Action::Forward(_) if was_held => {
+                Action::Respond(LocalResponse::new(500).body("text/plain", "internal error\n"))
+            }
+            other => other,
+        };
         if self.carry_out(ctx, &state, next, origin) {
             let _ = hostcalls::resume_http_request();
         }
@@ -644,6 +661,8 @@ impl RootContext for WamRoot {
                 unsent: None,
                 response_cookies: Vec::new(),
                 reading_body: None,
+                held: None,
+                held_for_body: false,
             })),
         }))
     }
@@ -700,8 +719,12 @@ impl Context for WamHttp {
 impl WamHttp {
     /// Hands the flow the body it asked for and carries out what it decides.
     fn body_read(&mut self, c: &Configured, body: Body) -> HostAction {
-        self.state.borrow_mut().reading_body = None;
-        let request = HostRequest::read_or_empty();
+        let held = {
+            let mut st = self.state.borrow_mut();
+            st.reading_body = None;
+            st.held.take()
+        };
+        let request = held.unwrap_or_else(HostRequest::read_or_empty);
         let action = self.state.borrow_mut().flow.on_body(
             &c.settings,
             &mut c.vm.borrow_mut(),
@@ -721,6 +744,7 @@ impl WamHttp {
             }
             other => other,
         };
+        self.state.borrow_mut().held = Some(request);
         c.carry_out(self.ctx, &self.state, action, Origin::Safe);
         c.wake_released(self.ctx, Origin::Borrowed, false);
         // Never let the held body go on: the request ends with the local answer.

@@ -34,11 +34,13 @@ pub(super) fn is_due(settings: &Settings, session: &Session, now: u64) -> bool {
     let op = &session.op;
     let interval_over =
         s.validate_interval_s > 0 && now >= op.validated_at.saturating_add(s.validate_interval_s);
+    // Ahead of expiry by the margin, or by half its life for tokens shorter than that.
     let access_expiring = s.keep_access_token
         && op.refresh_token.is_some()
-        && op
-            .access_expires_at
-            .is_some_and(|e| now.saturating_add(ACCESS_MARGIN_S) >= e);
+        && op.access_expires_at.is_some_and(|e| {
+            let margin = ACCESS_MARGIN_S.min(e.saturating_sub(op.validated_at) / 2);
+            now.saturating_add(margin) >= e
+        });
     interval_over || access_expiring
 }
 
@@ -134,8 +136,9 @@ impl RequestFlow {
     ) -> Result<Validated, Action> {
         let sid = entry.session.sid.as_str();
         let mine = entry.session.op.validated_at;
+        let generation = entry.session.op.generation;
         match vm.validations.outcomes.get(sid) {
-            Some(Outcome::Successor(v, e)) if e.session.op.validated_at > mine => {
+            Some(Outcome::Successor(v, e)) if e.session.op.generation > generation => {
                 return Ok(Validated::Successor(v.clone(), e.clone()));
             }
             Some(Outcome::Ended(at)) if *at >= mine => return Ok(Validated::Ended),
@@ -156,8 +159,10 @@ impl RequestFlow {
                 None => (None, None),
             };
             match slot.map(|s| s.state) {
-                Some(SlotState::Done { at, cookie }) if at > mine => {
-                    if let Some(e) = adopt(settings, vm, &cookie, now) {
+                Some(SlotState::Done { cookie, .. }) => {
+                    let newer = adopt(settings, vm, &cookie, now)
+                        .filter(|e| e.session.op.generation > generation);
+                    if let Some(e) = newer {
                         vm.validations
                             .remember(sid, Outcome::Successor(cookie.clone(), e.clone()));
                         return Ok(Validated::Successor(cookie, e));
@@ -378,6 +383,7 @@ impl RequestFlow {
         };
         let mut s = entry.session.clone();
         s.op.validated_at = now;
+        s.op.generation = s.op.generation.wrapping_add(1);
         s.last_activity = now;
         if let Some(rt) = tokens.refresh_token {
             s.op.refresh_token = Some(rt);
@@ -432,6 +438,7 @@ impl RequestFlow {
             Ok(claims) => {
                 let mut s = entry.session.clone();
                 s.op.validated_at = now;
+                s.op.generation = s.op.generation.wrapping_add(1);
                 s.last_activity = now;
                 op_session::merge_claims(&mut s.claims, &settings.session.claims, &claims);
                 Answer::Valid(s)

@@ -63,6 +63,10 @@ pub struct OpState {
     /// The last time the OP confirmed the session (the login counts).
     #[serde(rename = "va", default)]
     pub validated_at: u64,
+    /// How many validations this session has been through: which of two copies is the newer
+    /// (times are whole seconds, and one second holds many validations of a short token).
+    #[serde(rename = "n", default)]
+    pub generation: u32,
 }
 
 impl OpState {
@@ -81,6 +85,7 @@ impl std::fmt::Debug for OpState {
             .field("access_expires_at", &self.access_expires_at)
             .field("id_token", &self.id_token.as_ref().map(|_| "…"))
             .field("validated_at", &self.validated_at)
+            .field("generation", &self.generation)
             .finish()
     }
 }
