@@ -103,8 +103,8 @@ pub fn upstream(f: &Forward, name: &str) -> Option<Option<String>> {
     f.identity
         .iter()
         .chain(f.request_headers.iter())
-        .filter(|(n, _)| n == name)
-        .last()
+        .rev()
+        .find(|(n, _)| n == name)
         .map(|(_, v)| v.clone())
 }
 
