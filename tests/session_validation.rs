@@ -428,3 +428,39 @@ fn a_worker_without_the_ops_keys_fetches_them_to_check_the_refreshed_id_token() 
     assert_eq!(s.op.refresh_token.as_deref(), Some("rt-2"));
     assert_eq!(s.op.validated_at, DUE);
 }
+
+/// The slot's successor cookie is only ever the same session's: a slot that names the session
+/// but holds another session's cookie (shared data written by something else in the Envoy) is
+/// not adopted as it.
+#[test]
+fn a_successor_of_another_session_is_not_adopted() {
+    use envoy_wam::revocation::SharedStore;
+    use envoy_wam::session::slot::{self, Slot, SlotState};
+    let mut w = World::new(&config(|_| {}));
+    let jar = w.login(0, NOW);
+    let alice = w.decode(&jar.session_value(), NOW).unwrap();
+    let mut bob = alice.clone();
+    bob.sid = "bob-session".into();
+    bob.sub = "bob".into();
+    bob.op.validated_at = DUE;
+    let bob_cookie = bob.encode(&w.settings.session.keys, &mut Rng(3)).unwrap();
+    let planted = Slot {
+        sid: alice.sid.clone(),
+        state: SlotState::Done {
+            at: DUE,
+            cookie: bob_cookie,
+        },
+    };
+    w.store
+        .store(&slot::key(&alice.sid), &planted.encode(), None)
+        .unwrap();
+    let answer = refreshed(&w, DUE, |_| {});
+    let f = forward(w.run(
+        1,
+        &mut RequestFlow::new(),
+        &World::page(&jar, &[]),
+        DUE,
+        &mut with_keys(&w, answer),
+    ));
+    assert_eq!(upstream(&f, "x-wam-user"), Some(Some("alice".into())));
+}

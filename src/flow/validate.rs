@@ -158,7 +158,11 @@ impl RequestFlow {
             };
             match slot.map(|s| s.state) {
                 Some(SlotState::Done { at, cookie }) if at > mine => {
-                    if let Some(e) = adopt(settings, vm, &cookie, now) {
+                    // Only this session's successor: shared data is not the gateway's alone.
+                    let adopted = adopt(settings, vm, &cookie, now).filter(|e| {
+                        e.session.sid == entry.session.sid && e.session.sub == entry.session.sub
+                    });
+                    if let Some(e) = adopted {
                         vm.validations
                             .remember(sid, Outcome::Successor(cookie.clone(), e.clone()));
                         return Ok(Validated::Successor(cookie, e));
