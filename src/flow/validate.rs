@@ -300,7 +300,7 @@ impl RequestFlow {
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Option<Action> {
-        let answer = match entry.session.op.refresh_token {
+        let mut answer = match entry.session.op.refresh_token {
             Some(_) => self.refreshed(settings, vm, &entry, &result, now, false),
             None => self.userinfo_validated(settings, &entry, &result, now),
         };
@@ -321,6 +321,8 @@ impl RequestFlow {
                     settings, &endpoints,
                 )));
             }
+            // Nowhere to fetch from: as if fetched in vain (the rotated token is kept).
+            answer = self.refreshed(settings, vm, &entry, &result, now, true);
         }
         self.validation_decided(settings, vm, &entry, answer, now, rng);
         None
@@ -393,7 +395,7 @@ impl RequestFlow {
                     .remember(&sid, Outcome::Successor(value, next));
             }
             Answer::Refused(why) => self.end_validated(settings, vm, entry, now, &why),
-            // Only asked for once, and answered by the caller before it comes here.
+            // `refreshed` with `keys_fetched` never asks for keys; kept total all the same.
             Answer::NeedKeys => {
                 self.note(
                     Level::Warn,
