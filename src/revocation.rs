@@ -34,6 +34,10 @@ pub enum Revoked {
     OpSid(String),
     /// A subject: all of its sessions created up to `before`.
     Sub(String),
+    /// The OP's session id as a front-channel logout names it: like `OpSid`, but nothing
+    /// vouches for it (any page can load that URL), so when the list is full these entries go
+    /// first, and a flood of made-up ones cannot push out a verified revocation.
+    UnverifiedOpSid(String),
 }
 
 /// The kinds of keys, as indexes into [`RevocationList::maps`] and in the encoding.
@@ -44,9 +48,10 @@ enum Kind {
     Sub = 2,
     /// Logout token ids seen (replay protection); `before` unused.
     Jti = 3,
+    UnverifiedOpSid = 4,
 }
 
-const REVOCATIONS: [Kind; 3] = [Kind::Session, Kind::OpSid, Kind::Sub];
+const REVOCATIONS: [Kind; 4] = [Kind::Session, Kind::OpSid, Kind::Sub, Kind::UnverifiedOpSid];
 
 impl Kind {
     fn from_byte(b: u8) -> Option<Self> {
@@ -55,6 +60,7 @@ impl Kind {
             1 => Self::OpSid,
             2 => Self::Sub,
             3 => Self::Jti,
+            4 => Self::UnverifiedOpSid,
             _ => return None,
         })
     }
@@ -116,7 +122,7 @@ pub struct RevocationList {
     capacity: usize,
     /// Indexed by `Kind`: the revocations, then the jti set. Separate maps by kind so that a
     /// lookup borrows a `&str` instead of building a key.
-    maps: [HashMap<String, Entry>; 4],
+    maps: [HashMap<String, Entry>; 5],
     generation: u64,
     /// The shared version whose list was merged last.
     seen_version: Option<u64>,
@@ -144,6 +150,7 @@ impl RevocationList {
             Revoked::Session(k) => (Kind::Session, k),
             Revoked::OpSid(k) => (Kind::OpSid, k),
             Revoked::Sub(k) => (Kind::Sub, k),
+            Revoked::UnverifiedOpSid(k) => (Kind::UnverifiedOpSid, k),
         };
         if self.upsert(kind, key, Entry { before, until }) {
             self.bump();
@@ -166,7 +173,8 @@ impl RevocationList {
                 .get(key)
                 .is_some_and(|e| created_at <= e.before)
         };
-        op_sid.is_some_and(|s| hit(Kind::OpSid, s)) || hit(Kind::Sub, sub)
+        op_sid.is_some_and(|s| hit(Kind::OpSid, s) || hit(Kind::UnverifiedOpSid, s))
+            || hit(Kind::Sub, sub)
     }
 
     /// Changes whenever the revocations change (not the jti set): a cache that found a session
@@ -193,7 +201,7 @@ impl RevocationList {
     /// a minute), not per request.
     pub fn expire(&mut self, now: u64) {
         let mut changed = false;
-        for kind in [Kind::Session, Kind::OpSid, Kind::Sub, Kind::Jti] {
+        for kind in REVOCATIONS.into_iter().chain([Kind::Jti]) {
             let map = &mut self.maps[kind as usize];
             let before = map.len();
             map.retain(|_, e| e.until >= now);
@@ -341,7 +349,10 @@ impl RevocationList {
                         .map(move |(key, e)| (e.until, k, key.clone()))
                 })
                 .collect();
-            all.select_nth_unstable_by_key(excess - 1, |(until, _, _)| *until);
+            // Unverified entries first, then those that expire soonest.
+            all.select_nth_unstable_by_key(excess - 1, |(until, kind, _)| {
+                (*kind != Kind::UnverifiedOpSid, *until)
+            });
             for (_, kind, key) in all.into_iter().take(excess) {
                 self.maps[kind as usize].remove(&key);
             }

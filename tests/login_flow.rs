@@ -438,6 +438,7 @@ fn callback_outcome(
 }
 
 #[test]
+#[allow(clippy::type_complexity)]
 fn op_failures_fail_closed_with_502_or_504() {
     let op = Op::new();
     let mut gw = Gateway::new();
@@ -498,6 +499,7 @@ fn op_failures_fail_closed_with_502_or_504() {
 }
 
 #[test]
+#[allow(clippy::type_complexity)]
 fn bad_id_tokens_make_no_session() {
     let op = Op::new();
     let other = Op::new();

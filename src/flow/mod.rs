@@ -77,6 +77,12 @@ enum Stage {
     Validate {
         entry: Rc<crate::session::SessionEntry>,
     },
+    /// Waiting for the JWKS to check the ID token of the OP's refresh answer `answer` (this
+    /// request still leads the validation).
+    ValidateKeys {
+        entry: Rc<crate::session::SessionEntry>,
+        answer: CalloutResult,
+    },
     /// Waiting for the OP to revoke the refresh token of a session logged out, with the
     /// browser's answer.
     RevokeAtOp {
@@ -297,7 +303,9 @@ impl RequestFlow {
                     vm.wake(f.waiters, Wake::Ready);
                 }
             }
-            Stage::Validate { entry } => Self::validation_abandoned(vm, &entry),
+            Stage::Validate { entry } | Stage::ValidateKeys { entry, .. } => {
+                Self::validation_abandoned(vm, &entry)
+            }
             Stage::Mediate { site, key, .. } => {
                 if let Some(cache) = vm.mediated.get_mut(site) {
                     let waiters = cache.abandon(&key, self.ctx);
@@ -385,7 +393,13 @@ impl RequestFlow {
             Stage::BearerKeys => self.bearer_keys_answered(settings, vm, request, result, now, rng),
             Stage::RevokeAtOp { response } => self.revoked_at_op(response, result),
             Stage::Validate { entry } => {
-                self.validation_answered(settings, vm, entry, result, now, rng);
+                match self.validation_answered(settings, vm, entry, result, now, rng) {
+                    Some(fetch_keys) => fetch_keys,
+                    None => self.rerun(settings, vm, request, now, rng),
+                }
+            }
+            Stage::ValidateKeys { entry, answer } => {
+                self.validation_keys_answered(settings, vm, entry, answer, result, now, rng);
                 self.rerun(settings, vm, request, now, rng)
             }
             Stage::LoginUserinfo {

@@ -17,7 +17,7 @@ use crate::session::{CookieType, OpState};
 /// instead, as RP-Initiated Logout allows): it would cost a cookie chunk on every request.
 const MAX_KEPT_ID_TOKEN: usize = 2048;
 /// The OP's `sid` claim is an opaque string; anything longer is not kept (no logout by sid).
-const MAX_OP_SID: usize = 256;
+pub(super) const MAX_OP_SID: usize = 256;
 
 /// The raw ID token when the session may keep it (encrypted cookie, small enough).
 pub(super) fn keepable_id_token(settings: &Settings, id_token: String) -> Option<String> {

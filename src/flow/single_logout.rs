@@ -5,6 +5,7 @@
 
 use super::head::RequestHead;
 use super::identify::jwks_callout;
+use super::op_tokens::MAX_OP_SID;
 use super::state::VmState;
 use super::{printable, BodyFor, Level, RequestFlow, Stage};
 use crate::config::Settings;
@@ -217,12 +218,13 @@ impl RequestFlow {
         let (Some(iss), Some(sid)) = (iss, sid) else {
             return Action::Respond(backchannel_error(400, "iss and sid are required"));
         };
-        if iss != settings.op.issuer || sid.is_empty() || sid.len() > logout_token::MAX_CLAIM_LEN {
+        // A sid longer than a session keeps could end none (and would only fill the list).
+        if iss != settings.op.issuer || sid.is_empty() || sid.len() > MAX_OP_SID {
             return Action::Respond(backchannel_error(400, "unknown issuer or bad sid"));
         }
         let until = now.saturating_add(settings.session.max_lifetime_s);
         vm.revoked
-            .revoke(Revoked::OpSid(sid.clone()), now, until, now);
+            .revoke(Revoked::UnverifiedOpSid(sid.clone()), now, until, now);
         self.log.extend(vm.publish_revocations(now));
         self.note(
             Level::Info,

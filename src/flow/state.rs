@@ -178,7 +178,7 @@ impl VmState {
         if self.revoked.is_dirty() {
             return self.publish_revocations(now);
         }
-        if now % 60 == 0 {
+        if now.is_multiple_of(60) {
             self.revoked.expire(now);
         }
         (dropped > 0).then(|| LogLine {

@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::http::{Action, CalloutResult, Wake};
 use crate::id_token::{self, IdTokenError, RefreshExpected};
 use crate::identity;
+use crate::jwks::parse_jwks;
 use crate::login::Entropy;
 use crate::op_session::{self, RefreshError, UserinfoError};
 use crate::revocation::Revoked;
@@ -160,9 +161,14 @@ impl RequestFlow {
             };
             match slot.map(|s| s.state) {
                 Some(SlotState::Done { cookie, .. }) => {
-                    let newer = adopt(settings, vm, &cookie, now)
-                        .filter(|e| e.session.op.generation > generation);
-                    if let Some(e) = newer {
+                    // Only this session's newer successor: shared data is not the gateway's
+                    // alone, and an older copy must not replace a newer one.
+                    let adopted = adopt(settings, vm, &cookie, now).filter(|e| {
+                        e.session.sid == entry.session.sid
+                            && e.session.sub == entry.session.sub
+                            && e.session.op.generation > generation
+                    });
+                    if let Some(e) = adopted {
                         vm.validations
                             .remember(sid, Outcome::Successor(cookie.clone(), e.clone()));
                         return Ok(Validated::Successor(cookie, e));
@@ -288,6 +294,9 @@ impl RequestFlow {
     }
 
     /// The OP answered (or did not): the outcome for every worker, then the request again.
+    /// `Some` is the JWKS callout when the refreshed ID token's key is not loaded on this
+    /// worker (a worker that never signed anyone in has no keys): the ID token is what says
+    /// whether the subject and the claims still hold, so it is not skipped for want of keys.
     pub(super) fn validation_answered(
         &mut self,
         settings: &Settings,
@@ -296,21 +305,84 @@ impl RequestFlow {
         result: CalloutResult,
         now: u64,
         rng: &mut dyn Entropy,
+    ) -> Option<Action> {
+        let mut answer = match entry.session.op.refresh_token {
+            Some(_) => self.refreshed(settings, vm, &entry, &result, now, false),
+            None => self.userinfo_validated(settings, &entry, &result, now),
+        };
+        if matches!(answer, Answer::NeedKeys) {
+            if let Some(endpoints) = vm.endpoints.clone() {
+                vm.jwks.attempted(now, settings.op.jwks_max_age_s);
+                // The lease is renewed: the other workers must not take this validation over
+                // (and present the refresh token the OP has just rotated) during the fetch.
+                vm.write_slot(&entry.session.sid, SlotState::Busy { since: now });
+                if let Some(w) = vm.validations.waiting.get_mut(&entry.session.sid) {
+                    w.since = now;
+                }
+                self.stage = Stage::ValidateKeys {
+                    entry,
+                    answer: result,
+                };
+                return Some(Action::Callout(super::identify::jwks_callout(
+                    settings, &endpoints,
+                )));
+            }
+            // Nowhere to fetch from: as if fetched in vain (the rotated token is kept).
+            answer = self.refreshed(settings, vm, &entry, &result, now, true);
+        }
+        self.validation_decided(settings, vm, &entry, answer, now, rng);
+        None
+    }
+
+    /// The JWKS arrived (or did not) for the refreshed ID token of `answer`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn validation_keys_answered(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        entry: Rc<SessionEntry>,
+        answer: CalloutResult,
+        keys: CalloutResult,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) {
+        match keys {
+            CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
+                Some(keys) => vm.jwks.replace(keys, now),
+                None => self.note(
+                    Level::Warn,
+                    "session validation: JWKS is not a JWK Set".into(),
+                ),
+            },
+            _ => self.note(
+                Level::Warn,
+                "session validation: the JWKS could not be fetched".into(),
+            ),
+        }
+        let decided = self.refreshed(settings, vm, &entry, &answer, now, true);
+        self.validation_decided(settings, vm, &entry, decided, now, rng);
+    }
+
+    /// The outcome for every worker, and the requests waiting for it woken.
+    fn validation_decided(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        entry: &SessionEntry,
+        answer: Answer,
+        now: u64,
+        rng: &mut dyn Entropy,
     ) {
         let sid = entry.session.sid.clone();
         if let Some(w) = vm.validations.waiting.remove(&sid) {
             vm.wake(w.waiters, Wake::Ready);
         }
-        let answer = match entry.session.op.refresh_token {
-            Some(_) => self.refreshed(settings, vm, &entry, result, now),
-            None => self.userinfo_validated(settings, &entry, result, now),
-        };
         match answer {
             Answer::Valid(session) => {
                 let headers = identity::request_headers(&settings.identity_headers, &session);
                 let value = session.encode(&settings.session.keys, rng);
                 let (Ok(headers), Some(value)) = (headers, value) else {
-                    return self.end_validated(settings, vm, &entry, now, "unusable session");
+                    return self.end_validated(settings, vm, entry, now, "unusable session");
                 };
                 let next = vm.sessions.insert(
                     value.clone(),
@@ -328,7 +400,16 @@ impl RequestFlow {
                 vm.validations
                     .remember(&sid, Outcome::Successor(value, next));
             }
-            Answer::Refused(why) => self.end_validated(settings, vm, &entry, now, &why),
+            Answer::Refused(why) => self.end_validated(settings, vm, entry, now, &why),
+            // `refreshed` with `keys_fetched` never asks for keys; kept total all the same.
+            Answer::NeedKeys => {
+                self.note(
+                    Level::Warn,
+                    format!("session validation: ID token key missing; sid={sid}"),
+                );
+                vm.validations.remember(&sid, Outcome::Failed(now));
+                vm.write_slot(&sid, SlotState::Failed { at: now });
+            }
             Answer::Unavailable(why) => {
                 self.note(
                     Level::Warn,
@@ -368,15 +449,18 @@ impl RequestFlow {
         vm.write_slot(&s.sid, SlotState::Ended { at: now });
     }
 
+    /// The refresh answer as a session; `keys_fetched`: the JWKS was fetched for its ID token
+    /// already (a key still missing is not fetched for again).
     fn refreshed(
         &mut self,
         settings: &Settings,
         vm: &VmState,
         entry: &SessionEntry,
-        result: CalloutResult,
+        result: &CalloutResult,
         now: u64,
+        keys_fetched: bool,
     ) -> Answer {
-        let tokens = match op_session::refresh_outcome(&result) {
+        let tokens = match op_session::refresh_outcome(result) {
             Ok(t) => t,
             Err(e @ RefreshError::Refused { .. }) => return Answer::Refused(e.to_string()),
             Err(e) => return Answer::Unavailable(e.to_string()),
@@ -405,8 +489,8 @@ impl RequestFlow {
             clock_skew_s: settings.clock_skew_s,
             algorithms: &settings.id_token_algorithms,
         };
-        let max_age = op.jwks_max_age_s;
-        match id_token::validate_refreshed(&raw, &vm.jwks, max_age, u64::MAX, &expected) {
+        let (max_age, refetch) = (op.jwks_max_age_s, op.jwks_min_refetch_interval_s);
+        match id_token::validate_refreshed(&raw, &vm.jwks, max_age, refetch, &expected) {
             Ok(t) => {
                 op_session::merge_claims(&mut s.claims, &settings.session.claims, &t.claims);
                 if s.op.id_token.is_some() {
@@ -414,8 +498,10 @@ impl RequestFlow {
                 }
                 Answer::Valid(s)
             }
-            // Keys rotated since the sign-in: the grant itself was renewed; the claims are
-            // updated at the next validation, once the keys are fetched for another token.
+            Err(IdTokenError::NeedKeys) if !keys_fetched => Answer::NeedKeys,
+            // The keys could not be had (fetched just now, or too recently to fetch again): the
+            // grant itself was renewed, and the OP has forgotten the old refresh token, so the
+            // successor is kept; the claims are updated at the next validation.
             Err(IdTokenError::NeedKeys | IdTokenError::UnknownKey) => {
                 self.note(
                     Level::Info,
@@ -431,10 +517,10 @@ impl RequestFlow {
         &mut self,
         settings: &Settings,
         entry: &SessionEntry,
-        result: CalloutResult,
+        result: &CalloutResult,
         now: u64,
     ) -> Answer {
-        match op_session::userinfo_outcome(&result, &entry.session.sub) {
+        match op_session::userinfo_outcome(result, &entry.session.sub) {
             Ok(claims) => {
                 let mut s = entry.session.clone();
                 s.op.validated_at = now;
@@ -464,6 +550,8 @@ enum Answer {
     Valid(Session),
     Refused(String),
     Unavailable(String),
+    /// The refreshed ID token's key is not loaded here: fetch the JWKS, then decide.
+    NeedKeys,
 }
 
 /// The successor cookie another worker stored, as a session of this worker's cache.

@@ -26,7 +26,9 @@ pub(super) fn encode(list: &RevocationList, now: u64) -> (Vec<u8>, usize) {
             .flat_map(|&k| list.map(k).iter().map(move |(key, e)| (k, key, e)))
             .filter(|(_, _, e)| e.until >= now)
             .collect();
-        records.sort_unstable_by_key(|r| std::cmp::Reverse(r.2.until));
+        // Unverified entries last: a flood of them must not crowd out a verified one.
+        records
+            .sort_unstable_by_key(|r| (r.0 == Kind::UnverifiedOpSid, std::cmp::Reverse(r.2.until)));
         for (kind, key, entry) in records {
             let Ok(len) = u16::try_from(key.len()) else {
                 left_out += 1;

@@ -405,3 +405,32 @@ fn the_encoding_is_bounded() {
     assert_eq!(report.unshared, left_out);
     assert_eq!(list.len(), 1101);
 }
+
+#[test]
+fn unverified_entries_never_push_out_verified_ones() {
+    let mut list = RevocationList::new(3);
+    // A gateway logout whose session ends soon: the first to go by expiry alone.
+    list.revoke(Revoked::Session("gw1".into()), NOW, NOW + 60, NOW);
+    for i in 0..10 {
+        let junk = Revoked::UnverifiedOpSid(format!("junk-{i}"));
+        revoke_at(&mut list, junk, NOW + i);
+    }
+    assert_eq!(list.len(), 3);
+    assert!(list.is_revoked("gw1", None, "bob", NOW));
+    // An unverified entry still ends its OP session while it is kept, like a verified one.
+    assert!(list.is_revoked("gw2", Some("junk-9"), "bob", NOW));
+    assert!(!list.is_revoked("gw2", Some("junk-9"), "bob", NOW + 10));
+    // Shared in the same order: within the revocations, unverified ones last.
+    list.seen_jti("j1", NOW + 180, NOW);
+    let (bytes, _) = encode(&list, NOW);
+    let kinds: Vec<Kind> = decode(&bytes).unwrap().iter().map(|r| r.0).collect();
+    assert_eq!(
+        kinds,
+        [
+            Kind::Session,
+            Kind::UnverifiedOpSid,
+            Kind::UnverifiedOpSid,
+            Kind::Jti
+        ]
+    );
+}

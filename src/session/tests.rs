@@ -227,6 +227,7 @@ fn with_tokens(now: u64) -> Session {
         access_expires_at: Some(now + 600),
         id_token: Some("a.b.c".into()),
         validated_at: now,
+        generation: 3,
     };
     s
 }
