@@ -468,8 +468,8 @@ impl Configured {
                 let _ = hostcalls::resume_http_request();
             }
         }
-        if !wakes.is_empty() {
-            self.vm.borrow_mut().woken.extend(wakes);
+        self.vm.borrow_mut().woken.extend(wakes);
+        if !self.vm.borrow().woken.is_empty() {
             self.wake_released(root, Origin::Safe, false);
         }
         let _ = hostcalls::set_effective_context(root);
@@ -627,12 +627,15 @@ impl RootContext for WamRoot {
     fn on_tick(&mut self) {
         self.clock.refresh();
         let Some(c) = &self.configured else { return };
+        // Shared state first: it may release requests that waited for another worker's
+        // validation, which the deferred run below then wakes.
+        let line = c.vm.borrow_mut().on_tick(&c.settings, self.clock.now());
+        if let Some(line) = line {
+            log_line(&line);
+        }
         c.run_deferred(self.id);
         let suppressed = c.vm.borrow_mut().refused_lines.roll(self.clock.now());
         if let Some(line) = suppressed {
-            log_line(&line);
-        }
-        if let Some(line) = c.vm.borrow_mut().on_tick(&c.settings, self.clock.now()) {
             log_line(&line);
         }
         if self.discovery.is_some() {
