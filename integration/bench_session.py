@@ -22,6 +22,7 @@ import argparse
 import os
 import sys
 import tempfile
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
@@ -44,6 +45,11 @@ def main():
     config_1h = copy(config)
     config_1h["identity_headers"] = config["identity_headers"][:1]
     headers = benchlib.session_headers(benchlib.mint_cookie(config, logdir))
+    # Issue 10: the encrypted cookie (the default, above) against the signed one, and the hot
+    # path with a revocation list that is not empty.
+    config_signed = copy(config)
+    config_signed["session"]["cookie_type"] = "signed"
+    headers_signed = benchlib.session_headers(benchlib.mint_cookie(config_signed, logdir))
 
     variants = [
         Variant("none", "no filter", "none", headers=headers),
@@ -51,12 +57,21 @@ def main():
         Variant("floor", "host calls only (floor-filter)", "noop", wasm=stack.FLOOR_WASM, headers=headers),
         Variant("wam", "envoy-wam, 3 identity headers", "wam", config, headers=headers),
         Variant("wam-1h", "envoy-wam, 1 identity header", "wam", config_1h, headers=headers),
+        Variant("wam-signed", "envoy-wam, signed cookie", "wam", config_signed, headers=headers_signed),
+        Variant("wam-revoked", "envoy-wam, 200 revocations listed", "wam", config, headers=headers),
     ]
     if args.compare:
-        variants.append(Variant("wam-ref", "--compare build, 3 headers", "wam", config, wasm=os.path.abspath(args.compare), headers=headers))
+        variants.append(Variant("wam-ref", "--compare build, 3 headers", "wam", config, wasm=os.path.abspath(args.compare), headers=headers_signed))
 
     envoy = benchlib.start(variants, logdir)
     try:
+        # 200 front-channel logouts of other OP sessions: the list is not empty, and a session
+        # is looked up in it (once per change of the list, then the hot path skips it).
+        revoked = next(v for v in variants if v.name == "wam-revoked")
+        iss = urllib.parse.quote(config["op"]["issuer"], safe="")
+        for i in range(200):
+            status, _ = benchlib.get(revoked, headers={}, path=f"/pa/oidc/frontchannel?iss={iss}&sid=other-{i}")
+            assert status == 200, status
         # The filter must really be on the session path: a 200 with identity, not a redirect.
         benchlib.expect_200(variants)
         results = benchlib.measure(envoy, variants, args.rounds, args.seconds, args.connections)
@@ -70,6 +85,8 @@ def main():
         ("envoy-wam (3 headers) / floor", "wam", "floor", "the filter's own logic"),
         ("envoy-wam (3 headers) / no filter", "wam", "none", ""),
         ("no-op wasm / no filter", "noop", "none", ""),
+        ("encrypted cookie / signed cookie", "wam", "wam-signed", "issue 10 target: no slower"),
+        ("200 revocations listed / none", "wam-revoked", "wam", "target: nothing measurable"),
         ("envoy-wam / --compare build", "wam", "wam-ref", "no regression: ~1.0, ~+0 µs"),
     ]
     benchlib.report(

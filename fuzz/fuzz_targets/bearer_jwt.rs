@@ -225,9 +225,11 @@ fn raw(op: &Op, token: &str, body: &[u8], status: u16, now: u64) {
 
     // Token-endpoint answers.
     match parse_token_response(status, body) {
-        Ok(id_token) => {
+        Ok(tokens) => {
             assert_eq!(status, 200);
-            assert!(!id_token.is_empty());
+            for t in [&tokens.id_token, &tokens.access_token, &tokens.refresh_token] {
+                assert!(t.as_ref().is_none_or(|t| !t.is_empty() && t.len() <= 16 * 1024));
+            }
         }
         Err(TokenError::Refused { status: s, error }) => {
             assert_eq!(s, status);

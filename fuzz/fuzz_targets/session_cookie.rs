@@ -20,8 +20,17 @@ const BASE: u64 = 1_700_000_000;
 fn at(offset: u32) -> u64 {
     BASE + u64::from(offset % 1_000_000_000)
 }
-/// jwt-simple's `max_token_length` in `KeyRing::verify`.
-const MAX_COOKIE: usize = 8192;
+/// `max_token_length` in `KeyRing::verify`.
+const MAX_COOKIE: usize = envoy_wam::session::MAX_SEALED_LEN;
+
+/// Signed cookies take no randomness; encrypted ones would take their IV from here.
+struct NoEntropy;
+impl envoy_wam::login::Entropy for NoEntropy {
+    fn fill(&mut self, buf: &mut [u8]) -> bool {
+        buf.fill(7);
+        true
+    }
+}
 
 #[derive(Arbitrary, Debug)]
 enum Claim {
@@ -143,10 +152,12 @@ fuzz_target!(|input: Input| {
                 auth_time: at(r.auth_time),
                 expires_at: at(r.expires_at),
                 last_activity: at(r.last_activity),
+                created_at: at(r.auth_time),
                 claims,
+                op: Default::default(),
             };
             let keys = ring(r.old_key);
-            let token = session.encode(&keys).expect("encode");
+            let token = session.encode(&keys, &mut NoEntropy).expect("encode");
             assert!(
                 validly_signed(&token),
                 "our own cookie fails the reference check"

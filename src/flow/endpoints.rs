@@ -86,7 +86,12 @@ impl RequestFlow {
     ) -> Option<Session> {
         let s = &settings.session;
         let value = chunks::read(head.request, &s.cookie_name).0?;
-        let session = Session::decode(&value, &s.keys, now, s.idle_timeout_s)?;
+        let mut session = Session::decode(&value, &s.keys, now, s.idle_timeout_s)?;
+        // A copy from before a validation holds a refresh token the OP has rotated away: the
+        // newest one this worker saw is the one to revoke.
+        if let Some(newer) = vm.validations.newer(&session.sid, session.op.generation) {
+            session = newer.clone();
+        }
         let until = session.expires_at;
         vm.revoked
             .revoke(Revoked::Session(session.sid.clone()), now, until, now);

@@ -51,7 +51,12 @@ pub(super) fn forward(
         }
         if settings.session.forward_access_token {
             // Set, or removed: a client's own Authorization must not pass for the session's.
-            let bearer = entry.session.op.access_token.as_ref();
+            // Never an expired one (a session without a refresh token cannot renew it).
+            let op = &entry.session.op;
+            let bearer = op
+                .access_token
+                .as_ref()
+                .filter(|_| op.access_expires_at.is_none_or(|e| now < e));
             fwd.request_headers.push((
                 "authorization".into(),
                 bearer.map(|t| format!("Bearer {t}")),

@@ -77,6 +77,16 @@ struct Waiting {
 }
 
 impl Validations {
+    /// The newest copy of session `sid` this worker knows of, when newer than `generation`.
+    pub(super) fn newer(&self, sid: &str, generation: u32) -> Option<&Session> {
+        match self.outcomes.get(sid) {
+            Some(Outcome::Successor(_, e)) if e.session.op.generation > generation => {
+                Some(&e.session)
+            }
+            _ => None,
+        }
+    }
+
     fn remember(&mut self, sid: &str, outcome: Outcome) {
         if self.outcomes.len() >= MAX_OUTCOMES {
             self.outcomes.clear();
@@ -98,9 +108,10 @@ impl VmState {
                 .store
                 .load(&slot::key(sid))
                 .and_then(|(b, _)| Slot::decode(&b))
+                // Another session's fresh lease on a shared slot counts too: waking would only
+                // find it busy again.
                 .is_some_and(|s| {
-                    s.sid == *sid
-                        && matches!(s.state, SlotState::Busy { since }
+                    matches!(s.state, SlotState::Busy { since }
                             if now < since.saturating_add(stale_after_s))
                 });
             if !busy {
@@ -156,8 +167,22 @@ impl RequestFlow {
         let key = slot::key(sid);
         for _ in 0..3 {
             let (slot, cas) = match vm.store.load(&key) {
-                Some((bytes, cas)) => (Slot::decode(&bytes).filter(|s| s.sid == sid), Some(cas)),
+                Some((bytes, cas)) => (Slot::decode(&bytes), Some(cas)),
                 None => (None, None),
+            };
+            // Two sessions hashed to one slot: another's fresh lease is waited out rather than
+            // taken over (its waiters would otherwise ask the OP with the same refresh token).
+            let slot = match slot {
+                Some(s) if s.sid != sid => match s.state {
+                    SlotState::Busy { since } if now < since.saturating_add(stale_after) => {
+                        Some(Slot {
+                            sid: sid.to_string(),
+                            state: SlotState::Busy { since },
+                        })
+                    }
+                    _ => None,
+                },
+                other => other,
             };
             match slot.map(|s| s.state) {
                 Some(SlotState::Done { cookie, .. }) => {

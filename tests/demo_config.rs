@@ -1,0 +1,40 @@
+//! The demo's filter configuration (envoy/envoy-demo.yaml) is one the filter accepts: the demo
+//! is the first thing a user runs, and a refused configuration fails every request closed.
+
+use envoy_wam::config::Settings;
+
+/// The JSON block after `value: |` in the demo's bootstrap (YAML's literal block: every line
+/// indented deeper than the key).
+fn demo_filter_json() -> String {
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/envoy/envoy-demo.yaml"
+    ))
+    .expect("the demo bootstrap");
+    let mut lines = yaml
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("value: |"));
+    let key = lines.next().expect("a `value: |` block");
+    let indent = key.len() - key.trim_start().len();
+    lines
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > indent)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_demo_configuration_is_accepted_with_the_session_features_on() {
+    let json = demo_filter_json();
+    let settings = Settings::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let s = &settings.session;
+    assert_eq!(
+        s.keys.cookie_type,
+        envoy_wam::session::CookieType::Encrypted
+    );
+    assert!(
+        s.validate_interval_s > 0,
+        "the demo validates sessions at the OP"
+    );
+    assert!(s.userinfo);
+    assert!(s.preserve_post_bytes > 0);
+}
