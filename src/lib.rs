@@ -1,8 +1,8 @@
 //! envoy-wam: web access management for Envoy, as a proxy-wasm filter.
 //!
-//! The modules below `filter` are plain Rust with no I/O: they take the time and randomness
+//! The modules below `host` are plain Rust with no I/O: they take the time and randomness
 //! as inputs and say what to do as data ([`http::Action`]), so they compile and are tested
-//! natively. `filter` maps proxy-wasm callbacks onto them and exists only on wasm32.
+//! natively. `host` maps proxy-wasm callbacks onto them and exists only on wasm32.
 
 pub mod access;
 pub mod authtoken;
@@ -31,4 +31,4 @@ pub mod revocation;
 pub mod session;
 
 #[cfg(target_arch = "wasm32")]
-mod filter;
+mod host;
