@@ -148,6 +148,22 @@ impl RequestFlow {
             }
             return Ok(who);
         }
+        self.identify_session(settings, vm, request, &mut who, now)?;
+        Ok(who)
+    }
+
+    /// The session of the request's cookie (none when the cookie cannot be opened, the session
+    /// is over or a logout revoked it), validated at the OP when that is due, which may replace
+    /// or end it.
+    #[allow(clippy::result_large_err)]
+    fn identify_session(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        request: &dyn HeaderSource,
+        who: &mut Who<'_>,
+        now: u64,
+    ) -> Result<(), Action> {
         let map = &settings.identity_headers;
         let (value, carried) = chunks::read(request, &settings.session.cookie_name);
         who.carried = carried;
@@ -179,7 +195,7 @@ impl RequestFlow {
                 }
             }
         }
-        Ok(who)
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
