@@ -135,6 +135,34 @@ impl VmState {
     }
 }
 
+/// The validation slot at `key` as session `sid` sees it, and its version for the write that
+/// takes it.
+fn load_slot(
+    vm: &VmState,
+    key: &str,
+    sid: &str,
+    now: u64,
+    stale_after: u64,
+) -> (Option<Slot>, Option<u32>) {
+    let (slot, cas) = match vm.store.load(key) {
+        Some((bytes, cas)) => (Slot::decode(&bytes), Some(cas)),
+        None => (None, None),
+    };
+    // Two sessions hashed to one slot: another's fresh lease is waited out rather than
+    // taken over (its waiters would otherwise ask the OP with the same refresh token).
+    let slot = match slot {
+        Some(s) if s.sid != sid => match s.state {
+            SlotState::Busy { since } if now < since.saturating_add(stale_after) => Some(Slot {
+                sid: sid.to_string(),
+                state: SlotState::Busy { since },
+            }),
+            _ => None,
+        },
+        other => other,
+    };
+    (slot, cas)
+}
+
 impl RequestFlow {
     /// A due session: the outcome known here or at another worker, a wait for the one asking,
     /// or this request asks (`Err(Action::Callout)`).
@@ -166,24 +194,7 @@ impl RequestFlow {
         let stale_after = validation_stale_after_s(settings);
         let key = slot::key(sid);
         for _ in 0..3 {
-            let (slot, cas) = match vm.store.load(&key) {
-                Some((bytes, cas)) => (Slot::decode(&bytes), Some(cas)),
-                None => (None, None),
-            };
-            // Two sessions hashed to one slot: another's fresh lease is waited out rather than
-            // taken over (its waiters would otherwise ask the OP with the same refresh token).
-            let slot = match slot {
-                Some(s) if s.sid != sid => match s.state {
-                    SlotState::Busy { since } if now < since.saturating_add(stale_after) => {
-                        Some(Slot {
-                            sid: sid.to_string(),
-                            state: SlotState::Busy { since },
-                        })
-                    }
-                    _ => None,
-                },
-                other => other,
-            };
+            let (slot, cas) = load_slot(vm, &key, sid, now, stale_after);
             match slot.map(|s| s.state) {
                 Some(SlotState::Done { cookie, .. }) => {
                     // Only this session's newer successor: shared data is not the gateway's
@@ -210,15 +221,7 @@ impl RequestFlow {
                     return self.within_grace(settings, entry, now);
                 }
                 Some(SlotState::Busy { since }) if now < since.saturating_add(stale_after) => {
-                    vm.validations.waiting.insert(
-                        sid.to_string(),
-                        Waiting {
-                            leader_here: false,
-                            since: now,
-                            waiters: vec![self.ctx],
-                        },
-                    );
-                    return Err(Action::Wait);
+                    return Err(self.wait_elsewhere(vm, sid, now));
                 }
                 _ => {}
             }
@@ -233,6 +236,12 @@ impl RequestFlow {
             }
         }
         // Other workers kept changing the slot: wait for the tick to look again.
+        Err(self.wait_elsewhere(vm, sid, now))
+    }
+
+    /// This request waits for session `sid`'s validation at another worker; the root tick
+    /// wakes it once the slot says it is over (`poll_validations`).
+    fn wait_elsewhere(&self, vm: &mut VmState, sid: &str, now: u64) -> Action {
         vm.validations.waiting.insert(
             sid.to_string(),
             Waiting {
@@ -241,7 +250,7 @@ impl RequestFlow {
                 waiters: vec![self.ctx],
             },
         );
-        Err(Action::Wait)
+        Action::Wait
     }
 
     /// The session may go on while the OP cannot be asked, until the grace is over.
