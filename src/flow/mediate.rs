@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use super::head::RequestHead;
 use super::state::{SiteToken, VmState};
 use super::{failure_text, RequestFlow, Stage};
+use crate::authtoken::AuthTokenSigner;
 use crate::cache::{Key, Lookup as CacheLookup};
 use crate::config::Settings;
 use crate::http::{Action, CalloutResult, Wake};
@@ -96,20 +97,7 @@ impl RequestFlow {
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Result<Rc<SiteToken>, Action> {
-        // Per subject and site: a session's `sub` and the claims that go into the token (two
-        // sessions of one `sub` with other groups must not share a token), or a bearer token
-        // (by its key). The keyed hash of the token cache serves here too; each cache belongs
-        // to one site already.
-        let key = match from.bearer {
-            Some((_, token_key)) if !from.session => vm.token_keys.key_of(&("bearer", token_key)),
-            _ => {
-                let claims = TokenClaims {
-                    claims: from.claims,
-                    only: site.jwt().map(|j| j.claims.as_slice()),
-                };
-                vm.token_keys.key_of(&("session", from.sub, claims))
-            }
-        };
+        let key = mediation_key(vm, site, from);
         if let Some((fi, fk, t)) = &self.fresh_site {
             if *fi == i && *fk == key {
                 return Ok(t.clone());
@@ -131,10 +119,7 @@ impl RequestFlow {
                     mediation::identity_jwt(signer, site, from.sub, from.claims, now, &jti)
                 });
                 let Some(t) = signed else {
-                    if let Some(cache) = vm.mediated.get_mut(i) {
-                        let waiters = cache.complete(&key, None, now);
-                        vm.wake(waiters, Wake::Fail(502));
-                    }
+                    fail_waiters(vm, i, &key, now);
                     return Err(self.internal_failure("could not sign the identity JWT"));
                 };
                 let value = Rc::new(SiteToken {
@@ -148,31 +133,11 @@ impl RequestFlow {
                 Ok(value)
             }
             SiteKind::TokenExchange(_) => {
-                let subject = match from.bearer {
-                    Some((raw, _)) if !from.session => {
-                        Some((raw.to_string(), mediation::ACCESS_TOKEN_TYPE))
-                    }
-                    _ => signer
-                        .zip(jti)
-                        .and_then(|(signer, jti)| {
-                            mediation::session_subject_token(
-                                signer,
-                                site,
-                                from.sub,
-                                from.claims,
-                                now,
-                                &jti,
-                            )
-                        })
-                        .map(|t| (t, mediation::JWT_TOKEN_TYPE)),
-                };
+                let subject = exchange_subject(signer, site, from, jti, now);
                 let callout =
                     subject.and_then(|(t, kind)| mediation::exchange_request(site, &t, kind));
                 let Some(callout) = callout else {
-                    if let Some(cache) = vm.mediated.get_mut(i) {
-                        let waiters = cache.complete(&key, None, now);
-                        vm.wake(waiters, Wake::Fail(502));
-                    }
+                    fail_waiters(vm, i, &key, now);
                     return Err(self.internal_failure("could not build the token exchange request"));
                 };
                 // Only a failed exchange needs to know whether a browser asked (HTML or JSON);
@@ -182,6 +147,51 @@ impl RequestFlow {
                 Err(Action::Callout(callout))
             }
         }
+    }
+}
+
+/// The cache key of a site's token for `from`. Per subject and site: a session's `sub` and the
+/// claims that go into the token (two sessions of one `sub` with other groups must not share a
+/// token), or a bearer token (by its key). The keyed hash of the token cache serves here too;
+/// each cache belongs to one site already.
+fn mediation_key(vm: &VmState, site: &SiteAuthenticator, from: &Subject<'_>) -> Key {
+    match from.bearer {
+        Some((_, token_key)) if !from.session => vm.token_keys.key_of(&("bearer", token_key)),
+        _ => {
+            let claims = TokenClaims {
+                claims: from.claims,
+                only: site.jwt().map(|j| j.claims.as_slice()),
+            };
+            vm.token_keys.key_of(&("session", from.sub, claims))
+        }
+    }
+}
+
+/// The requests waiting for site `i`'s token under `key` fail (502): none is coming.
+fn fail_waiters(vm: &mut VmState, i: usize, key: &Key, now: u64) {
+    if let Some(cache) = vm.mediated.get_mut(i) {
+        let waiters = cache.complete(key, None, now);
+        vm.wake(waiters, Wake::Fail(502));
+    }
+}
+
+/// The subject token sent to the STS and its type: the client's own bearer token on API
+/// requests, else one the gateway signs for the session's subject (`None` if it cannot).
+fn exchange_subject(
+    signer: Option<&AuthTokenSigner>,
+    site: &SiteAuthenticator,
+    from: &Subject<'_>,
+    jti: Option<String>,
+    now: u64,
+) -> Option<(String, &'static str)> {
+    match from.bearer {
+        Some((raw, _)) if !from.session => Some((raw.to_string(), mediation::ACCESS_TOKEN_TYPE)),
+        _ => signer
+            .zip(jti)
+            .and_then(|(signer, jti)| {
+                mediation::session_subject_token(signer, site, from.sub, from.claims, now, &jti)
+            })
+            .map(|t| (t, mediation::JWT_TOKEN_TYPE)),
     }
 }
 
