@@ -223,15 +223,7 @@ impl RequestFlow {
     ) -> Action {
         self.stage = Stage::Done;
         self.carried = chunks::read(head.request, &settings.session.cookie_name).1;
-        let (mut state, mut code, mut error) = (None, None, None);
-        for (k, v) in url::form_urlencoded::parse(head.query.as_bytes()) {
-            match &*k {
-                "state" if state.is_none() => state = Some(v.into_owned()),
-                "code" if code.is_none() => code = Some(v.into_owned()),
-                "error" if error.is_none() => error = Some(v.into_owned()),
-                _ => {}
-            }
-        }
+        let (state, code, error) = callback_params(head.query);
         let html = head.method == "GET" || head.method == "HEAD";
         let Some(state) = state else {
             return self.refuse(
@@ -266,34 +258,7 @@ impl RequestFlow {
         };
         // From here the transaction is consumed, whatever happens next.
         if let Some(error) = error {
-            let error: String = error
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .take(64)
-                .collect();
-            let message = match error.as_str() {
-                "access_denied" => "The identity provider did not grant access.",
-                "login_required" | "interaction_required" => {
-                    "The identity provider needs you to sign in again."
-                }
-                _ => "The identity provider could not sign you in.",
-            };
-            let reference = random_token(rng, 6).unwrap_or_default();
-            self.note(
-                Level::Info,
-                format!("login failed at the OP: error={error} reference={reference}"),
-            );
-            let problem = Problem {
-                status: 401,
-                code: &error,
-                message,
-                reference: Some(&reference),
-                retry: Some(&txn.return_to),
-            };
-            return Action::Respond(with_cookie(
-                problem.respond(html),
-                clear_txn_cookie(settings, &txn),
-            ));
+            return self.login_failed_at_op(settings, &txn, &error, html, rng);
         }
         let Some(code) = code.filter(|c| !c.is_empty()) else {
             let action = self.refuse(
@@ -312,6 +277,46 @@ impl RequestFlow {
         Action::Callout(callout)
     }
 
+    /// The OP answered the callback with `error` (the user denied access, or must sign in
+    /// again): an error page that offers to try again.
+    fn login_failed_at_op(
+        &mut self,
+        settings: &Settings,
+        txn: &LoginTransaction,
+        error: &str,
+        html: bool,
+        rng: &mut dyn Entropy,
+    ) -> Action {
+        let error: String = error
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(64)
+            .collect();
+        let message = match error.as_str() {
+            "access_denied" => "The identity provider did not grant access.",
+            "login_required" | "interaction_required" => {
+                "The identity provider needs you to sign in again."
+            }
+            _ => "The identity provider could not sign you in.",
+        };
+        let reference = random_token(rng, 6).unwrap_or_default();
+        self.note(
+            Level::Info,
+            format!("login failed at the OP: error={error} reference={reference}"),
+        );
+        let problem = Problem {
+            status: 401,
+            code: &error,
+            message,
+            reference: Some(&reference),
+            retry: Some(&txn.return_to),
+        };
+        Action::Respond(with_cookie(
+            problem.respond(html),
+            clear_txn_cookie(settings, txn),
+        ))
+    }
+
     /// A verified ID token (merged with UserInfo where configured) becomes a session: its
     /// cookie, and the browser sent back.
     #[allow(clippy::too_many_arguments)]
@@ -326,31 +331,10 @@ impl RequestFlow {
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Action {
-        let mut claims = Map::new();
-        for name in &settings.session.claims {
-            if let Some(v) = token.claims.get(name) {
-                claims.insert(name.clone(), v.clone());
-            }
-        }
         let Some(sid) = random_token(rng, 16) else {
             return self.no_randomness();
         };
-        let session = Session {
-            sid,
-            sub: token.sub.clone(),
-            auth_time: token.auth_time.unwrap_or(now),
-            expires_at: now.saturating_add(settings.session.max_lifetime_s),
-            last_activity: now,
-            created_at: now,
-            claims,
-            op: op_state(
-                settings,
-                &token.claims,
-                id_token,
-                self.login_tokens.take(),
-                now,
-            ),
-        };
+        let session = self.new_session(settings, &token, id_token, sid, now);
         let headers = match identity::request_headers(&settings.identity_headers, &session) {
             Ok(headers) => headers,
             Err(UnusableClaim(claim)) => {
@@ -409,6 +393,40 @@ impl RequestFlow {
                 .header("set-cookie", clear_txn_cookie(settings, txn))
                 .header("set-cookie", clear_counter_cookie(settings)),
         )
+    }
+
+    /// The session the ID token opens, with the configured claims and what is kept of the
+    /// login's tokens.
+    fn new_session(
+        &mut self,
+        settings: &Settings,
+        token: &IdToken,
+        id_token: Option<String>,
+        sid: String,
+        now: u64,
+    ) -> Session {
+        let mut claims = Map::new();
+        for name in &settings.session.claims {
+            if let Some(v) = token.claims.get(name) {
+                claims.insert(name.clone(), v.clone());
+            }
+        }
+        Session {
+            sid,
+            sub: token.sub.clone(),
+            auth_time: token.auth_time.unwrap_or(now),
+            expires_at: now.saturating_add(settings.session.max_lifetime_s),
+            last_activity: now,
+            created_at: now,
+            claims,
+            op: op_state(
+                settings,
+                &token.claims,
+                id_token,
+                self.login_tokens.take(),
+                now,
+            ),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -485,6 +503,20 @@ impl RequestFlow {
             }
         }
     }
+}
+
+/// The callback's `state`, `code` and `error` parameters, each the first of its name.
+fn callback_params(query: &str) -> (Option<String>, Option<String>, Option<String>) {
+    let (mut state, mut code, mut error) = (None, None, None);
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "state" if state.is_none() => state = Some(v.into_owned()),
+            "code" if code.is_none() => code = Some(v.into_owned()),
+            "error" if error.is_none() => error = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    (state, code, error)
 }
 
 fn session_cookie_attrs(settings: &Settings) -> CookieAttributes<'_> {
