@@ -210,36 +210,45 @@ impl Configured {
                 true
             }
             Action::Callout(callout) => {
-                if origin == Origin::Borrowed {
-                    st.unsent = Some(callout);
-                    drop(st);
-                    let mut reg = self.registry.borrow_mut();
-                    reg.parked.insert(ctx, state.clone());
-                    reg.deferred_callouts.push(ctx);
-                    return false;
-                }
-                st.callout = dispatch(&callout);
-                if let Some(p) = &st.callout {
-                    let token = p.token;
-                    drop(st);
-                    let mut reg = self.registry.borrow_mut();
-                    reg.callouts.insert(token, ctx);
-                    reg.parked.insert(ctx, state.clone());
-                    return false;
-                }
-                let request = HostRequest::read_or_empty();
-                let next = st.flow.on_callout(
-                    &self.settings,
-                    &mut self.vm.borrow_mut(),
-                    &request,
-                    CalloutResult::Failed,
-                    now_secs(),
-                    &mut HostEntropy,
-                );
                 drop(st);
-                self.carry_out(ctx, state, next, origin)
+                self.send_callout(ctx, state, callout, origin)
             }
         }
+    }
+
+    /// Sends the request's callout and parks it until the answer, or defers the send to the
+    /// root context when in another request's callback (`Borrowed`). A callout that cannot be
+    /// sent is answered as failed at once.
+    fn send_callout(&self, ctx: u32, state: &Shared, callout: Callout, origin: Origin) -> bool {
+        let mut st = state.borrow_mut();
+        if origin == Origin::Borrowed {
+            st.unsent = Some(callout);
+            drop(st);
+            let mut reg = self.registry.borrow_mut();
+            reg.parked.insert(ctx, state.clone());
+            reg.deferred_callouts.push(ctx);
+            return false;
+        }
+        st.callout = dispatch(&callout);
+        if let Some(p) = &st.callout {
+            let token = p.token;
+            drop(st);
+            let mut reg = self.registry.borrow_mut();
+            reg.callouts.insert(token, ctx);
+            reg.parked.insert(ctx, state.clone());
+            return false;
+        }
+        let request = HostRequest::read_or_empty();
+        let next = st.flow.on_callout(
+            &self.settings,
+            &mut self.vm.borrow_mut(),
+            &request,
+            CalloutResult::Failed,
+            now_secs(),
+            &mut HostEntropy,
+        );
+        drop(st);
+        self.carry_out(ctx, state, next, origin)
     }
 
     /// A callout's answer arrived (in whichever context the SDK chose): continue its owner.
