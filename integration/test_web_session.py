@@ -128,13 +128,27 @@ def test_a_claim_the_user_lacks_still_removes_the_clients_header(gateway):
 def test_tampered_cookie_means_login_again(gateway):
     s, _ = logged_in(gateway)
     value = session_cookie(s)
-    header, payload, sig = value.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    claims["sub"] = "admin"
-    forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
-    # One character flipped inside the signature (not the last: its low bits are padding).
-    flipped = value[:-10] + ("A" if value[-10] != "A" else "B") + value[-9:]
-    for forged in (f"{header}.{forged_payload}.{sig}", flipped, "garbage"):
+    # The default cookie is a compact JWE (dir, A256GCM): header..iv.ciphertext.tag.
+    header, key, iv, ciphertext, tag = value.split(".")
+    assert key == "" and json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["enc"] == "A256GCM"
+
+    def flip(segment, at):
+        return segment[:at] + ("A" if segment[at] != "A" else "B") + segment[at + 1 :]
+
+    def b64(obj):
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    other_header = b64({"alg": "dir", "enc": "A128GCM", "kid": "demo-1"})
+    unsigned_jwt = f"{b64({'alg': 'none'})}.{b64({'iss': 'envoy-wam', 'sub': 'admin', 'exp': 4102444800})}."
+    forgeries = (
+        f"{header}..{iv}.{flip(ciphertext, 3)}.{tag}",
+        f"{header}..{iv}.{ciphertext}.{flip(tag, 2)}",
+        f"{header}..{flip(iv, 1)}.{ciphertext}.{tag}",
+        f"{other_header}..{iv}.{ciphertext}.{tag}",
+        unsigned_jwt,
+        "garbage",
+    )
+    for forged in forgeries:
         r = requests.get(gateway.url + "/x", headers={**HTML, "cookie": f"PA.wam={forged}"}, allow_redirects=False)
         assert r.status_code == 302 and "/auth?" in r.headers["location"], forged
 
