@@ -464,3 +464,97 @@ fn a_successor_of_another_session_is_not_adopted() {
     ));
     assert_eq!(upstream(&f, "x-wam-user"), Some(Some("alice".into())));
 }
+
+/// With `session.userinfo`, a validation by refresh also asks UserInfo with the new access
+/// token: the claims are the union of the refreshed ID token's and UserInfo's; a UserInfo about
+/// another subject ends the session; UserInfo down leaves the refresh standing.
+#[test]
+fn a_refresh_with_userinfo_merges_both_and_another_subject_ends_it() {
+    let mut w = World::new(&config(|c| c["session"]["userinfo"] = true.into()));
+    let mut jar = Jar::default();
+    let me = json!({"sub": "alice", "email": "alice@example.com"});
+    w.login_with(0, &mut jar, NOW, |_| {}, tokens("at-1", "rt-1"), Some(me));
+    let answer = refreshed(&w, DUE, |c| c["groups"] = json!(["staff"]));
+    let mut asked = Vec::new();
+    let f = forward(w.run(
+        0,
+        &mut RequestFlow::new(),
+        &World::page(&jar, &[]),
+        DUE,
+        &mut |c| {
+            asked.push(c.path.clone());
+            match c.path.as_str() {
+                "/token" => answer.clone(),
+                "/me" => {
+                    assert_eq!(callout_header(c, "authorization"), Some("Bearer at-2"));
+                    ok_json(json!({"sub": "alice", "email": "new@example.com"}))
+                }
+                other => panic!("unexpected callout to {other}"),
+            }
+        },
+    ));
+    assert_eq!(asked, ["/token", "/me"]);
+    assert_eq!(
+        upstream(&f, "x-wam-email"),
+        Some(Some("new@example.com".into()))
+    );
+    assert_eq!(
+        upstream(&f, "x-wam-groups"),
+        Some(Some("staff".into())),
+        "from the ID token"
+    );
+    jar.apply(&session_sets(&f.response_cookies));
+    assert_eq!(
+        w.decode(&jar.session_value(), DUE)
+            .unwrap()
+            .op
+            .refresh_token
+            .as_deref(),
+        Some("rt-2")
+    );
+
+    // UserInfo unavailable: the refresh (and its rotated token) stands.
+    let next = DUE + 61;
+    let answer = ok_json({
+        let mut t = tokens("at-3", "rt-3");
+        t["id_token"] = w.op.sign(id_claims(None, next)).into();
+        t
+    });
+    let f = forward(w.run(
+        0,
+        &mut RequestFlow::new(),
+        &World::page(&jar, &[]),
+        next,
+        &mut |c| match c.path.as_str() {
+            "/token" => answer.clone(),
+            _ => CalloutResult::Failed,
+        },
+    ));
+    jar.apply(&session_sets(&f.response_cookies));
+    let s = w.decode(&jar.session_value(), next).unwrap();
+    assert_eq!(s.op.refresh_token.as_deref(), Some("rt-3"));
+
+    // UserInfo about someone else: the session ends.
+    let last = next + 61;
+    let answer = ok_json({
+        let mut t = tokens("at-4", "rt-4");
+        t["id_token"] = w.op.sign(id_claims(None, last)).into();
+        t
+    });
+    let jwks = w.op.jwks();
+    let r = respond(w.run(
+        1,
+        &mut RequestFlow::new(),
+        &World::xhr(&jar),
+        last,
+        &mut |c| match c.path.as_str() {
+            "/token" => answer.clone(),
+            "/jwks" => CalloutResult::Response {
+                status: 200,
+                body: jwks.clone(),
+            },
+            _ => ok_json(json!({"sub": "mallory"})),
+        },
+    ));
+    assert_eq!(r.status, 401);
+}

@@ -14,7 +14,7 @@ use crate::http::{Forward, HeaderOps};
 use crate::login::Entropy;
 use crate::mediation::{self, Inject, SiteAuthenticator};
 use crate::request::{dashed_eq, HeaderSource};
-use crate::session::chunks::{self, Carried};
+use crate::session::chunks;
 use crate::session::SessionEntry;
 
 /// An allowed request as it goes on: with the identity the gateway vouches for (or none), and
@@ -43,11 +43,12 @@ pub(super) fn forward(
         match &who.successor {
             Some(value) => {
                 let max_age = entry.session.remaining(now);
-                if let Some(set) = session_cookies(settings, value, max_age, who.carried) {
+                let carried = chunks::carried(request, &settings.session.cookie_name);
+                if let Some(set) = session_cookies(settings, value, max_age, carried) {
                     fwd.response_cookies.extend(set);
                 }
             }
-            None => renew(settings, vm, entry, who.carried, now, rng, &mut fwd),
+            None => renew(settings, vm, request, entry, now, rng, &mut fwd),
         }
         if settings.session.forward_access_token {
             // Set, or removed: a client's own Authorization must not pass for the session's.
@@ -187,8 +188,8 @@ fn clean_cookies(
 fn renew(
     settings: &Settings,
     vm: &mut VmState,
+    request: &dyn HeaderSource,
     entry: &Rc<SessionEntry>,
-    carried: Carried,
     now: u64,
     rng: &mut dyn Entropy,
     fwd: &mut Forward,
@@ -204,6 +205,7 @@ fn renew(
     };
     // A cookie that no longer fits its chunks is not renewed: the old one still works until
     // its idle limit, which is better than ending the session here.
+    let carried = chunks::carried(request, &settings.session.cookie_name);
     if let Some(set) = session_cookies(settings, &value, renewed.remaining(now), carried) {
         fwd.response_cookies.extend(set);
         let next = SessionEntry::new(renewed, entry.headers.clone());

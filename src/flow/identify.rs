@@ -21,7 +21,7 @@ use crate::login::Entropy;
 use crate::policy::{AppApi, AppType, Application, Identity, Resource, Validation};
 use crate::request::HeaderSource;
 use crate::revocation::RevocationList;
-use crate::session::chunks::{self, Carried};
+use crate::session::chunks;
 use crate::session::SessionEntry;
 
 /// Who a request is from, as far as the gateway could tell.
@@ -34,8 +34,6 @@ pub(crate) struct Who<'r> {
     pub token_key: Option<Key>,
     /// Whether the request is judged as an API call (bearer token), not a browser's.
     pub use_bearer: bool,
-    /// Which session cookie names the request carried (renewal clears stale chunks).
-    pub carried: Carried,
     /// The cookie value of the session validated for this request, for the browser.
     pub successor: Option<String>,
 }
@@ -165,8 +163,7 @@ impl RequestFlow {
         now: u64,
     ) -> Result<(), Action> {
         let map = &settings.identity_headers;
-        let (value, carried) = chunks::read(request, &settings.session.cookie_name);
-        who.carried = carried;
+        let value = chunks::read_value(request, &settings.session.cookie_name);
         who.session = value.and_then(|t| {
             vm.sessions.lookup(
                 &t,

@@ -16,6 +16,7 @@ mod route;
 mod single_logout;
 mod state;
 mod validate;
+mod validate_userinfo;
 
 use crate::cache::Key;
 use crate::config::Settings;
@@ -82,6 +83,12 @@ enum Stage {
     ValidateKeys {
         entry: Rc<crate::session::SessionEntry>,
         answer: CalloutResult,
+    },
+    /// Waiting for UserInfo after the refresh of a validation (`session.userinfo`), with the
+    /// refreshed session.
+    ValidateUserinfo {
+        entry: Rc<crate::session::SessionEntry>,
+        refreshed: Box<crate::session::Session>,
     },
     /// Waiting for the OP to revoke the refresh token of a session logged out, with the
     /// browser's answer.
@@ -303,9 +310,9 @@ impl RequestFlow {
                     vm.wake(f.waiters, Wake::Ready);
                 }
             }
-            Stage::Validate { entry } | Stage::ValidateKeys { entry, .. } => {
-                Self::validation_abandoned(vm, &entry)
-            }
+            Stage::Validate { entry }
+            | Stage::ValidateKeys { entry, .. }
+            | Stage::ValidateUserinfo { entry, .. } => Self::validation_abandoned(vm, &entry),
             Stage::Mediate { site, key, .. } => {
                 if let Some(cache) = vm.mediated.get_mut(site) {
                     let waiters = cache.abandon(&key, self.ctx);
@@ -399,7 +406,13 @@ impl RequestFlow {
                 }
             }
             Stage::ValidateKeys { entry, answer } => {
-                self.validation_keys_answered(settings, vm, entry, answer, result, now, rng);
+                match self.validation_keys_answered(settings, vm, entry, answer, result, now, rng) {
+                    Some(userinfo) => userinfo,
+                    None => self.rerun(settings, vm, request, now, rng),
+                }
+            }
+            Stage::ValidateUserinfo { entry, refreshed } => {
+                self.validation_userinfo_answered(settings, vm, entry, refreshed, result, now, rng);
                 self.rerun(settings, vm, request, now, rng)
             }
             Stage::LoginUserinfo {

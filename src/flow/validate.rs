@@ -125,7 +125,7 @@ impl VmState {
         }
     }
 
-    fn write_slot(&self, sid: &str, state: SlotState) {
+    pub(super) fn write_slot(&self, sid: &str, state: SlotState) {
         let slot = Slot {
             sid: sid.to_string(),
             state,
@@ -364,8 +364,7 @@ impl RequestFlow {
             // Nowhere to fetch from: as if fetched in vain (the rotated token is kept).
             answer = self.refreshed(settings, vm, &entry, &result, now, true);
         }
-        self.validation_decided(settings, vm, &entry, answer, now, rng);
-        None
+        self.then_userinfo(settings, vm, entry, answer, now, rng)
     }
 
     /// The JWKS arrived (or did not) for the refreshed ID token of `answer`.
@@ -379,7 +378,7 @@ impl RequestFlow {
         keys: CalloutResult,
         now: u64,
         rng: &mut dyn Entropy,
-    ) {
+    ) -> Option<Action> {
         match keys {
             CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
                 Some(keys) => vm.jwks.replace(keys, now),
@@ -394,11 +393,11 @@ impl RequestFlow {
             ),
         }
         let decided = self.refreshed(settings, vm, &entry, &answer, now, true);
-        self.validation_decided(settings, vm, &entry, decided, now, rng);
+        self.then_userinfo(settings, vm, entry, decided, now, rng)
     }
 
     /// The outcome for every worker, and the requests waiting for it woken.
-    fn validation_decided(
+    pub(super) fn validation_decided(
         &mut self,
         settings: &Settings,
         vm: &mut VmState,
@@ -420,7 +419,7 @@ impl RequestFlow {
                 };
                 let next = vm.sessions.insert(
                     value.clone(),
-                    SessionEntry::new(session, headers),
+                    SessionEntry::new(*session, headers),
                     now,
                     settings.session.idle_timeout_s,
                 );
@@ -456,7 +455,7 @@ impl RequestFlow {
     }
 
     /// The OP refused the session: it ends here and on every worker, copies included.
-    fn end_validated(
+    pub(super) fn end_validated(
         &mut self,
         settings: &Settings,
         vm: &mut VmState,
@@ -511,7 +510,7 @@ impl RequestFlow {
             s.op.access_token = tokens.access_token;
         }
         let Some(raw) = tokens.id_token else {
-            return Answer::Valid(s);
+            return Answer::Valid(Box::new(s));
         };
         let op = &settings.op;
         let expected = RefreshExpected {
@@ -530,7 +529,7 @@ impl RequestFlow {
                 if s.op.id_token.is_some() {
                     s.op.id_token = super::op_tokens::keepable_id_token(settings, raw);
                 }
-                Answer::Valid(s)
+                Answer::Valid(Box::new(s))
             }
             Err(IdTokenError::NeedKeys) if !keys_fetched => Answer::NeedKeys,
             // The keys could not be had (fetched just now, or too recently to fetch again): the
@@ -541,7 +540,7 @@ impl RequestFlow {
                     Level::Info,
                     "refreshed ID token not checked (key not loaded); claims kept".into(),
                 );
-                Answer::Valid(s)
+                Answer::Valid(Box::new(s))
             }
             Err(e) => Answer::Refused(format!("refreshed ID token refused: {e}")),
         }
@@ -561,7 +560,7 @@ impl RequestFlow {
                 s.op.generation = s.op.generation.wrapping_add(1);
                 s.last_activity = now;
                 op_session::merge_claims(&mut s.claims, &settings.session.claims, &claims);
-                Answer::Valid(s)
+                Answer::Valid(Box::new(s))
             }
             Err(e @ (UserinfoError::Refused { .. } | UserinfoError::SubMismatch)) => {
                 Answer::Refused(e.to_string())
@@ -580,8 +579,8 @@ impl RequestFlow {
     }
 }
 
-enum Answer {
-    Valid(Session),
+pub(super) enum Answer {
+    Valid(Box<Session>),
     Refused(String),
     Unavailable(String),
     /// The refreshed ID token's key is not loaded here: fetch the JWKS, then decide.

@@ -46,6 +46,26 @@ fn chunk_index(n: &str, name: &str) -> Option<usize> {
     digits.parse().ok()
 }
 
+/// The session cookie's value, for every request: the first single cookie ends the scan; only a
+/// chunked session costs the full pass of [`read`].
+pub fn read_value<'r>(request: &'r dyn HeaderSource, name: &str) -> Option<Cow<'r, str>> {
+    let single = request
+        .headers()
+        .iter()
+        .filter(|(n, _)| *n == "cookie")
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+        .find_map(|c| cookie::get(c, name));
+    match single {
+        Some(v) => Some(Cow::Borrowed(v)),
+        None => read(request, name).0,
+    }
+}
+
+/// Which of the session's cookie names `request` carried (for clearing the stale ones).
+pub fn carried(request: &dyn HeaderSource, name: &str) -> Carried {
+    read(request, name).1
+}
+
 /// The session cookie's value: the single cookie when there is one, else the chunks joined.
 /// The first cookie of each name counts (as for any cookie the gateway reads). One pass over
 /// the `Cookie` headers; no allocation unless the session is chunked.
