@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::config::SignatureAlg;
 use crate::jwks::JwksCache;
-use crate::jws::{verify_signed, SignatureCheck, SignatureProblem};
+use crate::jws::{alg_for_log, verify_signed, SignatureCheck, SignatureProblem};
 
 /// What the ID token must say for this login.
 pub struct Expected<'a> {
@@ -47,12 +47,7 @@ impl fmt::Display for IdTokenError {
         match self {
             Self::Malformed => f.write_str("malformed ID token"),
             Self::AlgorithmNotAllowed(a) => {
-                let a: String = a
-                    .chars()
-                    .filter(|c| c.is_ascii_alphanumeric())
-                    .take(16)
-                    .collect();
-                write!(f, "ID token algorithm `{a}` is not allowed")
+                write!(f, "ID token algorithm `{}` is not allowed", alg_for_log(a))
             }
             Self::NeedKeys => f.write_str("ID token key not loaded yet"),
             Self::UnknownKey => f.write_str("ID token signed with an unknown key"),

@@ -33,6 +33,15 @@ pub(crate) struct SignatureCheck<'a> {
     pub jwks_min_refetch_s: u64,
 }
 
+/// A token's `alg` as a log line may show it: the name a client or OP wrote, reduced to what
+/// an algorithm name can hold.
+pub(crate) fn alg_for_log(alg: &str) -> String {
+    alg.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(16)
+        .collect()
+}
+
 /// Verifies `token` against the cached keys and returns its claims.
 pub(crate) fn verify_signed<T: Serialize + DeserializeOwned>(
     token: &str,

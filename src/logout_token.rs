@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::config::SignatureAlg;
 use crate::jwks::JwksCache;
-use crate::jws::{verify_signed, SignatureCheck, SignatureProblem};
+use crate::jws::{alg_for_log, verify_signed, SignatureCheck, SignatureProblem};
 
 /// The event member every logout token carries (§2.4).
 pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
@@ -67,12 +67,11 @@ impl fmt::Display for LogoutTokenError {
         match self {
             Self::Malformed => f.write_str("malformed logout token"),
             Self::AlgorithmNotAllowed(a) => {
-                let a: String = a
-                    .chars()
-                    .filter(|c| c.is_ascii_alphanumeric())
-                    .take(16)
-                    .collect();
-                write!(f, "logout token algorithm `{a}` is not allowed")
+                write!(
+                    f,
+                    "logout token algorithm `{}` is not allowed",
+                    alg_for_log(a)
+                )
             }
             Self::NeedKeys => f.write_str("logout token key not loaded yet"),
             Self::UnknownKey => f.write_str("logout token signed with an unknown key"),
