@@ -146,6 +146,9 @@ pub enum Body {
     Complete(Vec<u8>),
     /// Longer than the flow's `max`: the host stopped reading.
     TooLarge,
+    /// Not to be had: the upstream answered the held request (see `Action::ReadBody`) before
+    /// the body arrived, and Envoy passes no more of it to the filter.
+    Unreadable,
 }
 
 /// Why a parked request is woken.

@@ -50,6 +50,8 @@ pub enum NotKept {
     TooManyCookies,
     /// No randomness to seal it.
     NoRandomness,
+    /// The host could not read it (see `Body::Unreadable`).
+    Unreadable,
 }
 
 impl std::fmt::Display for NotKept {
@@ -61,6 +63,7 @@ impl std::fmt::Display for NotKept {
             }
             NotKept::TooManyCookies => "the sealed body needs too many cookies",
             NotKept::NoRandomness => "no randomness to seal it",
+            NotKept::Unreadable => "the upstream answered before the body came",
         })
     }
 }

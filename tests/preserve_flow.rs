@@ -308,6 +308,10 @@ fn other_bodies_sign_in_without_being_kept_and_the_log_says_why() {
     for (body, why) in [
         (Body::TooLarge, "larger than session.preserve_post_bytes"),
         (Body::Complete(b"a=%FF".to_vec()), "not UTF-8 form fields"),
+        (
+            Body::Unreadable,
+            "the upstream answered before the body came",
+        ),
     ] {
         let h = form_post("/f", &[URLENCODED]);
         let mut flow = RequestFlow::new();

@@ -386,6 +386,16 @@ fn backchannel_takes_only_a_form_post() {
         let r = respond(flow.on_body(&w.settings, &mut w.vms[0], &h, body, NOW, &mut w.rng));
         assert_eq!(r.status, 400);
     }
+    // A body the host could not read (the upstream answered the held request first): the OP
+    // is told to retry, never that the logout was taken.
+    let mut flow = envoy_wam::flow::RequestFlow::new();
+    assert!(matches!(
+        w.start(0, &mut flow, &h, NOW),
+        Action::ReadBody { .. }
+    ));
+    let body = envoy_wam::http::Body::Unreadable;
+    let r = respond(flow.on_body(&w.settings, &mut w.vms[0], &h, body, NOW, &mut w.rng));
+    assert_eq!(r.status, 503);
 }
 
 #[test]

@@ -105,6 +105,7 @@ impl RequestFlow {
         let kept = match body {
             Body::Complete(bytes) => keep(settings, &head, &txn, &bytes, now, rng),
             Body::TooLarge => Err(NotKept::TooLarge),
+            Body::Unreadable => Err(NotKept::Unreadable),
         };
         match kept {
             Ok(cookies) => {

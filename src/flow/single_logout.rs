@@ -59,8 +59,17 @@ impl RequestFlow {
         now: u64,
         _rng: &mut dyn Entropy,
     ) -> Action {
-        let Body::Complete(body) = body else {
-            return Action::Respond(backchannel_error(400, "body too large"));
+        let body = match body {
+            Body::Complete(body) => body,
+            Body::TooLarge => return Action::Respond(backchannel_error(400, "body too large")),
+            Body::Unreadable => {
+                self.note(
+                    Level::Warn,
+                    "back-channel logout not read: the upstream answered before its body came"
+                        .into(),
+                );
+                return Action::Respond(backchannel_error(503, "body not read, retry later"));
+            }
         };
         let mut tokens = url::form_urlencoded::parse(&body)
             .filter(|(k, _)| k == "logout_token")

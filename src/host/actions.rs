@@ -134,6 +134,8 @@ pub(super) struct HttpState {
     pub(super) held: Option<HostRequest>,
     /// The request went on held: it may only end with a local answer.
     pub(super) held_for_body: bool,
+    /// The gateway sent its own answer: a held request's response may go on.
+    pub(super) answered: bool,
 }
 
 pub(super) type Shared = Rc<RefCell<HttpState>>;
@@ -186,6 +188,7 @@ impl Configured {
                 true
             }
             Action::Respond(r) => {
+                st.answered = true;
                 drop(st);
                 self.registry.borrow_mut().parked.remove(&ctx);
                 respond(&r);

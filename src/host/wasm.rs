@@ -158,6 +158,7 @@ impl RootContext for WamRoot {
                 reading_body: None,
                 held: None,
                 held_for_body: false,
+                answered: false,
             })),
         }))
     }
@@ -212,6 +213,23 @@ impl Context for WamHttp {
 }
 
 impl WamHttp {
+    /// A request body past the one the flow read: held back when the request went on held
+    /// (see `Action::ReadBody`), whatever comes of it.
+    fn unless_held(&self) -> HostAction {
+        match self.state.borrow().held_for_body {
+            true => HostAction::Pause,
+            false => HostAction::Continue,
+        }
+    }
+
+    /// The upstream's answer to a held request (a backend that answers before reading the
+    /// body): it never reaches the client, which gets the gateway's own answer once the body
+    /// is read.
+    fn backend_answers_held(&self) -> bool {
+        let st = self.state.borrow();
+        st.held_for_body && !st.answered
+    }
+
     /// Hands the flow the body it asked for and carries out what it decides.
     fn body_read(&mut self, c: &Configured, body: Body) -> HostAction {
         let held = {
@@ -250,7 +268,7 @@ impl WamHttp {
 impl HttpContext for WamHttp {
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> HostAction {
         let Some(max) = self.state.borrow().reading_body else {
-            return HostAction::Continue;
+            return self.unless_held();
         };
         let Some(c) = self.configured.clone() else {
             return HostAction::Pause;
@@ -267,6 +285,26 @@ impl HttpContext for WamHttp {
             .flatten()
             .unwrap_or_default();
         self.body_read(&c, Body::Complete(body))
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> HostAction {
+        let Some(max) = self.state.borrow().reading_body else {
+            return self.unless_held();
+        };
+        let Some(c) = self.configured.clone() else {
+            return HostAction::Pause;
+        };
+        // Trailers end the body (HTTP/2, or HTTP/1 with trailers on): what is buffered is all
+        // of it. Let through, they would carry the held body upstream.
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, max.saturating_add(1))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let body = match body.len() > max {
+            true => Body::TooLarge,
+            false => Body::Complete(body),
+        };
+        self.body_read(&c, body)
     }
 
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> HostAction {
@@ -301,9 +339,32 @@ impl HttpContext for WamHttp {
         _num_headers: usize,
         _end_of_stream: bool,
     ) -> HostAction {
+        if self.backend_answers_held() {
+            // Envoy passes no more of the body once the upstream has answered: the flow
+            // decides without it, now.
+            let reading = self.state.borrow().reading_body.is_some();
+            if let Some(c) = self.configured.clone().filter(|_| reading) {
+                self.body_read(&c, Body::Unreadable);
+            }
+            return HostAction::Pause;
+        }
         for cookie in self.state.borrow_mut().response_cookies.drain(..) {
             let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, "set-cookie", &cookie);
         }
         HostAction::Continue
+    }
+
+    fn on_http_response_body(&mut self, _body_size: usize, _end_of_stream: bool) -> HostAction {
+        match self.backend_answers_held() {
+            true => HostAction::Pause,
+            false => HostAction::Continue,
+        }
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> HostAction {
+        match self.backend_answers_held() {
+            true => HostAction::Pause,
+            false => HostAction::Continue,
+        }
     }
 }
