@@ -357,8 +357,9 @@ fn a_cross_site_logout_only_asks() {
         let body = String::from_utf8(r.body).unwrap();
         assert!(body.contains("<form method=\"post\" action=\"/pa/oidc/logout\">"));
     }
-    // The button posts from the gateway's own origin: that ends the session.
-    let r = respond(gw.send(&req(
+    // The button posts from the gateway's own origin: that ends the session (the answer is
+    // held until the other workers have ticked).
+    let r = respond(gw.request_ticked(&req(
         "gw.example.com",
         "POST",
         "/pa/oidc/logout",

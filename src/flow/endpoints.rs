@@ -60,12 +60,13 @@ impl RequestFlow {
                     .and_then(|s| s.op.refresh_token.as_deref())
                     .zip(vm.endpoints.as_deref())
                     .and_then(|(rt, e)| op_session::revocation_request(settings, e, rt));
-                match revocation {
-                    Some(callout) => {
+                match (revocation, session.is_some()) {
+                    (Some(callout), _) => {
                         self.stage = Stage::RevokeAtOp { response };
                         Action::Callout(callout)
                     }
-                    None => Action::Respond(response),
+                    (None, true) => self.hold_logout_answer(vm, response),
+                    (None, false) => Action::Respond(response),
                 }
             }
             Endpoint::Backchannel => self.backchannel(head),
@@ -110,6 +111,7 @@ impl RequestFlow {
     /// The OP answered the revocation (or did not): the browser gets its logout either way.
     pub(super) fn revoked_at_op(
         &mut self,
+        vm: &mut VmState,
         response: LocalResponse,
         result: CalloutResult,
     ) -> Action {
@@ -124,7 +126,16 @@ impl RequestFlow {
                 "logout: the refresh token could not be revoked at the OP (no answer)".into(),
             ),
         }
-        Action::Respond(response)
+        self.hold_logout_answer(vm, response)
+    }
+
+    /// The logout's answer waits until every other worker of this Envoy has ticked since the
+    /// revocation was published (three ticks of this one: 200 to 300 ms, a margin over the 100 ms period): when the browser sees
+    /// itself logged out, a copy of its cookie is refused everywhere.
+    fn hold_logout_answer(&mut self, vm: &mut VmState, response: LocalResponse) -> Action {
+        vm.hold_for_ticks(self.ctx, 3);
+        self.stage = Stage::LogoutHold { response };
+        Action::Wait
     }
 }
 

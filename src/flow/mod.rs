@@ -84,6 +84,10 @@ enum Stage {
         entry: Rc<crate::session::SessionEntry>,
         answer: CalloutResult,
     },
+    /// A logout's answer, held until the other workers have taken in its revocation.
+    LogoutHold {
+        response: crate::http::LocalResponse,
+    },
     /// Waiting for UserInfo after the refresh of a validation (`session.userinfo`), with the
     /// refreshed session.
     ValidateUserinfo {
@@ -287,6 +291,9 @@ impl RequestFlow {
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Action {
+        if let Stage::LogoutHold { response } = std::mem::replace(&mut self.stage, Stage::Done) {
+            return Action::Respond(response);
+        }
         match wake {
             Wake::Ready => self.rerun(settings, vm, request, now, rng),
             Wake::Fail(status) => self.upstream_failure(
@@ -398,7 +405,7 @@ impl RequestFlow {
                 self.exchange_answered(settings, vm, request, site, key, html, result, now, rng)
             }
             Stage::BearerKeys => self.bearer_keys_answered(settings, vm, request, result, now, rng),
-            Stage::RevokeAtOp { response } => self.revoked_at_op(response, result),
+            Stage::RevokeAtOp { response } => self.revoked_at_op(vm, response, result),
             Stage::Validate { entry } => {
                 match self.validation_answered(settings, vm, entry, result, now, rng) {
                     Some(fetch_keys) => fetch_keys,
@@ -426,7 +433,7 @@ impl RequestFlow {
             Stage::LogoutKeys { token } => {
                 self.logout_keys_answered(settings, vm, token, result, now)
             }
-            stage @ (Stage::Start | Stage::Done | Stage::Body(_)) => {
+            stage @ (Stage::Start | Stage::Done | Stage::Body(_) | Stage::LogoutHold { .. }) => {
                 self.stage = stage;
                 self.note(
                     Level::Warn,

@@ -94,6 +94,9 @@ pub struct VmState {
     pub store: Rc<dyn SharedStore>,
     /// Session validations at the OP: outcomes known here, and who waits for which.
     pub validations: super::Validations,
+    /// Root ticks so far, and requests held until a tick count (see `hold_for_ticks`).
+    ticks: u64,
+    held: Vec<(u32, u64)>,
 }
 
 /// A site's token as it goes upstream, prepared once when it is cached.
@@ -138,6 +141,8 @@ impl VmState {
             revoked: RevocationList::new(settings.session.revocation_list_entries),
             store: Rc::new(MemoryStore::default()),
             validations: Default::default(),
+            ticks: 0,
+            held: Vec::new(),
             mediated: settings
                 .sites
                 .iter()
@@ -172,7 +177,19 @@ impl VmState {
 
     /// The root tick's share: other workers' revocations in, this worker's out if an earlier
     /// publish failed, expired entries dropped now and then.
+    /// Parks request `ctx` for `ticks` root ticks (it gets `Action::Wait`; the tick wakes it).
+    pub(super) fn hold_for_ticks(&mut self, ctx: u32, ticks: u64) {
+        self.held.push((ctx, self.ticks.saturating_add(ticks)));
+    }
+
     pub fn on_tick(&mut self, settings: &Settings, now: u64) -> Option<LogLine> {
+        self.ticks = self.ticks.saturating_add(1);
+        if !self.held.is_empty() {
+            let ticks = self.ticks;
+            let (due, later): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|h| h.1 <= ticks);
+            self.held = later;
+            self.wake(due.into_iter().map(|h| h.0).collect(), Wake::Ready);
+        }
         self.poll_validations(now, super::validate::validation_stale_after_s(settings));
         let dropped = self.revoked.refresh(self.store.as_ref(), now);
         if self.revoked.is_dirty() {

@@ -11,6 +11,7 @@ use base64::Engine;
 use envoy_wam::config::Settings;
 use envoy_wam::flow::{HeaderList, RequestFlow, VmState};
 use envoy_wam::http::{Action, Body, Callout, CalloutResult, Forward, LocalResponse, Wake};
+use envoy_wam::request::HeaderSource;
 use envoy_wam::revocation::MemoryStore;
 use envoy_wam::session::Session;
 use jwt_simple::prelude::*;
@@ -235,6 +236,29 @@ impl World {
                 &mut self.rng,
             );
         }
+        self.release_hold(w, flow, h, action, now)
+    }
+
+    /// An answer the gateway holds for a few root ticks (a logout, until the other workers know
+    /// of it): worker `w` ticks until it is released. Other waits are returned as they are.
+    fn release_hold(
+        &mut self,
+        w: usize,
+        flow: &mut RequestFlow,
+        h: &HeaderList,
+        action: Action,
+        now: u64,
+    ) -> Action {
+        if action != Action::Wait || h.header(":path") != Some("/pa/oidc/logout") {
+            return action;
+        }
+        for _ in 0..3 {
+            let _ = self.vms[w].on_tick(&self.settings, now);
+            if !std::mem::take(&mut self.vms[w].woken).is_empty() {
+                let vm = &mut self.vms[w];
+                return flow.on_wake(&self.settings, vm, h, Wake::Ready, now, &mut self.rng);
+            }
+        }
         action
     }
 
@@ -258,9 +282,10 @@ impl World {
 
     /// A request that expects no callout at all.
     pub fn quiet(&mut self, w: usize, h: &HeaderList, now: u64) -> Action {
-        let a = self.start(w, &mut RequestFlow::new(), h, now);
+        let mut flow = RequestFlow::new();
+        let a = self.start(w, &mut flow, h, now);
         assert!(!matches!(a, Action::Callout(_)), "unexpected callout {a:?}");
-        a
+        self.release_hold(w, &mut flow, h, a, now)
     }
 
     /// Wakes a parked request.

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use envoy_wam::config::Settings;
 use envoy_wam::flow::{HeaderList, RequestFlow, VmState};
-use envoy_wam::http::{Action, Body, Callout, CalloutResult, Forward, LocalResponse};
+use envoy_wam::http::{Action, Body, Callout, CalloutResult, Forward, LocalResponse, Wake};
 use envoy_wam::login::Entropy;
 use envoy_wam::session::KeyRing;
 use envoy_wam::session::Session;
@@ -140,6 +140,31 @@ impl Gateway {
     /// A new request through the whole flow, at [`NOW`].
     pub fn request(&mut self, h: &HeaderList) -> Action {
         RequestFlow::new().on_request(&self.settings, &mut self.vm, h, NOW, &mut self.rng)
+    }
+
+    /// A request whose answer the gateway holds for a few root ticks (a logout, until the other
+    /// workers know of it): the ticks run, and the released answer is returned.
+    pub fn request_ticked(&mut self, h: &HeaderList) -> Action {
+        let mut flow = RequestFlow::new();
+        let mut action = flow.on_request(&self.settings, &mut self.vm, h, NOW, &mut self.rng);
+        for _ in 0..4 {
+            if action != Action::Wait {
+                break;
+            }
+            self.vm.on_tick(&self.settings, NOW);
+            if std::mem::take(&mut self.vm.woken).is_empty() {
+                continue;
+            }
+            action = flow.on_wake(
+                &self.settings,
+                &mut self.vm,
+                h,
+                Wake::Ready,
+                NOW,
+                &mut self.rng,
+            );
+        }
+        action
     }
 
     /// A new request through `flow`, whose later steps the caller drives, at [`NOW`].
