@@ -558,3 +558,35 @@ fn a_refresh_with_userinfo_merges_both_and_another_subject_ends_it() {
     ));
     assert_eq!(r.status, 401);
 }
+
+/// The client of the request that leads a validation goes away after the OP rotated the
+/// refresh token but before the JWKS (or UserInfo) answered: the refresh is completed anyway, so
+/// the session's next request takes the successor instead of presenting the rotated-away token.
+#[test]
+fn a_validation_the_op_answered_survives_its_request_going_away() {
+    let mut w = World::new(&config(|_| {}));
+    let jar = w.login(0, NOW);
+    let answer = refreshed(&w, DUE, |c| c["groups"] = json!(["staff"]));
+    // Worker 1 has no keys: after the refresh grant it asks for the JWKS, and the client leaves.
+    let mut leader = RequestFlow::new();
+    let h = World::page(&jar, &[]);
+    let c = callout(w.start(1, &mut leader, &h, DUE));
+    assert_refresh(&c, "rt-1");
+    let next = leader.on_callout(&w.settings, &mut w.vms[1], &h, answer, DUE, &mut w.rng);
+    let Action::Callout(keys) = next else {
+        panic!("expected the JWKS callout, got {next:?}")
+    };
+    assert_eq!(keys.path, "/jwks");
+    leader.on_abandon_in(&w.settings, &mut w.vms[1], DUE, &mut w.rng);
+
+    // Either worker: the successor, with the rotated token, and no second refresh.
+    for vm in [1, 0] {
+        let f = forward(w.quiet(vm, &World::page(&jar, &[]), DUE + 1));
+        let sets = session_sets(&f.response_cookies);
+        assert_eq!(sets.len(), 1, "worker {vm}: {sets:?}");
+        let mut j = Jar::default();
+        j.apply(&sets);
+        let s = w.decode(&j.session_value(), DUE + 1).unwrap();
+        assert_eq!(s.op.refresh_token.as_deref(), Some("rt-2"), "worker {vm}");
+    }
+}

@@ -304,6 +304,44 @@ impl RequestFlow {
         }
     }
 
+    /// As [`Self::on_abandon`], for hosts that can give the settings and randomness: a
+    /// validation the OP already answered is completed rather than dropped (the OP has rotated
+    /// the refresh token; the old one would end the session at the next validation).
+    pub fn on_abandon_in(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) {
+        match std::mem::replace(&mut self.stage, Stage::Done) {
+            Stage::ValidateKeys { entry, answer } => {
+                self.validation_keys_answered(
+                    settings,
+                    vm,
+                    entry.clone(),
+                    answer,
+                    CalloutResult::Failed,
+                    now,
+                    rng,
+                );
+                // Asking UserInfo next is moot now: the refreshed session stands.
+                if let Stage::ValidateUserinfo { entry, refreshed } =
+                    std::mem::replace(&mut self.stage, Stage::Done)
+                {
+                    self.finish_without_userinfo(settings, vm, entry, refreshed, now, rng);
+                }
+            }
+            Stage::ValidateUserinfo { entry, refreshed } => {
+                self.finish_without_userinfo(settings, vm, entry, refreshed, now, rng);
+            }
+            stage => {
+                self.stage = stage;
+                self.on_abandon(vm, now);
+            }
+        }
+    }
+
     /// The request ended (client gone) while it waited or called out: whoever waited on it
     /// must not wait forever.
     pub fn on_abandon(&mut self, vm: &mut VmState, now: u64) {

@@ -86,3 +86,22 @@ impl RequestFlow {
         }
     }
 }
+
+impl RequestFlow {
+    /// The refresh stands without UserInfo (its request went away before UserInfo answered).
+    pub(super) fn finish_without_userinfo(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        entry: Rc<SessionEntry>,
+        refreshed: Box<Session>,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) {
+        self.note(
+            Level::Info,
+            "session validation: request gone before UserInfo answered; the refresh stands".into(),
+        );
+        self.validation_decided(settings, vm, &entry, Answer::Valid(refreshed), now, rng);
+    }
+}

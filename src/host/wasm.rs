@@ -204,7 +204,12 @@ impl Context for WamHttp {
             if let Some(p) = st.callout.take() {
                 c.registry.borrow_mut().callouts.remove(&p.token);
             }
-            st.flow.on_abandon(&mut c.vm.borrow_mut(), self.clock.now());
+            st.flow.on_abandon_in(
+                &c.settings,
+                &mut c.vm.borrow_mut(),
+                self.clock.now(),
+                &mut HostEntropy,
+            );
             drop(st);
             c.wake_released(self.ctx, Origin::Borrowed, true);
         }
