@@ -335,4 +335,24 @@ mod tests {
         let told = lines.roll(t + 31).map(|l| l.message);
         assert_eq!(told.as_deref(), Some("1 refused-token lines suppressed"));
     }
+
+    #[test]
+    fn a_passed_line_carries_the_count_held_back_before_it() {
+        let mut lines = LineBudget::new("revocation-list", 2, 60);
+        let line = |m: &str| LogLine {
+            level: Level::Warn,
+            message: m.into(),
+        };
+        let t = 1_000;
+        assert_eq!(lines.pass(t, line("a")), Some(line("a")));
+        assert_eq!(lines.pass(t, line("b")), Some(line("b")));
+        for _ in 0..5 {
+            assert_eq!(lines.pass(t + 1, line("c")), None);
+        }
+        let told = lines.pass(t + 60, line("d")).map(|l| l.message);
+        assert_eq!(
+            told.as_deref(),
+            Some("d; 5 revocation-list lines suppressed")
+        );
+    }
 }
