@@ -11,12 +11,19 @@
 //! those that expire soonest, and a session revoked by a dropped entry would be accepted
 //! again. So capacity must exceed the number of logouts in the longest session lifetime; the
 //! calls that may drop live entries return how many they dropped, for the caller to log.
+//!
+//! Front-channel logouts are anonymous, so their entries get a fixed share of the list (see
+//! [`unverified`]): when it is full a new one is refused rather than pushing out an older one,
+//! and a flood of made-up sids cannot undo a real logout.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 
 mod codec;
+mod unverified;
+
+pub use unverified::ShareFull;
 
 /// Shared-data key of the version counter (a little-endian u64), bumped after every publish.
 pub const VERSION_KEY: &str = "envoy-wam.revoked.version";
@@ -35,8 +42,9 @@ pub enum Revoked {
     /// A subject: all of its sessions created up to `before`.
     Sub(String),
     /// The OP's session id as a front-channel logout names it: like `OpSid`, but nothing
-    /// vouches for it (any page can load that URL), so when the list is full these entries go
-    /// first, and a flood of made-up ones cannot push out a verified revocation.
+    /// vouches for it (any page can load that URL), so these entries are held to a share of
+    /// the list and go first when it is full: a flood of made-up ones can push out neither a
+    /// verified revocation nor an earlier front-channel one.
     UnverifiedOpSid(String),
 }
 
@@ -128,6 +136,8 @@ pub struct RevocationList {
     seen_version: Option<u64>,
     /// Local changes not yet published.
     dirty: bool,
+    /// Front-channel logouts refused because their share was full.
+    refused_unverified: u64,
 }
 
 impl RevocationList {
@@ -139,18 +149,24 @@ impl RevocationList {
             generation: 0,
             seen_version: None,
             dirty: false,
+            refused_unverified: 0,
         }
     }
 
     /// Revokes `what` for sessions created at or before `before`, until `until` (`before` +
     /// the longest session lifetime). Revoking again keeps the later times. Returns how many
-    /// unexpired entries had to be dropped to stay within capacity.
+    /// unexpired entries had to be dropped to stay within capacity. An unverified OP sid goes
+    /// through [`revoke_unverified`](Self::revoke_unverified), and is left out (and counted)
+    /// when its share is full.
     pub fn revoke(&mut self, what: Revoked, before: u64, until: u64, now: u64) -> usize {
         let (kind, key) = match what {
             Revoked::Session(k) => (Kind::Session, k),
             Revoked::OpSid(k) => (Kind::OpSid, k),
             Revoked::Sub(k) => (Kind::Sub, k),
-            Revoked::UnverifiedOpSid(k) => (Kind::UnverifiedOpSid, k),
+            Revoked::UnverifiedOpSid(k) => {
+                let _refused = self.revoke_unverified(k, before, until, now);
+                return 0;
+            }
         };
         if self.upsert(kind, key, Entry { before, until }) {
             self.bump();
@@ -325,7 +341,9 @@ impl RevocationList {
         if changed {
             self.bump();
         }
-        self.trim(&REVOCATIONS, now) + self.trim(&[Kind::Jti], now)
+        // Each worker keeps its own front-channel entries within the share; together they may
+        // not be.
+        self.trim_unverified(now) + self.trim(&REVOCATIONS, now) + self.trim(&[Kind::Jti], now)
     }
 
     /// Brings `kinds` (one bounded group) back within capacity: expired entries first, then
@@ -349,9 +367,15 @@ impl RevocationList {
                         .map(move |(key, e)| (e.until, k, key.clone()))
                 })
                 .collect();
-            // Unverified entries first, then those that expire soonest.
+            // Unverified entries first, the latest logouts among them (all live as long, so
+            // a burst of made-up ones goes before an earlier real one); then those that
+            // expire soonest.
             all.select_nth_unstable_by_key(excess - 1, |(until, kind, _)| {
-                (*kind != Kind::UnverifiedOpSid, *until)
+                let unverified = *kind == Kind::UnverifiedOpSid;
+                (
+                    !unverified,
+                    if unverified { u64::MAX - until } else { *until },
+                )
             });
             for (_, kind, key) in all.into_iter().take(excess) {
                 self.maps[kind as usize].remove(&key);

@@ -1,20 +1,21 @@
 //! Logout the OP tells the gateway about: OpenID Connect Back-Channel Logout 1.0 (the OP posts
 //! a logout token) and Front-Channel Logout 1.0 (the OP's page loads a URL naming its
 //! session). Either puts the OP's session (or subject) on the revocation list, which every
-//! worker of this Envoy picks up on its next tick.
+//! worker of this Envoy picks up on its next tick (a front-channel one once this worker's
+//! tick has published it).
 
 use super::head::RequestHead;
 use super::identify::jwks_callout;
 use super::op_tokens::MAX_OP_SID;
 use super::state::VmState;
-use super::{printable, BodyFor, Level, RequestFlow, Stage};
+use super::{printable, BodyFor, Level, LogLine, RequestFlow, Stage};
 use crate::config::Settings;
 use crate::http::{Action, Body, CalloutResult, LocalResponse};
 use crate::jwks::parse_jwks;
 use crate::login::Entropy;
 use crate::logout_token::{self, LogoutExpected, LogoutToken, LogoutTokenError};
 use crate::request::HeaderSource;
-use crate::revocation::Revoked;
+use crate::revocation::{Revoked, ShareFull};
 
 /// A logout token is a few hundred bytes; the form around it is not allowed to be much more.
 const MAX_BACKCHANNEL_BODY: usize = 16 * 1024;
@@ -232,9 +233,13 @@ impl RequestFlow {
             return Action::Respond(backchannel_error(400, "unknown issuer or bad sid"));
         }
         let until = now.saturating_add(settings.session.max_lifetime_s);
-        vm.revoked
-            .revoke(Revoked::UnverifiedOpSid(sid.clone()), now, until, now);
-        self.log.extend(vm.publish_revocations(now));
+        // Anyone can call this: a refusal must cost little and change nothing (an earlier
+        // logout stays), and what is accepted is shared on the next tick, batched, rather than
+        // republishing the whole list per request. This worker refuses the session at once,
+        // the others after their ticks.
+        if let Err(full) = vm.revoked.revoke_unverified(sid.clone(), now, until, now) {
+            return self.frontchannel_refused(vm, full, now);
+        }
         self.note(
             Level::Info,
             format!("front-channel logout: sid={}", printable(&sid)),
@@ -246,6 +251,25 @@ impl RequestFlow {
                     "text/html; charset=utf-8",
                     "<!doctype html><title>Signed out</title>\n",
                 ),
+        )
+    }
+
+    /// The front-channel share of the revocation list is full: most likely a flood of made-up
+    /// sids. 503 until entries expire; the line within the budget of revocation-list lines.
+    fn frontchannel_refused(&mut self, vm: &mut VmState, full: ShareFull, now: u64) -> Action {
+        let line = LogLine {
+            level: Level::Warn,
+            message: format!(
+                "front-channel logout refused: {} front-channel entries fill their share of \
+                 the revocation list ({} refused so far; they expire with the session \
+                 lifetime); raise session.revocation_list_entries if these logouts are real",
+                full.held, full.refused
+            ),
+        };
+        self.log.extend(vm.revocation_lines.pass(now, line));
+        Action::Respond(
+            backchannel_error(503, "too many front-channel logouts, retry later")
+                .header("retry-after", full.retry_after_s.to_string()),
         )
     }
 }

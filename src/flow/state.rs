@@ -23,21 +23,48 @@ pub const MAX_CALLOUT_BODY: usize = 256 * 1024;
 /// sending bad tokens in a loop cannot flood Envoy's log (or fill its disk).
 const REFUSED_LINES_PER_WINDOW: u32 = 10;
 const REFUSED_WINDOW_S: u64 = 10;
+/// Revocation-list lines (list full, not shared, front-channel logout refused): a flood of
+/// anonymous front-channel logouts would otherwise write one per request.
+const REVOCATION_LINES_PER_WINDOW: u32 = 5;
+const REVOCATION_WINDOW_S: u64 = 60;
 
-/// How many refused-token lines were written and held back in the current window.
-#[derive(Debug, Default)]
-pub struct RefusedLines {
+/// A budget of log lines of one kind per window: how many were written and held back in the
+/// current one.
+#[derive(Debug)]
+pub struct LineBudget {
+    /// Names the lines in the count of those held back.
+    what: &'static str,
+    per_window: u32,
+    window_s: u64,
     window_start: u64,
     written: u32,
     suppressed: u64,
 }
 
-impl RefusedLines {
+/// The budget of refused-token lines.
+impl Default for LineBudget {
+    fn default() -> Self {
+        Self::new("refused-token", REFUSED_LINES_PER_WINDOW, REFUSED_WINDOW_S)
+    }
+}
+
+impl LineBudget {
+    pub fn new(what: &'static str, per_window: u32, window_s: u64) -> Self {
+        Self {
+            what,
+            per_window,
+            window_s,
+            window_start: 0,
+            written: 0,
+            suppressed: 0,
+        }
+    }
+
     /// Whether one more line may be written at `now`; and, when a window has just ended with
     /// lines held back, the line that says how many.
     pub fn admit(&mut self, now: u64) -> (bool, Option<LogLine>) {
         let report = self.roll(now);
-        if self.written < REFUSED_LINES_PER_WINDOW {
+        if self.written < self.per_window {
             self.written += 1;
             (true, report)
         } else {
@@ -46,10 +73,23 @@ impl RefusedLines {
         }
     }
 
+    /// `line` if the budget allows it (with the count held back before it, if any, appended);
+    /// otherwise only counted.
+    pub fn pass(&mut self, now: u64, line: LogLine) -> Option<LogLine> {
+        match self.admit(now) {
+            (true, None) => Some(line),
+            (true, Some(report)) => Some(LogLine {
+                level: line.level,
+                message: format!("{}; {}", line.message, report.message),
+            }),
+            (false, report) => report,
+        }
+    }
+
     /// Ends the window if it is over (the host also calls this on its timer, so the count is
-    /// told even when no refusal follows); returns the line for what it held back.
+    /// told even when no line follows); returns the line for what it held back.
     pub fn roll(&mut self, now: u64) -> Option<LogLine> {
-        if now.saturating_sub(self.window_start) < REFUSED_WINDOW_S {
+        if now.saturating_sub(self.window_start) < self.window_s {
             return None;
         }
         self.window_start = now;
@@ -57,7 +97,7 @@ impl RefusedLines {
         let n = std::mem::take(&mut self.suppressed);
         (n > 0).then(|| LogLine {
             level: Level::Warn,
-            message: format!("{n} refused-token lines suppressed"),
+            message: format!("{n} {} lines suppressed", self.what),
         })
     }
 }
@@ -85,7 +125,9 @@ pub struct VmState {
     /// starting up, and browsers are told so.
     pub issuer_mismatch: bool,
     /// Rate limit of the refused-token log lines (bearer and ID tokens).
-    pub refused_lines: RefusedLines,
+    pub refused_lines: LineBudget,
+    /// Rate limit of the revocation list's warnings (full, not shared, front-channel refused).
+    pub revocation_lines: LineBudget,
     /// Sessions ended by a logout (this gateway's, or the OP's back- or front-channel), and
     /// the logout tokens seen.
     pub revoked: RevocationList,
@@ -137,7 +179,12 @@ impl VmState {
             limits: RateLimits::default(),
             woken: Vec::new(),
             issuer_mismatch: false,
-            refused_lines: RefusedLines::default(),
+            refused_lines: LineBudget::default(),
+            revocation_lines: LineBudget::new(
+                "revocation-list",
+                REVOCATION_LINES_PER_WINDOW,
+                REVOCATION_WINDOW_S,
+            ),
             revoked: RevocationList::new(settings.session.revocation_list_entries),
             store: Rc::new(MemoryStore::default()),
             validations: Default::default(),
@@ -156,32 +203,32 @@ impl VmState {
     }
 
     /// Shares this worker's revocations with the others; a line for the log when that did not
-    /// (fully) work. Retried from the tick while the list stays dirty.
+    /// (fully) work, within the budget of such lines. Retried from the tick while the list
+    /// stays dirty.
     pub fn publish_revocations(&mut self, now: u64) -> Option<LogLine> {
-        match self.revoked.publish(self.store.as_ref(), now) {
-            Ok(p) if p.dropped_live == 0 && p.unshared == 0 => None,
-            Ok(p) => Some(LogLine {
-                level: Level::Warn,
-                message: format!(
-                    "revocation list full: {} live entries dropped, {} not shared; raise \
-                     session.revocation_list_entries",
-                    p.dropped_live, p.unshared
-                ),
-            }),
-            Err(e) => Some(LogLine {
-                level: Level::Warn,
-                message: e.to_string(),
-            }),
-        }
+        self.publish_with(0, now)
     }
 
-    /// The root tick's share: other workers' revocations in, this worker's out if an earlier
-    /// publish failed, expired entries dropped now and then.
     /// Parks request `ctx` for `ticks` root ticks (it gets `Action::Wait`; the tick wakes it).
     pub(super) fn hold_for_ticks(&mut self, ctx: u32, ticks: u64) {
         self.held.push((ctx, self.ticks.saturating_add(ticks)));
     }
 
+    /// Publishes (`dropped`: live entries a refresh just dropped, for the same line).
+    fn publish_with(&mut self, dropped: usize, now: u64) -> Option<LogLine> {
+        let line = match self.revoked.publish(self.store.as_ref(), now) {
+            Ok(p) => list_full(dropped + p.dropped_live, p.unshared)?,
+            Err(e) => LogLine {
+                level: Level::Warn,
+                message: e.to_string(),
+            },
+        };
+        self.revocation_lines.pass(now, line)
+    }
+
+    /// The root tick's share: other workers' revocations in, this worker's out (front-channel
+    /// logouts are published here, batched, rather than by their requests; and anything an
+    /// earlier publish could not share), expired entries dropped now and then.
     pub fn on_tick(&mut self, settings: &Settings, now: u64) -> Option<LogLine> {
         self.ticks = self.ticks.saturating_add(1);
         if !self.held.is_empty() {
@@ -192,19 +239,15 @@ impl VmState {
         }
         self.poll_validations(now, super::validate::validation_stale_after_s(settings));
         let dropped = self.revoked.refresh(self.store.as_ref(), now);
-        if self.revoked.is_dirty() {
-            return self.publish_revocations(now);
-        }
-        if now.is_multiple_of(60) {
-            self.revoked.expire(now);
-        }
-        (dropped > 0).then(|| LogLine {
-            level: Level::Warn,
-            message: format!(
-                "revocation list full: {dropped} live entries dropped; raise \
-                 session.revocation_list_entries"
-            ),
-        })
+        let line = if self.revoked.is_dirty() {
+            self.publish_with(dropped, now)
+        } else {
+            if now.is_multiple_of(60) {
+                self.revoked.expire(now);
+            }
+            list_full(dropped, 0).and_then(|l| self.revocation_lines.pass(now, l))
+        };
+        line.or_else(|| self.revocation_lines.roll(now))
     }
 
     pub(super) fn wake(&mut self, waiters: Vec<u32>, why: Wake) {
@@ -260,6 +303,17 @@ impl VmState {
     }
 }
 
+/// The warning for entries dropped or not shared, if any.
+fn list_full(dropped: usize, unshared: usize) -> Option<LogLine> {
+    (dropped > 0 || unshared > 0).then(|| LogLine {
+        level: Level::Warn,
+        message: format!(
+            "revocation list full: {dropped} live entries dropped, {unshared} not shared; raise \
+             session.revocation_list_entries"
+        ),
+    })
+}
+
 fn site_timeout_ms(site: &SiteAuthenticator) -> u64 {
     site.token_exchange().map_or(5000, |x| x.sts.timeout_ms)
 }
@@ -276,7 +330,7 @@ mod tests {
 
     #[test]
     fn refused_lines_are_limited_per_window_and_the_rest_counted() {
-        let mut lines = RefusedLines::default();
+        let mut lines = LineBudget::default();
         let t = 1_000;
         for _ in 0..10 {
             assert_eq!(lines.admit(t), (true, None));
@@ -297,5 +351,25 @@ mod tests {
         }
         let told = lines.roll(t + 31).map(|l| l.message);
         assert_eq!(told.as_deref(), Some("1 refused-token lines suppressed"));
+    }
+
+    #[test]
+    fn a_passed_line_carries_the_count_held_back_before_it() {
+        let mut lines = LineBudget::new("revocation-list", 2, 60);
+        let line = |m: &str| LogLine {
+            level: Level::Warn,
+            message: m.into(),
+        };
+        let t = 1_000;
+        assert_eq!(lines.pass(t, line("a")), Some(line("a")));
+        assert_eq!(lines.pass(t, line("b")), Some(line("b")));
+        for _ in 0..5 {
+            assert_eq!(lines.pass(t + 1, line("c")), None);
+        }
+        let told = lines.pass(t + 60, line("d")).map(|l| l.message);
+        assert_eq!(
+            told.as_deref(),
+            Some("d; 5 revocation-list lines suppressed")
+        );
     }
 }

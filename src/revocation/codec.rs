@@ -12,10 +12,11 @@ const MAGIC: &[u8; 5] = b"EWRL1";
 pub(super) const MAX_ENCODED_BYTES: usize = 1 << 20;
 /// Longest key shared; longer ones (none come from a validated logout token) stay local.
 pub(super) const MAX_KEY_BYTES: usize = 1024;
-const RECORD_HEADER: usize = 1 + 8 + 8 + 2;
+pub(super) const RECORD_HEADER: usize = 1 + 8 + 8 + 2;
 
-/// Encodes the unexpired entries: revocations first, each group latest `until` first, so that
-/// when the size bound is reached what is left out is what would expire soonest. Returns the
+/// Encodes the unexpired entries: revocations first, each group latest `until` first (but
+/// front-channel entries last, earliest first), so that when the size bound is reached what
+/// is left out is what would expire soonest, or the latest front-channel logouts. Returns the
 /// bytes and how many entries were left out.
 pub(super) fn encode(list: &RevocationList, now: u64) -> (Vec<u8>, usize) {
     let mut out = MAGIC.to_vec();
@@ -26,9 +27,19 @@ pub(super) fn encode(list: &RevocationList, now: u64) -> (Vec<u8>, usize) {
             .flat_map(|&k| list.map(k).iter().map(move |(key, e)| (k, key, e)))
             .filter(|(_, _, e)| e.until >= now)
             .collect();
-        // Unverified entries last: a flood of them must not crowd out a verified one.
-        records
-            .sort_unstable_by_key(|r| (r.0 == Kind::UnverifiedOpSid, std::cmp::Reverse(r.2.until)));
+        // Unverified entries last (a flood of them must not crowd out a verified one), the
+        // earliest logouts among them first (nor an earlier real one).
+        records.sort_unstable_by_key(|r| {
+            let unverified = r.0 == Kind::UnverifiedOpSid;
+            (
+                unverified,
+                if unverified {
+                    r.2.until
+                } else {
+                    u64::MAX - r.2.until
+                },
+            )
+        });
         for (kind, key, entry) in records {
             let Ok(len) = u16::try_from(key.len()) else {
                 left_out += 1;

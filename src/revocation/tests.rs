@@ -406,31 +406,108 @@ fn the_encoding_is_bounded() {
     assert_eq!(list.len(), 1101);
 }
 
+fn unverified(list: &mut RevocationList, sid: &str, at: u64) -> Result<(), ShareFull> {
+    list.revoke_unverified(sid.into(), at, at + LIFETIME, at)
+}
+
 #[test]
-fn unverified_entries_never_push_out_verified_ones() {
-    let mut list = RevocationList::new(3);
+fn unverified_entries_are_refused_beyond_their_share_and_push_out_nothing() {
+    // A share of 2 front-channel entries.
+    let mut list = RevocationList::new(8);
     // A gateway logout whose session ends soon: the first to go by expiry alone.
     list.revoke(Revoked::Session("gw1".into()), NOW, NOW + 60, NOW);
-    for i in 0..10 {
-        let junk = Revoked::UnverifiedOpSid(format!("junk-{i}"));
-        revoke_at(&mut list, junk, NOW + i);
+    assert_eq!(unverified(&mut list, "real", NOW), Ok(()));
+    assert_eq!(unverified(&mut list, "junk-0", NOW + 1), Ok(()));
+    let generation = list.generation();
+    for i in 1..10 {
+        let refused = unverified(&mut list, &format!("junk-{i}"), NOW + 1 + i);
+        assert_eq!(
+            refused,
+            Err(ShareFull {
+                held: 2,
+                refused: i,
+                // Room again once the first one expires.
+                retry_after_s: LIFETIME - i,
+            })
+        );
     }
+    assert_eq!(list.unverified_refused(), 9);
+    assert_eq!(list.generation(), generation, "a refusal changes nothing");
+    // Through `revoke` too: left out.
+    revoke_at(
+        &mut list,
+        Revoked::UnverifiedOpSid("junk-x".into()),
+        NOW + 20,
+    );
     assert_eq!(list.len(), 3);
     assert!(list.is_revoked("gw1", None, "bob", NOW));
-    // An unverified entry still ends its OP session while it is kept, like a verified one.
-    assert!(list.is_revoked("gw2", Some("junk-9"), "bob", NOW));
-    assert!(!list.is_revoked("gw2", Some("junk-9"), "bob", NOW + 10));
+    assert!(list.is_revoked("gw2", Some("real"), "bob", NOW));
+    assert!(!list.is_revoked("gw2", Some("junk-5"), "bob", NOW));
+    // A sid held already is widened, share full or not.
+    assert_eq!(unverified(&mut list, "real", NOW + 30), Ok(()));
+    assert!(list.is_revoked("gw2", Some("real"), "bob", NOW + 30));
+    // Room again once the oldest has expired.
+    assert_eq!(unverified(&mut list, "late", NOW + LIFETIME + 2), Ok(()));
+
+    // Verified entries still push unverified ones out, the latest logouts first.
+    let mut list = RevocationList::new(8);
+    assert_eq!(unverified(&mut list, "real", NOW), Ok(()));
+    assert_eq!(unverified(&mut list, "junk", NOW + 1), Ok(()));
+    for i in 0..7 {
+        revoke_at(&mut list, sub(&format!("u{i}")), NOW + 2);
+    }
+    assert_eq!(list.len(), 8);
+    assert!(list.is_revoked("gw", Some("real"), "bob", NOW));
+    assert!(!list.is_revoked("gw", Some("junk"), "bob", NOW));
+    // A full list refuses a new unverified entry rather than drop one.
+    let full = unverified(&mut list, "more", NOW + 3).unwrap_err();
+    assert_eq!((full.held, full.retry_after_s), (1, 60));
+    assert_eq!(list.len(), 8);
+
     // Shared in the same order: within the revocations, unverified ones last.
     list.seen_jti("j1", NOW + 180, NOW);
     let (bytes, _) = encode(&list, NOW);
     let kinds: Vec<Kind> = decode(&bytes).unwrap().iter().map(|r| r.0).collect();
-    assert_eq!(
-        kinds,
-        [
-            Kind::Session,
-            Kind::UnverifiedOpSid,
-            Kind::UnverifiedOpSid,
-            Kind::Jti
-        ]
-    );
+    assert_eq!(kinds.len(), 9);
+    assert_eq!(kinds[7..], [Kind::UnverifiedOpSid, Kind::Jti]);
+}
+
+#[test]
+fn the_unverified_share_is_bounded_in_bytes_too() {
+    let mut list = RevocationList::new(100_000);
+    let long = "s".repeat(250);
+    let mut held = 0;
+    while unverified(&mut list, &format!("{held:06}{long}"), NOW).is_ok() {
+        held += 1;
+    }
+    // A quarter of the shared list's bound, at 275 bytes a record.
+    assert_eq!(held, MAX_ENCODED_BYTES / 4 / 275);
+    // A short sid may still fit in what is left.
+    assert_eq!(unverified(&mut list, "short", NOW), Ok(()));
+    let (bytes, left_out) = encode(&list, NOW);
+    assert_eq!(left_out, 0);
+    assert!(bytes.len() <= MAX_ENCODED_BYTES / 4 + 5);
+}
+
+#[test]
+fn workers_agree_on_which_unverified_entries_stay() {
+    // Each worker fills its share of 2 on its own; the union keeps the earliest logouts.
+    let store = MemoryStore::default();
+    let mut a = RevocationList::new(8);
+    let mut b = RevocationList::new(8);
+    assert_eq!(unverified(&mut a, "a-real", NOW), Ok(()));
+    assert_eq!(unverified(&mut a, "a-junk", NOW + 2), Ok(()));
+    assert_eq!(unverified(&mut b, "b-real", NOW + 1), Ok(()));
+    assert_eq!(unverified(&mut b, "b-junk", NOW + 3), Ok(()));
+    a.publish(&store, NOW + 4).unwrap();
+    let report = b.publish(&store, NOW + 4).unwrap();
+    assert_eq!(report.dropped_live, 2);
+    assert_eq!(a.refresh(&store, NOW + 4), 1);
+    for list in [&a, &b] {
+        assert!(list.is_revoked("gw", Some("a-real"), "bob", NOW));
+        assert!(list.is_revoked("gw", Some("b-real"), "bob", NOW));
+        assert!(!list.is_revoked("gw", Some("a-junk"), "bob", NOW));
+        assert!(!list.is_revoked("gw", Some("b-junk"), "bob", NOW));
+        assert_eq!(list.len(), 2);
+    }
 }
