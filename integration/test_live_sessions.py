@@ -206,7 +206,7 @@ def test_a_user_disabled_at_the_op_is_logged_out_at_the_next_validation(validati
         backend_view(s.get(validating.url + "/d/still", headers=HTML, allow_redirects=False), user)
         return stats(op).get("grant:refresh_token", 0) > refreshed
 
-    until(validated, DUE + 1.0, "a validation by refresh grant")
+    until(validated, DUE + 2.5, "a validation by refresh grant")
     cookie = copied(s)
     stack.op_disable_user(op, user)
     try:
@@ -218,7 +218,7 @@ def test_a_user_disabled_at_the_op_is_logged_out_at_the_next_validation(validati
             backend_view(r, user)
             return None
 
-        api = until(refused, DUE + 1.0, "401 for the disabled user's XHR")
+        api = until(refused, DUE + 2.5, "401 for the disabled user's XHR")
         assert api.headers["content-type"] == "application/json" and api.json()["error"] == "login_required"
         browser = s.get(validating.url + "/d/page", headers=HTML, allow_redirects=False)
         assert sends_to_login(browser, op), (browser.status_code, browser.headers)
