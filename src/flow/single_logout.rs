@@ -205,7 +205,8 @@ impl RequestFlow {
                 token.sub.as_deref().map(printable).unwrap_or_default()
             ),
         );
-        Action::Respond(LocalResponse::new(200).header("cache-control", "no-store"))
+        // (`no-store`, as every local answer.)
+        Action::Respond(LocalResponse::new(200))
     }
 
     /// Front-Channel Logout 1.0 §3: `iss` and `sid` name the OP's session. The OP's sids are
@@ -244,14 +245,10 @@ impl RequestFlow {
             Level::Info,
             format!("front-channel logout: sid={}", printable(&sid)),
         );
-        Action::Respond(
-            LocalResponse::new(200)
-                .header("cache-control", "no-store")
-                .body(
-                    "text/html; charset=utf-8",
-                    "<!doctype html><title>Signed out</title>\n",
-                ),
-        )
+        Action::Respond(LocalResponse::new(200).body(
+            "text/html; charset=utf-8",
+            "<!doctype html><title>Signed out</title>\n",
+        ))
     }
 
     /// The front-channel share of the revocation list is full: most likely a flood of made-up
@@ -280,7 +277,5 @@ fn backchannel_error(status: u32, description: &str) -> LocalResponse {
         "error": if status == 400 { "invalid_request" } else { "temporarily_unavailable" },
         "error_description": description,
     });
-    LocalResponse::new(status)
-        .header("cache-control", "no-store")
-        .body("application/json", body.to_string())
+    LocalResponse::new(status).body("application/json", body.to_string())
 }
