@@ -6,6 +6,12 @@
 //! plaintext), so it can only ever be re-posted at the end of the sign-in it started. Its
 //! cookies are scoped to the callback path: no other request carries them.
 //!
+//! It is also bound to the browser that sent it, by a random value in a `__Host-` cookie (with
+//! `session.cookie_secure`): the login and post cookies can be planted in another browser by a
+//! sibling subdomain or over plain HTTP, together with the OP redirect's `state`, and the victim
+//! signing in would then post the planter's form with the victim's session. A `__Host-` cookie
+//! can only come from this host over HTTPS.
+//!
 //! Only what a browser re-posts byte-for-byte equivalent is kept: an
 //! `application/x-www-form-urlencoded` body whose names and values are UTF-8, with nothing a
 //! browser would rewrite when it submits the form again (lone CR or LF, NUL, `_charset_`,
@@ -73,6 +79,8 @@ impl std::fmt::Display for NotKept {
 struct Sealed {
     /// The login transaction's `state`.
     st: String,
+    /// The value of the sending browser's binding cookie.
+    bd: String,
     exp: u64,
     m: String,
     p: String,
@@ -104,12 +112,14 @@ impl PreservedPost {
         &self,
         keys: &KeyRing,
         state: &str,
+        binding: &str,
         now: u64,
         ttl_s: u64,
         rng: &mut dyn Entropy,
     ) -> Result<String, NotKept> {
         let sealed = Sealed {
             st: state.to_string(),
+            bd: binding.to_string(),
             exp: now.saturating_add(ttl_s),
             m: "POST".into(),
             p: self.path.clone(),
@@ -120,13 +130,20 @@ impl PreservedPost {
             .ok_or(NotKept::NoRandomness)
     }
 
-    /// The post sealed in `token`, when it belongs to the login with `state` and is still
-    /// valid at `now`. Anything else (tampered, another login's, expired, another key) is
-    /// `None`.
-    pub fn open(keys: &KeyRing, token: &str, state: &str, now: u64) -> Option<Self> {
+    /// The post sealed in `token`, when it belongs to the login with `state`, was sent by the
+    /// browser whose binding cookie is `binding`, and is still valid at `now`. Anything else
+    /// (tampered, another login's or browser's, expired, another key) is `None`.
+    pub fn open(
+        keys: &KeyRing,
+        token: &str,
+        state: &str,
+        binding: Option<&str>,
+        now: u64,
+    ) -> Option<Self> {
         let json = keys.open(SealPurpose::PreservedRequest, token)?;
         let sealed: Sealed = serde_json::from_slice(&json).ok()?;
         if !constant_time_eq(sealed.st.as_bytes(), state.as_bytes())
+            || !binding.is_some_and(|b| constant_time_eq(sealed.bd.as_bytes(), b.as_bytes()))
             || now >= sealed.exp
             || sealed.m != "POST"
             || crate::login::safe_return_path(&sealed.p).is_none()
@@ -248,6 +265,49 @@ fn attrs(settings: &Settings) -> CookieAttributes<'_> {
         // The OP sends the browser back with a top-level GET, which Lax cookies accompany.
         same_site: "Lax",
     }
+}
+
+/// The name of the cookie that binds kept posts to the browser: `__Host-` where the cookies are
+/// `Secure` (browsers refuse the prefix otherwise).
+pub fn binding_cookie_name(settings: &Settings) -> String {
+    let prefix = if settings.session.cookie_secure {
+        "__Host-"
+    } else {
+        ""
+    };
+    format!("{prefix}{}bind", settings.txn_cookie_prefix)
+}
+
+/// The request's binding cookie, when it is one the gateway could have made.
+pub fn binding(settings: &Settings, request: &dyn HeaderSource) -> Option<String> {
+    let name = binding_cookie_name(settings);
+    request
+        .headers()
+        .iter()
+        .filter(|(n, _)| *n == "cookie")
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+        .find_map(|c| cookie::get(c, &name))
+        .filter(|v| {
+            v.len() >= 22
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        })
+        .map(String::from)
+}
+
+/// The `Set-Cookie` of the binding cookie: `Path=/` and no `Domain`, as `__Host-` requires.
+pub fn binding_set_cookie(settings: &Settings, value: &str) -> String {
+    let attrs = CookieAttributes {
+        path: "/",
+        ..attrs(settings)
+    };
+    cookie::set_cookie(
+        &binding_cookie_name(settings),
+        value,
+        settings.login_timeout_s,
+        &attrs,
+    )
 }
 
 /// The `Set-Cookie`s that carry `sealed` for login slot `slot` to the callback.

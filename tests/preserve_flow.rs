@@ -152,7 +152,11 @@ fn a_form_post_is_kept_through_the_sign_in_and_posted_again() {
     assert!(!log.contains("book"), "never the body: {log}");
     let (state, nonce) = login_params(&r);
     let cookies = set_cookies(&r);
-    assert_eq!(cookies.len(), 3, "{cookies:?}");
+    assert_eq!(
+        cookies.len(),
+        4,
+        "login, counter, post, binding: {cookies:?}"
+    );
     let post = cookies[2];
     assert!(post.starts_with("PA.wam.txn.post.0="), "{post}");
     assert!(
@@ -378,5 +382,71 @@ fn a_large_post_is_kept_in_chunks() {
         .into_iter()
         .filter(|c| c.starts_with("PA.wam.txn.post.0.") && c.contains("Max-Age=0"))
         .count();
-    assert_eq!(cleared, cookies.len() - 2);
+    assert_eq!(
+        cleared,
+        cookies.len() - 3,
+        "all but the login, counter and binding cookies"
+    );
+}
+
+/// Login CSRF of a kept post: an attacker starts a sign-in with their own form post (any client
+/// can send `Origin: https://gw.example.com`), then tosses its login and post cookies into the
+/// victim's browser from a sibling subdomain (`Domain=example.com; Path=/pa/oidc/cb`) or over
+/// plain HTTP, and sends the victim to the OP with the attacker's `state`. The victim signs in as
+/// themselves; the attacker's form must not be posted again with the victim's session. Only a
+/// `__Host-` cookie, which neither a sibling nor plain HTTP can set, ties a kept post to the
+/// browser that sent it.
+#[test]
+fn a_post_tossed_into_another_browser_is_not_posted_again() {
+    let op = Op::new();
+    let mut gw = Gateway::with(&config(8192));
+    let h = form_post("/transfer", &[URLENCODED]);
+    let (r, _) = post_and_keep(&mut gw, &h, "to=mallory&amount=1000");
+    let (state, nonce) = login_params(&r);
+    let sets = set_cookies(&r);
+    let binding = sets
+        .iter()
+        .find(|c| c.starts_with("__Host-"))
+        .expect("the kept post is bound to a __Host- cookie");
+    assert!(
+        binding.starts_with("__Host-PA.wam.txn.bind=")
+            && binding.ends_with("; Path=/; Max-Age=600; HttpOnly; Secure; SameSite=Lax"),
+        "{binding}"
+    );
+    // What a sibling subdomain or a network attacker can plant: every cookie but the __Host- one.
+    let tossed: Vec<&str> = sets
+        .iter()
+        .filter(|c| !c.starts_with("__Host-"))
+        .map(|c| pair(c))
+        .collect();
+    // The victim's browser has a binding of its own (from a post of its own), or none.
+    for victim in ["", "; __Host-PA.wam.txn.bind=victims-own-binding-value"] {
+        let cookies = format!("{}{victim}", tossed.join("; "));
+        let (r, log) = callback(&mut gw, &op, &state, &nonce, &cookies);
+        assert_eq!(
+            r.status,
+            302,
+            "no re-post: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.header_value("location"), Some("/transfer"));
+        assert!(log.contains("dropped"), "{log}");
+    }
+    // The browser that posted it gets it back.
+    let jar: Vec<&str> = sets.iter().map(|c| pair(c)).collect();
+    let (page, _) = callback(&mut gw, &op, &state, &nonce, &jar.join("; "));
+    assert_eq!(page.status, 200);
+    // The binding (a Path=/ cookie) never goes upstream.
+    let session = set_cookies(&page)
+        .into_iter()
+        .find(|c| c.starts_with("PA.wam="))
+        .unwrap();
+    let cookie = format!("a=1; {}; {}", pair(session), pair(binding));
+    let f = forward(gw.request(&head("GET", "/orders", &[("cookie", &cookie)])));
+    let upstream: Vec<_> = f
+        .request_headers
+        .iter()
+        .filter(|(n, _)| n == "cookie")
+        .collect();
+    assert_eq!(upstream, [&("cookie".to_string(), Some("a=1".to_string()))]);
 }

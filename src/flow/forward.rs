@@ -169,8 +169,14 @@ fn clean_cookies(
         Inject::Cookie(n) => Some(n.as_str()),
         Inject::Header(_) => None,
     });
-    let is_ours =
-        |n: &str| chunks::is_ours(n, name) || n.starts_with(prefix) || site_cookie == Some(n);
+    // `__Host-<prefix>bind` binds kept posts to the browser (`crate::preserve`).
+    let is_ours = |n: &str| {
+        chunks::is_ours(n, name)
+            || n.starts_with(prefix)
+            || n.strip_prefix("__Host-")
+                .is_some_and(|n| n.starts_with(prefix))
+            || site_cookie == Some(n)
+    };
     let values = request
         .headers()
         .iter()

@@ -8,7 +8,7 @@ use super::state::VmState;
 use super::{BodyFor, Level, RequestFlow, Stage};
 use crate::config::Settings;
 use crate::http::{Action, Body, LocalResponse};
-use crate::login::{safe_return_path, Entropy, LoginTransaction};
+use crate::login::{random_token, safe_return_path, Entropy, LoginTransaction};
 use crate::preserve::{self, NotKept, PreservedPost};
 use crate::request::HeaderSource;
 
@@ -144,13 +144,15 @@ impl RequestFlow {
         let Some(sealed) = sealed else {
             return;
         };
-        self.post.post = PreservedPost::open(&settings.session.keys, &sealed, &txn.state, now);
+        let binding = preserve::binding(settings, request);
+        let keys = &settings.session.keys;
+        self.post.post = PreservedPost::open(keys, &sealed, &txn.state, binding.as_deref(), now);
         if self.post.post.is_none() {
             self.note(
                 Level::Info,
                 format!(
-                    "a kept form post in login slot {} is another sign-in's, expired or damaged; \
-                     dropped",
+                    "a kept form post in login slot {} is another sign-in's or browser's, \
+                     expired or damaged; dropped",
                     txn.slot
                 ),
             );
@@ -197,7 +199,22 @@ fn keep(
     let path = safe_return_path(head.path).ok_or(NotKept::NotExact)?;
     let max = settings.session.preserve_post_bytes;
     let post = PreservedPost::new(path, body, max)?;
+    // A browser with a kept post in another tab keeps its binding: replacing it would drop
+    // that one.
+    let binding = match preserve::binding(settings, head.request) {
+        Some(b) => b,
+        None => random_token(rng, 16).ok_or(NotKept::NoRandomness)?,
+    };
     let keys = &settings.session.keys;
-    let sealed = post.seal(keys, &txn.state, now, settings.login_timeout_s, rng)?;
-    preserve::set_cookies(settings, txn.slot, &sealed)
+    let sealed = post.seal(
+        keys,
+        &txn.state,
+        &binding,
+        now,
+        settings.login_timeout_s,
+        rng,
+    )?;
+    let mut cookies = preserve::set_cookies(settings, txn.slot, &sealed)?;
+    cookies.push(preserve::binding_set_cookie(settings, &binding));
+    Ok(cookies)
 }

@@ -5,13 +5,14 @@ use crate::session::CookieType;
 
 const NOW: u64 = 1_800_000_000;
 const STATE: &str = "state-of-this-login";
+const BINDING: &str = "AAAAAAAAAAAAAAAAAAAAAA";
 
 fn keys() -> KeyRing {
     KeyRing::with_type(&[("k1".to_string(), vec![7u8; 32])], CookieType::Encrypted)
 }
 
 fn sealed(post: &PreservedPost) -> String {
-    post.seal(&keys(), STATE, NOW, 600, &mut CountingEntropy(1))
+    post.seal(&keys(), STATE, BINDING, NOW, 600, &mut CountingEntropy(1))
         .unwrap()
 }
 
@@ -35,7 +36,7 @@ fn round_trip() {
     );
     let token = sealed(&post);
     assert!(!token.contains("Hello"), "the body is encrypted");
-    let opened = PreservedPost::open(&keys(), &token, STATE, NOW + 10).unwrap();
+    let opened = PreservedPost::open(&keys(), &token, STATE, Some(BINDING), NOW + 10).unwrap();
     assert_eq!(opened, post);
     assert_eq!(opened.path, "/orders/new?x=1");
 }
@@ -44,11 +45,14 @@ fn round_trip() {
 fn another_login_expired_or_other_keys_are_refused() {
     let post = PreservedPost::new("/f", b"a=1", 100).unwrap();
     let token = sealed(&post);
-    assert!(PreservedPost::open(&keys(), &token, "another-state", NOW).is_none());
-    assert!(PreservedPost::open(&keys(), &token, "", NOW).is_none());
-    assert!(PreservedPost::open(&keys(), &token, STATE, NOW + 600).is_none());
+    assert!(PreservedPost::open(&keys(), &token, "another-state", Some(BINDING), NOW).is_none());
+    assert!(PreservedPost::open(&keys(), &token, "", Some(BINDING), NOW).is_none());
+    // Another browser's binding, or none.
+    assert!(PreservedPost::open(&keys(), &token, STATE, Some("other"), NOW).is_none());
+    assert!(PreservedPost::open(&keys(), &token, STATE, None, NOW).is_none());
+    assert!(PreservedPost::open(&keys(), &token, STATE, Some(BINDING), NOW + 600).is_none());
     let other = KeyRing::with_type(&[("k1".to_string(), vec![8u8; 32])], CookieType::Encrypted);
-    assert!(PreservedPost::open(&other, &token, STATE, NOW).is_none());
+    assert!(PreservedPost::open(&other, &token, STATE, Some(BINDING), NOW).is_none());
     // Another purpose's key cannot open it: a session cookie is never a preserved post.
     assert!(keys().open(SealPurpose::Session, &token).is_none());
 }
@@ -65,7 +69,7 @@ fn tampered_is_refused() {
         }
         let flipped = if c == b'A' { 'B' } else { 'A' };
         let bad = format!("{}{}{}", &token[..i], flipped, &token[i + 1..]);
-        match PreservedPost::open(&keys(), &bad, STATE, NOW) {
+        match PreservedPost::open(&keys(), &bad, STATE, Some(BINDING), NOW) {
             // Only the padding bits of a segment's last character may change nothing.
             Some(p) => assert_eq!(p, post),
             None => changed += 1,
@@ -73,7 +77,7 @@ fn tampered_is_refused() {
     }
     assert!(changed > token.len() / 2);
     for junk in ["", "x", "a.b.c.d.e", "....", &format!("{token}.x")] {
-        assert!(PreservedPost::open(&keys(), junk, STATE, NOW).is_none());
+        assert!(PreservedPost::open(&keys(), junk, STATE, Some(BINDING), NOW).is_none());
     }
 }
 
