@@ -590,3 +590,55 @@ fn a_validation_the_op_answered_survives_its_request_going_away() {
         assert_eq!(s.op.refresh_token.as_deref(), Some("rt-2"), "worker {vm}");
     }
 }
+
+/// Another worker takes the validation lease between this worker's read of the slot and its
+/// write: the compare-and-swap fails, and this worker waits instead of presenting the same
+/// refresh token a second time. Also when the slot did not exist yet (shared data has no
+/// "create if absent": the slot is created idle first, then leased under CAS).
+#[test]
+fn a_lease_taken_between_read_and_write_makes_the_other_worker_wait() {
+    use envoy_wam::revocation::{MemoryStore, SharedStore, StoreError};
+    use envoy_wam::session::slot::{Slot, SlotState};
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    /// Shared data where "another worker" leases the slot just before this worker's CAS write.
+    struct Racing {
+        inner: MemoryStore,
+        raced: Cell<bool>,
+    }
+    impl SharedStore for Racing {
+        fn load(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+            self.inner.load(key)
+        }
+        fn store(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+            let busy =
+                Slot::decode(value).is_some_and(|s| matches!(s.state, SlotState::Busy { .. }));
+            if busy && !self.raced.replace(true) {
+                let theirs = Slot::decode(value).unwrap();
+                self.inner.store(key, &theirs.encode(), None)?;
+            }
+            self.inner.store(key, value, cas)
+        }
+    }
+
+    let mut w = World::new(&config(|_| {}));
+    let jar = w.login(0, NOW);
+    let store = Rc::new(Racing {
+        inner: MemoryStore::default(),
+        raced: Cell::new(false),
+    });
+    w.vms[0].store = store.clone();
+    let h = World::page(&jar, &[]);
+    let action = w.start(0, &mut RequestFlow::new(), &h, DUE);
+    assert_eq!(
+        action,
+        Action::Wait,
+        "the other worker leads; no second refresh"
+    );
+    assert!(store.raced.get());
+    assert!(!w
+        .callouts
+        .iter()
+        .any(|c| c.path == "/token" && form(c)["grant_type"] == "refresh_token"));
+}

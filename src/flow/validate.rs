@@ -96,6 +96,18 @@ impl Validations {
 }
 
 impl VmState {
+    /// Creates every validation slot that does not exist yet (once per worker, at start): a
+    /// slot created while two workers race for the same session's lease is the one case the
+    /// compare-and-swap cannot settle.
+    pub fn prepare_validation_slots(&self) {
+        for i in 0..slot::SLOTS {
+            let key = slot::key_of_index(i);
+            if self.store.load(&key).is_none() {
+                let _ = self.store.store(&key, &Slot::idle().encode(), None);
+            }
+        }
+    }
+
     /// For the root tick: requests that wait for another worker's validation are woken once
     /// its slot says it is over (or its leader is presumed lost).
     pub(super) fn poll_validations(&mut self, now: u64, stale_after_s: u64) {
@@ -193,7 +205,7 @@ impl RequestFlow {
         }
         let stale_after = validation_stale_after_s(settings);
         let key = slot::key(sid);
-        for _ in 0..3 {
+        for _ in 0..4 {
             let (slot, cas) = load_slot(vm, &key, sid, now, stale_after);
             match slot.map(|s| s.state) {
                 Some(SlotState::Done { cookie, .. }) => {
@@ -225,11 +237,22 @@ impl RequestFlow {
                 }
                 _ => {}
             }
+            let Some(cas) = cas else {
+                // Shared data has no "create if absent": a lease written where no key is would
+                // not be compared with another worker's, and both would ask the OP with the same
+                // refresh token. The slot is created idle, and the lease taken under CAS.
+                let idle = Slot {
+                    sid: sid.to_string(),
+                    state: SlotState::Idle,
+                };
+                let _ = vm.store.store(&key, &idle.encode(), None);
+                continue;
+            };
             let busy = Slot {
                 sid: sid.to_string(),
                 state: SlotState::Busy { since: now },
             };
-            match vm.store.store(&key, &busy.encode(), cas) {
+            match vm.store.store(&key, &busy.encode(), Some(cas)) {
                 Err(crate::revocation::StoreError::CasMismatch) => continue,
                 // Taken, or shared data refuses writes (then this worker asks on its own).
                 _ => return self.ask_op(settings, vm, entry, now),

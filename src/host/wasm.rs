@@ -97,6 +97,10 @@ impl RootContext for WamRoot {
         // A new configuration may name another OP: this VM's keys, sessions and endpoints start over.
         let mut vm = VmState::new(&settings);
         vm.store = Rc::new(HostSharedData);
+        let s = &settings.session;
+        if s.validate_interval_s > 0 || s.keep_access_token {
+            vm.prepare_validation_slots();
+        }
         self.configured = Some(Configured {
             settings: Rc::new(settings),
             vm: Rc::new(RefCell::new(vm)),

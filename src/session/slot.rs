@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 /// Slots in shared data. A collision only costs the single flight between the two sessions
 /// that share a slot at the same moment.
-const SLOTS: u64 = 16_384;
+pub const SLOTS: u64 = 16_384;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SlotState {
@@ -36,10 +36,23 @@ pub fn key(sid: &str) -> String {
     let h = hmac_sha256::Hash::hash(sid.as_bytes());
     let mut n = [0u8; 8];
     n.copy_from_slice(&h[..8]);
-    format!("envoy-wam.validation.{}", u64::from_le_bytes(n) % SLOTS)
+    key_of_index(u64::from_le_bytes(n) % SLOTS)
+}
+
+/// The shared-data key of slot number `i`.
+pub fn key_of_index(i: u64) -> String {
+    format!("envoy-wam.validation.{i}")
 }
 
 impl Slot {
+    /// A slot no session uses yet.
+    pub fn idle() -> Self {
+        Self {
+            sid: "-".into(),
+            state: SlotState::Idle,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = format!("v1 {} ", self.sid);
         let _ = match &self.state {
