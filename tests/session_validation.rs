@@ -642,3 +642,16 @@ fn a_lease_taken_between_read_and_write_makes_the_other_worker_wait() {
         .iter()
         .any(|c| c.path == "/token" && form(c)["grant_type"] == "refresh_token"));
 }
+
+/// UserInfo is unsigned: at sign-in it adds claims about the user but never replaces the ID
+/// token's own (the OP's `sid`, which back-channel logout names, or the subject).
+#[test]
+fn userinfo_at_login_does_not_replace_the_id_tokens_sid() {
+    let mut w = World::new(&config(|c| c["session"]["userinfo"] = true.into()));
+    let mut jar = Jar::default();
+    let me = json!({"sub": "alice", "sid": "attacker-chosen", "email": "alice@example.com"});
+    w.login_with(0, &mut jar, NOW, |_| {}, tokens("at-1", "rt-1"), Some(me));
+    let s = w.decode(&jar.session_value(), NOW).unwrap();
+    assert_eq!(s.op.op_sid.as_deref(), Some(OP_SID));
+    assert_eq!(s.claims.get("email"), Some(&json!("alice@example.com")));
+}

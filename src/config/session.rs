@@ -37,6 +37,9 @@ pub struct SessionSettings {
     pub revocation_list_entries: usize,
 }
 
+/// The largest form post that may be kept through a sign-in.
+pub const MAX_PRESERVE_POST_BYTES: usize = 24 * 1024;
+
 pub(super) fn read(s: RawSession) -> Result<SessionSettings, ConfigError> {
     if !is_cookie_name(&s.cookie_name) {
         return Err(ConfigError::new(
@@ -131,6 +134,14 @@ pub(super) fn read(s: RawSession) -> Result<SessionSettings, ConfigError> {
         return Err(ConfigError::new(
             "session.forward_access_token",
             "needs session.keep_access_token: true",
+        ));
+    }
+    // Ten cookie chunks hold about 27 KB of form once sealed and encoded: a larger setting would
+    // only make Envoy buffer bodies that can never be kept.
+    if s.preserve_post_bytes > MAX_PRESERVE_POST_BYTES {
+        return Err(ConfigError::new(
+            "session.preserve_post_bytes",
+            format!("must be at most {MAX_PRESERVE_POST_BYTES} (0 turns preservation off)"),
         ));
     }
     if s.revocation_list_entries == 0 {

@@ -202,3 +202,38 @@ fn debug_of_the_settings_shows_no_secret_or_key() {
         assert!(!shown.contains(&pem_body[..16]));
     }
 }
+
+#[test]
+fn session_settings_of_issue_10_are_checked_with_the_field_named() {
+    for (mutate, field) in [
+        (
+            json!({"preserve_post_bytes": 1_000_000}),
+            "session.preserve_post_bytes",
+        ),
+        (json!({"max_cookie_chunks": 0}), "session.max_cookie_chunks"),
+        (
+            json!({"max_cookie_chunks": 11}),
+            "session.max_cookie_chunks",
+        ),
+        (
+            json!({"cookie_type": "signed", "validate_interval_s": 60}),
+            "session.cookie_type",
+        ),
+        (
+            json!({"forward_access_token": true}),
+            "session.forward_access_token",
+        ),
+        (
+            json!({"revocation_list_entries": 0}),
+            "session.revocation_list_entries",
+        ),
+        (json!({"cookie_type": "plain"}), "session.cookie_type"),
+    ] {
+        let e = refused(|v| {
+            for (k, x) in mutate.as_object().unwrap() {
+                v["session"][k] = x.clone();
+            }
+        });
+        assert_eq!(e.field, field, "{mutate}: {e}");
+    }
+}

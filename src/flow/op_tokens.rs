@@ -125,8 +125,22 @@ impl RequestFlow {
     ) -> Action {
         match op_session::userinfo_outcome(&result, &token.sub) {
             Ok(claims) => {
+                // UserInfo is unsigned: it adds claims about the user, never the ID token's own
+                // (the OP's session id that back-channel logout names, its audience, its times).
+                const ID_TOKEN_ONLY: &[&str] = &[
+                    "sub",
+                    "sid",
+                    "iss",
+                    "aud",
+                    "azp",
+                    "exp",
+                    "iat",
+                    "nbf",
+                    "nonce",
+                    "auth_time",
+                ];
                 for (k, v) in claims {
-                    if k != "sub" && !v.is_null() {
+                    if !ID_TOKEN_ONLY.contains(&k.as_str()) && !v.is_null() {
                         token.claims.insert(k, v);
                     }
                 }

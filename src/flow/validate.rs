@@ -36,8 +36,11 @@ pub(super) fn is_due(settings: &Settings, session: &Session, now: u64) -> bool {
     let interval_over =
         s.validate_interval_s > 0 && now >= op.validated_at.saturating_add(s.validate_interval_s);
     // Ahead of expiry by the margin, or by half its life for tokens shorter than that.
+    // At most once a second: an OP answering `expires_in: 0` would otherwise be asked on
+    // every request.
     let access_expiring = s.keep_access_token
         && op.refresh_token.is_some()
+        && now > op.validated_at
         && op.access_expires_at.is_some_and(|e| {
             let margin = ACCESS_MARGIN_S.min(e.saturating_sub(op.validated_at) / 2);
             now.saturating_add(margin) >= e
