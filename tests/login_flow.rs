@@ -1,8 +1,6 @@
 //! The whole web-session flow through the public, sans-IO API: a request without a session,
 //! the OP's callback, the token and JWKS callouts, and requests with the resulting cookie.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use envoy_wam::config::Settings;
 use envoy_wam::flow::{HeaderList, RequestFlow, VmState};
 use envoy_wam::http::{Action, CalloutResult, LocalResponse};
@@ -12,28 +10,18 @@ mod common;
 use common::*;
 
 fn config() -> Value {
-    json!({
-        "op": {
-            "issuer": ISSUER,
-            "cluster": "op",
-            "authorization_endpoint": "https://op.example.com/auth",
-            "token_endpoint": "https://op.example.com/token",
-            "jwks_uri": "https://op.example.com/jwks",
-            "end_session_endpoint": "https://op.example.com/session/end",
-            "timeout_ms": 2000
-        },
-        "client": {"client_id": "pa_wam", "client_secret": "top-secret-value",
-                   "redirect_uri": "https://gw.example.com/pa/oidc/cb"},
-        "session": {
-            "signing_keys": [{"kid": "k1", "secret": URL_SAFE_NO_PAD.encode([9u8; 32])}],
-            "claims": ["email"]
-        },
-        "identity_headers": [
-            {"header": "X-WAM-User", "claim": "sub"},
-            {"header": "X-WAM-Email", "claim": "email"},
-            {"header": "X-WAM-Groups", "claim": "groups"}
-        ]
-    })
+    merge(
+        base_config(),
+        json!({
+            "op": {"end_session_endpoint": "https://op.example.com/session/end"},
+            "session": {"claims": ["email"]},
+            "identity_headers": [
+                {"header": "X-WAM-User", "claim": "sub"},
+                {"header": "X-WAM-Email", "claim": "email"},
+                {"header": "X-WAM-Groups", "claim": "groups"}
+            ]
+        }),
+    )
 }
 
 impl Op {

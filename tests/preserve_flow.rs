@@ -1,8 +1,6 @@
 //! Request preservation through the public, sans-IO API: a form post that needs a sign-in is
 //! read, kept in cookies for the callback, and posted again by the page the callback answers.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use envoy_wam::flow::{HeaderList, RequestFlow};
 use envoy_wam::http::{Action, Body, CalloutResult, LocalResponse};
 use serde_json::{json, Value};
@@ -11,23 +9,13 @@ mod common;
 use common::*;
 
 fn config(preserve_post_bytes: u64) -> Value {
-    json!({
-        "op": {
-            "issuer": ISSUER,
-            "cluster": "op",
-            "authorization_endpoint": "https://op.example.com/auth",
-            "token_endpoint": "https://op.example.com/token",
-            "jwks_uri": "https://op.example.com/jwks",
-            "timeout_ms": 2000
-        },
-        "client": {"client_id": "pa_wam", "client_secret": "top-secret-value",
-                   "redirect_uri": "https://gw.example.com/pa/oidc/cb"},
-        "session": {
-            "signing_keys": [{"kid": "k1", "secret": URL_SAFE_NO_PAD.encode([9u8; 32])}],
-            "preserve_post_bytes": preserve_post_bytes
-        },
-        "identity_headers": [{"header": "X-WAM-User", "claim": "sub"}]
-    })
+    merge(
+        base_config(),
+        json!({
+            "session": {"preserve_post_bytes": preserve_post_bytes},
+            "identity_headers": [{"header": "X-WAM-User", "claim": "sub"}]
+        }),
+    )
 }
 
 const FORM: &str = "item=book&qty=2&note=%3Cb%3E+%22hi%22+%26+%27bye%27";

@@ -1,8 +1,6 @@
 //! Second security review: attacks on the fixes of the first review. Each test states what the
 //! gateway must do; each failed on the code as reviewed and passes since the fixes.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use envoy_wam::flow::HeaderList;
 use envoy_wam::http::Action;
 use serde_json::{json, Value};
@@ -11,80 +9,70 @@ mod common;
 use common::*;
 
 fn config() -> Value {
-    json!({
-        "op": {
-            "issuer": ISSUER,
-            "cluster": "op",
-            "authorization_endpoint": "https://op.example.com/auth",
-            "token_endpoint": "https://op.example.com/token",
-            "jwks_uri": "https://op.example.com/jwks",
-            "timeout_ms": 2000
-        },
-        "client": {"client_id": "pa_wam", "client_secret": "top-secret-value",
-                   "redirect_uri": "https://gw.example.com/pa/oidc/cb"},
-        "session": {
-            "signing_keys": [{"kid": "k1", "secret": URL_SAFE_NO_PAD.encode([9u8; 32])}],
-            "claims": ["groups", "tenant"]
-        },
-        "identity_headers": [
-            {"header": "x-wam-user", "claim": "sub"}
-        ],
-        "authtoken": {"issuer": "envoy-wam", "keys": [{"kid": "gw", "alg": "ES256", "private_key_pem": GW_KEY}]},
-        "site_authenticators": [
-            {"name": "ids", "type": "jwt", "audience": "https://site", "inject": {"cookie": "site"}}
-        ],
-        "policy": {
-            "xff_trusted_hops": 1,
-            "applications": [
-                {
-                    "name": "portal", "hosts": ["gw.example.com"], "type": "web",
-                    "resources": [
-                        {"name": "export", "paths": ["/export"],
-                         "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
-                        {"name": "user-edit", "paths": ["/users/*/edit"],
-                         "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
-                        {"name": "users", "paths": ["/users/*"]},
-                        {"name": "docs", "paths": ["/docs/*"], "methods": ["GET", "POST"]},
-                        {"name": "docs-delete", "paths": ["/docs/*"], "methods": ["DELETE"],
-                         "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
-                        {"name": "reports", "paths": ["/reports/*"],
-                         "rules": [{"type": "query", "param": "tenant", "equals": "acme"}]},
-                        {"name": "chrome-only", "paths": ["/kiosk/*"],
-                         "rules": [{"type": "header", "header": "user-agent", "like": "*Chrome/*"}]},
-                        {"name": "intranet", "paths": ["/intranet/*"],
-                         "rules": [{"type": "network", "cidrs": ["10.0.0.0/8"]}]},
-                        {"name": "app", "paths": ["/app/*"]},
-                        {"name": "bundle", "paths": ["/app.js"], "anonymous": true},
-                        {"name": "root", "paths": ["/*"]}
-                    ]
-                },
-                {
-                    "name": "admin", "hosts": ["admin.example.com:8443"], "type": "web",
-                    "resources": [{"name": "root", "paths": ["/*"],
-                        "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]}]
-                },
-                {
-                    "name": "public", "hosts": ["*"], "type": "web",
-                    "resources": [{"name": "root", "paths": ["/*"], "anonymous": true}]
-                },
-                {
-                    "name": "sited", "hosts": ["sited.example.com"], "type": "web",
-                    "site_authenticator": "ids",
-                    "resources": [{"name": "pub", "paths": ["/pub/*"], "anonymous": true},
-                                  {"name": "root", "paths": ["/*"]}]
-                },
-                {
-                    "name": "billing", "hosts": ["billing.example.com"], "type": "web",
-                    "ordering": "manual",
-                    "resources": [
-                        {"name": "close", "paths": ["~^/close$"],
-                         "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
-                        {"name": "root", "paths": ["/*"]}
-                    ]
-                }
-            ]
-        }
-    })
+    merge(
+        base_config(),
+        json!({
+            "session": {"claims": ["groups", "tenant"]},
+            "identity_headers": [
+                {"header": "x-wam-user", "claim": "sub"}
+            ],
+            "authtoken": {"issuer": "envoy-wam", "keys": [{"kid": "gw", "alg": "ES256", "private_key_pem": GW_KEY}]},
+            "site_authenticators": [
+                {"name": "ids", "type": "jwt", "audience": "https://site", "inject": {"cookie": "site"}}
+            ],
+            "policy": {
+                "xff_trusted_hops": 1,
+                "applications": [
+                    {
+                        "name": "portal", "hosts": ["gw.example.com"], "type": "web",
+                        "resources": [
+                            {"name": "export", "paths": ["/export"],
+                             "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
+                            {"name": "user-edit", "paths": ["/users/*/edit"],
+                             "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
+                            {"name": "users", "paths": ["/users/*"]},
+                            {"name": "docs", "paths": ["/docs/*"], "methods": ["GET", "POST"]},
+                            {"name": "docs-delete", "paths": ["/docs/*"], "methods": ["DELETE"],
+                             "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
+                            {"name": "reports", "paths": ["/reports/*"],
+                             "rules": [{"type": "query", "param": "tenant", "equals": "acme"}]},
+                            {"name": "chrome-only", "paths": ["/kiosk/*"],
+                             "rules": [{"type": "header", "header": "user-agent", "like": "*Chrome/*"}]},
+                            {"name": "intranet", "paths": ["/intranet/*"],
+                             "rules": [{"type": "network", "cidrs": ["10.0.0.0/8"]}]},
+                            {"name": "app", "paths": ["/app/*"]},
+                            {"name": "bundle", "paths": ["/app.js"], "anonymous": true},
+                            {"name": "root", "paths": ["/*"]}
+                        ]
+                    },
+                    {
+                        "name": "admin", "hosts": ["admin.example.com:8443"], "type": "web",
+                        "resources": [{"name": "root", "paths": ["/*"],
+                            "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]}]
+                    },
+                    {
+                        "name": "public", "hosts": ["*"], "type": "web",
+                        "resources": [{"name": "root", "paths": ["/*"], "anonymous": true}]
+                    },
+                    {
+                        "name": "sited", "hosts": ["sited.example.com"], "type": "web",
+                        "site_authenticator": "ids",
+                        "resources": [{"name": "pub", "paths": ["/pub/*"], "anonymous": true},
+                                      {"name": "root", "paths": ["/*"]}]
+                    },
+                    {
+                        "name": "billing", "hosts": ["billing.example.com"], "type": "web",
+                        "ordering": "manual",
+                        "resources": [
+                            {"name": "close", "paths": ["~^/close$"],
+                             "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
+                            {"name": "root", "paths": ["/*"]}
+                        ]
+                    }
+                ]
+            }
+        }),
+    )
 }
 
 impl Gateway {

@@ -1,8 +1,6 @@
 //! Security review findings (branch `review`): each test states what the gateway must do and
 //! fails on the code as reviewed. See the review report for the analysis of each.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use envoy_wam::flow::RequestFlow;
 use envoy_wam::http::{Action, Forward};
 use serde_json::{json, Value};
@@ -11,61 +9,51 @@ mod common;
 use common::*;
 
 fn config() -> Value {
-    json!({
-        "op": {
-            "issuer": ISSUER,
-            "cluster": "op",
-            "authorization_endpoint": "https://op.example.com/auth",
-            "token_endpoint": "https://op.example.com/token",
-            "jwks_uri": "https://op.example.com/jwks",
-            "timeout_ms": 2000
-        },
-        "client": {"client_id": "pa_wam", "client_secret": "top-secret-value",
-                   "redirect_uri": "https://gw.example.com/pa/oidc/cb"},
-        "session": {
-            "signing_keys": [{"kid": "k1", "secret": URL_SAFE_NO_PAD.encode([9u8; 32])}],
-            "claims": ["groups", "tenant"]
-        },
-        "identity_headers": [
-            {"header": "x-wam-user", "claim": "sub"}
-        ],
-        "authtoken": {"issuer": "envoy-wam", "keys": [{"kid": "gw", "alg": "ES256", "private_key_pem": GW_KEY}]},
-        "site_authenticators": [
-            {"name": "ids", "type": "jwt", "audience": "https://site", "inject": {"header": "authorization"}}
-        ],
-        "policy": {
-            "unprotected_paths": ["/favicon.ico", "/static/*"],
-            "applications": [
-                {
-                    "name": "sited", "hosts": ["sited.example.com"], "type": "web",
-                    "site_authenticator": "ids",
-                    "resources": [{"name": "root", "paths": ["/*"]}]
-                },
-                {
-                    "name": "wiki", "hosts": ["wiki.example.com"], "type": "web",
-                    "case_sensitive_paths": true,
-                    "resources": [{"name": "root", "paths": ["/*"]}]
-                },
-                {
-                    "name": "portal", "hosts": ["gw.example.com"], "type": "web",
-                    "resources": [
-                        {"name": "docs", "paths": ["/docs/*"], "methods": ["GET", "POST"]},
-                        {"name": "export", "paths": ["/export"],
-                         "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
-                        {"name": "admin", "paths": ["/admin/*"],
-                         "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
-                        {"name": "docs-delete", "paths": ["/docs/*"], "methods": ["DELETE"], "audit": true,
-                         "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
-                        {"name": "reports", "paths": ["/reports/*"],
-                         "rules": [{"type": "query", "param": "tenant", "equals": "acme"}]},
-                        {"name": "ops", "paths": ["/ops/*"],
-                         "rules": [{"type": "header", "header": "x-debug", "present": true, "negate": true}]},
-                        {"name": "root", "paths": ["/*"]}
-                    ]
-                }
-            ]
-        }
-    })
+    merge(
+        base_config(),
+        json!({
+            "session": {"claims": ["groups", "tenant"]},
+            "identity_headers": [
+                {"header": "x-wam-user", "claim": "sub"}
+            ],
+            "authtoken": {"issuer": "envoy-wam", "keys": [{"kid": "gw", "alg": "ES256", "private_key_pem": GW_KEY}]},
+            "site_authenticators": [
+                {"name": "ids", "type": "jwt", "audience": "https://site", "inject": {"header": "authorization"}}
+            ],
+            "policy": {
+                "unprotected_paths": ["/favicon.ico", "/static/*"],
+                "applications": [
+                    {
+                        "name": "sited", "hosts": ["sited.example.com"], "type": "web",
+                        "site_authenticator": "ids",
+                        "resources": [{"name": "root", "paths": ["/*"]}]
+                    },
+                    {
+                        "name": "wiki", "hosts": ["wiki.example.com"], "type": "web",
+                        "case_sensitive_paths": true,
+                        "resources": [{"name": "root", "paths": ["/*"]}]
+                    },
+                    {
+                        "name": "portal", "hosts": ["gw.example.com"], "type": "web",
+                        "resources": [
+                            {"name": "docs", "paths": ["/docs/*"], "methods": ["GET", "POST"]},
+                            {"name": "export", "paths": ["/export"],
+                             "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
+                            {"name": "admin", "paths": ["/admin/*"],
+                             "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
+                            {"name": "docs-delete", "paths": ["/docs/*"], "methods": ["DELETE"], "audit": true,
+                             "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]},
+                            {"name": "reports", "paths": ["/reports/*"],
+                             "rules": [{"type": "query", "param": "tenant", "equals": "acme"}]},
+                            {"name": "ops", "paths": ["/ops/*"],
+                             "rules": [{"type": "header", "header": "x-debug", "present": true, "negate": true}]},
+                            {"name": "root", "paths": ["/*"]}
+                        ]
+                    }
+                ]
+            }
+        }),
+    )
 }
 
 impl Gateway {

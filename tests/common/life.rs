@@ -6,8 +6,6 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use envoy_wam::config::Settings;
 use envoy_wam::flow::{HeaderList, RequestFlow, VmState};
 use envoy_wam::http::{Action, Body, Callout, CalloutResult, Forward, LocalResponse, Wake};
@@ -29,32 +27,26 @@ pub const CLIENT_SECRET: &str = "top-secret-value";
 /// A gateway with every endpoint of the OP configured, validation every 60 s; `tweak` edits
 /// the JSON configuration before it is read.
 pub fn config(tweak: impl FnOnce(&mut Value)) -> Value {
-    let mut v = json!({
-        "op": {
-            "issuer": ISSUER,
-            "cluster": "op",
-            "authorization_endpoint": "https://op.example.com/auth",
-            "token_endpoint": "https://op.example.com/token",
-            "jwks_uri": "https://op.example.com/jwks",
-            "end_session_endpoint": "https://op.example.com/session/end",
-            "userinfo_endpoint": "https://op.example.com/me",
-            "revocation_endpoint": "https://op.example.com/token/revocation",
-            "timeout_ms": 2000
-        },
-        "client": {"client_id": "pa_wam", "client_secret": CLIENT_SECRET,
-                   "redirect_uri": "https://gw.example.com/pa/oidc/cb"},
-        "session": {
-            "signing_keys": [{"kid": "k1", "secret": URL_SAFE_NO_PAD.encode([9u8; 32])}],
-            "claims": ["email", "groups"],
-            "validate_interval_s": 60,
-            "validation_grace_s": 300
-        },
-        "identity_headers": [
-            {"header": "x-wam-user", "claim": "sub"},
-            {"header": "x-wam-email", "claim": "email"},
-            {"header": "x-wam-groups", "claim": "groups"}
-        ]
-    });
+    let mut v = merge(
+        base_config(),
+        json!({
+            "op": {
+                "end_session_endpoint": "https://op.example.com/session/end",
+                "userinfo_endpoint": "https://op.example.com/me",
+                "revocation_endpoint": "https://op.example.com/token/revocation"
+            },
+            "session": {
+                "claims": ["email", "groups"],
+                "validate_interval_s": 60,
+                "validation_grace_s": 300
+            },
+            "identity_headers": [
+                {"header": "x-wam-user", "claim": "sub"},
+                {"header": "x-wam-email", "claim": "email"},
+                {"header": "x-wam-groups", "claim": "groups"}
+            ]
+        }),
+    );
     tweak(&mut v);
     v
 }

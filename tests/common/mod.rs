@@ -188,6 +188,42 @@ impl Gateway {
     }
 }
 
+/// What every web-session test configuration starts from: the OP's authorization, token and
+/// JWKS endpoints, the client with its redirect URI, and one session signing key. A test
+/// [`merge`]s its own sections over it, so only what it changes is written out.
+pub fn base_config() -> Value {
+    json!({
+        "op": {
+            "issuer": ISSUER,
+            "cluster": "op",
+            "authorization_endpoint": "https://op.example.com/auth",
+            "token_endpoint": "https://op.example.com/token",
+            "jwks_uri": "https://op.example.com/jwks",
+            "timeout_ms": 2000
+        },
+        "client": {"client_id": "pa_wam", "client_secret": "top-secret-value",
+                   "redirect_uri": "https://gw.example.com/pa/oidc/cb"},
+        "session": {
+            "signing_keys": [{"kid": "k1", "secret": URL_SAFE_NO_PAD.encode([9u8; 32])}]
+        }
+    })
+}
+
+/// `base` with `over` laid on it: objects merge key by key, any other value (arrays included)
+/// replaces what was there.
+pub fn merge(mut base: Value, over: Value) -> Value {
+    match (&mut base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                let old = b.remove(&k).unwrap_or(Value::Null);
+                b.insert(k, merge(old, v));
+            }
+            base
+        }
+        (_, over) => over,
+    }
+}
+
 /// The gateway's own ES256 signing key (`authtoken`) in test configurations.
 pub const GW_KEY: &str = "-----BEGIN PRIVATE KEY-----\n\
 MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgfyv0FJtKZ8bZIYjO\n\
