@@ -1,5 +1,7 @@
 //! Reading the `Cookie` request header and writing `Set-Cookie` (RFC 6265).
 
+use crate::request::HeaderSource;
+
 /// Iterates `name=value` pairs of a `Cookie` header, skipping malformed pieces.
 pub fn pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
     header.split(';').filter_map(|piece| {
@@ -20,6 +22,17 @@ pub fn pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
 /// The value of the first cookie called `name`.
 pub fn get<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     pairs(header).find(|(n, _)| *n == name).map(|(_, v)| v)
+}
+
+/// The value of the first cookie called `name` in any of the request's `Cookie` headers (a
+/// client may send several).
+pub fn find<'r>(request: &'r dyn HeaderSource, name: &str) -> Option<&'r str> {
+    request
+        .headers()
+        .iter()
+        .filter(|(n, _)| *n == "cookie")
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+        .find_map(|c| get(c, name))
 }
 
 /// The `Cookie` header to send upstream without the gateway's own cookies, or `None` when

@@ -281,12 +281,7 @@ pub fn binding_cookie_name(settings: &Settings) -> String {
 /// The request's binding cookie, when it is one the gateway could have made.
 pub fn binding(settings: &Settings, request: &dyn HeaderSource) -> Option<String> {
     let name = binding_cookie_name(settings);
-    request
-        .headers()
-        .iter()
-        .filter(|(n, _)| *n == "cookie")
-        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
-        .find_map(|c| cookie::get(c, &name))
+    cookie::find(request, &name)
         .filter(|v| {
             v.len() >= 22
                 && v.len() <= 64

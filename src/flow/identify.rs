@@ -12,7 +12,6 @@ use crate::access;
 use crate::bearer::{self, BearerError, JwtRules, Lookup, TokenInfo, UNKNOWN_KEY};
 use crate::cache::Key;
 use crate::config::{OpEndpoints, Settings};
-use crate::cookie;
 use crate::http::{Action, Callout, CalloutResult, Wake};
 use crate::identity;
 use crate::jwks::parse_jwks;
@@ -83,16 +82,6 @@ fn is_revoked(list: &RevocationList, entry: &SessionEntry) -> bool {
     }
     entry.not_revoked_at.set(Some(generation));
     false
-}
-
-/// The session cookie's value, from any `Cookie` header (a client may send several).
-pub(crate) fn session_cookie<'r>(request: &'r dyn HeaderSource, name: &str) -> Option<&'r str> {
-    request
-        .headers()
-        .iter()
-        .filter(|(n, _)| *n == "cookie")
-        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
-        .find_map(|c| cookie::get(c, name))
 }
 
 impl RequestFlow {

@@ -17,7 +17,6 @@ use crate::jws::key_miss;
 use crate::login::{random_token, safe_return_path, Entropy, LoginTransaction, TXN_SLOTS};
 use crate::oidc::{self, TokenError};
 use crate::pages::Problem;
-use crate::request::HeaderSource;
 use crate::session::chunks::{self, Carried};
 use crate::session::{Session, SessionEntry};
 
@@ -185,7 +184,7 @@ impl RequestFlow {
         now: u64,
     ) -> Option<(String, String)> {
         let counter = LoginTransaction::counter_cookie_name(&settings.txn_cookie_prefix);
-        txn.slot = LoginTransaction::next_slot(cookie_value(head.request, &counter));
+        txn.slot = LoginTransaction::next_slot(cookie::find(head.request, &counter));
         let mut set = txn_cookie(settings, txn, now)?;
         if set.len() > MAX_SET_COOKIE {
             // Browsers drop a larger cookie, and the sign-in would fail at the callback.
@@ -238,7 +237,7 @@ impl RequestFlow {
         };
         let txn = (0..TXN_SLOTS).find_map(|slot| {
             let name = LoginTransaction::cookie_name(&settings.txn_cookie_prefix, slot);
-            let sealed = cookie_value(head.request, &name)?;
+            let sealed = cookie::find(head.request, &name)?;
             let txn = LoginTransaction::open(sealed, &state, &settings.session.keys, now)?;
             Some(LoginTransaction { slot, ..txn })
         });
@@ -594,11 +593,6 @@ fn txn_cookie(settings: &Settings, txn: &LoginTransaction, now: u64) -> Option<S
         settings.login_timeout_s,
         &txn_cookie_attrs(settings),
     ))
-}
-
-/// The first cookie called `name` in any `Cookie` header.
-fn cookie_value<'r>(request: &'r dyn HeaderSource, name: &str) -> Option<&'r str> {
-    super::identify::session_cookie(request, name)
 }
 
 /// A whole `Set-Cookie` header larger than this is dropped by browsers (RFC 6265 §6.1 asks

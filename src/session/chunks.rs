@@ -49,13 +49,7 @@ fn chunk_index(n: &str, name: &str) -> Option<usize> {
 /// The session cookie's value, for every request: the first single cookie ends the scan; only a
 /// chunked session costs the full pass of [`read`].
 pub fn read_value<'r>(request: &'r dyn HeaderSource, name: &str) -> Option<Cow<'r, str>> {
-    let single = request
-        .headers()
-        .iter()
-        .filter(|(n, _)| *n == "cookie")
-        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
-        .find_map(|c| cookie::get(c, name));
-    match single {
+    match cookie::find(request, name) {
         Some(v) => Some(Cow::Borrowed(v)),
         None => read(request, name).0,
     }
