@@ -19,7 +19,7 @@ pub struct SessionEntry {
     pub headers: HeaderOps,
     /// When a successor cookie was last issued for this one. Clients that ignore Set-Cookie
     /// (or send many requests at once) then cost one re-issue per refresh interval, not one
-    /// HMAC per request.
+    /// sealing per request.
     pub renewed_at: Cell<u64>,
     /// The revocation list's generation at which this session was last found not revoked:
     /// while the list has not changed, the hot path does not look again.
@@ -38,13 +38,14 @@ impl SessionEntry {
     }
 }
 
-/// Verified cookies of this VM, keyed by the exact cookie value. A hit skips the HMAC, the
-/// JSON parse and the header derivation; the time checks still run on every request. Bounded:
-/// when full, dead entries are dropped, and if that is not enough the map starts over (a miss
-/// only costs one verification).
+/// Verified cookies of this VM, keyed by the exact cookie value. A hit skips the opening (HMAC
+/// or decryption), the JSON parse and the header derivation; the time checks still run on every
+/// request. Bounded: when full, dead entries are dropped, and if that is not enough the map
+/// starts over (a miss only costs one opening).
 pub struct SessionCache {
-    /// Keyed by the signature segment (short, so hashing is cheap); the entry keeps the whole
-    /// cookie value, and a hit counts only if all of it matches.
+    /// Keyed by the last segment, the JWS signature or the JWE authentication tag (short, so
+    /// hashing is cheap); the entry keeps the whole cookie value, and a hit counts only if all
+    /// of it matches.
     entries: HashMap<String, (String, Rc<SessionEntry>)>,
     capacity: usize,
 }
