@@ -9,6 +9,8 @@ pub mod authtoken;
 pub mod bearer;
 pub mod cache;
 pub mod canonical;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod checker;
 pub mod config;
 pub mod cookie;
 pub mod discovery;
