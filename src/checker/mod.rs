@@ -99,7 +99,7 @@ fn check_target(t: &Target<'_>) -> Vec<Finding> {
             return vec![Finding::error(
                 t.locator.line_of(&e.field),
                 e.field,
-                e.message,
+                without_json_position(&e.message),
             )]
         }
     };
@@ -109,7 +109,23 @@ fn check_target(t: &Target<'_>) -> Vec<Finding> {
     if let Some(hcm) = t.hcm {
         out.extend(envoy_warnings(hcm, settings.policy_needs_client_ip));
     }
+    out.sort_by_key(|f| f.line);
     out
+}
+
+/// serde_json's "at line 12 column 19" counts inside the configuration string, not the file:
+/// the finding already carries the file's line.
+fn without_json_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i)
+            if message[i + 9..]
+                .split(" column ")
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            message[..i].to_string()
+        }
+        _ => message.to_string(),
+    }
 }
 
 fn config_warnings(settings: &Settings, json: &Json, at: &Locator) -> Vec<Finding> {
