@@ -202,7 +202,7 @@ impl World {
 
     /// Sessions decoded as the gateway reads them.
     pub fn decode(&self, value: &str, now: u64) -> Option<Session> {
-        let s = &self.settings.session;
+        let s = &self.settings.default_web().session;
         Session::decode(value, &s.keys, now, s.idle_timeout_s)
     }
 
