@@ -406,12 +406,7 @@ impl World {
 
     /// A logout token signed by the OP (`typ: logout+jwt`).
     pub fn logout_token(&self, claims: Value) -> String {
-        let claims: JWTClaims<Map<String, Value>> = serde_json::from_value(claims).unwrap();
-        let opts = HeaderOptions {
-            signature_type: Some("logout+jwt".into()),
-            ..Default::default()
-        };
-        self.op.key.sign_with_options(claims, &opts).unwrap()
+        self.op.logout_token(claims)
     }
 }
 
