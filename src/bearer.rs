@@ -38,6 +38,8 @@ pub struct TokenInfo {
     pub claims: Map<String, Value>,
     /// The identity headers this token gives the backend (derived once, by the gateway).
     pub headers: HeaderOps,
+    /// The token provider that vouched for it (index in the settings' providers).
+    pub provider: usize,
 }
 
 /// The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1). `Ok(None)` when the
@@ -172,6 +174,7 @@ pub fn validate_jwt(
         expires_at,
         claims: claims.custom,
         headers: HeaderOps::from([]),
+        provider: 0,
     })
 }
 
@@ -236,6 +239,7 @@ pub fn parse_introspection(
         expires_at,
         claims,
         headers: HeaderOps::from([]),
+        provider: 0,
     })
 }
 
@@ -538,6 +542,7 @@ mod tests {
 
     fn info(exp: u64) -> TokenInfo {
         TokenInfo {
+            provider: 0,
             sub: Some("alice".into()),
             client_id: None,
             scopes: vec![],

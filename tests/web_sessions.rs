@@ -563,3 +563,87 @@ fn heartbeat_and_unknown_callbacks() {
     assert_eq!(r.status, 400);
     let _: HeaderList = head("GET", "/", &[]);
 }
+
+/// `config` with a JWT identity site for the applications `apps` name.
+fn with_site(mut cfg: Value, subject: Option<Value>) -> Value {
+    let mut site = json!({"name": "ids", "type": "jwt", "audience": "https://site",
+                          "inject": {"header": "x-site-jwt"}});
+    if let Some(s) = subject {
+        site["subject"] = s;
+    }
+    cfg["authtoken"] = json!({"issuer": "envoy-wam",
+        "keys": [{"kid": "gw", "alg": "ES256", "private_key_pem": GW_KEY}]});
+    cfg["site_authenticators"] = json!([site]);
+    cfg
+}
+
+#[test]
+fn a_site_serves_the_users_of_one_web_session() {
+    // Both applications behind one site: its token would not say which OP's `alice` it is.
+    let mut cfg = with_site(config("PA.partner"), None);
+    for app in [0, 1] {
+        cfg["policy"]["applications"][app]["site_authenticator"] = json!("ids");
+    }
+    assert_eq!(refused(cfg), "policy.applications[1].site_authenticator");
+
+    // Named: only that web session's applications may use it.
+    let mut cfg = with_site(
+        config("PA.partner"),
+        Some(json!({"web_session": "partner"})),
+    );
+    cfg["policy"]["applications"][0]["site_authenticator"] = json!("ids");
+    assert_eq!(refused(cfg), "policy.applications[0].site_authenticator");
+
+    let mut cfg = with_site(config("PA.partner"), Some(json!({"web_session": "nobody"})));
+    cfg["policy"]["applications"][1]["site_authenticator"] = json!("ids");
+    assert_eq!(refused(cfg), "site_authenticators[0].subject.web_session");
+
+    let mut cfg = with_site(
+        config("PA.partner"),
+        Some(json!({"web_session": "partner"})),
+    );
+    cfg["policy"]["applications"][1]["site_authenticator"] = json!("ids");
+    let partner = Op::new();
+    let mut gw = Gateway::with(&cfg);
+    let (_, q, txn) = start(&mut gw, "/partner/x");
+    let r = finish(
+        &mut gw,
+        &partner,
+        PARTNER,
+        "gw_partner",
+        "/pa/oidc/cb/partner",
+        &q,
+        &txn,
+    );
+    let cookie = session_of(&r, "PA.partner");
+    let f = forward(gw.request(&head("GET", "/partner/x", &[("cookie", &cookie)])));
+    let jwt = f.request_headers.iter().find(|(n, _)| n == "x-site-jwt");
+    assert!(jwt.and_then(|(_, v)| v.as_ref()).is_some(), "{f:?}");
+}
+
+#[test]
+fn a_site_named_for_a_token_provider_mediates_no_session() {
+    let mut cfg = with_site(api_config(), Some(json!({"token_provider": "partner"})));
+    cfg["policy"]["applications"][0]["type"] = json!("both");
+    cfg["policy"]["applications"][0]["site_authenticator"] = json!("ids");
+    let partner = Op::new();
+    let mut gw = Gateway::with(&cfg);
+    let f = forward(api_call(
+        &mut gw,
+        "/api/x",
+        &bearer(&partner, PARTNER),
+        &partner,
+    ));
+    assert!(f
+        .request_headers
+        .iter()
+        .any(|(n, v)| n == "x-site-jwt" && v.is_some()));
+    // A corporate token is good for the application, but not mediated for this site.
+    let corp = Op::new();
+    let r = respond(api_call(&mut gw, "/api/x", &bearer(&corp, ISSUER), &corp));
+    assert_eq!(r.status, 403, "{r:?}");
+
+    let mut cfg = with_site(api_config(), Some(json!({"token_provider": "partner"})));
+    cfg["policy"]["applications"][1]["site_authenticator"] = json!("ids");
+    assert_eq!(refused(cfg), "policy.applications[1].site_authenticator");
+}

@@ -53,6 +53,7 @@ mod op;
 mod provider;
 mod raw;
 mod session;
+mod site_sources;
 #[cfg(test)]
 pub(crate) mod tests;
 mod web_session;
@@ -474,6 +475,9 @@ impl Settings {
         if raw.clock_skew_s > 600 {
             return Err(ConfigError::new("clock_skew_s", "must be at most 600"));
         }
+
+        let mut sites = sites;
+        site_sources::resolve(&mut sites, policy.applications(), &web_sessions, &providers)?;
 
         let any_host =
             policy.serves_any_host() || policy.default_decision == policy::DefaultDecision::Allow;

@@ -30,6 +30,7 @@ impl RequestFlow {
         vm: &mut VmState,
         request: &dyn HeaderSource,
         key: Key,
+        provider: usize,
         result: CalloutResult,
         now: u64,
         rng: &mut dyn Entropy,
@@ -37,7 +38,7 @@ impl RequestFlow {
         let outcome = match result {
             CalloutResult::Response { status, body } => {
                 bearer::parse_introspection(status, &body, now)
-                    .and_then(|info| with_headers(settings, self.ws, info).map_err(Some))
+                    .and_then(|info| with_headers(settings, self.ws, provider, info).map_err(Some))
             }
             failed @ CalloutResult::TimedOut => {
                 let waiters = vm.tokens.complete(&key, None, now);
@@ -148,7 +149,7 @@ impl RequestFlow {
                 Err(self.bearer_refused(settings, BearerError::Malformed))
             }
             Lookup::CheckIt => {
-                let Some(provider) = provider_for(settings, &api.providers, raw) else {
+                let Some((p, provider)) = provider_for(settings, &api.providers, raw) else {
                     let e = BearerError::InvalidToken(UNKNOWN_ISSUER);
                     self.note_refused(
                         vm,
@@ -161,9 +162,9 @@ impl RequestFlow {
                     return Err(self.bearer_refused(settings, e));
                 };
                 match provider.validation {
-                    Validation::Jwt => self.check_jwt(settings, vm, provider, raw, key, now),
+                    Validation::Jwt => self.check_jwt(settings, vm, p, raw, key, now),
                     Validation::Introspection => {
-                        Err(self.introspect(settings, vm, provider, raw, key, now))
+                        Err(self.introspect(settings, vm, p, raw, key, now))
                     }
                 }
             }
@@ -175,11 +176,14 @@ impl RequestFlow {
         &mut self,
         settings: &Settings,
         vm: &mut VmState,
-        provider: &TokenProvider,
+        p: usize,
         raw: &str,
         key: Key,
         now: u64,
     ) -> Action {
+        let Some(provider) = settings.providers.get(p) else {
+            return Action::Respond(self.internal_error());
+        };
         let op = settings.op(provider.op);
         let endpoint = vm
             .op(provider.op)
@@ -193,7 +197,7 @@ impl RequestFlow {
         };
         let callout =
             bearer::introspection_request(&op.cluster, &endpoint, id, secret, raw, op.timeout_ms);
-        self.stage = Stage::Introspect { key };
+        self.stage = Stage::Introspect { key, provider: p };
         Action::Callout(callout)
     }
 
@@ -204,11 +208,14 @@ impl RequestFlow {
         &mut self,
         settings: &Settings,
         vm: &mut VmState,
-        provider: &TokenProvider,
+        p: usize,
         raw: &str,
         key: Key,
         now: u64,
     ) -> Result<Rc<TokenInfo>, Action> {
+        let Some(provider) = settings.providers.get(p) else {
+            return Err(Action::Respond(self.internal_error()));
+        };
         let op = settings.op(provider.op);
         let rules = JwtRules {
             issuer: &op.issuer,
@@ -225,7 +232,7 @@ impl RequestFlow {
             op.jwks_min_refetch_interval_s,
             &rules,
         )
-        .and_then(|info| with_headers(settings, self.ws, info));
+        .and_then(|info| with_headers(settings, self.ws, p, info));
         let fetching = runtime.keys_flight.is_some();
         match checked {
             Ok(info) => {
@@ -354,10 +361,14 @@ fn provider_for<'s>(
     settings: &'s Settings,
     providers: &[usize],
     raw: &str,
-) -> Option<&'s TokenProvider> {
-    let candidates = || providers.iter().filter_map(|&p| settings.providers.get(p));
+) -> Option<(usize, &'s TokenProvider)> {
+    let candidates = || {
+        providers
+            .iter()
+            .filter_map(|&p| settings.providers.get(p).map(|provider| (p, provider)))
+    };
     match bearer::unverified_issuer(raw) {
-        Some(iss) => candidates().find(|p| settings.op(p.op).issuer == iss),
+        Some(iss) => candidates().find(|(_, p)| settings.op(p.op).issuer == iss),
         None => {
             let mut all = candidates();
             let first = all.next()?;
@@ -365,21 +376,23 @@ fn provider_for<'s>(
                 return Some(first);
             }
             let mut introspecting =
-                candidates().filter(|p| p.validation == Validation::Introspection);
+                candidates().filter(|(_, p)| p.validation == Validation::Introspection);
             let only = introspecting.next()?;
             introspecting.next().is_none().then_some(only)
         }
     }
 }
 
-/// A checked token with the identity headers it gives (the web session `ws`'s), derived once
-/// for the cache. A token whose claim cannot be a header value is refused: it never goes
+/// A checked token with the identity headers it gives (the web session `ws`'s) and the
+/// provider that vouched for it, derived once for the cache. A token whose claim cannot be a header value is refused: it never goes
 /// upstream without it.
 pub(super) fn with_headers(
     settings: &Settings,
     ws: usize,
+    provider: usize,
     mut info: TokenInfo,
 ) -> Result<TokenInfo, BearerError> {
+    info.provider = provider;
     info.headers = settings
         .web(ws)
         .identity_for(info.sub.as_deref(), &info.claims)

@@ -13,6 +13,7 @@ use crate::bearer::{self, BearerError, TokenInfo};
 use crate::cache::Key;
 use crate::config::Settings;
 use crate::http::Action;
+use crate::mediation::Source;
 use crate::policy::{AppType, Application, Identity, Resource};
 use crate::request::HeaderSource;
 use crate::revocation::RevocationList;
@@ -50,18 +51,24 @@ impl Who<'_> {
         }
     }
 
-    /// Whom a mediated token is for.
-    pub fn subject(&self) -> Option<Subject<'_>> {
-        let (sub, claims): (&str, &Map<String, Value>) = match (&self.session, &self.token) {
-            (Some(e), _) => (&e.session.sub, &e.session.claims),
-            (None, Some(t)) => (t.sub.as_deref().unwrap_or_default(), &t.claims),
-            (None, None) => return None,
-        };
+    /// Whom a mediated token is for; `ws`: the request's web session.
+    pub fn subject(&self, ws: usize) -> Option<Subject<'_>> {
+        let (sub, claims, source): (&str, &Map<String, Value>, _) =
+            match (&self.session, &self.token) {
+                (Some(e), _) => (&e.session.sub, &e.session.claims, Source::WebSession(ws)),
+                (None, Some(t)) => (
+                    t.sub.as_deref().unwrap_or_default(),
+                    &t.claims,
+                    Source::TokenProvider(t.provider),
+                ),
+                (None, None) => return None,
+            };
         Some(Subject {
             sub,
             claims,
             session: self.session.is_some(),
             bearer: self.bearer.zip(self.token_key),
+            source,
         })
     }
 }

@@ -55,6 +55,7 @@ enum Stage {
     /// Waiting for the introspection endpoint about the token with this hash.
     Introspect {
         key: [u8; 32],
+        provider: usize,
     },
     /// Waiting for OP `op`'s JWKS to check a bearer token (this request leads the fetch).
     BearerKeys {
@@ -280,7 +281,7 @@ impl RequestFlow {
             return refusal;
         }
         let site = settings.site_for(app);
-        let mediated = match (site, who.subject()) {
+        let mediated = match (site, who.subject(self.ws)) {
             (Some((i, site)), Some(subject)) => {
                 match self.mediate(settings, vm, request, i, site, &subject, now, rng) {
                     Ok(token) => Some(token),
@@ -370,7 +371,7 @@ impl RequestFlow {
     /// must not wait forever.
     pub fn on_abandon(&mut self, vm: &mut VmState, now: u64) {
         match std::mem::replace(&mut self.stage, Stage::Done) {
-            Stage::Introspect { key } => {
+            Stage::Introspect { key, .. } => {
                 let waiters = vm.tokens.complete(&key, None, now);
                 vm.wake(waiters, Wake::Ready);
             }
@@ -460,8 +461,8 @@ impl RequestFlow {
                 id_token,
                 html,
             } => self.login_keys_answered(settings, vm, txn, id_token, html, result, now, rng),
-            Stage::Introspect { key } => {
-                self.introspection_answered(settings, vm, request, key, result, now, rng)
+            Stage::Introspect { key, provider } => {
+                self.introspection_answered(settings, vm, request, key, provider, result, now, rng)
             }
             Stage::Mediate { site, key, html } => {
                 self.exchange_answered(settings, vm, request, site, key, html, result, now, rng)

@@ -12,8 +12,7 @@ use envoy_wam::http::{Action, Body, Callout, CalloutResult, Forward, LocalRespon
 use envoy_wam::request::HeaderSource;
 use envoy_wam::revocation::MemoryStore;
 use envoy_wam::session::Session;
-use jwt_simple::prelude::*;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::*;
 
