@@ -162,6 +162,22 @@ fn config_warnings(settings: &Settings, json: &Json, at: &Locator) -> Vec<Findin
                 ));
             }
         }
+        let shared = settings.web_sessions.iter().take(i).find(|w| {
+            w.session.cookie_name == web.session.cookie_name
+                && w.session.cookie_domain == web.session.cookie_domain
+        });
+        if let Some(other) = shared {
+            let f = format!("{field}.cookie_name");
+            out.push(Finding::warning(
+                at.line_of(&f),
+                f,
+                format!(
+                    "`{}` is also web session `{}`'s cookie: a browser holds one of the two \
+                     sessions at a time, and signing in to one ends the other",
+                    web.session.cookie_name, other.name
+                ),
+            ));
+        }
     }
     if settings.default_web().client.redirect_uri.is_none() {
         let apps = json
