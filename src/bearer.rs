@@ -167,6 +167,11 @@ pub fn validate_jwt(
         .or_else(|| claims.custom.get("azp"))
         .and_then(Value::as_str)
         .map(String::from);
+    // The verified issuer among the claims: rules and identity headers can then say which OP
+    // vouched (an application may accept several), which jwt-simple keeps out of `custom`.
+    let mut custom = claims.custom;
+    custom.insert("iss".into(), Value::String(rules.issuer.to_string()));
+    let claims = JWTClaims { custom, ..claims };
     Ok(TokenInfo {
         scopes: scopes_of(&claims.custom),
         sub: claims.subject,

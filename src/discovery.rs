@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::config::{parse_http_url, Endpoint, OpEndpoints, OpSettings};
+use crate::config::{parse_http_url, ConfiguredEndpoints, Endpoint, OpEndpoints, OpSettings};
 use crate::http::Callout;
 
 /// How long to wait before trying again after a failed fetch.
@@ -26,9 +26,14 @@ pub fn request(op: &OpSettings) -> Option<Callout> {
 #[derive(Deserialize)]
 struct Document {
     issuer: String,
-    authorization_endpoint: String,
-    token_endpoint: String,
-    jwks_uri: String,
+    // Required of an OP that signs users in (checked against what the OP is used for); a token
+    // provider may publish only its keys.
+    #[serde(default)]
+    authorization_endpoint: Option<String>,
+    #[serde(default)]
+    token_endpoint: Option<String>,
+    #[serde(default)]
+    jwks_uri: Option<String>,
     #[serde(default)]
     end_session_endpoint: Option<String>,
     #[serde(default)]
@@ -66,20 +71,17 @@ pub fn parse(op: &OpSettings, body: &[u8]) -> Result<OpEndpoints, DiscoveryError
             e.field, e.message
         ))
     };
-    Ok(OpEndpoints {
-        authorization: Some(match &configured.authorization {
-            Some(u) => u.clone(),
-            None => parse_http_url("authorization_endpoint", &doc.authorization_endpoint)
-                .map_err(bad)?,
-        }),
-        token: Some(match &configured.token {
-            Some(e) => e.clone(),
-            None => Endpoint::parse("token_endpoint", &doc.token_endpoint).map_err(bad)?,
-        }),
-        jwks: Some(match &configured.jwks {
-            Some(e) => e.clone(),
-            None => Endpoint::parse("jwks_uri", &doc.jwks_uri).map_err(bad)?,
-        }),
+    let endpoints = OpEndpoints {
+        authorization: match (
+            &configured.authorization,
+            doc.authorization_endpoint.as_deref(),
+        ) {
+            (Some(u), _) => Some(u.clone()),
+            (None, Some(u)) => Some(parse_http_url("authorization_endpoint", u).map_err(bad)?),
+            (None, None) => None,
+        },
+        token: optional(&configured.token, "token_endpoint", &doc.token_endpoint).map_err(bad)?,
+        jwks: optional(&configured.jwks, "jwks_uri", &doc.jwks_uri).map_err(bad)?,
         end_session: match (&configured.end_session, doc.end_session_endpoint.as_deref()) {
             (Some(u), _) => Some(u.clone()),
             (None, Some(u)) => Some(parse_http_url("end_session_endpoint", u).map_err(bad)?),
@@ -105,7 +107,20 @@ pub fn parse(op: &OpSettings, body: &[u8]) -> Result<OpEndpoints, DiscoveryError
             &doc.revocation_endpoint,
         )
         .map_err(bad)?,
-    })
+    };
+    let complete = ConfiguredEndpoints {
+        authorization: endpoints.authorization.clone(),
+        token: endpoints.token.clone(),
+        jwks: endpoints.jwks.clone(),
+        introspection: endpoints.introspection.clone(),
+        ..ConfiguredEndpoints::default()
+    };
+    match complete.complete(op.used) {
+        Some(_) => Ok(endpoints),
+        None => Err(DiscoveryError::Unusable(
+            "the document lacks an endpoint this OP is used for".into(),
+        )),
+    }
 }
 
 /// An optional endpoint: the configured one, else the discovered one.

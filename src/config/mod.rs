@@ -230,7 +230,7 @@ pub struct Settings {
     pub web_sessions: Vec<WebSession>,
     /// Issuers of bearer tokens: the named ones, then those made from applications' `api`.
     pub providers: Vec<TokenProvider>,
-    /// Entries of the revocation list each worker keeps (the default session's setting).
+    /// Entries of the revocation list each worker keeps (the largest web session's setting).
     pub revocation_list_entries: usize,
     pub clock_skew_s: u64,
     pub id_token_algorithms: Vec<SignatureAlg>,
@@ -403,6 +403,19 @@ impl Settings {
         let authtoken = raw.authtoken.map(AuthTokenSigner::compile).transpose()?;
         let sites = mediation::compile_all(raw.site_authenticators, authtoken.is_some())?;
         for (i, site) in sites.iter().enumerate() {
+            if let Inject::Header(name) = &site.inject {
+                let identity = web_sessions
+                    .iter()
+                    .flat_map(|w| w.identity_headers.iter())
+                    .any(|h| &h.header == name);
+                if identity {
+                    return Err(ConfigError::new(
+                        format!("site_authenticators[{i}].inject.header"),
+                        "is an identity header: the backend could not tell the site's token \
+                         from the user's identity",
+                    ));
+                }
+            }
             if let Inject::Cookie(name) = &site.inject {
                 let ours = web_sessions
                     .iter()
@@ -477,7 +490,13 @@ impl Settings {
         }
 
         let mut sites = sites;
-        site_sources::resolve(&mut sites, policy.applications(), &web_sessions, &providers)?;
+        site_sources::resolve(
+            &mut sites,
+            policy.applications(),
+            &web_sessions,
+            &providers,
+            &ops,
+        )?;
 
         let any_host =
             policy.serves_any_host() || policy.default_decision == policy::DefaultDecision::Allow;
@@ -502,7 +521,12 @@ impl Settings {
             authtoken_jwks_path: format!("{base_path}/authtoken/JWKS"),
             heartbeat_path: format!("{base_path}/heartbeat.ping"),
             base_path,
-            revocation_list_entries: web_sessions[0].session.revocation_list_entries,
+            // One list serves every web session: the largest setting.
+            revocation_list_entries: web_sessions
+                .iter()
+                .map(|w| w.session.revocation_list_entries)
+                .max()
+                .unwrap_or(10_000),
             reserved_request_headers: web_sessions[0]
                 .no_identity
                 .iter()

@@ -61,6 +61,15 @@ pub(super) fn read(
             "JWT validation needs at least one accepted audience",
         ));
     }
+    if raw.validation == Validation::Introspection && !raw.audiences.is_empty() {
+        // The introspection answer's `aud` is not checked: an audience written here would
+        // only look enforced.
+        return Err(ConfigError::new(
+            format!("{at}.audiences"),
+            "applies to JWT validation only; the introspection endpoint decides which tokens \
+             are active for this gateway",
+        ));
+    }
     if let Some(j) = raw.audiences.iter().position(|a| a.is_empty()) {
         return Err(ConfigError::new(
             format!("{at}.audiences[{j}]"),

@@ -1,8 +1,8 @@
-//! Whose identities a site authenticator mediates. A site's token is made from one web
-//! session's users (or from the named token providers' tokens): two OPs may both have an
-//! `alice`, and a site's STS, or its cache here, could not tell them apart.
+//! Whose identities a site authenticator mediates. A site's token is made from one OP's users
+//! (a web session's, or a token provider's): two OPs may both have an `alice`, and a site, its
+//! STS or its cache here could not tell them apart from a `sub`.
 
-use super::{ConfigError, TokenProvider, WebSession};
+use super::{ConfigError, OpSettings, TokenProvider, WebSession};
 use crate::mediation::{SiteAuthenticator, Source, SubjectFrom};
 use crate::policy::{AppType, Application};
 
@@ -12,6 +12,7 @@ pub(super) fn resolve(
     apps: &[Application],
     webs: &[WebSession],
     providers: &[TokenProvider],
+    ops: &[OpSettings],
 ) -> Result<(), ConfigError> {
     for (i, site) in sites.iter_mut().enumerate() {
         site.source = match &site.subject {
@@ -39,34 +40,67 @@ pub(super) fn resolve(
         };
     }
     for site in sites.iter() {
-        // The web session of the first application that mediates sessions through this site.
-        let mut sessions_of: Option<usize> = None;
+        // The OP whose users the first application using this site brings.
+        let mut issuer_of: Option<&str> = None;
         for (j, app) in apps.iter().enumerate() {
             if app.site_authenticator.as_deref() != Some(site.name.as_str()) {
                 continue;
             }
             check_app(j, app, site, webs)?;
-            if app.app_type == AppType::Api || site.source.is_some() {
+            if site.source.is_some() {
                 continue;
             }
-            match sessions_of {
-                Some(w) if w != app.web_session => {
-                    return Err(ConfigError::new(
-                        format!("policy.applications[{j}].site_authenticator"),
-                        format!(
-                            "site `{}` already serves the users of web session `{}`: its token \
-                             service could not tell two OPs' users apart; give this web \
-                             session its own site authenticator",
-                            site.name,
-                            webs.get(w).map_or("", |w| w.name.as_str()),
-                        ),
-                    ))
+            for issuer in issuers(app, site, webs, providers, ops) {
+                match issuer_of {
+                    Some(first) if first != issuer => {
+                        return Err(ConfigError::new(
+                            format!("policy.applications[{j}].site_authenticator"),
+                            format!(
+                                "site `{}` already serves the users of {first}, and this \
+                                 application brings those of {issuer}: the site could not tell \
+                                 two OPs' users of the same `sub` apart; give each OP its own \
+                                 site authenticator, or name one in `subject`",
+                                site.name,
+                            ),
+                        ))
+                    }
+                    _ => issuer_of = Some(issuer),
                 }
-                _ => sessions_of = Some(app.web_session),
             }
         }
     }
     Ok(())
+}
+
+/// The OPs whose users application `app` brings to `site`: its web session's (sessions), and
+/// its token providers' (bearer tokens), except where the site sends the client's own token
+/// to its STS, whose `iss` then says which OP it is.
+fn issuers<'a>(
+    app: &Application,
+    site: &SiteAuthenticator,
+    webs: &[WebSession],
+    providers: &[TokenProvider],
+    ops: &'a [OpSettings],
+) -> Vec<&'a str> {
+    let issuer = |op: usize| ops.get(op).map(|o| o.issuer.as_str());
+    let mut out = Vec::new();
+    if app.app_type != AppType::Api {
+        out.extend(webs.get(app.web_session).and_then(|w| issuer(w.op)));
+    }
+    let own_token_goes = site.token_exchange().is_some();
+    if app.app_type != AppType::Web && !own_token_goes {
+        let chosen = app
+            .api
+            .as_ref()
+            .map(|a| a.providers.as_slice())
+            .unwrap_or_default();
+        out.extend(
+            chosen
+                .iter()
+                .filter_map(|&p| providers.get(p).and_then(|p| issuer(p.op))),
+        );
+    }
+    out
 }
 
 /// Application `j` (using `site`) can give the identity the site's `subject` names.

@@ -8,6 +8,7 @@ use super::raw::{RawClient, RawIdentityHeader, RawLogout, RawOp, RawSession};
 use super::{identity, is_token_char, parse_http_url, session, ConfigError, RESERVED_HEADERS};
 use super::{ClientSettings, IdentityHeader, LogoutSettings, OpSettings, SessionSettings};
 use crate::http::HeaderOps;
+use crate::session::chunks::is_ours;
 
 /// The name of the web session made of the top-level sections.
 pub const DEFAULT_WEB_SESSION: &str = "default";
@@ -140,7 +141,10 @@ fn identity_headers(
                 "must be an HTTP header name",
             ));
         }
-        if RESERVED_HEADERS.contains(&name.as_str()) {
+        // Credentials go in `authorization` (a forwarded bearer token, the session's access
+        // token), and one web session's identity headers are removed from the others' requests.
+        let credentials = ["authorization", "proxy-authorization"].contains(&name.as_str());
+        if credentials || RESERVED_HEADERS.contains(&name.as_str()) {
             return Err(ConfigError::new(
                 format!("{at}[{i}].header"),
                 format!("`{name}` cannot carry identity"),
@@ -176,6 +180,24 @@ pub(super) fn check_all(webs: &mut [WebSession]) -> Result<(), ConfigError> {
             return Err(ConfigError::new(
                 format!("web_sessions[{}].name", i.saturating_sub(1)),
                 "is used twice",
+            ));
+        }
+        // The same name is allowed (one session per browser at a time); a name inside another
+        // one's namespace (its chunks `<name>.N`, its `<name>.txn.` cookies) is not: clearing
+        // or chunking one session would overwrite the other's cookie.
+        let (a, ap) = (&w.session.cookie_name, &w.txn_cookie_prefix);
+        let inside = webs.iter().take(i).find(|o| {
+            let (b, bp) = (&o.session.cookie_name, &o.txn_cookie_prefix);
+            a != b && (is_ours(a, b) || is_ours(b, a) || a.starts_with(bp) || b.starts_with(ap))
+        });
+        if let Some(other) = inside {
+            return Err(ConfigError::new(
+                format!("web_sessions[{}].session.cookie_name", i.saturating_sub(1)),
+                format!(
+                    "`{a}` is within the cookies of web session `{}` (`{}` and its `.N` and \
+                     `.txn.` cookies): use the same name or an unrelated one",
+                    other.name, other.session.cookie_name
+                ),
             ));
         }
     }

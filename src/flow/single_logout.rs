@@ -289,9 +289,14 @@ fn backchannel_error(status: u32, description: &str) -> LocalResponse {
 /// name for every web session but the default (whose entries keep their old form), so a
 /// logout at one OP never ends a session that another OP's user of the same `sub` or `sid`
 /// holds.
+///
+/// The form is unambiguous: a web session's name has no U+001F, so `<name>\u{1f}` ends at the
+/// first one; a default value that has one itself is written `\u{1f}<value>` (an empty name),
+/// so no OP can name another web session's entry by putting the separator in its own values.
 pub(super) fn op_scoped<'a>(settings: &Settings, ws: usize, value: &'a str) -> Cow<'a, str> {
     match ws {
-        0 => Cow::Borrowed(value),
+        0 if !value.contains('\u{1f}') => Cow::Borrowed(value),
+        0 => Cow::Owned(format!("\u{1f}{value}")),
         ws => Cow::Owned(format!("{}\u{1f}{value}", settings.web(ws).name)),
     }
 }
