@@ -179,29 +179,36 @@ fn config_warnings(settings: &Settings, json: &Json, at: &Locator) -> Vec<Findin
             ));
         }
     }
-    if settings.default_web().client.redirect_uri.is_none() {
-        let apps = json
-            .pointer("/policy/applications")
-            .and_then(Json::as_array);
-        for (i, app) in apps.into_iter().flatten().enumerate() {
-            let hosts = app.get("hosts").and_then(Json::as_array);
-            let wild = hosts
-                .into_iter()
-                .flatten()
-                .filter_map(Json::as_str)
-                .find(|h| h.contains('*'));
-            if let Some(host) = wild {
-                let field = format!("policy.applications[{i}].hosts");
-                out.push(Finding::warning(
-                    at.line_of(&field),
-                    field,
-                    format!(
-                        "`{host}` without client.redirect_uri: the login redirect is built \
-                         from the request's Host, which the client picks among the names \
-                         `{host}` matches; set client.redirect_uri"
-                    ),
-                ));
-            }
+    let apps = json
+        .pointer("/policy/applications")
+        .and_then(Json::as_array);
+    for (i, app) in apps.into_iter().flatten().enumerate() {
+        // The application's web session (its name, else the default) has no fixed redirect URI.
+        let named = app.get("web_session").and_then(Json::as_str);
+        let web = settings
+            .web_sessions
+            .iter()
+            .find(|w| named.is_none_or(|n| n == w.name));
+        if web.is_none_or(|w| w.client.redirect_uri.is_some()) {
+            continue;
+        }
+        let hosts = app.get("hosts").and_then(Json::as_array);
+        let wild = hosts
+            .into_iter()
+            .flatten()
+            .filter_map(Json::as_str)
+            .find(|h| h.contains('*'));
+        if let Some(host) = wild {
+            let field = format!("policy.applications[{i}].hosts");
+            out.push(Finding::warning(
+                at.line_of(&field),
+                field,
+                format!(
+                    "`{host}` without client.redirect_uri: the login redirect is built \
+                     from the request's Host, which the client picks among the names \
+                     `{host}` matches; set client.redirect_uri"
+                ),
+            ));
         }
     }
     out
