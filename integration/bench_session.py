@@ -145,6 +145,12 @@ def web_sessions(args):
         Variant("ws2-p", "2 web sessions, /partner/", "wam", two, headers=partner_cookie, path="/partner/bench", clusters=clusters),
         Variant("ws2-same-p", "2 web sessions (same headers), /partner/", "wam", same, headers=same_cookie, path="/partner/bench", clusters=clusters),
     ]
+    if args.compare:
+        ref = os.path.abspath(args.compare)
+        variants += [
+            Variant("ws1-ref", "--compare build, 1 web session, /", "wam", one, wasm=ref, headers=corp),
+            Variant("ws2-ref", "--compare build, 2 web sessions, /", "wam", two, wasm=ref, headers=corp, clusters=clusters),
+        ]
     envoy = benchlib.start(variants, logdir)
     try:
         benchlib.expect_200(variants)
@@ -152,6 +158,9 @@ def web_sessions(args):
     finally:
         envoy.stop()
     comparisons = [
+        ("1 web session: this build / --compare build", "ws1", "ws1-ref", ""),
+        ("2 web sessions: this build / --compare build", "ws2", "ws2-ref", ""),
+        ("2 web sessions / 1, --compare build", "ws2-ref", "ws1-ref", ""),
         ("2 web sessions / 1, default session at /", "ws2", "ws1", "target: no slower (>= ~1.0)"),
         ("2 (same headers) / 1, default session at /", "ws2-same", "ws1", "target: no slower"),
         ("2 web sessions / 1, partner session at /partner/", "ws2-p", "ws1-p", "target: no slower"),
