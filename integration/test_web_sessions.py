@@ -393,3 +393,23 @@ def test_logout_at_each_op_ends_only_its_own_web_session_by_back_channel(gw, op,
     wait_until_refused(gw, op, corp_cookie, "/home", within=1.5)
     for _ in range(6):
         assert backend_view(get(gw, "/partner/x", partner_cookie))["headers"]["x-partner-user"] == "dave"
+
+
+def test_front_channel_logout_of_the_partner_op_ends_only_the_partner_session(gw, op, partner):
+    s, _ = logged_in(gw, "/partner/", "carol")
+    logged_in(gw, "/home", "alice", s)
+    partner_cookie, corp_cookie = f"PA.partner={cookie_of(s, 'PA.partner')}", f"PA.wam={cookie_of(s, 'PA.wam')}"
+    sid = stack.op_session(s, partner.issuer)["clients"]["pa_wam"]["sid"]
+    # The partner's iss and sid at the default web session's endpoint: not its OP (400).
+    r = requests.get(gw.url + "/pa/oidc/frontchannel", params={"iss": partner.issuer, "sid": sid}, timeout=10)
+    assert r.status_code == 400, r.status_code
+    # The corporate issuer at the partner's endpoint: refused likewise.
+    r = requests.get(gw.url + "/pa/oidc/frontchannel/partner", params={"iss": op.issuer, "sid": sid}, timeout=10)
+    assert r.status_code == 400, r.status_code
+    backend_view(get(gw, "/partner/still", partner_cookie))
+    # oidc-provider has no front-channel logout: the test calls it as the OP's iframe would.
+    r = requests.get(gw.url + "/pa/oidc/frontchannel/partner", params={"iss": partner.issuer, "sid": sid}, headers=HTML, timeout=10)
+    assert r.status_code == 200
+    wait_until_refused(gw, partner, partner_cookie, "/partner/x", within=1.5)
+    for _ in range(6):
+        assert backend_view(get(gw, "/home", corp_cookie))["headers"]["x-wam-user"] == "alice"
