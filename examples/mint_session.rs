@@ -1,7 +1,8 @@
 //! Prints a valid session cookie value for a filter configuration, so benchmarks and load
 //! tests can send authenticated requests without driving a browser login each time.
 //!
-//! usage: mint_session <config.json> <sub> [claim=value ...]
+//! usage: mint_session [--web-session NAME] <config.json> <sub> [claim=value ...]
+//! (a cookie of the named web session of `web_sessions`; by default the default one's)
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,12 +18,26 @@ impl Entropy for OsEntropy {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let path = args
-        .next()
-        .ok_or("usage: mint_session <config.json> <sub> [claim=value ...]")?;
+    let usage = "usage: mint_session [--web-session NAME] <config.json> <sub> [claim=value ...]";
+    let mut args = std::env::args().skip(1).peekable();
+    let web_session = match args.peek().map(String::as_str) {
+        Some("--web-session") => {
+            args.next();
+            Some(args.next().ok_or(usage)?)
+        }
+        _ => None,
+    };
+    let path = args.next().ok_or(usage)?;
     let sub = args.next().ok_or("missing <sub>")?;
     let settings = Settings::from_json(&std::fs::read(path)?)?;
+    let web = match &web_session {
+        None => settings.default_web(),
+        Some(name) => settings
+            .web_sessions
+            .iter()
+            .find(|w| &w.name == name)
+            .ok_or_else(|| format!("no web session is named `{name}`"))?,
+    };
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let mut claims = serde_json::Map::new();
     for pair in args {
@@ -33,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         sid: "bench".into(),
         sub,
         auth_time: now,
-        expires_at: now + settings.default_web().session.max_lifetime_s,
+        expires_at: now + web.session.max_lifetime_s,
         last_activity: now,
         created_at: now,
         claims,
@@ -45,7 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{}",
         session
-            .encode(&settings.default_web().session.keys, &mut OsEntropy)
+            .encode(&web.session.keys, &mut OsEntropy)
             .ok_or("could not seal")?
     );
     Ok(())

@@ -15,7 +15,14 @@ of per-round values: the req/s ratio and the CPU µs/request difference. Targets
 no-op wasm >= 0.85 (the web-session issue); "envoy-wam / --compare build" near 1.0 and near
 +0 µs means no regression. The last line is the report as JSON.
 
-usage: .venv/bin/python integration/bench_session.py [--rounds N] [--seconds S] [--connections C] [--compare OTHER.wasm]
+With --web-sessions (issue 11) it measures instead the valid-session path with two web
+sessions (two OPs) against one, the same applications and policy in both: `/` and `/partner/`
+are applications of the default web session in the one-session configuration, while in the
+two-session ones `/partner/` has a web session of its own (its OP, cookie PA.partner and keys),
+with identity headers of its own (x-partner-*, so each request also removes the other session's
+three headers) or with the same header names as the default one. Target: no slower.
+
+usage: .venv/bin/python integration/bench_session.py [--rounds N] [--seconds S] [--connections C] [--compare OTHER.wasm] [--web-sessions]
 """
 
 import argparse
@@ -33,8 +40,11 @@ from benchlib import Variant, copy  # noqa: E402
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     benchlib.add_arguments(ap)
+    ap.add_argument("--web-sessions", action="store_true", help="two web sessions against one (issue 11) instead")
     args = ap.parse_args()
     benchlib.check_compare(args)
+    if args.web_sessions:
+        return web_sessions(args)
 
     stack.build_wasm((stack.NOOP_DIR, stack.FLOOR_DIR))
     logdir = tempfile.mkdtemp(prefix="envoy-wam-bench-")
@@ -96,6 +106,75 @@ def main():
         comparisons,
         benchlib.settings(args),
         extra={"bench": "session"},
+    )
+
+
+def web_sessions(args):
+    """Two web sessions against one: the default session's path and the named one's."""
+    stack.build_wasm((stack.NOOP_DIR,))
+    logdir = tempfile.mkdtemp(prefix="envoy-wam-bench-")
+    every = [{"name": "all", "paths": ["/*"]}]
+    one = benchlib.session_config()
+    one["policy"] = {
+        "applications": [
+            {"name": "corp", "hosts": ["*"], "context_root": "/", "type": "web", "resources": every},
+            {"name": "partner", "hosts": ["*"], "context_root": "/partner", "type": "web", "resources": every},
+        ]
+    }
+    partner = stack.web_session("partner", "http://127.0.0.1:10", "partner_op", **{"session.activity_refresh_s": 3600, "session.idle_timeout_s": 7200})
+    two = copy(one)
+    two["web_sessions"] = [partner]
+    two["policy"]["applications"][1]["web_session"] = "partner"
+    # The partner session with the default one's identity header names: no foreign headers.
+    same = copy(two)
+    same["web_sessions"][0]["identity_headers"] = copy(one["identity_headers"])
+
+    corp = benchlib.session_headers(benchlib.mint_cookie(one, logdir))
+    # One configuration's default keys are another's: mint_cookie for `two` with the same
+    # default session gives a cookie each of them accepts.
+    assert two["session"] == one["session"] and same["session"] == one["session"]
+    partner_cookie = benchlib.session_headers(benchlib.mint_cookie(two, logdir, "partner"), "PA.partner")
+    same_cookie = benchlib.session_headers(benchlib.mint_cookie(same, logdir, "partner"), "PA.partner")
+    clusters = {"partner_op": 10}
+    variants = [
+        Variant("noop", "no-op wasm filter", "noop", headers=corp),
+        Variant("ws1", "1 web session, /", "wam", one, headers=corp),
+        Variant("ws2", "2 web sessions, /", "wam", two, headers=corp, clusters=clusters),
+        Variant("ws2-same", "2 web sessions (same headers), /", "wam", same, headers=corp, clusters=clusters),
+        Variant("ws1-p", "1 web session, /partner/", "wam", one, headers=corp, path="/partner/bench"),
+        Variant("ws2-p", "2 web sessions, /partner/", "wam", two, headers=partner_cookie, path="/partner/bench", clusters=clusters),
+        Variant("ws2-same-p", "2 web sessions (same headers), /partner/", "wam", same, headers=same_cookie, path="/partner/bench", clusters=clusters),
+    ]
+    if args.compare:
+        ref = os.path.abspath(args.compare)
+        variants += [
+            Variant("ws1-ref", "--compare build, 1 web session, /", "wam", one, wasm=ref, headers=corp),
+            Variant("ws2-ref", "--compare build, 2 web sessions, /", "wam", two, wasm=ref, headers=corp, clusters=clusters),
+        ]
+    envoy = benchlib.start(variants, logdir)
+    try:
+        benchlib.expect_200(variants)
+        results = benchlib.measure(envoy, variants, args.rounds, args.seconds, args.connections)
+    finally:
+        envoy.stop()
+    comparisons = [
+        ("1 web session: this build / --compare build", "ws1", "ws1-ref", ""),
+        ("2 web sessions: this build / --compare build", "ws2", "ws2-ref", ""),
+        ("2 web sessions / 1, --compare build", "ws2-ref", "ws1-ref", ""),
+        ("2 web sessions / 1, default session at /", "ws2", "ws1", "target: no slower (>= ~1.0)"),
+        ("2 (same headers) / 1, default session at /", "ws2-same", "ws1", "target: no slower"),
+        ("2 web sessions / 1, partner session at /partner/", "ws2-p", "ws1-p", "target: no slower"),
+        ("2 (same headers) / 1, partner session at /partner/", "ws2-same-p", "ws1-p", "target: no slower"),
+        ("1 web session / no-op wasm", "ws1", "noop", ""),
+    ]
+    benchlib.report(
+        "valid-session request, two web sessions against one, one Envoy, 1 worker",
+        variants,
+        results,
+        comparisons,
+        benchlib.settings(args),
+        baseline="noop",
+        extra={"bench": "session-web-sessions"},
     )
 
 

@@ -242,12 +242,18 @@ def _needs_redirect_uri(cfg):
 
 def with_redirect_uri(cfg, gateway_url):
     """`cfg` with client.redirect_uri set to this gateway's callback where the filter needs one
-    and the test did not set it (what an operator writes for a gateway at `gateway_url`)."""
-    if cfg is None or not _needs_redirect_uri(cfg) or "redirect_uri" in cfg.get("client", {}):
+    and the test did not set it (what an operator writes for a gateway at `gateway_url`); the
+    same for each named web session (its callback <base>/oidc/cb/<name>)."""
+    if cfg is None or not _needs_redirect_uri(cfg):
+        return cfg
+    missing = "redirect_uri" not in cfg.get("client", {}) or any("redirect_uri" not in w.get("client", {}) for w in cfg.get("web_sessions", []))
+    if not missing:
         return cfg
     cfg = json.loads(json.dumps(cfg))
     base = cfg.get("base_path", "/pa").rstrip("/")
-    cfg.setdefault("client", {})["redirect_uri"] = f"{gateway_url}{base}/oidc/cb"
+    cfg.setdefault("client", {}).setdefault("redirect_uri", f"{gateway_url}{base}/oidc/cb")
+    for w in cfg.get("web_sessions", []):
+        w.setdefault("client", {}).setdefault("redirect_uri", f"{gateway_url}{base}/oidc/cb/{w.get('name', '')}")
     return cfg
 
 
@@ -570,6 +576,114 @@ def live_config(op_issuer, client_id="pa_wam", **overrides):
     {"session.validate_interval_s": 1, "session.validation_grace_s": 3}."""
     base = {"op.userinfo_endpoint": f"{op_issuer}/me", "op.revocation_endpoint": f"{op_issuer}/token/revocation"}
     return wam_config(op_issuer, client_id, **{**base, **overrides})
+
+
+# --- several OPs (issue 11): a partner OP, named web sessions, token providers ---------------
+
+# The partner OP's users (any other login name works too, in no group).
+PARTNER_GROUPS = {"carol": ["partners"], "dave": ["partners", "buyers"]}
+
+
+def start_partner_op(port, gateway_urls, web_session="partner", logdir=None, issuer=None, env=None, groups=None):
+    """A second OP (op.mjs) for the gateway's web session `web_session`: its web clients
+    (pa_wam, ...) register <gateway><base>/oidc/cb/<web_session> as redirect URI and
+    <first gateway>/pa/oidc/backchannel/<web_session> for back-channel logout; its cookies are
+    named <web_session>_session etc. (a browser keeps cookies per host, not per port, so two
+    OPs on 127.0.0.1 would otherwise overwrite each other's session); its users' groups are
+    `groups` (PARTNER_GROUPS). Same client ids and secret as the first OP, its own keys."""
+    extra = {
+        "GATEWAY_CALLBACK_PATH": f"/pa/oidc/cb/{web_session}",
+        "BACKCHANNEL_PATH": f"/pa/oidc/backchannel/{web_session}",
+        "OP_COOKIE_PREFIX": web_session,
+        "OP_GROUPS": json.dumps(PARTNER_GROUPS if groups is None else groups),
+        **(env or {}),
+    }
+    return start_op(port, gateway_urls, logdir=logdir, issuer=issuer, env=extra, name=f"op-{web_session}")
+
+
+def op_section(op_issuer, cluster="op", discovery=False):
+    """An `op` section for oidc-provider at `op_issuer`, reached through Envoy cluster
+    `cluster`: its endpoints written out, or (`discovery`) fetched from its discovery
+    document."""
+    if discovery:
+        return {"issuer": op_issuer, "cluster": cluster, "discovery": True, "timeout_ms": 3000}
+    return {
+        "issuer": op_issuer,
+        "cluster": cluster,
+        "authorization_endpoint": f"{op_issuer}/auth",
+        "token_endpoint": f"{op_issuer}/token",
+        "jwks_uri": f"{op_issuer}/jwks",
+        "end_session_endpoint": f"{op_issuer}/session/end",
+        "timeout_ms": 3000,
+    }
+
+
+def web_session(name, op_issuer, cluster, client_id="pa_wam", discovery=False, **overrides):
+    """One entry of `web_sessions`: sign-in at the OP `op_issuer` through Envoy cluster
+    `cluster` as `client_id`, a cookie PA.<name> with keys of its own, and identity headers
+    x-<name>-user, x-<name>-email, x-<name>-groups. `overrides` as in wam_config, relative to
+    the entry (e.g. {"session.cookie_name": "PA.wam"})."""
+    entry = {
+        "name": name,
+        "op": op_section(op_issuer, cluster, discovery),
+        "client": {"client_id": client_id, "client_secret": CLIENT_SECRET, "scopes": ["openid", "profile", "email", "groups"]},
+        "session": {
+            "cookie_name": f"PA.{name}",
+            "cookie_secure": False,
+            "signing_keys": [{"kid": f"{name}-1", "secret": base64.b64encode(os.urandom(32)).decode()}],
+            "claims": ["email", "name", "groups"],
+        },
+        "identity_headers": [
+            {"header": f"x-{name}-user", "claim": "sub"},
+            {"header": f"x-{name}-email", "claim": "email"},
+            {"header": f"x-{name}-groups", "claim": "groups"},
+        ],
+    }
+    for path, value in overrides.items():
+        node = entry
+        keys = path.split(".")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return entry
+
+
+def token_provider(name, op_issuer, cluster, audiences, validation="jwt"):
+    """One entry of `token_providers`: bearer tokens of the OP `op_issuer` (its JWKS, or its
+    introspection endpoint as pa_wam), reached through Envoy cluster `cluster`."""
+    op = {"issuer": op_issuer, "cluster": cluster, "timeout_ms": 3000}
+    entry = {"name": name, "op": op, "validation": validation, "audiences": list(audiences)}
+    if validation == "jwt":
+        op["jwks_uri"] = f"{op_issuer}/jwks"
+    else:
+        op["introspection_endpoint"] = f"{op_issuer}/token/introspection"
+        entry["client"] = {"client_id": "pa_wam", "client_secret": CLIENT_SECRET}
+    return entry
+
+
+def two_op_config(corp_issuer, partner_issuer, partner_cluster="partner_op", partner_discovery=False, partner=None, hosts=("*",)):
+    """A configuration with two web sessions: the default one (wam_config, the corporate OP,
+    cluster `op`) for every application but `/partner/`, which signs in at the partner OP
+    (web session `partner`, cluster `partner_cluster`). `partner`: overrides for the partner
+    entry as in web_session. Applications: `corp` (/), `partner` (/partner), and `api` (/api,
+    type api, accepting JWT access tokens for API_RESOURCE from both OPs: token providers
+    `corp-tokens` and `partner-tokens`)."""
+    cfg = wam_config(corp_issuer)
+    cfg["clock_skew_s"] = 1
+    cfg["web_sessions"] = [web_session("partner", partner_issuer, partner_cluster, discovery=partner_discovery, **(partner or {}))]
+    cfg["token_providers"] = [
+        token_provider("corp-tokens", corp_issuer, "op", [API_RESOURCE]),
+        token_provider("partner-tokens", partner_issuer, partner_cluster, [API_RESOURCE]),
+    ]
+    every = {"name": "all", "paths": ["/*"]}
+    cfg["policy"] = {
+        "applications": [
+            {"name": "corp", "hosts": list(hosts), "context_root": "/", "type": "web", "resources": [every]},
+            {"name": "partner", "hosts": list(hosts), "context_root": "/partner", "type": "web", "web_session": "partner", "resources": [every]},
+            {"name": "api", "hosts": list(hosts), "context_root": "/api", "type": "api", "api": {"token_providers": ["corp-tokens", "partner-tokens"]}, "resources": [every]},
+        ]
+    }
+    return cfg
 
 
 def _op_call(op_url, path, method="POST", body=None):

@@ -275,10 +275,13 @@ fn is_demo_secret(secret: &str) -> bool {
         let docs = yaml::parse(text).unwrap_or_default();
         envoy::targets(&docs).iter().any(|t| {
             let json: Json = serde_json::from_slice(&t.json).unwrap_or(Json::Null);
-            let keys = json
-                .pointer("/session/signing_keys")
-                .and_then(Json::as_array);
-            keys.into_iter().flatten().any(|k| {
+            // The default web session's keys and every named one's (the demo's partner).
+            let named = json.pointer("/web_sessions").and_then(Json::as_array);
+            let sessions = std::iter::once(json.get("session"))
+                .chain(named.into_iter().flatten().map(|w| w.get("session")))
+                .flatten();
+            let keys = sessions.filter_map(|s| s.get("signing_keys").and_then(Json::as_array));
+            keys.flatten().any(|k| {
                 k.get("secret")
                     .and_then(Json::as_str)
                     .and_then(decode_secret)

@@ -108,6 +108,7 @@ pub(super) fn anonymous(
 ) -> Forward {
     let mut fwd = Forward {
         identity: identity.unwrap_or_else(|| settings.web(ws).no_identity.clone()),
+        identity_absent: 0,
         removed: Vec::new(),
         request_headers: Vec::new(),
         response_cookies: Vec::new(),
@@ -142,6 +143,7 @@ pub(super) fn anonymous(
             }
         }
     }
+    fwd.identity_absent = absent_removals(&fwd.identity, request);
     if cookies > 0 {
         clean_cookies(settings, request, site, cookies, &mut fwd);
     }
@@ -154,6 +156,19 @@ pub(super) fn anonymous(
             .push((":authority".into(), Some(authority.clone())));
     }
     fwd
+}
+
+/// The removals among `identity` (the first 64 operations) of headers `request` does not
+/// carry, as bits (see `Forward::identity_absent`).
+fn absent_removals(identity: &[(String, Option<String>)], request: &dyn HeaderSource) -> u64 {
+    let headers = request.headers();
+    let mut bits = 0u64;
+    for (i, (name, value)) in identity.iter().enumerate().take(64) {
+        if value.is_none() && !headers.iter().any(|(n, _)| n == name) {
+            bits |= 1 << i;
+        }
+    }
+    bits
 }
 
 /// Every `Cookie` header joined into one, without the gateway's cookies, a mediated site's

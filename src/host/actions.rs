@@ -23,10 +23,14 @@ fn apply(fwd: &Forward) -> bool {
         .removed
         .iter()
         .all(|name| hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None).is_ok());
+    let identity = fwd
+        .identity
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i >= 64 || fwd.identity_absent & (1 << i) == 0)
+        .map(|(_, op)| op);
     removed
-        && fwd
-            .identity
-            .iter()
+        && identity
             .chain(fwd.request_headers.iter())
             .all(|(name, value)| {
                 hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value.as_deref())
