@@ -71,6 +71,8 @@ pub fn well_formed(token: &str) -> bool {
 
 /// Why a JWT is refused when the JWKS has no key for it.
 pub const UNKNOWN_KEY: &str = "unknown signing key";
+/// A checked token with a claim that cannot be a header value (it never goes upstream).
+pub const UNUSABLE_CLAIM: &str = "a claim cannot be sent as a header value";
 
 /// What a JWT access token must satisfy.
 pub struct JwtRules<'a> {

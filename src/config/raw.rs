@@ -31,6 +31,12 @@ pub(super) struct RawConfig {
     pub(super) site_authenticators: Vec<serde_json::Value>,
     #[serde(default)]
     pub(super) authtoken: Option<RawAuthToken>,
+    #[serde(default = "default_metrics")]
+    pub(super) metrics: bool,
+}
+
+fn default_metrics() -> bool {
+    true
 }
 
 /// Bearer-token settings shared by every API application (the OP is the token provider).

@@ -5,11 +5,12 @@ use std::rc::Rc;
 use serde_json::{Map, Value};
 
 use super::mediate::Subject;
+use super::metered::Counted;
 use super::state::{stale_after_s, KeysFlight, VmState};
 use super::validate::{self, Validated};
 use super::{failure_text, not_ready, Level, RequestFlow, Stage};
 use crate::access;
-use crate::bearer::{self, BearerError, JwtRules, Lookup, TokenInfo, UNKNOWN_KEY};
+use crate::bearer::{self, BearerError, JwtRules, Lookup, TokenInfo, UNKNOWN_KEY, UNUSABLE_CLAIM};
 use crate::cache::Key;
 use crate::config::{OpEndpoints, Settings};
 use crate::http::{Action, Callout, CalloutResult, Wake};
@@ -17,11 +18,12 @@ use crate::identity;
 use crate::jwks::parse_jwks;
 use crate::jws::key_miss;
 use crate::login::Entropy;
+use crate::metrics::Counter;
 use crate::policy::{AppApi, AppType, Application, Identity, Resource, Validation};
 use crate::request::HeaderSource;
 use crate::revocation::RevocationList;
 use crate::session::chunks;
-use crate::session::SessionEntry;
+use crate::session::{Dead, SessionEntry};
 
 /// Who a request is from, as far as the gateway could tell.
 #[derive(Default)]
@@ -103,7 +105,7 @@ impl RequestFlow {
             // Two Authorization headers: the gateway and the backend could read different ones.
             AppType::Api | AppType::Both => match request.single("authorization") {
                 Ok(a) => a,
-                Err(()) => return Err(self.bearer_refused(settings, BearerError::Malformed)),
+                Err(()) => return Err(self.bearer_refused(settings, vm, BearerError::Malformed)),
             },
         };
         // Its syntax is checked when the token is first seen (`check_bearer`), not on every hit.
@@ -131,7 +133,11 @@ impl RequestFlow {
                     .map(|a| (a.validation == Validation::Jwt, &a.audiences));
                 let key = vm.token_keys.key_of(&(raw, profile));
                 who.token_key = Some(key);
-                who.token = Some(self.check_bearer(settings, vm, app, raw, key, now)?);
+                let token = self.check_bearer(settings, vm, app, raw, key, now)?;
+                if self.first(Counted::BearerVerdict) {
+                    vm.metrics.count(Counter::BearerValid);
+                }
+                who.token = Some(token);
             }
             return Ok(who);
         }
@@ -153,8 +159,8 @@ impl RequestFlow {
     ) -> Result<(), Action> {
         let map = &settings.identity_headers;
         let value = chunks::read_value(request, &settings.session.cookie_name);
-        who.session = value.and_then(|t| {
-            vm.sessions.lookup(
+        let checked = value.map(|t| {
+            vm.sessions.check(
                 &t,
                 &settings.session.keys,
                 now,
@@ -162,13 +168,18 @@ impl RequestFlow {
                 |s| identity::request_headers(map, s).ok(),
             )
         });
-        if who
-            .session
-            .as_ref()
-            .is_some_and(|e| is_revoked(&vm.revoked, e))
-        {
-            who.session = None;
+        let revoked = matches!(&checked, Some(Ok(e)) if is_revoked(&vm.revoked, e));
+        if self.first(Counted::Session) {
+            vm.metrics.count(match &checked {
+                None => Counter::SessionNone,
+                Some(Ok(_)) if revoked => Counter::SessionRevoked,
+                Some(Ok(_)) => Counter::SessionValid,
+                Some(Err(Dead::Invalid)) => Counter::SessionInvalid,
+                Some(Err(Dead::Expired)) => Counter::SessionExpired,
+                Some(Err(Dead::Idle)) => Counter::SessionIdle,
+            });
         }
+        who.session = checked.and_then(Result::ok).filter(|_| !revoked);
         if let Some(entry) = who.session.clone() {
             if validate::is_due(settings, &entry.session, now) {
                 match self.validate(settings, vm, &entry, now)? {
@@ -248,15 +259,18 @@ impl RequestFlow {
         match result {
             CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
                 Some(keys) => {
+                    vm.metrics.count(Counter::JwksOk);
                     vm.jwks.replace(keys, now);
                     self.fetched_keys = true;
                 }
                 None => {
+                    vm.metrics.count(Counter::JwksFailed);
                     vm.wake(waiters, Wake::Fail(502));
                     return self.upstream_failure(rng, 502, "JWKS is not a JWK Set");
                 }
             },
             failed => {
+                vm.metrics.count(Counter::JwksFailed);
                 let status: u16 = if failed == CalloutResult::TimedOut {
                     504
                 } else {
@@ -282,24 +296,32 @@ impl RequestFlow {
         now: u64,
     ) -> Result<Rc<TokenInfo>, Action> {
         let Some(api) = app.api.as_ref() else {
-            return Err(self.bearer_refused(settings, BearerError::InvalidToken("no API access")));
+            let e = BearerError::InvalidToken("no API access");
+            return Err(self.bearer_refused(settings, vm, e));
         };
         match &self.fresh_token {
             Some((k, Ok(info))) if *k == key => return Ok(info.clone()),
             Some((k, Err(e))) if *k == key => {
                 let e = e.clone();
-                return Err(self.bearer_refused(settings, e));
+                return Err(self.bearer_refused(settings, vm, e));
             }
             _ => {}
         }
-        match vm.tokens.lookup(&key, self.ctx, now) {
+        let found = vm.tokens.lookup(&key, self.ctx, now);
+        if self.first(Counted::BearerLookup) {
+            vm.metrics.count(match found {
+                Lookup::Valid(_) | Lookup::Invalid(_) => Counter::BearerHit,
+                Lookup::Wait | Lookup::CheckIt => Counter::BearerMiss,
+            });
+        }
+        match found {
             Lookup::Valid(info) => Ok(info),
-            Lookup::Invalid(e) => Err(self.bearer_refused(settings, e)),
+            Lookup::Invalid(e) => Err(self.bearer_refused(settings, vm, e)),
             Lookup::Wait => Err(Action::Wait),
             Lookup::CheckIt if !bearer::well_formed(raw) => {
                 let waiters = vm.tokens.complete(&key, None, now);
                 vm.wake(waiters, Wake::Ready);
-                Err(self.bearer_refused(settings, BearerError::Malformed))
+                Err(self.bearer_refused(settings, vm, BearerError::Malformed))
             }
             Lookup::CheckIt => match api.validation {
                 Validation::Jwt => self.check_jwt(settings, vm, api, raw, key, now),
@@ -310,6 +332,7 @@ impl RequestFlow {
                         vm.wake(waiters, Wake::Fail(502));
                         return Err(not_ready(vm, false));
                     };
+                    vm.metrics.count(Counter::Introspections);
                     let callout = bearer::introspection_request(
                         &settings.op.cluster,
                         &endpoint,
@@ -415,7 +438,7 @@ impl RequestFlow {
         let remembered = (e != BearerError::InvalidToken(UNKNOWN_KEY)).then(|| Err(e.clone()));
         let waiters = vm.tokens.complete(&key, remembered, now);
         vm.wake(waiters, Wake::Ready);
-        self.bearer_refused(settings, e)
+        self.bearer_refused(settings, vm, e)
     }
 
     /// Leads or joins the one JWKS fetch for bearer tokens.
@@ -447,7 +470,16 @@ impl RequestFlow {
         Action::Callout(jwks_callout(settings, &endpoints))
     }
 
-    pub(super) fn bearer_refused(&mut self, settings: &Settings, e: BearerError) -> Action {
+    /// A request refused for its bearer token (counted once, by why).
+    pub(super) fn bearer_refused(
+        &mut self,
+        settings: &Settings,
+        vm: &VmState,
+        e: BearerError,
+    ) -> Action {
+        if self.first(Counted::BearerVerdict) {
+            vm.metrics.bearer_refused(&e);
+        }
         Action::Respond(access::bearer_challenge(&settings.api.realm, &e))
     }
 }
@@ -475,8 +507,6 @@ fn with_headers(settings: &Settings, mut info: TokenInfo) -> Result<TokenInfo, B
     .map_err(|_| BearerError::InvalidToken(UNUSABLE_CLAIM))?;
     Ok(info)
 }
-
-const UNUSABLE_CLAIM: &str = "a claim cannot be sent as a header value";
 
 fn describe(e: &BearerError) -> &'static str {
     match e {

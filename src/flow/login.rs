@@ -4,6 +4,7 @@ use serde_json::Map;
 
 use super::head::RequestHead;
 use super::identify::jwks_callout;
+use super::metered::login_failure;
 use super::op_tokens::{keepable_id_token, op_state};
 use super::state::VmState;
 use super::{not_ready, printable, Level, RequestFlow, Stage};
@@ -15,6 +16,7 @@ use crate::identity::{self, UnusableClaim};
 use crate::jwks::parse_jwks;
 use crate::jws::key_miss;
 use crate::login::{random_token, safe_return_path, Entropy, LoginTransaction, TXN_SLOTS};
+use crate::metrics::Counter;
 use crate::oidc::{self, TokenError};
 use crate::pages::Problem;
 use crate::session::chunks::{self, Carried};
@@ -40,6 +42,7 @@ impl RequestFlow {
                         t
                     }
                     Err(TokenError::Refused { status, error }) => {
+                        vm.metrics.count(Counter::LoginFailedTokenEndpoint);
                         return self.op_failure(
                             rng,
                             html,
@@ -49,6 +52,7 @@ impl RequestFlow {
                         );
                     }
                     Err(TokenError::Malformed(why)) => {
+                        vm.metrics.count(Counter::LoginFailedTokenEndpoint);
                         return self.op_failure(
                             rng,
                             html,
@@ -59,7 +63,11 @@ impl RequestFlow {
                     }
                 }
             }
-            other => return self.callout_failure(rng, html, &txn, "token endpoint", other),
+            other => {
+                vm.metrics
+                    .count(login_failure(&other, Counter::LoginFailedTokenEndpoint));
+                return self.callout_failure(rng, html, &txn, "token endpoint", other);
+            }
         };
         self.check_id_token(settings, vm, txn, id_token, html, now, rng, true)
     }
@@ -78,12 +86,19 @@ impl RequestFlow {
     ) -> Action {
         match result {
             CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
-                Some(keys) => vm.jwks.replace(keys, now),
+                Some(keys) => {
+                    vm.metrics.count(Counter::JwksOk);
+                    vm.jwks.replace(keys, now)
+                }
                 None => {
-                    return self.op_failure(rng, html, &txn, 502, "JWKS is not a JWK Set".into())
+                    vm.metrics.count(Counter::JwksFailed);
+                    vm.metrics.count(Counter::LoginFailedJwks);
+                    return self.op_failure(rng, html, &txn, 502, "JWKS is not a JWK Set".into());
                 }
             },
             CalloutResult::Response { status, .. } => {
+                vm.metrics.count(Counter::JwksFailed);
+                vm.metrics.count(Counter::LoginFailedJwks);
                 return self.op_failure(
                     rng,
                     html,
@@ -92,7 +107,12 @@ impl RequestFlow {
                     format!("JWKS answered HTTP {status}"),
                 );
             }
-            other => return self.callout_failure(rng, html, &txn, "JWKS", other),
+            other => {
+                vm.metrics.count(Counter::JwksFailed);
+                vm.metrics
+                    .count(login_failure(&other, Counter::LoginFailedJwks));
+                return self.callout_failure(rng, html, &txn, "JWKS", other);
+            }
         }
         self.check_id_token(settings, vm, txn, id_token, html, now, rng, false)
     }
@@ -142,6 +162,7 @@ impl RequestFlow {
         rng: &mut dyn Entropy,
     ) -> Result<(LocalResponse, LoginTransaction), Action> {
         let Some(endpoints) = vm.endpoints.as_deref() else {
+            vm.metrics.count(Counter::LoginFailedUnavailable);
             return Err(not_ready(vm, true));
         };
         let callback = settings.client.redirect_uri.clone().or_else(|| {
@@ -171,6 +192,7 @@ impl RequestFlow {
         let redirect = LocalResponse::redirect(&oidc::authorization_url(settings, endpoints, &txn))
             .header("set-cookie", set)
             .header("set-cookie", counter);
+        vm.metrics.count(Counter::LoginStarted);
         Ok((redirect, txn))
     }
 
@@ -339,6 +361,7 @@ impl RequestFlow {
             Err(UnusableClaim(claim)) => {
                 // Forwarding without the header would hide who the user is; with it, the
                 // value would split or end the header.
+                vm.metrics.count(Counter::LoginFailedSession);
                 let action = self.refuse(
                     rng,
                     html,
@@ -364,6 +387,7 @@ impl RequestFlow {
         );
         let Some(set) = session_cookies(settings, &value, session.remaining(now), self.carried)
         else {
+            vm.metrics.count(Counter::LoginFailedSession);
             let action = self.refuse(
                 rng,
                 html,
@@ -380,6 +404,7 @@ impl RequestFlow {
             );
             return add_cookie(action, clear_txn_cookie(settings, txn));
         };
+        vm.metrics.count(Counter::LoginCompleted);
         let entry = SessionEntry::new(session, headers);
         vm.sessions
             .insert(value, entry, now, settings.session.idle_timeout_s);
@@ -463,6 +488,7 @@ impl RequestFlow {
             Err(IdTokenError::NeedKeys) if may_fetch_keys => {
                 vm.jwks.attempted(now, op.jwks_max_age_s);
                 let Some(endpoints) = vm.endpoints.clone() else {
+                    vm.metrics.count(Counter::LoginFailedUnavailable);
                     return not_ready(vm, html);
                 };
                 let callout = jwks_callout(settings, &endpoints);
@@ -498,6 +524,7 @@ impl RequestFlow {
                 );
                 let log = format!("{log} (status=403 reference={reference})");
                 self.note_refused(vm, now, Level::Warn, log);
+                vm.metrics.count(Counter::LoginFailedIdToken);
                 add_cookie(action, clear_txn_cookie(settings, &txn))
             }
         }

@@ -10,6 +10,7 @@ use crate::discovery::{self, DiscoveryError, DiscoveryState};
 use crate::http::{Callout, CalloutResult, Wake};
 use crate::jwks::JwksCache;
 use crate::mediation::SiteAuthenticator;
+use crate::metrics::{Counter, Metrics};
 use crate::policy::RateLimits;
 use crate::revocation::{MemoryStore, RevocationList, SharedStore};
 use crate::session::SessionCache;
@@ -136,6 +137,8 @@ pub struct VmState {
     pub store: Rc<dyn SharedStore>,
     /// Session validations at the OP: outcomes known here, and who waits for which.
     pub validations: super::Validations,
+    /// What this worker did since the host last handed it to Envoy (see `crate::metrics`).
+    pub metrics: Metrics,
     /// Root ticks so far, and requests held until a tick count (see `hold_for_ticks`).
     ticks: u64,
     /// When the revocation list last dropped its expired entries.
@@ -190,6 +193,7 @@ impl VmState {
             revoked: RevocationList::new(settings.session.revocation_list_entries),
             store: Rc::new(MemoryStore::default()),
             validations: Default::default(),
+            metrics: Metrics::new(settings),
             ticks: 0,
             expired_at: 0,
             held: Vec::new(),
@@ -255,6 +259,12 @@ impl VmState {
         line.or_else(|| self.revocation_lines.roll(now))
     }
 
+    /// Entries in this worker's caches, in the order of `crate::metrics::GAUGES`.
+    pub fn cache_sizes(&self) -> [usize; 3] {
+        let mediated = self.mediated.iter().map(FlightCache::len).sum();
+        [self.sessions.len(), self.tokens.len(), mediated]
+    }
+
     pub(super) fn wake(&mut self, waiters: Vec<u32>, why: Wake) {
         self.woken.extend(waiters.into_iter().map(|w| (w, why)));
     }
@@ -278,6 +288,10 @@ impl VmState {
             failed => Err(DiscoveryError::Unusable(failure_text(&failed, folded))),
         };
         self.issuer_mismatch = matches!(outcome, Err(DiscoveryError::OtherIssuer(_)));
+        self.metrics.count(match outcome {
+            Ok(_) => Counter::DiscoveryOk,
+            Err(_) => Counter::DiscoveryFailed,
+        });
         match outcome {
             Ok(endpoints) => {
                 self.endpoints = Some(Rc::new(endpoints));

@@ -16,6 +16,7 @@ use crate::id_token::{self, IdTokenError, RefreshExpected};
 use crate::identity;
 use crate::jwks::parse_jwks;
 use crate::login::Entropy;
+use crate::metrics::Counter;
 use crate::op_session::{self, RefreshError, UserinfoError};
 use crate::revocation::Revoked;
 use crate::session::slot::{self, Slot, SlotState};
@@ -405,19 +406,29 @@ impl RequestFlow {
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Option<Action> {
-        match keys {
+        let fetched = match keys {
             CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
-                Some(keys) => vm.jwks.replace(keys, now),
-                None => self.note(
-                    Level::Warn,
-                    "session validation: JWKS is not a JWK Set".into(),
-                ),
+                Some(keys) => {
+                    vm.jwks.replace(keys, now);
+                    Counter::JwksOk
+                }
+                None => {
+                    self.note(
+                        Level::Warn,
+                        "session validation: JWKS is not a JWK Set".into(),
+                    );
+                    Counter::JwksFailed
+                }
             },
-            _ => self.note(
-                Level::Warn,
-                "session validation: the JWKS could not be fetched".into(),
-            ),
-        }
+            _ => {
+                self.note(
+                    Level::Warn,
+                    "session validation: the JWKS could not be fetched".into(),
+                );
+                Counter::JwksFailed
+            }
+        };
+        vm.metrics.count(fetched);
         let decided = self.refreshed(settings, vm, &entry, &answer, now, true);
         self.then_userinfo(settings, vm, entry, decided, now, rng)
     }
@@ -436,6 +447,11 @@ impl RequestFlow {
         if let Some(w) = vm.validations.waiting.remove(&sid) {
             vm.wake(w.waiters, Wake::Ready);
         }
+        vm.metrics.count(match &answer {
+            Answer::Valid(_) => Counter::ValidationOk,
+            Answer::Refused(_) => Counter::ValidationEnded,
+            Answer::NeedKeys | Answer::Unavailable(_) => Counter::ValidationFailed,
+        });
         match answer {
             Answer::Valid(session) => {
                 let headers = identity::request_headers(&settings.identity_headers, &session);

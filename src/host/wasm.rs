@@ -17,9 +17,11 @@ use super::actions::{
 use super::request::HostRequest;
 use super::runtime::{log, log_line, Clock, HostEntropy};
 use super::shared::HostSharedData;
+use super::stats::Stats;
 use crate::config::Settings;
 use crate::flow::{RequestFlow, VmState};
 use crate::http::{Action, Body, CalloutResult, LocalResponse};
+use crate::metrics::Upstream;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -37,6 +39,8 @@ struct WamRoot {
     configured: Option<Configured>,
     clock: Clock,
     discovery: Option<PendingCallout>,
+    /// This VM's metrics as Envoy knows them.
+    stats: Option<Stats>,
 }
 
 impl Context for WamRoot {
@@ -50,6 +54,8 @@ impl Context for WamRoot {
         let Some(c) = &self.configured else { return };
         if let Some(pending) = self.discovery.take_if(|p| p.token == token) {
             let result = callout_result(&pending, body_size);
+            let ms = pending.elapsed_ms();
+            c.vm.borrow_mut().metrics.latency(Upstream::Discovery, ms);
             let line = c.vm.borrow_mut().on_discovery(&c.settings, result);
             log_line(&line);
             return;
@@ -101,6 +107,7 @@ impl RootContext for WamRoot {
         if s.validate_interval_s > 0 || s.keep_access_token {
             vm.prepare_validation_slots();
         }
+        self.stats = Some(Stats::define(&vm.metrics, self.stats.take()));
         self.configured = Some(Configured {
             settings: Rc::new(settings),
             vm: Rc::new(RefCell::new(vm)),
@@ -130,6 +137,9 @@ impl RootContext for WamRoot {
             log_line(&line);
         }
         c.run_deferred(self.id);
+        if let Some(stats) = self.stats.as_mut() {
+            stats.flush(&mut c.vm.borrow_mut());
+        }
         let suppressed = c.vm.borrow_mut().refused_lines.roll(self.clock.now());
         if let Some(line) = suppressed {
             log_line(&line);
