@@ -4,7 +4,8 @@ which makes only the host calls envoy-wam needs for such a request and nothing e
 what the proxy-wasm boundary itself costs. With --compare, one more listener runs another
 build of envoy-wam (e.g. the previous release) with the same configuration. Issue 12: a
 listener with `"metrics": false` shows what counting into Envoy's stats costs (`--metrics`:
-only that comparison, with no filter and the no-op filter for reference).
+only that comparison, with no filter and the no-op filter for reference, and a second
+metrics-on listener whose difference from the first is the machine's noise).
 
 All variants are listeners of ONE Envoy (concurrency 1), measured in interleaved rounds; Envoy
 runs on CPU 0 and wrk on CPU 1 (integration/benchlib.py). Routes answer with Envoy's
@@ -68,7 +69,9 @@ def main():
         Variant("wam-nometrics", "envoy-wam, metrics off", "wam", config_nometrics, headers=headers),
     ]
     if args.metrics:
+        # The same filter twice more: how far two identical listeners differ on this machine.
         variants = [v for v in variants if v.name in ("none", "noop", "wam", "wam-nometrics")]
+        variants.append(Variant("wam-again", "envoy-wam again (metrics on)", "wam", config, headers=headers))
     if args.compare:
         variants.append(Variant("wam-ref", "--compare build, 3 headers", "wam", config, wasm=os.path.abspath(args.compare), headers=headers_signed))
 
@@ -98,6 +101,7 @@ def main():
         ("200 revocations listed / none", "wam-revoked", "wam", "target: nothing measurable"),
         ("envoy-wam / --compare build", "wam", "wam-ref", "no regression: ~1.0, ~+0 µs"),
         ("metrics on / metrics off", "wam", "wam-nometrics", "issue 12 target: >= 0.98"),
+        ("metrics on / on again", "wam", "wam-again", "the noise: the same listener twice"),
     ]
     benchlib.report(
         "valid-session request, one Envoy, 1 worker, one listener per variant",

@@ -169,3 +169,30 @@ def test_plain_stats_use_envoys_dotted_names(metered):
     assert "wasmcustom.envoy_wam.callout_duration_ms.upstream.sts: " in text
     # Labels are the configuration's application names and fixed words, never request data.
     assert "alice" not in text and "/admin" not in text
+
+
+def test_the_examples_name_real_metrics_and_the_same_labels(metered):
+    """The dashboard queries only metrics Envoy really serves (with the labels it groups by),
+    and every shipped copy of the stats tags is the one these tests run with."""
+    import json
+    import os
+
+    samples = stack.prometheus_samples(metered.admin)
+    served = {name for name, _ in samples}
+    labels = {label for _, ls in samples for label, _ in ls}
+    with open(os.path.join(stack.ROOT, "examples", "grafana-envoy-wam.json")) as f:
+        dashboard = json.load(f)
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(exprs) >= 15
+    for expr in exprs:
+        for name in re.findall(r"envoy_wam_\w+", expr):
+            assert name in served, (name, expr)
+        for group in re.findall(r"by \(([^)]*)\)", expr):
+            for label in group.split(","):
+                assert label.strip() in labels | {"le"}, (label, expr)
+    want = [(t["tag_name"], t["regex"]) for t in stack.wam_stats_tags()]
+    for path in ("examples/envoy-stats-tags.yaml", "envoy/envoy-demo.yaml", "envoy/envoy-compose.yaml", "envoy/istio-wasmplugin.yaml"):
+        with open(os.path.join(stack.ROOT, path)) as f:
+            text = f.read()
+        found = re.findall(r"tag_name: (\w+),?\s+regex: '([^']+)'", text)
+        assert found == want, path
