@@ -23,9 +23,13 @@ pub(super) struct Stats {
 impl Stats {
     /// Defines the metrics `metrics` counts (none when they are off). The gauges' reported
     /// sizes carry over from the previous configuration, whose caches are gone: the next
-    /// flush takes them back out.
+    /// flush takes them back out (at once, when metrics are now off).
     pub(super) fn define(metrics: &Metrics, previous: Option<Stats>) -> Stats {
-        let reported = previous.as_ref().map_or([0; GAUGES.len()], |p| p.reported);
+        let mut previous = previous.unwrap_or_default();
+        if !metrics.enabled() {
+            previous.withdraw();
+            return Stats::default();
+        }
         let mut failed = 0;
         let mut define = |kind, names: Vec<String>| -> Vec<Option<u32>> {
             names
@@ -37,24 +41,17 @@ impl Stats {
                 })
                 .collect()
         };
-        let mut stats = Stats {
+        let stats = Stats {
             counters: define(MetricType::Counter, metrics.counter_names()),
             histograms: define(MetricType::Histogram, metrics.histogram_names()),
             gauges: define(MetricType::Gauge, metrics.gauge_names()),
-            reported,
+            reported: previous.reported,
         };
         if failed > 0 {
             log(
                 LogLevel::Warn,
                 &format!("envoy-wam: the host refused to define {failed} metrics"),
             );
-        }
-        if !metrics.enabled() {
-            // Metrics switched off: the gauges give back what this worker had added.
-            let previous = previous.map(|p| p.gauges).unwrap_or_default();
-            stats.gauges = previous;
-            stats.report_sizes([0; GAUGES.len()]);
-            stats.gauges = Vec::new();
         }
         stats
     }
@@ -78,6 +75,11 @@ impl Stats {
         });
         let sizes = vm.cache_sizes();
         self.report_sizes(sizes.map(|n| i64::try_from(n).unwrap_or(i64::MAX)));
+    }
+
+    /// Takes this worker's cache sizes back out of the shared gauges.
+    pub(super) fn withdraw(&mut self) {
+        self.report_sizes([0; GAUGES.len()]);
     }
 
     fn report_sizes(&mut self, sizes: [i64; GAUGES.len()]) {

@@ -63,6 +63,14 @@ impl Context for WamRoot {
         c.deliver(token, body_size, Origin::Safe, self.id);
         c.wake_released(self.id, Origin::Safe, false);
     }
+
+    fn on_done(&mut self) -> bool {
+        // The plugin goes (a new configuration, Envoy shutting down): its caches with it.
+        if let Some(stats) = self.stats.as_mut() {
+            stats.withdraw();
+        }
+        true
+    }
 }
 
 impl RootContext for WamRoot {
