@@ -172,15 +172,31 @@ fn main() {
             allocs[i] = a;
         }
     }
-    assert_eq!(variants[0].vm.metrics.get(Counter::SessionValid), 0, "taken");
+    assert_eq!(
+        variants[0].vm.metrics.get(Counter::SessionValid),
+        0,
+        "taken"
+    );
     let diff = |a: usize, b: usize| median(ns[a].iter().zip(&ns[b]).map(|(x, y)| x - y).collect());
     println!(
         "valid-session request through the flow, natively, 12 applications, {ROUNDS} rounds of {REQUESTS}"
     );
-    for (i, label) in ["metrics on ", "metrics off", "on, again "].iter().enumerate() {
+    for (i, label) in ["metrics on ", "metrics off", "on, again "]
+        .iter()
+        .enumerate()
+    {
         let m = median(ns[i].clone());
-        println!("  {label}: {m:7.1} ns/request, {:.2} allocations/request", allocs[i]);
+        println!(
+            "  {label}: {m:7.1} ns/request, {:.2} allocations/request",
+            allocs[i]
+        );
     }
-    println!("  on - off   : {:+7.1} ns/request (median of per-round differences)", diff(0, 1));
-    println!("  on - again : {:+7.1} ns/request (the noise: same variant twice)", diff(0, 2));
+    println!(
+        "  on - off   : {:+7.1} ns/request (median of per-round differences)",
+        diff(0, 1)
+    );
+    println!(
+        "  on - again : {:+7.1} ns/request (the noise: same variant twice)",
+        diff(0, 2)
+    );
 }
