@@ -361,6 +361,7 @@ def start_envoy(listen_port, bootstrap, concurrency=1, logdir=None, name="envoy"
     )
     p.port = listen_port
     p.url = f"http://127.0.0.1:{listen_port}"
+    p.admin_port = admin
     if wait:
         p.wait_until(lambda: http_ok(f"http://127.0.0.1:{admin}/ready"))
     return p

@@ -5,6 +5,8 @@ envoy-wam counter stayed at zero, the cache-size gauges show the entries, and th
 latency histograms have the callouts. One worker, so which worker holds the JWKS is known.
 """
 
+import json
+import os
 import re
 import time
 import urllib.request
@@ -174,9 +176,6 @@ def test_plain_stats_use_envoys_dotted_names(metered):
 def test_the_examples_name_real_metrics_and_the_same_labels(metered):
     """The dashboard queries only metrics Envoy really serves (with the labels it groups by),
     and every shipped copy of the stats tags is the one these tests run with."""
-    import json
-    import os
-
     samples = stack.prometheus_samples(metered.admin)
     served = {name for name, _ in samples}
     labels = {label for _, ls in samples for label, _ in ls}
@@ -196,3 +195,17 @@ def test_the_examples_name_real_metrics_and_the_same_labels(metered):
             text = f.read()
         found = re.findall(r"tag_name: (\w+),?\s+regex: '([^']+)'", text)
         assert found == want, path
+
+
+def test_metrics_off_define_nothing(start_gateway, op):
+    """`"metrics": false`: no envoy-wam stat exists, and the filter works as ever."""
+    cfg = stack.wam_config(op.issuer, metrics=False)
+    envoy = start_gateway(cfg, slot=1)
+    r = requests.get(envoy.url + "/x", headers={"accept": "text/html"}, allow_redirects=False)
+    assert r.status_code == 302
+    time.sleep(0.3)  # a tick or two
+    with urllib.request.urlopen(f"http://127.0.0.1:{envoy.admin_port}/stats/prometheus", timeout=5) as r:
+        text = r.read().decode()
+    # (Envoy's own stats of the Wasm VM named envoy-wam, envoy_wasm_envoy_wam_*, are there.)
+    assert not re.search(r"^(# TYPE )?envoy_wam_", text, re.M)
+    assert "envoy_wasm_envoy_wam_" in text
