@@ -108,7 +108,9 @@ impl Variant {
         };
         let cookie = format!(
             "theme=dark; PA.wam={}",
-            session.encode(&settings.session.keys, &mut Rng(1)).unwrap()
+            session
+                .encode(&settings.web(0).session.keys, &mut Rng(1))
+                .unwrap()
         );
         let request = HeaderList::new(vec![
             (":method", "GET"),

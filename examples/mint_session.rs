@@ -33,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         sid: "bench".into(),
         sub,
         auth_time: now,
-        expires_at: now + settings.session.max_lifetime_s,
+        expires_at: now + settings.default_web().session.max_lifetime_s,
         last_activity: now,
         created_at: now,
         claims,
@@ -45,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{}",
         session
-            .encode(&settings.session.keys, &mut OsEntropy)
+            .encode(&settings.default_web().session.keys, &mut OsEntropy)
             .ok_or("could not seal")?
     );
     Ok(())

@@ -1,5 +1,7 @@
 //! The OP's signing keys (a JWK Set, RFC 7517) and when to fetch them again.
 
+use crate::config::{OpEndpoints, OpSettings};
+use crate::http::Callout;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Deserialize;
@@ -250,6 +252,21 @@ impl JwksCache {
         self.keys = keys;
         self.fetched_at = Some(now);
     }
+}
+
+/// The request for `op`'s JWKS; `None` when it has no JWKS endpoint (an introspection-only
+/// token provider).
+pub fn request(op: &OpSettings, endpoints: &OpEndpoints) -> Option<Callout> {
+    let jwks = endpoints.jwks.as_ref()?;
+    Some(Callout {
+        cluster: op.cluster.clone(),
+        method: "GET",
+        authority: jwks.authority.clone(),
+        path: jwks.path.clone(),
+        headers: vec![("accept".into(), "application/json".into())],
+        body: Vec::new(),
+        timeout_ms: op.timeout_ms,
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 
 use std::cell::Cell;
 
-use crate::bearer::{BearerError, UNKNOWN_KEY, UNUSABLE_CLAIM};
+use crate::bearer::{BearerError, UNKNOWN_ISSUER, UNKNOWN_KEY, UNUSABLE_CLAIM};
 use crate::config::Settings;
 use crate::policy::{Application, Outcome};
 
@@ -357,7 +357,7 @@ fn bearer_reason(e: &BearerError) -> Counter {
             "bad signature" => Counter::BearerSignature,
             "malformed" => Counter::BearerMalformed,
             "algorithm not allowed" => Counter::BearerAlgorithm,
-            "wrong issuer" => Counter::BearerIssuer,
+            "wrong issuer" | UNKNOWN_ISSUER => Counter::BearerIssuer,
             "wrong audience" => Counter::BearerAudience,
             "inactive" => Counter::BearerInactive,
             w if w == UNKNOWN_KEY => Counter::BearerUnknownKey,

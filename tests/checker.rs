@@ -119,6 +119,21 @@ fn each_risky_setting_is_warned_about() {
 }
 
 #[test]
+fn web_sessions_sharing_a_cookie_name_are_warned_about() {
+    let text = fixture("shared-cookie.yaml");
+    let found = check(&text);
+    assert_eq!(
+        summary(&found),
+        vec![(
+            Severity::Warning,
+            "web_sessions[0].session.cookie_name",
+            line_of(&text, "\"session\": {\"signing_keys\": [{\"kid\": \"p1\""),
+        )],
+        "{found:?}"
+    );
+}
+
+#[test]
 fn the_shipped_configs_have_no_errors() {
     for name in ["envoy-demo.yaml", "envoy-compose.yaml"] {
         let path = format!("{}/envoy/{name}", env!("CARGO_MANIFEST_DIR"));

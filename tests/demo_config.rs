@@ -26,7 +26,7 @@ fn demo_filter_json() -> String {
 fn the_demo_configuration_is_accepted_with_the_session_features_on() {
     let json = demo_filter_json();
     let settings = Settings::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
-    let s = &settings.session;
+    let s = &settings.default_web().session;
     assert_eq!(
         s.keys.cookie_type,
         envoy_wam::session::CookieType::Encrypted

@@ -42,7 +42,7 @@ fn config() -> Value {
 }
 
 fn cookie_of(gw: &Gateway, sub: &str, groups: &[&str]) -> String {
-    session_cookie(&gw.settings.session.keys, sub, groups)
+    session_cookie(&gw.settings.web(0).session.keys, sub, groups)
 }
 
 /// A cookie for a session with the given times.
@@ -59,7 +59,8 @@ fn timed_cookie(gw: &Gateway, expires_at: u64, last_activity: u64) -> String {
     };
     format!(
         "PA.wam={}",
-        s.encode(&gw.settings.session.keys, &mut Rng(3)).unwrap()
+        s.encode(&gw.settings.web(0).session.keys, &mut Rng(3))
+            .unwrap()
     )
 }
 

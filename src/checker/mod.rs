@@ -130,30 +130,56 @@ fn without_json_position(message: &str) -> String {
 
 fn config_warnings(settings: &Settings, json: &Json, at: &Locator) -> Vec<Finding> {
     let mut out = Vec::new();
-    if !settings.session.cookie_secure {
-        out.push(Finding::warning(
-            at.line_of("session.cookie_secure"),
-            "session.cookie_secure",
-            "false: the session cookie is also sent over plain HTTP, where anyone on the path \
-             can read and replay it",
-        ));
-    }
-    let keys = json
-        .pointer("/session/signing_keys")
-        .and_then(Json::as_array);
-    for (i, key) in keys.into_iter().flatten().enumerate() {
-        let secret = key.get("secret").and_then(Json::as_str).unwrap_or_default();
-        if is_demo_secret(secret) {
-            let field = format!("session.signing_keys[{i}].secret");
+    for (i, web) in settings.web_sessions.iter().enumerate() {
+        let (field, pointer) = match i {
+            0 => ("session".to_string(), "/session".to_string()),
+            i => (
+                format!("web_sessions[{}].session", i - 1),
+                format!("/web_sessions/{}/session", i - 1),
+            ),
+        };
+        if !web.session.cookie_secure {
+            let f = format!("{field}.cookie_secure");
             out.push(Finding::warning(
-                at.line_of(&field),
-                field,
-                "this key is published in envoy-wam's examples: anyone can forge sessions; \
-                 generate one with `openssl rand -base64 32`",
+                at.line_of(&f),
+                f,
+                "false: the session cookie is also sent over plain HTTP, where anyone on the \
+                 path can read and replay it",
+            ));
+        }
+        let keys = json
+            .pointer(&format!("{pointer}/signing_keys"))
+            .and_then(Json::as_array);
+        for (k, key) in keys.into_iter().flatten().enumerate() {
+            let secret = key.get("secret").and_then(Json::as_str).unwrap_or_default();
+            if is_demo_secret(secret) {
+                let f = format!("{field}.signing_keys[{k}].secret");
+                out.push(Finding::warning(
+                    at.line_of(&f),
+                    f,
+                    "this key is published in envoy-wam's examples: anyone can forge sessions; \
+                     generate one with `openssl rand -base64 32`",
+                ));
+            }
+        }
+        let shared = settings.web_sessions.iter().take(i).find(|w| {
+            w.session.cookie_name == web.session.cookie_name
+                && w.session.cookie_domain == web.session.cookie_domain
+        });
+        if let Some(other) = shared {
+            let f = format!("{field}.cookie_name");
+            out.push(Finding::warning(
+                at.line_of(&f),
+                f,
+                format!(
+                    "`{}` is also web session `{}`'s cookie: a browser holds one of the two \
+                     sessions at a time, and signing in to one ends the other",
+                    web.session.cookie_name, other.name
+                ),
             ));
         }
     }
-    if settings.client.redirect_uri.is_none() {
+    if settings.default_web().client.redirect_uri.is_none() {
         let apps = json
             .pointer("/policy/applications")
             .and_then(Json::as_array);

@@ -35,7 +35,7 @@ impl RequestFlow {
                 None => Upstream::Userinfo,
             },
             Stage::Keys { .. }
-            | Stage::BearerKeys
+            | Stage::BearerKeys { .. }
             | Stage::ValidateKeys { .. }
             | Stage::LogoutKeys { .. } => Upstream::Jwks,
             Stage::Introspect { .. } => Upstream::Introspection,
@@ -56,11 +56,12 @@ pub(super) fn login_failure(result: &CalloutResult, otherwise: Counter) -> Count
 }
 
 /// The callback ended without asking the token endpoint: why, by the answer's status (the OP
-/// sent an error: 401; the state matched no sign-in of this browser, or the answer was
-/// incomplete: 403 or 400).
+/// sent an error: 401; the OP's endpoints are not known: 503; the state matched no sign-in of
+/// this browser, or the answer was incomplete: 403 or 400).
 pub(super) fn callback_refused(action: &Action) -> Option<Counter> {
     match action {
         Action::Respond(r) if r.status == 401 => Some(Counter::LoginFailedOpError),
+        Action::Respond(r) if r.status == 503 => Some(Counter::LoginFailedUnavailable),
         Action::Respond(_) => Some(Counter::LoginFailedState),
         _ => None,
     }

@@ -4,6 +4,7 @@
 
 mod answers;
 mod authorize;
+mod bearer_check;
 mod endpoints;
 mod forward;
 mod head;
@@ -55,9 +56,12 @@ enum Stage {
     /// Waiting for the introspection endpoint about the token with this hash.
     Introspect {
         key: [u8; 32],
+        provider: usize,
     },
-    /// Waiting for the JWKS to check a bearer token (this request leads the fetch).
-    BearerKeys,
+    /// Waiting for OP `op`'s JWKS to check a bearer token (this request leads the fetch).
+    BearerKeys {
+        op: usize,
+    },
     /// Waiting for the STS of site `site` (index in `Settings::sites`).
     Mediate {
         site: usize,
@@ -158,6 +162,9 @@ pub struct RequestFlow {
     login_tokens: Option<TokenSet>,
     /// At the callback: the form post kept through this sign-in, and its cookies to clear.
     post: preserve::PostAtCallback,
+    /// The web session of the request's application or endpoint (index in
+    /// `Settings::web_sessions`): whose cookie, OP and client the request deals with.
+    ws: usize,
 }
 
 impl Default for RequestFlow {
@@ -188,7 +195,18 @@ impl RequestFlow {
             carried: Carried::default(),
             login_tokens: None,
             post: preserve::PostAtCallback::default(),
+            ws: 0,
         }
+    }
+
+    /// The request's web session.
+    fn web<'s>(&self, settings: &'s Settings) -> &'s crate::config::WebSession {
+        settings.web(self.ws)
+    }
+
+    /// The request's web session with its OP.
+    fn rp<'s>(&self, settings: &'s Settings) -> crate::config::RelyingParty<'s> {
+        settings.rp(self.ws)
     }
 
     /// Log lines produced so far (the host writes them out).
@@ -223,6 +241,11 @@ impl RequestFlow {
             Ok(route) => route,
             Err(refused) => return self.route_refused(request, refused, rng),
         };
+        self.ws = match &route.target {
+            Target::App { app, .. } | Target::Unprotected(Some(app)) => app.web_session,
+            Target::Endpoint(e) => e.web_session(),
+            Target::Unprotected(None) => 0,
+        };
         let (app, resource) = match route.target {
             Target::Endpoint(endpoint) => {
                 let head = RequestHead::read(request, &route);
@@ -235,6 +258,7 @@ impl RequestFlow {
                 let who = identify::Who::default();
                 let fwd = forward::forward(
                     settings,
+                    self.ws,
                     vm,
                     request,
                     &route,
@@ -262,7 +286,7 @@ impl RequestFlow {
             return refusal;
         }
         let site = settings.site_for(app);
-        let mediated = match (site, who.subject()) {
+        let mediated = match (site, who.subject(self.ws)) {
             (Some((i, site)), Some(subject)) => {
                 match self.mediate(settings, vm, request, i, site, &subject, now, rng) {
                     Ok(token) => Some(token),
@@ -273,6 +297,7 @@ impl RequestFlow {
         };
         Action::Forward(forward::forward(
             settings,
+            self.ws,
             vm,
             request,
             &route,
@@ -351,12 +376,12 @@ impl RequestFlow {
     /// must not wait forever.
     pub fn on_abandon(&mut self, vm: &mut VmState, now: u64) {
         match std::mem::replace(&mut self.stage, Stage::Done) {
-            Stage::Introspect { key } => {
+            Stage::Introspect { key, .. } => {
                 let waiters = vm.tokens.complete(&key, None, now);
                 vm.wake(waiters, Wake::Ready);
             }
-            Stage::BearerKeys => {
-                if let Some(f) = vm.keys_flight.take_if(|f| f.leader == self.ctx) {
+            Stage::BearerKeys { op } => {
+                if let Some(f) = vm.op(op).keys_flight.take_if(|f| f.leader == self.ctx) {
                     vm.wake(f.waiters, Wake::Ready);
                 }
             }
@@ -441,13 +466,15 @@ impl RequestFlow {
                 id_token,
                 html,
             } => self.login_keys_answered(settings, vm, txn, id_token, html, result, now, rng),
-            Stage::Introspect { key } => {
-                self.introspection_answered(settings, vm, request, key, result, now, rng)
+            Stage::Introspect { key, provider } => {
+                self.introspection_answered(settings, vm, request, key, provider, result, now, rng)
             }
             Stage::Mediate { site, key, html } => {
                 self.exchange_answered(settings, vm, request, site, key, html, result, now, rng)
             }
-            Stage::BearerKeys => self.bearer_keys_answered(settings, vm, request, result, now, rng),
+            Stage::BearerKeys { op } => {
+                self.bearer_keys_answered(settings, vm, request, op, result, now, rng)
+            }
             Stage::RevokeAtOp { response } => self.revoked_at_op(vm, response, result),
             Stage::Validate { entry } => {
                 match self.validation_answered(settings, vm, entry, result, now, rng) {

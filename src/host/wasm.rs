@@ -38,7 +38,8 @@ struct WamRoot {
     id: u32,
     configured: Option<Configured>,
     clock: Clock,
-    discovery: Option<PendingCallout>,
+    /// Discovery requests under way: (OP index, callout).
+    discovery: Vec<(usize, PendingCallout)>,
     /// This VM's metrics as Envoy knows them.
     stats: Option<Stats>,
 }
@@ -52,11 +53,12 @@ impl Context for WamRoot {
         _trailers: usize,
     ) {
         let Some(c) = &self.configured else { return };
-        if let Some(pending) = self.discovery.take_if(|p| p.token == token) {
+        if let Some(at) = self.discovery.iter().position(|(_, p)| p.token == token) {
+            let (op, pending) = self.discovery.swap_remove(at);
             let result = callout_result(&pending, body_size);
             let ms = pending.elapsed_ms();
             c.vm.borrow_mut().metrics.latency(Upstream::Discovery, ms);
-            let line = c.vm.borrow_mut().on_discovery(&c.settings, result);
+            let line = c.vm.borrow_mut().on_discovery(&c.settings, op, result);
             log_line(&line);
             return;
         }
@@ -94,25 +96,42 @@ impl RootContext for WamRoot {
             true => "no policy: every path needs a session".to_string(),
             false => format!("{} applications", settings.policy.applications().len()),
         };
-        log(
-            LogLevel::Info,
-            &format!(
-                "envoy-wam: configured for issuer {} (client {}, cluster {}{}; {applications})",
-                settings.op.issuer,
-                settings.client.client_id,
-                settings.op.cluster,
-                if settings.op.discovery.is_some() {
-                    ", discovery"
-                } else {
-                    ""
-                },
-            ),
-        );
+        for web in &settings.web_sessions {
+            let op = settings.op(web.op);
+            log(
+                LogLevel::Info,
+                &format!(
+                    "envoy-wam: web session `{}` signs in at {} (client {}, cluster {}{})",
+                    web.name,
+                    op.issuer,
+                    web.client.client_id,
+                    op.cluster,
+                    if op.discovery.is_some() {
+                        ", discovery"
+                    } else {
+                        ""
+                    },
+                ),
+            );
+        }
+        for p in settings.providers.iter() {
+            if let Some(name) = &p.name {
+                let op = settings.op(p.op);
+                log(
+                    LogLevel::Info,
+                    &format!("envoy-wam: token provider `{name}` is {}", op.issuer),
+                );
+            }
+        }
+        log(LogLevel::Info, &format!("envoy-wam: {applications}"));
         // A new configuration may name another OP: this VM's keys, sessions and endpoints start over.
         let mut vm = VmState::new(&settings);
         vm.store = Rc::new(HostSharedData);
-        let s = &settings.session;
-        if s.validate_interval_s > 0 || s.keep_access_token {
+        let validates = settings
+            .web_sessions
+            .iter()
+            .any(|w| w.session.validate_interval_s > 0 || w.session.keep_access_token);
+        if validates {
             vm.prepare_validation_slots();
         }
         self.stats = Some(Stats::define(&vm.metrics, self.stats.take()));
@@ -121,7 +140,7 @@ impl RootContext for WamRoot {
             vm: Rc::new(RefCell::new(vm)),
             registry: Rc::new(RefCell::new(Registry::default())),
         });
-        self.discovery = None;
+        self.discovery.clear();
         self.clock.refresh();
         if hostcalls::set_tick_period(Duration::from_millis(TICK_MS)).is_err() {
             // The tick sends what requests woken in another request's callback need, and keeps
@@ -152,17 +171,20 @@ impl RootContext for WamRoot {
         if let Some(line) = suppressed {
             log_line(&line);
         }
-        if self.discovery.is_some() {
-            return;
-        }
+        // Each OP on its own schedule: one that cannot be reached holds up only its own
+        // applications.
         let due =
             c.vm.borrow_mut()
-                .discovery_due(&c.settings, self.clock.now());
-        if let Some(callout) = due {
-            self.discovery = dispatch(&callout);
-            if self.discovery.is_none() {
-                c.vm.borrow_mut()
-                    .on_discovery(&c.settings, CalloutResult::Failed);
+                .discoveries_due(&c.settings, self.clock.now());
+        for (op, callout) in due {
+            match dispatch(&callout) {
+                Some(pending) => self.discovery.push((op, pending)),
+                None => {
+                    // Retried on the discovery schedule; Envoy already logged why.
+                    let _ =
+                        c.vm.borrow_mut()
+                            .on_discovery(&c.settings, op, CalloutResult::Failed);
+                }
             }
         }
     }
