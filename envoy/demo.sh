@@ -72,6 +72,8 @@ cat <<MSG
     TOKEN=\$(curl -s -u api_client:demo-secret-change-me-0123456789abcdef http://localhost:9000/token \\
       -d grant_type=client_credentials -d scope=orders:read -d resource=https://api.example.test | jq -r .access_token)
     curl -H "Authorization: Bearer \$TOKEN" http://localhost:8080/api/orders/1
+  Metrics (examples/prometheus.yml scrapes them; examples/grafana-envoy-wam.json shows them):
+    curl -s http://localhost:9901/stats/prometheus | grep '^envoy_wam_'
   Press Ctrl-C to stop.
 
 MSG

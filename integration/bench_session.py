@@ -2,7 +2,10 @@
 against no filter and a no-op wasm filter. A further listener runs integration/floor-filter,
 which makes only the host calls envoy-wam needs for such a request and nothing else: it shows
 what the proxy-wasm boundary itself costs. With --compare, one more listener runs another
-build of envoy-wam (e.g. the previous release) with the same configuration.
+build of envoy-wam (e.g. the previous release) with the same configuration. Issue 12: a
+listener with `"metrics": false` shows what counting into Envoy's stats costs (`--metrics`:
+only that comparison, with no filter and the no-op filter for reference, and a second
+metrics-on listener whose difference from the first is the machine's noise).
 
 All variants are listeners of ONE Envoy (concurrency 1), measured in interleaved rounds; Envoy
 runs on CPU 0 and wrk on CPU 1 (integration/benchlib.py). Routes answer with Envoy's
@@ -22,7 +25,7 @@ two-session ones `/partner/` has a web session of its own (its OP, cookie PA.par
 with identity headers of its own (x-partner-*, so each request also removes the other session's
 three headers) or with the same header names as the default one. Target: no slower.
 
-usage: .venv/bin/python integration/bench_session.py [--rounds N] [--seconds S] [--connections C] [--compare OTHER.wasm] [--web-sessions]
+usage: .venv/bin/python integration/bench_session.py [--rounds N] [--seconds S] [--connections C] [--compare OTHER.wasm] [--metrics | --web-sessions]
 """
 
 import argparse
@@ -41,6 +44,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     benchlib.add_arguments(ap)
     ap.add_argument("--web-sessions", action="store_true", help="two web sessions against one (issue 11) instead")
+    ap.add_argument("--metrics", action="store_true", help="only envoy-wam with metrics on and off (and the references)")
     args = ap.parse_args()
     benchlib.check_compare(args)
     if args.web_sessions:
@@ -60,6 +64,9 @@ def main():
     config_signed = copy(config)
     config_signed["session"]["cookie_type"] = "signed"
     headers_signed = benchlib.session_headers(benchlib.mint_cookie(config_signed, logdir))
+    # Issue 12: the same filter with its metrics switched off (the default is on).
+    config_nometrics = copy(config)
+    config_nometrics["metrics"] = False
 
     variants = [
         Variant("none", "no filter", "none", headers=headers),
@@ -69,7 +76,12 @@ def main():
         Variant("wam-1h", "envoy-wam, 1 identity header", "wam", config_1h, headers=headers),
         Variant("wam-signed", "envoy-wam, signed cookie", "wam", config_signed, headers=headers_signed),
         Variant("wam-revoked", "envoy-wam, 200 revocations listed", "wam", config, headers=headers),
+        Variant("wam-nometrics", "envoy-wam, metrics off", "wam", config_nometrics, headers=headers),
     ]
+    if args.metrics:
+        # The same filter twice more: how far two identical listeners differ on this machine.
+        variants = [v for v in variants if v.name in ("none", "noop", "wam", "wam-nometrics")]
+        variants.append(Variant("wam-again", "envoy-wam again (metrics on)", "wam", config, headers=headers))
     if args.compare:
         variants.append(Variant("wam-ref", "--compare build, 3 headers", "wam", config, wasm=os.path.abspath(args.compare), headers=headers_signed))
 
@@ -77,9 +89,9 @@ def main():
     try:
         # 200 front-channel logouts of other OP sessions: the list is not empty, and a session
         # is looked up in it (once per change of the list, then the hot path skips it).
-        revoked = next(v for v in variants if v.name == "wam-revoked")
+        revoked = next((v for v in variants if v.name == "wam-revoked"), None)
         iss = urllib.parse.quote(config["op"]["issuer"], safe="")
-        for i in range(200):
+        for i in range(200 if revoked else 0):
             status, _ = benchlib.get(revoked, headers={}, path=f"/pa/oidc/frontchannel?iss={iss}&sid=other-{i}")
             assert status == 200, status
         # The filter must really be on the session path: a 200 with identity, not a redirect.
@@ -98,6 +110,8 @@ def main():
         ("encrypted cookie / signed cookie", "wam", "wam-signed", "issue 10 target: no slower"),
         ("200 revocations listed / none", "wam-revoked", "wam", "target: nothing measurable"),
         ("envoy-wam / --compare build", "wam", "wam-ref", "no regression: ~1.0, ~+0 µs"),
+        ("metrics on / metrics off", "wam", "wam-nometrics", "issue 12 target: >= 0.98"),
+        ("metrics on / on again", "wam", "wam-again", "the noise: the same listener twice"),
     ]
     benchlib.report(
         "valid-session request, one Envoy, 1 worker, one listener per variant",

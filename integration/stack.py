@@ -329,6 +329,31 @@ def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_
     }
 
 
+# Envoy's tag extraction for envoy-wam's metrics (see examples/envoy-stats-tags.yaml, which
+# holds the same regexes): a `.<label>.<value>` segment of a name under wasmcustom.envoy_wam
+# becomes a label, so /stats/prometheus shows envoy_wam_decisions_total{app="portal",...}.
+WAM_STAT_LABELS = ("app", "outcome", "reason", "result", "status", "upstream", "cache")
+
+
+def wam_stats_tags():
+    return [{"tag_name": label, "regex": r"^wasmcustom\.envoy_wam\.\w+(?:\.\w+\.[^.]+)*?(\." + label + r"\.([^.]+))"} for label in WAM_STAT_LABELS]
+
+
+def prometheus_samples(admin_port, prefix="envoy_wam_"):
+    """Envoy's /stats/prometheus as {(name, frozenset of (label, value))): value} for the
+    samples whose name starts with `prefix`."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/stats/prometheus", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$", line)
+        if not m or not m.group(1).startswith(prefix):
+            continue
+        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
 def start_envoy(listen_port, bootstrap, concurrency=1, logdir=None, name="envoy", wait=True):
     logdir = logdir or tempfile.mkdtemp(prefix="envoy-wam-")
     path = os.path.join(logdir, f"{name}.json")
@@ -342,6 +367,7 @@ def start_envoy(listen_port, bootstrap, concurrency=1, logdir=None, name="envoy"
     )
     p.port = listen_port
     p.url = f"http://127.0.0.1:{listen_port}"
+    p.admin_port = admin
     if wait:
         p.wait_until(lambda: http_ok(f"http://127.0.0.1:{admin}/ready"))
     return p

@@ -92,6 +92,10 @@ pub fn unverified_issuer(token: &str) -> Option<String> {
 
 /// Why a JWT is refused when the JWKS has no key for it.
 pub const UNKNOWN_KEY: &str = "unknown signing key";
+/// Why a token matches none of the application's token providers.
+pub const UNKNOWN_ISSUER: &str = "issuer not accepted here";
+/// A checked token with a claim that cannot be a header value (it never goes upstream).
+pub const UNUSABLE_CLAIM: &str = "a claim cannot be sent as a header value";
 
 /// What a JWT access token must satisfy.
 pub struct JwtRules<'a> {

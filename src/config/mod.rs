@@ -256,6 +256,8 @@ pub struct Settings {
     pub authtoken: Option<Rc<AuthTokenSigner>>,
     /// Where the gateway publishes the public keys of `authtoken`.
     pub authtoken_jwks_path: String,
+    /// Whether the filter counts what it does into Envoy's stats (`metrics`, default on).
+    pub metrics: bool,
 }
 
 /// A web session and its OP: what the gateway's messages to that OP (sign-in, validation,
@@ -549,6 +551,7 @@ impl Settings {
             policy_needs_client_ip: raw.policy.as_ref().is_some_and(needs_client_ip),
             policy,
             fallback: Policy::implicit(),
+            metrics: raw.metrics,
         })
     }
 }

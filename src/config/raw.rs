@@ -38,6 +38,12 @@ pub(super) struct RawConfig {
     /// Named issuers of bearer tokens that API applications may accept.
     #[serde(default)]
     pub(super) token_providers: Vec<RawTokenProvider>,
+    #[serde(default = "default_metrics")]
+    pub(super) metrics: bool,
+}
+
+fn default_metrics() -> bool {
+    true
 }
 
 #[derive(Deserialize)]

@@ -6,21 +6,22 @@
 
 use std::rc::Rc;
 
+use super::metered::Counted;
 use super::state::{stale_after_s, KeysFlight, VmState};
 use super::{failure_text, not_ready, Level, RequestFlow, Stage};
 use crate::access;
-use crate::bearer::{self, BearerError, JwtRules, Lookup, TokenInfo, UNKNOWN_KEY};
+use crate::bearer::{
+    self, BearerError, JwtRules, Lookup, TokenInfo, UNKNOWN_ISSUER, UNKNOWN_KEY, UNUSABLE_CLAIM,
+};
 use crate::cache::Key;
 use crate::config::{Settings, TokenProvider};
 use crate::http::{Action, CalloutResult, Wake};
 use crate::jwks::parse_jwks;
 use crate::jws::key_miss;
 use crate::login::Entropy;
+use crate::metrics::Counter;
 use crate::policy::{Application, Validation};
 use crate::request::HeaderSource;
-
-/// Why a token matches none of the application's providers.
-const UNKNOWN_ISSUER: &str = "issuer not accepted here";
 
 impl RequestFlow {
     #[allow(clippy::too_many_arguments)]
@@ -97,13 +98,16 @@ impl RequestFlow {
                 Some(keys) => {
                     runtime.jwks.replace(keys, now);
                     self.fetched_keys = true;
+                    vm.metrics.count(Counter::JwksOk);
                 }
                 None => {
+                    vm.metrics.count(Counter::JwksFailed);
                     vm.wake(waiters, Wake::Fail(502));
                     return self.upstream_failure(rng, 502, "JWKS is not a JWK Set");
                 }
             },
             failed => {
+                vm.metrics.count(Counter::JwksFailed);
                 let status: u16 = if failed == CalloutResult::TimedOut {
                     504
                 } else {
@@ -129,24 +133,32 @@ impl RequestFlow {
         now: u64,
     ) -> Result<Rc<TokenInfo>, Action> {
         let Some(api) = app.api.as_ref() else {
-            return Err(self.bearer_refused(settings, BearerError::InvalidToken("no API access")));
+            let e = BearerError::InvalidToken("no API access");
+            return Err(self.bearer_refused(settings, vm, e));
         };
         match &self.fresh_token {
             Some((k, Ok(info))) if *k == key => return Ok(info.clone()),
             Some((k, Err(e))) if *k == key => {
                 let e = e.clone();
-                return Err(self.bearer_refused(settings, e));
+                return Err(self.bearer_refused(settings, vm, e));
             }
             _ => {}
         }
-        match vm.tokens.lookup(&key, self.ctx, now) {
+        let found = vm.tokens.lookup(&key, self.ctx, now);
+        if self.first(Counted::BearerLookup) {
+            vm.metrics.count(match found {
+                Lookup::Valid(_) | Lookup::Invalid(_) => Counter::BearerHit,
+                Lookup::Wait | Lookup::CheckIt => Counter::BearerMiss,
+            });
+        }
+        match found {
             Lookup::Valid(info) => Ok(info),
-            Lookup::Invalid(e) => Err(self.bearer_refused(settings, e)),
+            Lookup::Invalid(e) => Err(self.bearer_refused(settings, vm, e)),
             Lookup::Wait => Err(Action::Wait),
             Lookup::CheckIt if !bearer::well_formed(raw) => {
                 let waiters = vm.tokens.complete(&key, None, now);
                 vm.wake(waiters, Wake::Ready);
-                Err(self.bearer_refused(settings, BearerError::Malformed))
+                Err(self.bearer_refused(settings, vm, BearerError::Malformed))
             }
             Lookup::CheckIt => {
                 let Some((p, provider)) = provider_for(settings, &api.providers, raw) else {
@@ -159,7 +171,7 @@ impl RequestFlow {
                     );
                     let waiters = vm.tokens.complete(&key, Some(Err(e.clone())), now);
                     vm.wake(waiters, Wake::Ready);
-                    return Err(self.bearer_refused(settings, e));
+                    return Err(self.bearer_refused(settings, vm, e));
                 };
                 match provider.validation {
                     Validation::Jwt => self.check_jwt(settings, vm, p, raw, key, now),
@@ -195,6 +207,7 @@ impl RequestFlow {
             vm.wake(waiters, Wake::Fail(502));
             return not_ready(vm, provider.op, false);
         };
+        vm.metrics.count(Counter::Introspections);
         let callout =
             bearer::introspection_request(&op.cluster, &endpoint, id, secret, raw, op.timeout_ms);
         self.stage = Stage::Introspect { key, provider: p };
@@ -305,7 +318,7 @@ impl RequestFlow {
         let remembered = (e != BearerError::InvalidToken(UNKNOWN_KEY)).then(|| Err(e.clone()));
         let waiters = vm.tokens.complete(&key, remembered, now);
         vm.wake(waiters, Wake::Ready);
-        self.bearer_refused(settings, e)
+        self.bearer_refused(settings, vm, e)
     }
 
     /// Leads or joins the one JWKS fetch of OP `op` for bearer tokens.
@@ -348,7 +361,16 @@ impl RequestFlow {
         Action::Callout(callout)
     }
 
-    pub(super) fn bearer_refused(&mut self, settings: &Settings, e: BearerError) -> Action {
+    /// A request refused for its bearer token (counted once, by why).
+    pub(super) fn bearer_refused(
+        &mut self,
+        settings: &Settings,
+        vm: &VmState,
+        e: BearerError,
+    ) -> Action {
+        if self.first(Counted::BearerVerdict) {
+            vm.metrics.bearer_refused(&e);
+        }
         Action::Respond(access::bearer_challenge(&settings.api.realm, &e))
     }
 }
@@ -399,8 +421,6 @@ pub(super) fn with_headers(
         .map_err(|_| BearerError::InvalidToken(UNUSABLE_CLAIM))?;
     Ok(info)
 }
-
-const UNUSABLE_CLAIM: &str = "a claim cannot be sent as a header value";
 
 fn describe(e: &BearerError) -> &'static str {
     match e {

@@ -2,6 +2,7 @@
 
 use super::head::RequestHead;
 use super::login::clear_session_cookies;
+use super::metered::callback_refused;
 use super::route::Endpoint;
 use super::state::VmState;
 use super::{not_ready, RequestFlow, Stage};
@@ -9,6 +10,7 @@ use super::{printable, Level};
 use crate::config::{OpEndpoints, Settings};
 use crate::http::{Action, CalloutResult, LocalResponse};
 use crate::login::Entropy;
+use crate::metrics::Counter;
 use crate::oidc;
 use crate::op_session;
 use crate::pages;
@@ -33,9 +35,15 @@ impl RequestFlow {
             Endpoint::Callback(_) => match vm.op(op).endpoints.clone() {
                 Some(endpoints) => {
                     let action = self.callback(settings, vm, &endpoints, head, now, rng);
+                    if let Some(failed) = callback_refused(&action) {
+                        vm.metrics.count(failed);
+                    }
                     self.with_post_cleared(action)
                 }
-                None => not_ready(vm, op, true),
+                None => {
+                    vm.metrics.count(Counter::LoginFailedUnavailable);
+                    not_ready(vm, op, true)
+                }
             },
             Endpoint::AuthtokenJwks => match &settings.authtoken {
                 Some(signer) => {

@@ -5,6 +5,7 @@ use std::rc::Rc;
 use serde_json::{Map, Value};
 
 use super::mediate::Subject;
+use super::metered::Counted;
 use super::single_logout::op_scoped;
 use super::state::VmState;
 use super::validate::{self, Validated};
@@ -14,11 +15,12 @@ use crate::cache::Key;
 use crate::config::Settings;
 use crate::http::Action;
 use crate::mediation::Source;
+use crate::metrics::Counter;
 use crate::policy::{AppType, Application, Identity, Resource};
 use crate::request::HeaderSource;
 use crate::revocation::RevocationList;
 use crate::session::chunks;
-use crate::session::SessionEntry;
+use crate::session::{Dead, SessionEntry};
 
 /// Who a request is from, as far as the gateway could tell.
 #[derive(Default)]
@@ -111,7 +113,7 @@ impl RequestFlow {
             // Two Authorization headers: the gateway and the backend could read different ones.
             AppType::Api | AppType::Both => match request.single("authorization") {
                 Ok(a) => a,
-                Err(()) => return Err(self.bearer_refused(settings, BearerError::Malformed)),
+                Err(()) => return Err(self.bearer_refused(settings, vm, BearerError::Malformed)),
             },
         };
         // Its syntax is checked when the token is first seen (`check_bearer`), not on every hit.
@@ -137,7 +139,11 @@ impl RequestFlow {
                 let providers = app.api.as_ref().map(|a| a.providers.as_slice());
                 let key = vm.token_keys.key_of(&(raw, providers, app.web_session));
                 who.token_key = Some(key);
-                who.token = Some(self.check_bearer(settings, vm, app, raw, key, now)?);
+                let token = self.check_bearer(settings, vm, app, raw, key, now)?;
+                if self.first(Counted::BearerVerdict) {
+                    vm.metrics.count(Counter::BearerValid);
+                }
+                who.token = Some(token);
             }
             return Ok(who);
         }
@@ -159,8 +165,8 @@ impl RequestFlow {
     ) -> Result<(), Action> {
         let web = self.web(settings);
         let value = chunks::read_value(request, &web.session.cookie_name);
-        who.session = value.and_then(|t| {
-            vm.sessions(self.ws).lookup(
+        let checked = value.map(|t| {
+            vm.sessions(self.ws).check(
                 &t,
                 &web.session.keys,
                 now,
@@ -168,13 +174,19 @@ impl RequestFlow {
                 |s| web.identity_for(Some(&s.sub), &s.claims).ok(),
             )
         });
-        if who
-            .session
-            .as_ref()
-            .is_some_and(|e| is_revoked(settings, self.ws, &vm.revoked, e))
-        {
-            who.session = None;
+        let revoked =
+            matches!(&checked, Some(Ok(e)) if is_revoked(settings, self.ws, &vm.revoked, e));
+        if self.first(Counted::Session) {
+            vm.metrics.count(match &checked {
+                None => Counter::SessionNone,
+                Some(Ok(_)) if revoked => Counter::SessionRevoked,
+                Some(Ok(_)) => Counter::SessionValid,
+                Some(Err(Dead::Invalid)) => Counter::SessionInvalid,
+                Some(Err(Dead::Expired)) => Counter::SessionExpired,
+                Some(Err(Dead::Idle)) => Counter::SessionIdle,
+            });
         }
+        who.session = checked.and_then(Result::ok).filter(|_| !revoked);
         if let Some(entry) = who.session.clone() {
             if validate::is_due(settings, self.ws, &entry.session, now) {
                 match self.validate(settings, vm, &entry, now)? {

@@ -3,6 +3,7 @@
 use serde_json::Map;
 
 use super::head::RequestHead;
+use super::metered::login_failure;
 use super::op_tokens::{keepable_id_token, op_state};
 use super::state::VmState;
 use super::{not_ready, printable, Level, RequestFlow, Stage};
@@ -14,6 +15,7 @@ use crate::identity::UnusableClaim;
 use crate::jwks::parse_jwks;
 use crate::jws::key_miss;
 use crate::login::{random_token, safe_return_path, Entropy, LoginTransaction, TXN_SLOTS};
+use crate::metrics::Counter;
 use crate::oidc::{self, TokenError};
 use crate::pages::Problem;
 use crate::session::chunks::{self, Carried};
@@ -39,6 +41,7 @@ impl RequestFlow {
                         t
                     }
                     Err(TokenError::Refused { status, error }) => {
+                        vm.metrics.count(Counter::LoginFailedTokenEndpoint);
                         return self.op_failure(
                             rng,
                             html,
@@ -48,6 +51,7 @@ impl RequestFlow {
                         );
                     }
                     Err(TokenError::Malformed(why)) => {
+                        vm.metrics.count(Counter::LoginFailedTokenEndpoint);
                         return self.op_failure(
                             rng,
                             html,
@@ -58,7 +62,11 @@ impl RequestFlow {
                     }
                 }
             }
-            other => return self.callout_failure(rng, html, &txn, "token endpoint", other),
+            other => {
+                vm.metrics
+                    .count(login_failure(&other, Counter::LoginFailedTokenEndpoint));
+                return self.callout_failure(rng, html, &txn, "token endpoint", other);
+            }
         };
         self.check_id_token(settings, vm, txn, id_token, html, now, rng, true)
     }
@@ -77,12 +85,19 @@ impl RequestFlow {
     ) -> Action {
         match result {
             CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
-                Some(keys) => vm.op(self.web(settings).op).jwks.replace(keys, now),
+                Some(keys) => {
+                    vm.metrics.count(Counter::JwksOk);
+                    vm.op(self.web(settings).op).jwks.replace(keys, now)
+                }
                 None => {
-                    return self.op_failure(rng, html, &txn, 502, "JWKS is not a JWK Set".into())
+                    vm.metrics.count(Counter::JwksFailed);
+                    vm.metrics.count(Counter::LoginFailedJwks);
+                    return self.op_failure(rng, html, &txn, 502, "JWKS is not a JWK Set".into());
                 }
             },
             CalloutResult::Response { status, .. } => {
+                vm.metrics.count(Counter::JwksFailed);
+                vm.metrics.count(Counter::LoginFailedJwks);
                 return self.op_failure(
                     rng,
                     html,
@@ -91,7 +106,12 @@ impl RequestFlow {
                     format!("JWKS answered HTTP {status}"),
                 );
             }
-            other => return self.callout_failure(rng, html, &txn, "JWKS", other),
+            other => {
+                vm.metrics.count(Counter::JwksFailed);
+                vm.metrics
+                    .count(login_failure(&other, Counter::LoginFailedJwks));
+                return self.callout_failure(rng, html, &txn, "JWKS", other);
+            }
         }
         self.check_id_token(settings, vm, txn, id_token, html, now, rng, false)
     }
@@ -143,6 +163,7 @@ impl RequestFlow {
         let rp = self.rp(settings);
         let op_i = rp.web.op;
         let Some(endpoints) = vm.op(op_i).endpoints.clone() else {
+            vm.metrics.count(Counter::LoginFailedUnavailable);
             return Err(not_ready(vm, op_i, true));
         };
         let callback = settings
@@ -175,11 +196,13 @@ impl RequestFlow {
             return Err(self.no_randomness());
         };
         let Some(url) = oidc::authorization_url(rp, &endpoints, &txn) else {
+            vm.metrics.count(Counter::LoginFailedUnavailable);
             return Err(not_ready(vm, op_i, true));
         };
         let redirect = LocalResponse::redirect(&url)
             .header("set-cookie", set)
             .header("set-cookie", counter);
+        vm.metrics.count(Counter::LoginStarted);
         Ok((redirect, txn))
     }
 
@@ -373,6 +396,7 @@ impl RequestFlow {
             Err(UnusableClaim(claim)) => {
                 // Forwarding without the header would hide who the user is; with it, the
                 // value would split or end the header.
+                vm.metrics.count(Counter::LoginFailedSession);
                 let action = self.refuse(
                     rng,
                     html,
@@ -403,6 +427,7 @@ impl RequestFlow {
             session.remaining(now),
             self.carried,
         ) else {
+            vm.metrics.count(Counter::LoginFailedSession);
             let action = self.refuse(
                 rng,
                 html,
@@ -419,6 +444,7 @@ impl RequestFlow {
             );
             return add_cookie(action, clear_txn_cookie(settings, self.ws, txn));
         };
+        vm.metrics.count(Counter::LoginCompleted);
         let entry = SessionEntry::new(session, headers);
         vm.sessions(self.ws)
             .insert(value, entry, now, self.web(settings).session.idle_timeout_s);
@@ -505,6 +531,7 @@ impl RequestFlow {
                 vm.op(op_i).jwks.attempted(now, op.jwks_max_age_s);
                 let endpoints = vm.op(op_i).endpoints.clone();
                 let Some(callout) = endpoints.and_then(|e| crate::jwks::request(op, &e)) else {
+                    vm.metrics.count(Counter::LoginFailedUnavailable);
                     return not_ready(vm, op_i, html);
                 };
                 self.stage = Stage::Keys {
@@ -539,6 +566,7 @@ impl RequestFlow {
                 );
                 let log = format!("{log} (status=403 reference={reference})");
                 self.note_refused(vm, now, Level::Warn, log);
+                vm.metrics.count(Counter::LoginFailedIdToken);
                 add_cookie(action, clear_txn_cookie(settings, self.ws, &txn))
             }
         }

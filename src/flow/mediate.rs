@@ -6,6 +6,7 @@ use std::rc::Rc;
 use serde_json::{Map, Value};
 
 use super::head::RequestHead;
+use super::metered::Counted;
 use super::state::{SiteToken, VmState};
 use super::{failure_text, RequestFlow, Stage};
 use crate::authtoken::AuthTokenSigner;
@@ -14,6 +15,7 @@ use crate::config::Settings;
 use crate::http::{Action, CalloutResult, Wake};
 use crate::login::{random_token, Entropy};
 use crate::mediation::{self, Inject, SiteAuthenticator, SiteKind, Source};
+use crate::metrics::Counter;
 use crate::request::HeaderSource;
 
 impl RequestFlow {
@@ -41,6 +43,12 @@ impl RequestFlow {
             other @ CalloutResult::TimedOut => Err((504, failure_text(&other, self.folded_status))),
             other @ CalloutResult::Failed => Err((503, failure_text(&other, self.folded_status))),
         };
+        vm.metrics.count(match &parsed {
+            Ok(_) => Counter::MediationExchangeOk,
+            Err((504, _)) => Counter::MediationExchange504,
+            Err((503, _)) => Counter::MediationExchange503,
+            Err(_) => Counter::MediationExchange502,
+        });
         let Some(cache) = vm.mediated.get_mut(i) else {
             return Action::Respond(self.internal_error());
         };
@@ -122,7 +130,14 @@ impl RequestFlow {
         let Some(cache) = vm.mediated.get_mut(i) else {
             return Err(Action::Respond(self.internal_error()));
         };
-        match cache.lookup(&key, self.ctx, now) {
+        let found = cache.lookup(&key, self.ctx, now);
+        if self.first(Counted::MediationLookup) {
+            vm.metrics.count(match found {
+                CacheLookup::Hit(_) => Counter::MediationHit,
+                CacheLookup::Wait | CacheLookup::Miss => Counter::MediationMiss,
+            });
+        }
+        match found {
             CacheLookup::Hit(t) => return Ok(t),
             CacheLookup::Wait => return Err(Action::Wait),
             CacheLookup::Miss => {}
@@ -141,6 +156,7 @@ impl RequestFlow {
                 let value = Rc::new(SiteToken {
                     value: header_value(site, &t.token),
                 });
+                vm.metrics.count(Counter::MediationSigned);
                 if let Some(cache) = vm.mediated.get_mut(i) {
                     let until = refresh_before(t.expires_at, now);
                     let waiters = cache.complete(&key, Some((value.clone(), until)), now);

@@ -11,6 +11,7 @@ mod head;
 mod identify;
 mod login;
 mod mediate;
+mod metered;
 mod op_tokens;
 mod preserve;
 mod route;
@@ -152,6 +153,9 @@ pub struct RequestFlow {
     /// The policy already decided (and took rate-limit tokens, wrote the audit line) in an
     /// earlier run of this request.
     decided: bool,
+    /// What this request was already counted for (`metered::Counted`): a rerun after a
+    /// callout must not count its session, token or decision twice.
+    counted: u8,
     /// Which session cookie names the request carried (a sign-in clears stale chunks).
     carried: Carried,
     /// The token endpoint's answer at sign-in, until the session opens with it.
@@ -187,6 +191,7 @@ impl RequestFlow {
             fetched_keys: false,
             folded_status: None,
             decided: false,
+            counted: 0,
             carried: Carried::default(),
             login_tokens: None,
             post: preserve::PostAtCallback::default(),

@@ -3,12 +3,14 @@
 use serde_json::{Map, Value};
 
 use super::login::add_cookie_of;
+use super::metered::login_failure;
 use super::state::VmState;
 use super::{printable, Level, RequestFlow, Stage};
 use crate::config::Settings;
 use crate::http::{Action, CalloutResult};
 use crate::id_token::IdToken;
 use crate::login::{Entropy, LoginTransaction};
+use crate::metrics::Counter;
 use crate::oidc::TokenSet;
 use crate::op_session::{self, UserinfoError};
 use crate::session::{CookieType, OpState};
@@ -95,6 +97,7 @@ impl RequestFlow {
             .zip(access)
             .and_then(|(e, at)| op_session::userinfo_request(self.rp(settings), e, &at));
         let Some(callout) = callout else {
+            vm.metrics.count(Counter::LoginFailedUserinfo);
             return self.op_failure(
                 rng,
                 html,
@@ -152,6 +155,7 @@ impl RequestFlow {
                 self.open_session(settings, vm, &txn, token, id_token, html, now, rng)
             }
             Err(UserinfoError::SubMismatch) => {
+                vm.metrics.count(Counter::LoginFailedUserinfo);
                 let (action, reference) = Self::refusal(
                     rng,
                     html,
@@ -172,7 +176,11 @@ impl RequestFlow {
                 );
                 add_cookie_of(settings, self.ws, action, &txn)
             }
-            Err(e) => self.op_failure(rng, html, &txn, 502, format!("login: {e}")),
+            Err(e) => {
+                vm.metrics
+                    .count(login_failure(&result, Counter::LoginFailedUserinfo));
+                self.op_failure(rng, html, &txn, 502, format!("login: {e}"))
+            }
         }
     }
 }

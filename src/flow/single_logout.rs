@@ -15,6 +15,7 @@ use crate::http::{Action, Body, CalloutResult, LocalResponse};
 use crate::jwks::parse_jwks;
 use crate::login::Entropy;
 use crate::logout_token::{self, LogoutExpected, LogoutToken, LogoutTokenError};
+use crate::metrics::Counter;
 use crate::request::HeaderSource;
 use crate::revocation::{Revoked, ShareFull};
 
@@ -148,12 +149,19 @@ impl RequestFlow {
         result: CalloutResult,
         now: u64,
     ) -> Action {
-        match result {
-            CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
-                Some(keys) => vm.op(self.web(settings).op).jwks.replace(keys, now),
-                None => return self.keys_unavailable("the JWKS is not a JWK Set"),
-            },
-            _ => return self.keys_unavailable("the JWKS could not be fetched"),
+        let (keys, why) = match result {
+            CalloutResult::Response { status: 200, body } => {
+                (parse_jwks(&body), "the JWKS is not a JWK Set")
+            }
+            _ => (None, "the JWKS could not be fetched"),
+        };
+        vm.metrics.count(match keys {
+            Some(_) => Counter::JwksOk,
+            None => Counter::JwksFailed,
+        });
+        match keys {
+            Some(keys) => vm.op(self.web(settings).op).jwks.replace(keys, now),
+            None => return self.keys_unavailable(why),
         }
         self.check_logout_token(settings, vm, token, now, false)
     }

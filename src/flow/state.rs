@@ -10,6 +10,7 @@ use crate::discovery::{self, DiscoveryError, DiscoveryState};
 use crate::http::{Callout, CalloutResult, Wake};
 use crate::jwks::JwksCache;
 use crate::mediation::SiteAuthenticator;
+use crate::metrics::{Counter, Metrics};
 use crate::policy::RateLimits;
 use crate::revocation::{MemoryStore, RevocationList, SharedStore};
 use crate::session::SessionCache;
@@ -146,6 +147,8 @@ pub struct VmState {
     pub store: Rc<dyn SharedStore>,
     /// Session validations at the OP: outcomes known here, and who waits for which.
     pub validations: super::Validations,
+    /// What this worker did since the host last handed it to Envoy (see `crate::metrics`).
+    pub metrics: Metrics,
     /// Root ticks so far, and requests held until a tick count (see `hold_for_ticks`).
     ticks: u64,
     /// When the revocation list last dropped its expired entries.
@@ -207,6 +210,7 @@ impl VmState {
             revoked: RevocationList::new(settings.revocation_list_entries),
             store: Rc::new(MemoryStore::default()),
             validations: Default::default(),
+            metrics: Metrics::new(settings),
             ticks: 0,
             expired_at: 0,
             held: Vec::new(),
@@ -298,6 +302,12 @@ impl VmState {
         line.or_else(|| self.revocation_lines.roll(now))
     }
 
+    /// Entries in this worker's caches, in the order of `crate::metrics::GAUGES`.
+    pub fn cache_sizes(&self) -> [usize; 3] {
+        let mediated = self.mediated.iter().map(FlightCache::len).sum();
+        [self.sessions_cached(), self.tokens.len(), mediated]
+    }
+
     pub(super) fn wake(&mut self, waiters: Vec<u32>, why: Wake) {
         self.woken.extend(waiters.into_iter().map(|w| (w, why)));
     }
@@ -326,13 +336,17 @@ impl VmState {
         result: CalloutResult,
     ) -> LogLine {
         let op = settings.op(i);
-        let rt = self.op(i);
-        rt.discovery.finished();
         let folded = folded_status(&result);
         let outcome = match normalize(result) {
             CalloutResult::Response { status: 200, body } => discovery::parse(op, &body),
             failed => Err(DiscoveryError::Unusable(failure_text(&failed, folded))),
         };
+        self.metrics.count(match outcome {
+            Ok(_) => Counter::DiscoveryOk,
+            Err(_) => Counter::DiscoveryFailed,
+        });
+        let rt = self.op(i);
+        rt.discovery.finished();
         rt.issuer_mismatch = matches!(outcome, Err(DiscoveryError::OtherIssuer(_)));
         match outcome {
             Ok(endpoints) => {

@@ -15,6 +15,7 @@ use crate::http::{Action, CalloutResult, Wake};
 use crate::id_token::{self, IdTokenError, RefreshExpected};
 use crate::jwks::parse_jwks;
 use crate::login::Entropy;
+use crate::metrics::Counter;
 use crate::op_session::{self, RefreshError, UserinfoError};
 use crate::revocation::Revoked;
 use crate::session::slot::{self, Slot, SlotState};
@@ -406,19 +407,29 @@ impl RequestFlow {
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Option<Action> {
-        match keys {
+        let fetched = match keys {
             CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
-                Some(keys) => vm.op(self.web(settings).op).jwks.replace(keys, now),
-                None => self.note(
-                    Level::Warn,
-                    "session validation: JWKS is not a JWK Set".into(),
-                ),
+                Some(keys) => {
+                    vm.op(self.web(settings).op).jwks.replace(keys, now);
+                    Counter::JwksOk
+                }
+                None => {
+                    self.note(
+                        Level::Warn,
+                        "session validation: JWKS is not a JWK Set".into(),
+                    );
+                    Counter::JwksFailed
+                }
             },
-            _ => self.note(
-                Level::Warn,
-                "session validation: the JWKS could not be fetched".into(),
-            ),
-        }
+            _ => {
+                self.note(
+                    Level::Warn,
+                    "session validation: the JWKS could not be fetched".into(),
+                );
+                Counter::JwksFailed
+            }
+        };
+        vm.metrics.count(fetched);
         let decided = self.refreshed(settings, vm, &entry, &answer, now, true);
         self.then_userinfo(settings, vm, entry, decided, now, rng)
     }
@@ -437,6 +448,11 @@ impl RequestFlow {
         if let Some(w) = vm.validations.waiting.remove(&sid) {
             vm.wake(w.waiters, Wake::Ready);
         }
+        vm.metrics.count(match &answer {
+            Answer::Valid(_) => Counter::ValidationOk,
+            Answer::Refused(_) => Counter::ValidationEnded,
+            Answer::NeedKeys | Answer::Unavailable(_) => Counter::ValidationFailed,
+        });
         match answer {
             Answer::Valid(session) => {
                 let headers = settings

@@ -45,6 +45,14 @@ pub(super) struct PendingCallout {
     timeout_ms: u64,
 }
 
+impl PendingCallout {
+    /// Milliseconds since the callout was sent.
+    pub(super) fn elapsed_ms(&self) -> u64 {
+        let ms = now_since_epoch().saturating_sub(self.started).as_millis();
+        u64::try_from(ms).unwrap_or(u64::MAX)
+    }
+}
+
 pub(super) fn dispatch(c: &Callout) -> Option<PendingCallout> {
     let mut headers: Vec<(&str, &str)> = vec![
         (":method", c.method),
@@ -269,6 +277,11 @@ impl Configured {
             return;
         };
         let result = callout_result(&pending, body_size);
+        let upstream = state.borrow().flow.awaiting();
+        if let Some(upstream) = upstream {
+            let ms = pending.elapsed_ms();
+            self.vm.borrow_mut().metrics.latency(upstream, ms);
+        }
         if ctx != current {
             let _ = hostcalls::set_effective_context(ctx);
         }

@@ -11,10 +11,12 @@
 //!   requests, deferred sends, local answers and header changes;
 //! - `request`: the request's headers as Envoy has them;
 //! - `runtime`: the host's clock, log and randomness;
-//! - `shared`: Envoy's shared data as the revocation list's store.
+//! - `shared`: Envoy's shared data as the revocation list's store;
+//! - `stats`: the filter's metrics as Envoy stats, fed from the root tick.
 
 mod actions;
 mod request;
 mod runtime;
 mod shared;
+mod stats;
 mod wasm;

@@ -17,9 +17,11 @@ use super::actions::{
 use super::request::HostRequest;
 use super::runtime::{log, log_line, Clock, HostEntropy};
 use super::shared::HostSharedData;
+use super::stats::Stats;
 use crate::config::Settings;
 use crate::flow::{RequestFlow, VmState};
 use crate::http::{Action, Body, CalloutResult, LocalResponse};
+use crate::metrics::Upstream;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -38,6 +40,8 @@ struct WamRoot {
     clock: Clock,
     /// Discovery requests under way: (OP index, callout).
     discovery: Vec<(usize, PendingCallout)>,
+    /// This VM's metrics as Envoy knows them.
+    stats: Option<Stats>,
 }
 
 impl Context for WamRoot {
@@ -52,12 +56,22 @@ impl Context for WamRoot {
         if let Some(at) = self.discovery.iter().position(|(_, p)| p.token == token) {
             let (op, pending) = self.discovery.swap_remove(at);
             let result = callout_result(&pending, body_size);
+            let ms = pending.elapsed_ms();
+            c.vm.borrow_mut().metrics.latency(Upstream::Discovery, ms);
             let line = c.vm.borrow_mut().on_discovery(&c.settings, op, result);
             log_line(&line);
             return;
         }
         c.deliver(token, body_size, Origin::Safe, self.id);
         c.wake_released(self.id, Origin::Safe, false);
+    }
+
+    fn on_done(&mut self) -> bool {
+        // The plugin goes (a new configuration, Envoy shutting down): its caches with it.
+        if let Some(stats) = self.stats.as_mut() {
+            stats.withdraw();
+        }
+        true
     }
 }
 
@@ -120,6 +134,7 @@ impl RootContext for WamRoot {
         if validates {
             vm.prepare_validation_slots();
         }
+        self.stats = Some(Stats::define(&vm.metrics, self.stats.take()));
         self.configured = Some(Configured {
             settings: Rc::new(settings),
             vm: Rc::new(RefCell::new(vm)),
@@ -149,6 +164,9 @@ impl RootContext for WamRoot {
             log_line(&line);
         }
         c.run_deferred(self.id);
+        if let Some(stats) = self.stats.as_mut() {
+            stats.flush(&mut c.vm.borrow_mut());
+        }
         let suppressed = c.vm.borrow_mut().refused_lines.roll(self.clock.now());
         if let Some(line) = suppressed {
             log_line(&line);
