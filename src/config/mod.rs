@@ -12,6 +12,7 @@ use crate::http::HeaderOps;
 use crate::identity;
 use crate::mediation::{self, Inject, SiteAuthenticator};
 use crate::policy::{self, Policy, RawPolicy, Validation};
+pub use ops::HeartbeatSettings;
 pub use session::SessionSettings;
 
 /// A configuration that was refused: `field` is the JSON path an operator has to fix.
@@ -42,6 +43,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+mod ops;
 mod raw;
 mod session;
 #[cfg(test)]
@@ -240,6 +242,10 @@ pub struct Settings {
     pub authtoken_jwks_path: String,
     /// Prefix of the per-login transaction cookies (`<session cookie>.txn.<id>`).
     pub txn_cookie_prefix: String,
+    /// What `/pa/heartbeat.ping` answers.
+    pub heartbeat: HeartbeatSettings,
+    /// Hand subject, application, resource and decision to Envoy's access log (filter state).
+    pub access_log_fields: bool,
 }
 
 /// Headers a session claim or a mediated token may never be written into: they would change
@@ -576,7 +582,10 @@ impl Settings {
                  a redirect from a client-chosen Host",
             ));
         }
+        let heartbeat = ops::heartbeat(raw.heartbeat)?;
         Ok(Settings {
+            heartbeat,
+            access_log_fields: raw.access_log_fields,
             authtoken_jwks_path: format!("{base_path}/authtoken/JWKS"),
             callback_path: format!("{base_path}/oidc/cb"),
             logout_path: format!("{base_path}/oidc/logout"),

@@ -31,6 +31,11 @@ pub(super) struct RawConfig {
     pub(super) site_authenticators: Vec<serde_json::Value>,
     #[serde(default)]
     pub(super) authtoken: Option<RawAuthToken>,
+    #[serde(default)]
+    pub(super) heartbeat: super::ops::RawHeartbeat,
+    /// Subject, application, resource and decision in Envoy's filter state, for its access log.
+    #[serde(default)]
+    pub(super) access_log_fields: bool,
 }
 
 /// Bearer-token settings shared by every API application (the OP is the token provider).

@@ -35,6 +35,7 @@ impl RequestFlow {
     ) -> Option<Action> {
         let identity = who.identity();
         if settings.policy_is_implicit {
+            self.access_decision(settings, if identity.is_some() { "allow" } else { "login" });
             return match identity {
                 Some(_) => None,
                 None => Some(self.need_identity(settings, vm, request, route, who, now, rng)),
@@ -73,6 +74,8 @@ impl RequestFlow {
             let line = access::audit_line(&facts, app, Some(resource), &decision, request, elapsed);
             self.note(Level::Info, line);
         }
+        let name = policy::AuditRecord::decision_name(&decision.outcome);
+        self.access_decision(settings, name);
         match decision.outcome {
             Outcome::Allow => None,
             Outcome::NeedIdentity => {

@@ -27,7 +27,8 @@ impl RequestFlow {
     ) -> Action {
         match endpoint {
             Endpoint::Heartbeat => {
-                Action::Respond(LocalResponse::new(200).body("text/plain", "OK"))
+                let op = super::health::op_health(settings, vm, now);
+                Action::Respond(super::health::heartbeat(&settings.heartbeat, &[op]))
             }
             Endpoint::Callback => match vm.endpoints.clone() {
                 Some(endpoints) => {

@@ -2,11 +2,13 @@
 //! with the time and a source of randomness; it answers with an [`Action`]. No I/O happens
 //! here, so every path is unit-tested natively.
 
+mod access_log;
 mod answers;
 mod authorize;
 mod endpoints;
 mod forward;
 mod head;
+pub mod health;
 mod identify;
 mod login;
 mod mediate;
@@ -25,6 +27,7 @@ use crate::login::{Entropy, LoginTransaction};
 use crate::oidc::TokenSet;
 pub use crate::request::{HeaderList, HeaderSource};
 use crate::session::chunks::Carried;
+pub use access_log::AccessFields;
 use head::RequestHead;
 use route::Target;
 pub use state::{KeysFlight, SiteToken, VmState, MAX_CALLOUT_BODY};
@@ -154,6 +157,8 @@ pub struct RequestFlow {
     login_tokens: Option<TokenSet>,
     /// At the callback: the form post kept through this sign-in, and its cookies to clear.
     post: preserve::PostAtCallback,
+    /// For Envoy's access log, with `access_log_fields` (see `access_log.rs`).
+    access: Option<AccessFields>,
 }
 
 impl Default for RequestFlow {
@@ -183,6 +188,7 @@ impl RequestFlow {
             carried: Carried::default(),
             login_tokens: None,
             post: preserve::PostAtCallback::default(),
+            access: None,
         }
     }
 
@@ -216,7 +222,11 @@ impl RequestFlow {
         self.stage = Stage::Done;
         let route = match route::route(settings, request) {
             Ok(route) => route,
-            Err(refused) => return self.route_refused(request, refused, rng),
+            Err(refused) => {
+                self.access_target(settings, None, None);
+                self.access_decision(settings, "refused");
+                return self.route_refused(request, refused, rng);
+            }
         };
         let (app, resource) = match route.target {
             Target::Endpoint(endpoint) => {
@@ -224,6 +234,8 @@ impl RequestFlow {
                 return self.endpoint(settings, vm, &head, endpoint, now, rng);
             }
             Target::Unprotected(app) => {
+                self.access_target(settings, app, None);
+                self.access_decision(settings, "unprotected");
                 // Nothing is vouched for, but the application's backend (a mediated site) must
                 // still get nothing a client could have made up.
                 let site = app.and_then(|app| settings.site_for(app));
@@ -244,13 +256,20 @@ impl RequestFlow {
             }
             Target::App { app, resource } => (app, resource),
         };
+        self.access_target(settings, Some(app), Some(resource));
         if resource.audit && self.audit_started_us.is_none() {
             self.audit_started_us = Some(request.now_us());
         }
         let who = match self.identify(settings, vm, request, app, resource, now) {
             Ok(who) => who,
-            Err(action) => return action,
+            Err(action) => {
+                if matches!(action, Action::Respond(_)) {
+                    self.access_decision(settings, "invalid_identity");
+                }
+                return action;
+            }
         };
+        self.access_subject(settings, &who);
         if let Some(refusal) =
             self.authorize(settings, vm, request, &route, app, resource, &who, now, rng)
         {

@@ -11,8 +11,10 @@
 //!   requests, deferred sends, local answers and header changes;
 //! - `request`: the request's headers as Envoy has them;
 //! - `runtime`: the host's clock, log and randomness;
-//! - `shared`: Envoy's shared data as the revocation list's store.
+//! - `shared`: Envoy's shared data as the revocation list's store;
+//! - `access_log`: the flow's access-log fields into Envoy's filter state.
 
+mod access_log;
 mod actions;
 mod request;
 mod runtime;
