@@ -12,10 +12,12 @@
 //! - `request`: the request's headers as Envoy has them;
 //! - `runtime`: the host's clock, log and randomness;
 //! - `shared`: Envoy's shared data as the revocation list's store;
-//! - `access_log`: the flow's access-log fields into Envoy's filter state.
+//! - `access_log`: the flow's access-log fields into Envoy's filter state;
+//! - `reload`: whether the last configuration was taken, in Envoy's stats.
 
 mod access_log;
 mod actions;
+mod reload;
 mod request;
 mod runtime;
 mod shared;
