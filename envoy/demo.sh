@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The demo: Envoy with envoy-wam on http://localhost:8080 in front of an echo backend, and the
 # OpenID Provider on http://localhost:9000. Stays in the foreground; Ctrl-C stops everything.
+# `envoy/demo.sh --lds`: the same demo with its listener (and the filter's configuration) from
+# envoy/lds/listener.yaml, which Envoy watches: move a new version over it to reconfigure live.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+config=envoy/envoy-demo.yaml
+if [ "${1:-}" = "--lds" ]; then config=envoy/envoy-lds.yaml; fi
 
 scripts/setup.sh
 ./wasm-build.sh >/dev/null
@@ -21,7 +25,7 @@ OP_HOST=127.0.0.1 OP_PORT=9000 OP_ISSUER=http://localhost:9000 GATEWAY_URLS=http
 pids+=($!)
 .venv/bin/python integration/backend/echo.py 8081 &
 pids+=($!)
-.venv/bin/envoy -c envoy/envoy-demo.yaml --concurrency 2 --disable-hot-restart \
+.venv/bin/envoy -c "$config" --concurrency 2 --disable-hot-restart \
     -l warn --component-log-level wasm:info &
 pids+=($!)
 
@@ -53,6 +57,8 @@ cat <<MSG
     TOKEN=\$(curl -s -u api_client:demo-secret-change-me-0123456789abcdef http://localhost:9000/token \\
       -d grant_type=client_credentials -d scope=orders:read -d resource=https://api.example.test | jq -r .access_token)
     curl -H "Authorization: Bearer \$TOKEN" http://localhost:8080/api/orders/1
+  Envoy's access log (this terminal) names each request's subject, application, resource and
+  decision; http://localhost:8080/pa/heartbeat.ping says whether sign-in can work.
   Press Ctrl-C to stop.
 
 MSG
