@@ -161,6 +161,9 @@ def resolve_all(raw_target):
 
 class Echo(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: with Nagle's algorithm the body waits for the
+    # peer's delayed ACK (40 ms) on every keep-alive request.
+    disable_nagle_algorithm = True
 
     def read_body(self):
         if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
