@@ -20,7 +20,10 @@ fn config(access_log_fields: bool) -> Value {
                     {"name": "root", "paths": ["/*"]},
                     {"name": "public", "paths": ["/public/*"], "unprotected": true},
                     {"name": "admin", "paths": ["/admin/*"],
-                     "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]}]}
+                     "rules": [{"type": "attribute", "claim": "groups", "one_of": ["admins"]}]}]},
+                {"name": "orders", "hosts": ["gw.example.com"], "context_root": "/api", "type": "api",
+                 "api": {"validation": "jwt", "audiences": ["https://api.example.com"]},
+                 "resources": [{"name": "all", "paths": ["/*"]}]}
             ]}
         }),
     )
@@ -78,6 +81,22 @@ fn each_outcome_hands_the_access_log_its_fields() {
     let (_, f) = fields(&mut gw, "/public/a", None);
     // An unprotected resource is the policy's decision; a global unprotected path is not.
     assert_eq!(f, expect(None, Some("portal"), Some("public"), "allow"));
+
+    // A bearer token that is not one: refused before any key is fetched.
+    let mut flow = RequestFlow::new();
+    let junk = at(
+        "gw.example.com",
+        "GET",
+        "/api/x",
+        &[("authorization", "Bearer junk")],
+    );
+    let a = gw.request_in(&mut flow, &junk);
+    assert_eq!(respond(a).status, 401);
+    let f = flow.take_access_fields();
+    assert_eq!(
+        f,
+        expect(None, Some("orders"), Some("all"), "invalid_identity")
+    );
 
     let mut flow = RequestFlow::new();
     let a = gw.request_in(&mut flow, &at("other.example.com", "GET", "/", &[]));

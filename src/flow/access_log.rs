@@ -23,9 +23,10 @@ pub struct AccessFields {
     pub application: Option<String>,
     pub resource: Option<String>,
     /// `allow`, `deny`, `login`, `redirect`, `rate_limited` (the policy's outcomes, as in
-    /// audit lines), `unprotected`, `invalid_identity` (a refused bearer token or session
-    /// answer), or `refused` (routing refused the request: no application or resource, a
-    /// hostile path or header).
+    /// audit lines), `unprotected`, `invalid_identity` (a refused bearer token), `error` (the
+    /// identity could not be established: the OP or introspection down, slow or not ready), or
+    /// `refused` (routing refused the request: no application or resource, a hostile path or
+    /// header).
     pub decision: Option<&'static str>,
 }
 

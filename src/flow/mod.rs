@@ -263,8 +263,10 @@ impl RequestFlow {
         let who = match self.identify(settings, vm, request, app, resource, now) {
             Ok(who) => who,
             Err(action) => {
-                if matches!(action, Action::Respond(_)) {
-                    self.access_decision(settings, "invalid_identity");
+                if let Action::Respond(r) = &action {
+                    let failed = r.status >= 500;
+                    let name = if failed { "error" } else { "invalid_identity" };
+                    self.access_decision(settings, name);
                 }
                 return action;
             }
