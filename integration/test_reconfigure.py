@@ -179,3 +179,21 @@ def test_a_new_configuration_is_taken_without_losing_requests_or_sessions(lds, o
     assert gw.reload_stats() == {"config_last_reload_success": 1, "config_reload_failed": 1}
     r = requests.get(gw.url + "/pa/heartbeat.ping", timeout=5)
     assert r.status_code == 200 and r.json()["status"] == "ready"
+
+
+def test_a_login_started_before_a_change_completes_after_it(lds, op):
+    """The login transaction (its cookie sealed with a session key still configured) survives
+    the change: the callback lands on the new configuration and signs bob in."""
+    k1 = {"kid": "k1", "secret": key(1)}
+    k2 = {"kid": "k2", "secret": key(2)}
+    gw = lds(config(op, [k1], ["admins"]))
+    s = requests.Session()
+    page = s.get(gw.url + "/admin/x", headers=HTML, allow_redirects=True, timeout=10)
+    assert "/interaction/" in page.url, page.url
+    assert gw.swap(config(op, [k2, k1], ["admins", "staff"]))
+    s.close()  # the callback goes on a new connection: the new configuration
+    time.sleep(1)
+    done = stack.submit_login_form(s, page, "bob")
+    assert done.status_code == 200, done.text[:300]
+    assert done.json()["headers"]["x-wam-user"] == "bob"
+    assert done.json()["path"] == "/admin/x", "bob is let into /admin/ by the new policy"
