@@ -78,14 +78,10 @@ impl RequestFlow {
         let Some(a) = self.access_mut(settings) else {
             return;
         };
-        a.subject = who.identity().map(|id| match id.sub {
-            "" => id
-                .claims
-                .get("client_id")
-                .and_then(|c| c.as_str())
-                .map(|c| format!("client:{}", printable(c)))
-                .unwrap_or_default(),
-            sub => printable(sub),
+        let client = who.token.as_ref().and_then(|t| t.client_id.as_deref());
+        a.subject = who.identity().map(|id| match (id.sub, client) {
+            ("", Some(c)) => format!("client:{}", printable(c)),
+            (sub, _) => printable(sub),
         });
     }
 
