@@ -172,6 +172,16 @@ def gauges(admin):
     return {k: v for k, v in stack.admin_stats(admin, "envoy_wam").items() if "config_" not in k}
 
 
+def envoy_heap_kib(admin):
+    """Envoy's own heap in use (tcmalloc, admin /memory). The wasm VMs' linear memory is mapped
+    outside it, so RSS minus this is mostly the VMs (and V8)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/memory", timeout=5) as r:
+            return int(json.load(r).get("allocated", 0)) // 1024
+    except (OSError, ValueError):
+        return None
+
+
 def wasm_stats(admin):
     return stack.admin_stats(admin, "wasm")
 
@@ -381,6 +391,7 @@ def main():
             if "fatal" in msg:
                 raise RuntimeError(msg["fatal"])
         rss = {"start": rss_kib(pid)}
+        heap = {"start": envoy_heap_kib(admin)}
         print(f"soak: RSS at start {rss['start']} KiB", flush=True)
 
         def split(keys):
@@ -402,6 +413,7 @@ def main():
             sent += n * WORKERS
             print(f"soak: warm-up {name}: {n} keys x {WORKERS} workers in {time.time() - started:.0f}s, RSS +{after - before} KiB ({per_entry[name]['bytes_per_entry']} B/entry), errors {part['errors']}", flush=True)
         rss["after_warmup"] = rss_kib(pid)
+        heap["after_warmup"] = envoy_heap_kib(admin)
         remaining = max(0, args.requests - sent)
         samples = []
         last = [0.0]
@@ -410,9 +422,9 @@ def main():
             if time.time() - last[0] < args.sample_every:
                 return
             last[0] = time.time()
-            s = {"t": round(time.time() - t0, 1), "rss_kib": rss_kib(pid), **gauges(admin)}
+            s = {"t": round(time.time() - t0, 1), "rss_kib": rss_kib(pid), "envoy_heap_kib": envoy_heap_kib(admin), **gauges(admin)}
             samples.append(s)
-            print(f"soak: t={s['t']}s RSS {s['rss_kib']} KiB {json.dumps({k: v for k, v in s.items() if k not in ('t', 'rss_kib')})}", flush=True)
+            print(f"soak: t={s['t']}s RSS {s['rss_kib']} KiB, Envoy heap {s['envoy_heap_kib']} KiB {json.dumps({k: v for k, v in s.items() if k not in ('t', 'rss_kib', 'envoy_heap_kib')})}", flush=True)
 
         mixed_start = time.time()
         chunk = 20_000  # jobs of this many requests, so samples and progress come often
@@ -432,6 +444,7 @@ def main():
         mixed_s = time.time() - mixed_start
         time.sleep(1)
         rss["end"] = rss_kib(pid)
+        heap["end"] = envoy_heap_kib(admin)
         last[0] = 0
         sample()
         wasm_after = wasm_stats(admin)
@@ -458,6 +471,7 @@ def main():
             error_samples=totals["samples"],
             reconnects=totals.get("reconnects", 0),
             rss_kib=rss,
+            envoy_heap_kib=heap,
             rss_growth_after_warmup_kib=rss["end"] - rss["after_warmup"],
             rss_growth_since_start_kib=rss["end"] - rss["start"],
             cache_bound_kib=bound_kib,
@@ -470,6 +484,7 @@ def main():
         print()
         print(f"soak: {report['requests']} requests in {report['seconds']}s ({report['mixed_requests_per_s']} req/s in the mixed phase), {errors} errors {totals['errors']}")
         print(f"  RSS KiB: start {rss['start']}, after warm-up {rss['after_warmup']}, end {rss['end']} (growth after warm-up {report['rss_growth_after_warmup_kib']:+d} KiB)")
+        print(f"  Envoy's own heap KiB (outside the wasm VMs): start {heap['start']}, after warm-up {heap['after_warmup']}, end {heap['end']}")
         print(f"  growth since start {report['rss_growth_since_start_kib']:+d} KiB; full caches at the measured sizes would take {bound_kib} KiB ({', '.join(f'{n} {c}' for n, c in caps.items())} per worker)")
         for name, p in per_entry.items():
             print(f"  {name}: {p['entries']} entries, RSS +{p['rss_growth_kib']} KiB, {p['bytes_per_entry']} bytes per entry")
