@@ -3,8 +3,12 @@
 # OpenID Provider on http://localhost:9000, and a partner's OpenID Provider (a second
 # oidc-provider, its own users) on http://localhost:9001 for the /partner/ application.
 # Stays in the foreground; Ctrl-C stops everything.
+# `envoy/demo.sh --lds`: the same demo with its listener (and the filter's configuration) from
+# envoy/lds/listener.yaml, which Envoy watches: move a new version over it to reconfigure live.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+config=envoy/envoy-demo.yaml
+if [ "${1:-}" = "--lds" ]; then config=envoy/envoy-lds.yaml; fi
 
 scripts/setup.sh
 ./wasm-build.sh >/dev/null
@@ -31,7 +35,7 @@ OP_HOST=127.0.0.1 OP_PORT=9001 OP_ISSUER=http://localhost:9001 GATEWAY_URLS=http
 pids+=($!)
 .venv/bin/python integration/backend/echo.py 8081 &
 pids+=($!)
-.venv/bin/envoy -c envoy/envoy-demo.yaml --concurrency 2 --disable-hot-restart \
+.venv/bin/envoy -c "$config" --concurrency 2 --disable-hot-restart \
     -l warn --component-log-level wasm:info &
 pids+=($!)
 
@@ -74,6 +78,8 @@ cat <<MSG
     curl -H "Authorization: Bearer \$TOKEN" http://localhost:8080/api/orders/1
   Metrics (examples/prometheus.yml scrapes them; examples/grafana-envoy-wam.json shows them):
     curl -s http://localhost:9901/stats/prometheus | grep '^envoy_wam_'
+  Envoy's access log (this terminal) names each request's subject, application, resource and
+  decision; http://localhost:8080/pa/heartbeat.ping says whether sign-in can work.
   Press Ctrl-C to stop.
 
 MSG

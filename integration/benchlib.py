@@ -57,12 +57,13 @@ class Variant:
     (e.g. jwt_authn); `path` and `headers` what wrk sends (headers as "name: value");
     `clusters` {name: port} the listener's filter needs (the `op` cluster is `op_port`)."""
 
-    def __init__(self, name, label, kind="none", config=None, wasm=None, http_filters=None, path="/bench", headers=(), op_port=None, clusters=None, backend_port=None):
+    def __init__(self, name, label, kind="none", config=None, wasm=None, http_filters=None, path="/bench", headers=(), op_port=None, clusters=None, backend_port=None, access_log=None):
         self.name, self.label, self.kind = name, label, kind
         self.config, self.wasm = config, wasm
         self.http_filters = list(http_filters or [])
         self.path, self.headers = path, list(headers)
         self.op_port, self.clusters, self.backend_port = op_port, dict(clusters or {}), backend_port
+        self.access_log = access_log  # a file for Envoy's access log (stack.ACCESS_LOG_FORMAT)
         self.port = None
 
     @property
@@ -98,6 +99,7 @@ def bootstrap(variants, admin_port=None):
             wasm=v.wasm,
             clusters=v.clusters,
             http_filters=copy(v.http_filters),
+            access_log=v.access_log,
         )
         (listener,) = one["static_resources"]["listeners"]
         listener["name"] = f"bench-{v.name}"

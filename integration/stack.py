@@ -257,13 +257,14 @@ def with_redirect_uri(cfg, gateway_url):
     return cfg
 
 
-def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_port=None, op_port=None, wasm=None, clusters=None, http_filters=None, normalize=True):
+def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_port=None, op_port=None, wasm=None, clusters=None, http_filters=None, normalize=True, access_log=None):
     """Envoy's bootstrap (JSON is valid YAML). `filter` is "wam", "noop" or "none"; without a
     backend port, every route answers 200 itself (direct_response) so benchmarks measure the
     filter, not the backend. `clusters` adds clusters {name: port} on 127.0.0.1 (e.g. an STS
     cluster); `http_filters` adds filters before the wasm filter (e.g. native jwt_authn).
     `normalize` False leaves Envoy's own request normalisation at its defaults (all off), so the
-    filter alone stands between a hostile request and the backend."""
+    filter alone stands between a hostile request and the backend. `access_log` names a file
+    for Envoy's access log in ACCESS_LOG_FORMAT (the filter's access-log fields among them)."""
     http_filters = list(http_filters or [])
     if filter in ("wam", "noop"):
         code = wasm or (WAM_WASM if filter == "wam" else NOOP_WASM)
@@ -316,6 +317,7 @@ def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_
                                         "use_remote_address": True,
                                         **(_NORMALIZE if normalize else {}),
                                         "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
+                                        **({"access_log": [file_access_log(access_log)]} if access_log else {}),
                                         "http_filters": http_filters,
                                     },
                                 }
@@ -351,6 +353,71 @@ def prometheus_samples(admin_port, prefix="envoy_wam_"):
             continue
         labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
         out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+# Envoy's access log with envoy-wam's fields (`access_log_fields`), one JSON object a line.
+ACCESS_LOG_FORMAT = {
+    "status": "%RESPONSE_CODE%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "subject": "%FILTER_STATE(wasm.envoy_wam.subject:PLAIN)%",
+    "application": "%FILTER_STATE(wasm.envoy_wam.application:PLAIN)%",
+    "resource": "%FILTER_STATE(wasm.envoy_wam.resource:PLAIN)%",
+    "decision": "%FILTER_STATE(wasm.envoy_wam.decision:PLAIN)%",
+}
+
+
+def file_access_log(path):
+    return {
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": path,
+            "log_format": {"json_format": ACCESS_LOG_FORMAT},
+        },
+    }
+
+
+def lds_bootstrap(bootstrap, lds_dir):
+    """`bootstrap` turned into a file-LDS one: its listeners go to `lds_dir`/listeners.json
+    (written as `write_lds` does), Envoy watches the directory and takes a new file when one is
+    moved into place. Returns the new bootstrap."""
+    os.makedirs(lds_dir, exist_ok=True)
+    write_lds(lds_dir, bootstrap["static_resources"]["listeners"])
+    return {
+        "node": {"id": "envoy-wam", "cluster": "envoy-wam"},
+        "admin": bootstrap["admin"],
+        "static_resources": {"clusters": bootstrap["static_resources"]["clusters"]},
+        "dynamic_resources": {
+            "lds_config": {
+                "path_config_source": {"path": os.path.join(lds_dir, "listeners.json"), "watched_directory": {"path": lds_dir}},
+                "resource_api_version": "V3",
+            }
+        },
+    }
+
+
+def write_lds(lds_dir, listeners):
+    """Replaces the listeners Envoy reads from `lds_dir` the way Envoy asks for: written
+    elsewhere in the directory, then renamed over the watched file (atomic)."""
+    resources = [{"@type": "type.googleapis.com/envoy.config.listener.v3.Listener", **l} for l in listeners]
+    tmp = os.path.join(lds_dir, f".listeners.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump({"resources": resources}, f)
+    os.rename(tmp, os.path.join(lds_dir, "listeners.json"))
+
+
+def admin_stats(admin_port, filter=None):
+    """Envoy's /stats as {name: value} (counters and gauges; histograms left out)."""
+    url = f"http://127.0.0.1:{admin_port}/stats" + (f"?filter={urllib.parse.quote(filter)}" if filter else "")
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(": ")
+        if sep and value.strip().lstrip("-").isdigit():
+            out[name] = int(value)
     return out
 
 

@@ -160,6 +160,16 @@ impl KeyMiss {
     }
 }
 
+/// The JWKS as a health check reports it (see [`JwksCache::health`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JwksHealth {
+    pub keys: usize,
+    /// Seconds since the last successful fetch; `None`: never fetched.
+    pub age_s: Option<u64>,
+    /// The last routine fetch brought nothing.
+    pub failing: bool,
+}
+
 /// The OP's keys as last fetched by this VM.
 #[derive(Debug, Default)]
 pub struct JwksCache {
@@ -245,6 +255,20 @@ impl JwksCache {
             self.routine_attempt = Some(now);
         } else {
             self.unknown_key_attempt = Some(now);
+        }
+    }
+
+    /// What a health check says of this set at `now`: how many keys, how old, and whether a
+    /// routine fetch started more than `grace_s` ago (longer than a callout may take) has
+    /// brought nothing since, i.e. the OP's keys cannot be had.
+    pub fn health(&self, now: u64, grace_s: u64) -> JwksHealth {
+        let failing = self.routine_attempt.is_some_and(|t| {
+            self.fetched_at.is_none_or(|f| f < t) && now.saturating_sub(t) > grace_s
+        });
+        JwksHealth {
+            keys: self.keys.len(),
+            age_s: self.fetched_at.map(|t| now.saturating_sub(t)),
+            failing,
         }
     }
 

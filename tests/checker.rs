@@ -135,7 +135,7 @@ fn web_sessions_sharing_a_cookie_name_are_warned_about() {
 
 #[test]
 fn the_shipped_configs_have_no_errors() {
-    for name in ["envoy-demo.yaml", "envoy-compose.yaml"] {
+    for name in ["envoy-demo.yaml", "envoy-compose.yaml", "lds/listener.yaml"] {
         let path = format!("{}/envoy/{name}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap();
         let found = check(&text);
@@ -193,6 +193,39 @@ fn the_istio_example_is_refused_until_its_placeholder_key_is_replaced() {
     assert!(check(&fixed)
         .iter()
         .all(|f| f.severity == Severity::Warning));
+}
+
+/// The live-reconfiguration demo: a bootstrap whose listener comes from a watched file. The
+/// bootstrap itself holds no filter and is not an error; the listener file is the demo's own
+/// listener (the same filter configuration, so the two demos cannot drift apart).
+#[test]
+fn the_lds_demo_is_checked_through_its_listener_file() {
+    let dir = format!("{}/envoy", env!("CARGO_MANIFEST_DIR"));
+    let boot = std::fs::read_to_string(format!("{dir}/envoy-lds.yaml")).unwrap();
+    assert_eq!(check(&boot), vec![]);
+    assert_eq!(
+        envoy_wam::checker::lds_files(&boot),
+        vec!["envoy/lds/listener.yaml"]
+    );
+    let config_of = |file: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+        let docs = envoy_wam::checker::yaml::parse(&text).unwrap();
+        let targets = envoy_wam::checker::envoy::targets(&docs);
+        assert_eq!(targets.len(), 1, "{file}");
+        serde_json::from_slice(&targets[0].json).unwrap()
+    };
+    assert_eq!(config_of("lds/listener.yaml"), config_of("envoy-demo.yaml"));
+
+    // The binary follows the bootstrap to the listener file.
+    let (code, out) = run(&["check", "envoy/envoy-lds.yaml"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !out.is_empty()
+            && out
+                .lines()
+                .all(|l| l.starts_with("envoy/lds/listener.yaml:")),
+        "{out}"
+    );
 }
 
 fn run(args: &[&str]) -> (i32, String) {

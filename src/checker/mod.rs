@@ -81,6 +81,10 @@ pub fn check(text: &str) -> Vec<Finding> {
         }
     };
     let targets = envoy::targets(&docs);
+    if targets.is_empty() && !envoy::lds_files(&docs).is_empty() {
+        // A bootstrap whose listeners come from files: those are checked (see `lds_files`).
+        return Vec::new();
+    }
     if targets.is_empty() {
         return vec![Finding::error(
             1,
@@ -90,6 +94,14 @@ pub fn check(text: &str) -> Vec<Finding> {
         )];
     }
     targets.iter().flat_map(check_target).collect()
+}
+
+/// The files a bootstrap takes its listeners from (file-based LDS), as written in it: a
+/// checker of the bootstrap checks them too.
+pub fn lds_files(text: &str) -> Vec<String> {
+    yaml::parse(text)
+        .map(|docs| envoy::lds_files(&docs))
+        .unwrap_or_default()
 }
 
 fn check_target(t: &Target<'_>) -> Vec<Finding> {

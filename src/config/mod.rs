@@ -11,6 +11,7 @@ use crate::authtoken::AuthTokenSigner;
 use crate::identity;
 use crate::mediation::{self, Inject, SiteAuthenticator};
 use crate::policy::{self, Policy, RawPolicy, Validation};
+pub use heartbeat::HeartbeatSettings;
 pub use session::SessionSettings;
 
 /// A configuration that was refused: `field` is the JSON path an operator has to fix.
@@ -49,6 +50,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+mod heartbeat;
 mod op;
 mod provider;
 mod raw;
@@ -258,6 +260,10 @@ pub struct Settings {
     pub authtoken_jwks_path: String,
     /// Whether the filter counts what it does into Envoy's stats (`metrics`, default on).
     pub metrics: bool,
+    /// What `/pa/heartbeat.ping` answers.
+    pub heartbeat: HeartbeatSettings,
+    /// Hand subject, application, resource and decision to Envoy's access log (filter state).
+    pub access_log_fields: bool,
 }
 
 /// A web session and its OP: what the gateway's messages to that OP (sign-in, validation,
@@ -519,7 +525,10 @@ impl Settings {
                  a redirect from a client-chosen Host",
             ));
         }
+        let heartbeat = heartbeat::read(raw.heartbeat)?;
         Ok(Settings {
+            heartbeat,
+            access_log_fields: raw.access_log_fields,
             authtoken_jwks_path: format!("{base_path}/authtoken/JWKS"),
             heartbeat_path: format!("{base_path}/heartbeat.ping"),
             base_path,

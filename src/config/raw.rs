@@ -40,6 +40,11 @@ pub(super) struct RawConfig {
     pub(super) token_providers: Vec<RawTokenProvider>,
     #[serde(default = "default_metrics")]
     pub(super) metrics: bool,
+    #[serde(default)]
+    pub(super) heartbeat: super::heartbeat::RawHeartbeat,
+    /// Subject, application, resource and decision in Envoy's filter state, for its access log.
+    #[serde(default)]
+    pub(super) access_log_fields: bool,
 }
 
 fn default_metrics() -> bool {

@@ -43,6 +43,7 @@ impl RequestFlow {
             if self.first(Counted::Decision) {
                 vm.metrics.decision(settings, app, &outcome);
             }
+            self.access_decision(settings, if identity.is_some() { "allow" } else { "login" });
             return match outcome {
                 Outcome::Allow => None,
                 _ => Some(self.need_identity(settings, vm, request, route, who, now, rng)),
@@ -84,6 +85,8 @@ impl RequestFlow {
             let line = access::audit_line(&facts, app, Some(resource), &decision, request, elapsed);
             self.note(Level::Info, line);
         }
+        let name = policy::AuditRecord::decision_name(&decision.outcome);
+        self.access_decision(settings, name);
         match decision.outcome {
             Outcome::Allow => None,
             Outcome::NeedIdentity => {

@@ -30,7 +30,12 @@ impl RequestFlow {
         let op = self.web(settings).op;
         match endpoint {
             Endpoint::Heartbeat => {
-                Action::Respond(LocalResponse::new(200).body("text/plain", "OK"))
+                // The plain heartbeat looks at nothing.
+                let ops = match settings.heartbeat.detailed {
+                    true => super::health::ops_health(settings, vm, now),
+                    false => Vec::new(),
+                };
+                Action::Respond(super::health::heartbeat(&settings.heartbeat, &ops))
             }
             Endpoint::Callback(_) => match vm.op(op).endpoints.clone() {
                 Some(endpoints) => {

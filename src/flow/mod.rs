@@ -2,12 +2,14 @@
 //! with the time and a source of randomness; it answers with an [`Action`]. No I/O happens
 //! here, so every path is unit-tested natively.
 
+mod access_log;
 mod answers;
 mod authorize;
 mod bearer_check;
 mod endpoints;
 mod forward;
 mod head;
+pub mod health;
 mod identify;
 mod login;
 mod mediate;
@@ -27,6 +29,7 @@ use crate::login::{Entropy, LoginTransaction};
 use crate::oidc::TokenSet;
 pub use crate::request::{HeaderList, HeaderSource};
 use crate::session::chunks::Carried;
+pub use access_log::AccessFields;
 use head::RequestHead;
 use route::Target;
 pub use state::{KeysFlight, SiteToken, VmState, MAX_CALLOUT_BODY};
@@ -165,6 +168,8 @@ pub struct RequestFlow {
     /// The web session of the request's application or endpoint (index in
     /// `Settings::web_sessions`): whose cookie, OP and client the request deals with.
     ws: usize,
+    /// For Envoy's access log, with `access_log_fields` (see `access_log.rs`).
+    access: Option<AccessFields>,
 }
 
 impl Default for RequestFlow {
@@ -196,6 +201,7 @@ impl RequestFlow {
             login_tokens: None,
             post: preserve::PostAtCallback::default(),
             ws: 0,
+            access: None,
         }
     }
 
@@ -239,7 +245,11 @@ impl RequestFlow {
         self.stage = Stage::Done;
         let route = match route::route(settings, request) {
             Ok(route) => route,
-            Err(refused) => return self.route_refused(request, refused, rng),
+            Err(refused) => {
+                self.access_target(settings, None, None);
+                self.access_decision(settings, "refused");
+                return self.route_refused(request, refused, rng);
+            }
         };
         self.ws = match &route.target {
             Target::App { app, .. } | Target::Unprotected(Some(app)) => app.web_session,
@@ -252,6 +262,8 @@ impl RequestFlow {
                 return self.endpoint(settings, vm, &head, endpoint, now, rng);
             }
             Target::Unprotected(app) => {
+                self.access_target(settings, app, None);
+                self.access_decision(settings, "unprotected");
                 // Nothing is vouched for, but the application's backend (a mediated site) must
                 // still get nothing a client could have made up.
                 let site = app.and_then(|app| settings.site_for(app));
@@ -273,13 +285,22 @@ impl RequestFlow {
             }
             Target::App { app, resource } => (app, resource),
         };
+        self.access_target(settings, Some(app), Some(resource));
         if resource.audit && self.audit_started_us.is_none() {
             self.audit_started_us = Some(request.now_us());
         }
         let who = match self.identify(settings, vm, request, app, resource, now) {
             Ok(who) => who,
-            Err(action) => return action,
+            Err(action) => {
+                if let Action::Respond(r) = &action {
+                    let failed = r.status >= 500;
+                    let name = if failed { "error" } else { "invalid_identity" };
+                    self.access_decision(settings, name);
+                }
+                return action;
+            }
         };
+        self.access_subject(settings, &who);
         if let Some(refusal) =
             self.authorize(settings, vm, request, &route, app, resource, &who, now, rng)
         {

@@ -184,6 +184,11 @@ impl Configured {
         for line in st.flow.take_log() {
             log_line(&line);
         }
+        if matches!(action, Action::Forward(_) | Action::Respond(_)) {
+            if let Some(fields) = st.flow.take_access_fields() {
+                super::access_log::write(&fields);
+            }
+        }
         match action {
             Action::Forward(fwd) => {
                 drop(st);

@@ -13,8 +13,12 @@
 //! - `runtime`: the host's clock, log and randomness;
 //! - `shared`: Envoy's shared data as the revocation list's store;
 //! - `stats`: the filter's metrics as Envoy stats, fed from the root tick.
+//! - `access_log`: the flow's access-log fields into Envoy's filter state;
+//! - `reload`: whether the last configuration was taken, in Envoy's stats.
 
+mod access_log;
 mod actions;
+mod reload;
 mod request;
 mod runtime;
 mod shared;

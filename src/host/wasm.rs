@@ -83,12 +83,14 @@ impl RootContext for WamRoot {
                 LogLevel::Critical,
                 "envoy-wam: invalid configuration at `(root)`: no plugin configuration given",
             );
+            super::reload::record(false);
             return false;
         };
         let settings = match Settings::from_json(&bytes) {
             Ok(s) => s,
             Err(e) => {
                 log(LogLevel::Critical, &format!("envoy-wam: {e}"));
+                super::reload::record(false);
                 return false;
             }
         };
@@ -149,8 +151,10 @@ impl RootContext for WamRoot {
                 LogLevel::Critical,
                 "envoy-wam: the host gives the root context no tick; refusing to start",
             );
+            super::reload::record(false);
             return false;
         }
+        super::reload::record(true);
         true
     }
 
