@@ -6,6 +6,7 @@ mod common;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use common::two_ops::*;
 use common::*;
 use envoy_wam::config::Settings;
 use envoy_wam::flow::RequestFlow;
@@ -13,65 +14,11 @@ use envoy_wam::http::{Action, Body, CalloutResult, LocalResponse};
 use jwt_simple::prelude::*;
 use serde_json::{json, Map, Value};
 
-const PARTNER: &str = "https://partner.example.net";
 const BROWSER: (&str, &str) = ("accept", "text/html");
 
-fn partner_session(cookie_name: &str) -> Value {
-    json!({
-        "name": "partner",
-        "op": {
-            "issuer": PARTNER, "cluster": "partner_op",
-            "authorization_endpoint": "https://partner.example.net/authorize",
-            "token_endpoint": "https://partner.example.net/token",
-            "jwks_uri": "https://partner.example.net/jwks",
-            "end_session_endpoint": "https://partner.example.net/logout"
-        },
-        "client": {"client_id": "gw_partner", "client_secret": "partner-secret-value",
-                   "redirect_uri": "https://gw.example.com/pa/oidc/cb/partner"},
-        "session": {
-            "cookie_name": cookie_name,
-            "idle_timeout_s": 600,
-            // The same secret as the default web session's (base_config).
-            "signing_keys": [{"kid": "k1", "secret": URL_SAFE_NO_PAD.encode([9u8; 32])}]
-        },
-        "identity_headers": [{"header": "x-partner-user", "claim": "sub"}]
-    })
-}
-
+/// Both web sessions with the same secret (base_config's).
 fn config(cookie_name: &str) -> Value {
-    merge(
-        base_config(),
-        json!({
-            "identity_headers": [{"header": "x-wam-user", "claim": "sub"}],
-            "web_sessions": [partner_session(cookie_name)],
-            "policy": {"applications": [
-                {"name": "corp", "hosts": ["gw.example.com"], "context_root": "/",
-                 "resources": [{"name": "all", "paths": ["/*"]}]},
-                {"name": "partner", "hosts": ["gw.example.com"], "context_root": "/partner",
-                 "web_session": "partner", "resources": [{"name": "all", "paths": ["/*"]}]}
-            ]}
-        }),
-    )
-}
-
-fn set_cookies(r: &LocalResponse) -> Vec<String> {
-    r.headers
-        .iter()
-        .filter(|(n, _)| n == "set-cookie")
-        .map(|(_, v)| v.clone())
-        .collect()
-}
-
-fn pair(set_cookie: &str) -> String {
-    set_cookie.split(';').next().unwrap().to_string()
-}
-
-fn query(location: &str) -> Map<String, Value> {
-    url::Url::parse(location)
-        .unwrap()
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), Value::from(v.into_owned())))
-        .collect()
+    two_op_config(cookie_name, &URL_SAFE_NO_PAD.encode([9u8; 32]))
 }
 
 fn start(gw: &mut Gateway, path: &str) -> (Map<String, Value>, String) {

@@ -2,6 +2,9 @@
 //! heads, and unwrapping the core's actions.
 #![allow(dead_code)]
 
+pub mod life;
+pub mod two_ops;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use envoy_wam::config::Settings;
