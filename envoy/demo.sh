@@ -1,11 +1,24 @@
 #!/usr/bin/env bash
 # The demo: Envoy with envoy-wam on http://localhost:8080 in front of an echo backend, and the
 # OpenID Provider on http://localhost:9000. Stays in the foreground; Ctrl-C stops everything.
+# `--native` runs the native build (an Envoy dynamic module, envoy/envoy-native-demo.yaml)
+# instead of the .wasm (envoy/envoy-demo.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+config=envoy/envoy-demo.yaml
+case "${1:-}" in
+--native) config=envoy/envoy-native-demo.yaml ;;
+"") ;;
+*) echo "usage: envoy/demo.sh [--native]" >&2; exit 2 ;;
+esac
+
 scripts/setup.sh
-./wasm-build.sh >/dev/null
+if [ "$config" = envoy/envoy-native-demo.yaml ]; then
+    ./native-build.sh >/dev/null
+else
+    ./wasm-build.sh >/dev/null
+fi
 
 pids=()
 stop() {
@@ -21,8 +34,8 @@ OP_HOST=127.0.0.1 OP_PORT=9000 OP_ISSUER=http://localhost:9000 GATEWAY_URLS=http
 pids+=($!)
 .venv/bin/python integration/backend/echo.py 8081 &
 pids+=($!)
-.venv/bin/envoy -c envoy/envoy-demo.yaml --concurrency 2 --disable-hot-restart \
-    -l warn --component-log-level wasm:info &
+.venv/bin/envoy -c "$config" --concurrency 2 --disable-hot-restart \
+    -l warn --component-log-level wasm:info,dynamic_modules:info &
 pids+=($!)
 
 up() {
@@ -40,7 +53,7 @@ if ! up; then
 fi
 cat <<MSG
 
-  envoy-wam demo is up. Log in as alice (groups staff, admins) or bob (staff), any password.
+  envoy-wam demo is up ($config). Log in as alice (groups staff, admins) or bob (staff), any password.
     protected app:    http://localhost:8080/
     admins only:      http://localhost:8080/admin/   (bob gets 403; decisions audited in the log)
     no login needed:  http://localhost:8080/public/

@@ -2,7 +2,8 @@
 against no filter and a no-op wasm filter. A further listener runs integration/floor-filter,
 which makes only the host calls envoy-wam needs for such a request and nothing else: it shows
 what the proxy-wasm boundary itself costs. With --compare, one more listener runs another
-build of envoy-wam (e.g. the previous release) with the same configuration.
+build of envoy-wam (e.g. the previous release) with the same configuration. Two more run the
+native build (target/libenvoy_wam.so, an Envoy dynamic module) with the same configurations.
 
 All variants are listeners of ONE Envoy (concurrency 1), measured in interleaved rounds; Envoy
 runs on CPU 0 and wrk on CPU 1 (integration/benchlib.py). Routes answer with Envoy's
@@ -36,7 +37,7 @@ def main():
     args = ap.parse_args()
     benchlib.check_compare(args)
 
-    stack.build_wasm((stack.NOOP_DIR, stack.FLOOR_DIR))
+    stack.build_wasm((stack.NOOP_DIR, stack.FLOOR_DIR), native=True)
     logdir = tempfile.mkdtemp(prefix="envoy-wam-bench-")
     # The filter as the demo runs it (three identity headers), and with one identity header:
     # each header is one more host call on every request, the dominant cost of the hot path.
@@ -59,6 +60,9 @@ def main():
         Variant("wam-1h", "envoy-wam, 1 identity header", "wam", config_1h, headers=headers),
         Variant("wam-signed", "envoy-wam, signed cookie", "wam", config_signed, headers=headers_signed),
         Variant("wam-revoked", "envoy-wam, 200 revocations listed", "wam", config, headers=headers),
+        # Issue 13: the same core as an Envoy dynamic module (target/libenvoy_wam.so).
+        Variant("native", "envoy-wam native, 3 identity headers", "wam-native", config, headers=headers),
+        Variant("native-1h", "envoy-wam native, 1 identity header", "wam-native", config_1h, headers=headers),
     ]
     if args.compare:
         variants.append(Variant("wam-ref", "--compare build, 3 headers", "wam", config, wasm=os.path.abspath(args.compare), headers=headers_signed))
@@ -88,6 +92,10 @@ def main():
         ("encrypted cookie / signed cookie", "wam", "wam-signed", "issue 10 target: no slower"),
         ("200 revocations listed / none", "wam-revoked", "wam", "target: nothing measurable"),
         ("envoy-wam / --compare build", "wam", "wam-ref", "no regression: ~1.0, ~+0 µs"),
+        ("native (3 headers) / no filter", "native", "none", "issue 13 target >= 0.85"),
+        ("native (1 header) / no filter", "native-1h", "none", ""),
+        ("native / wasm (3 headers)", "native", "wam", "issue 13: native vs wasm"),
+        ("native / no-op wasm", "native", "noop", ""),
     ]
     benchlib.report(
         "valid-session request, one Envoy, 1 worker, one listener per variant",

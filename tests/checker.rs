@@ -120,7 +120,11 @@ fn each_risky_setting_is_warned_about() {
 
 #[test]
 fn the_shipped_configs_have_no_errors() {
-    for name in ["envoy-demo.yaml", "envoy-compose.yaml"] {
+    for name in [
+        "envoy-demo.yaml",
+        "envoy-native-demo.yaml",
+        "envoy-compose.yaml",
+    ] {
         let path = format!("{}/envoy/{name}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap();
         let found = check(&text);

@@ -14,12 +14,13 @@ use super::actions::{
     callout_result, dispatch, respond, Configured, HttpState, Origin, PendingCallout, Registry,
     Shared,
 };
+use super::common::{after_body, configured_line, new_vm, FORWARD_AFTER_BODY, TICK_MS};
 use super::request::HostRequest;
 use super::runtime::{log, log_line, Clock, HostEntropy};
 use super::shared::HostSharedData;
 use crate::config::Settings;
-use crate::flow::{RequestFlow, VmState};
-use crate::http::{Action, Body, CalloutResult, LocalResponse};
+use crate::flow::RequestFlow;
+use crate::http::{Body, CalloutResult, LocalResponse};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -76,31 +77,8 @@ impl RootContext for WamRoot {
                 return false;
             }
         };
-        let applications = match settings.policy_is_implicit {
-            true => "no policy: every path needs a session".to_string(),
-            false => format!("{} applications", settings.policy.applications().len()),
-        };
-        log(
-            LogLevel::Info,
-            &format!(
-                "envoy-wam: configured for issuer {} (client {}, cluster {}{}; {applications})",
-                settings.op.issuer,
-                settings.client.client_id,
-                settings.op.cluster,
-                if settings.op.discovery.is_some() {
-                    ", discovery"
-                } else {
-                    ""
-                },
-            ),
-        );
-        // A new configuration may name another OP: this VM's keys, sessions and endpoints start over.
-        let mut vm = VmState::new(&settings);
-        vm.store = Rc::new(HostSharedData);
-        let s = &settings.session;
-        if s.validate_interval_s > 0 || s.keep_access_token {
-            vm.prepare_validation_slots();
-        }
+        log(LogLevel::Info, &configured_line(&settings, "wasm"));
+        let vm = new_vm(&settings, Rc::new(HostSharedData));
         self.configured = Some(Configured {
             settings: Rc::new(settings),
             vm: Rc::new(RefCell::new(vm)),
@@ -171,10 +149,6 @@ impl RootContext for WamRoot {
         Some(ContextType::HttpContext)
     }
 }
-
-/// How often the root context ticks: the clock's resolution, and the longest a deferred
-/// wake-up waits.
-const TICK_MS: u64 = 100;
 
 struct WamHttp {
     ctx: u32,
@@ -255,17 +229,11 @@ impl WamHttp {
             self.clock.now(),
             &mut HostEntropy,
         );
-        let action = match action {
-            // The request went on held (see `Action::ReadBody`): it may not go on as itself.
-            Action::Forward(_) | Action::ReadBody { .. } => {
-                log(
-                    LogLevel::Error,
-                    "envoy-wam: a request whose body was read cannot be forwarded; refusing",
-                );
-                Action::Respond(LocalResponse::new(500).body("text/plain", "internal error\n"))
-            }
-            other => other,
-        };
+        // The request went on held (see `Action::ReadBody`): it may not go on as itself.
+        let (action, refused) = after_body(action);
+        if refused {
+            log(LogLevel::Error, FORWARD_AFTER_BODY);
+        }
         self.state.borrow_mut().held = Some(request);
         c.carry_out(self.ctx, &self.state, action, Origin::Safe);
         c.wake_released(self.ctx, Origin::Borrowed, false);

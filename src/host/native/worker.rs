@@ -32,13 +32,15 @@ pub(super) fn now_ms() -> u64 {
     u64::try_from(now_since_epoch().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A line of the core's, prefixed as the wasm build's are (Envoy writes those as
+/// `wasm log envoy-wam: ...`): log readers and tests match `envoy-wam: <kind>:`.
 pub(super) fn log_line(line: &LogLine) {
     let level = match line.level {
         Level::Info => LogLevel::Info,
         Level::Warn => LogLevel::Warn,
         Level::Error => LogLevel::Error,
     };
-    log(level, &line.message);
+    log(level, &format!("envoy-wam: {}", line.message));
 }
 
 /// A parked request of this worker: how to reach it (its scheduler) and where to leave why
