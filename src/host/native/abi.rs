@@ -165,6 +165,7 @@ extern "C" {
         details: ModuleBuffer,
     );
     fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: *mut c_void);
+    fn envoy_dynamic_module_callback_http_clear_route_cache(filter: *mut c_void);
     fn envoy_dynamic_module_callback_http_filter_http_callout(
         filter: *mut c_void,
         callout_id: *mut u64,
@@ -277,6 +278,13 @@ impl Filter {
                 value,
             )
         }
+    }
+
+    /// Makes Envoy choose the route again from the request's headers as they are now (the
+    /// wasm host does this on every header change; here the mapping asks for it).
+    pub fn clear_route_cache(self) {
+        // SAFETY: live filter, in one of its decoding hooks (a no-op in any other phase).
+        unsafe { envoy_dynamic_module_callback_http_clear_route_cache(self.0) }
     }
 
     /// Adds a response header (another copy when it exists).

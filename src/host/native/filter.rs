@@ -154,16 +154,26 @@ fn respond(envoy: Filter, r: &LocalResponse) {
 }
 
 /// Applies a forward's header changes: removals, identity, then the rest. `false` when one
-/// failed: the request then ends with 500, never half-cleaned.
+/// failed: the request then ends with 500, never half-cleaned. Envoy then routes again: the
+/// request goes on with the path and authority the decision was made on (and routes that
+/// match on headers see the gateway's, as with the wasm build, whose host clears the route
+/// cache on every header change).
 fn apply(envoy: Filter, fwd: &Forward) -> bool {
-    fwd.removed
+    let applied = fwd
+        .removed
         .iter()
         .all(|name| envoy.set_request_header(name, None))
         && fwd
             .identity
             .iter()
             .chain(fwd.request_headers.iter())
-            .all(|(name, value)| envoy.set_request_header(name, value.as_deref()))
+            .all(|(name, value)| envoy.set_request_header(name, value.as_deref()));
+    let changed =
+        !(fwd.removed.is_empty() && fwd.identity.is_empty() && fwd.request_headers.is_empty());
+    if applied && changed {
+        envoy.clear_route_cache();
+    }
+    applied
 }
 
 impl NativeFilter {
