@@ -223,6 +223,18 @@ fn copy(ptr: *const c_char, len: usize) -> Vec<u8> {
     unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) }.to_vec()
 }
 
+/// Bytes Envoy owns, borrowed for as long as the hook runs and no setter is called (the
+/// callers use them at once).
+fn borrowed<'a>(ptr: *const c_char, len: usize) -> &'a [u8] {
+    if ptr.is_null() || len == 0 {
+        return &[];
+    }
+    // SAFETY: Envoy hands (ptr, len) pairs that point to `len` readable bytes, valid until the
+    // hook returns or the map is changed; `each_request_header`'s callers copy them before
+    // either happens.
+    unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) }
+}
+
 fn to_module_headers(headers: &[(&str, &[u8])]) -> Vec<ModuleHeader> {
     headers
         .iter()
@@ -236,8 +248,9 @@ fn to_module_headers(headers: &[(&str, &[u8])]) -> Vec<ModuleHeader> {
 }
 
 impl Filter {
-    /// Every request header, in order: (name, value) as bytes.
-    pub fn request_headers(self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    /// Hands every request header, in order, to `each` as (name, value) bytes borrowed from
+    /// Envoy for the call (the caller copies what it keeps: one copy, no allocation per header).
+    pub fn each_request_header(self, mut each: impl FnMut(&[u8], &[u8])) {
         // SAFETY: `self` is a live filter (see the type); the call only reads.
         let n =
             unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.0, REQUEST_HEADER) };
@@ -254,16 +267,14 @@ impl Filter {
             envoy_dynamic_module_callback_http_get_headers(self.0, REQUEST_HEADER, out.as_mut_ptr())
         };
         if !ok {
-            return Vec::new();
+            return;
         }
-        out.iter()
-            .map(|h| {
-                (
-                    copy(h.key_ptr, h.key_length),
-                    copy(h.value_ptr, h.value_length),
-                )
-            })
-            .collect()
+        for h in &out {
+            each(
+                borrowed(h.key_ptr, h.key_length),
+                borrowed(h.value_ptr, h.value_length),
+            );
+        }
     }
 
     /// Sets (replacing every copy) or, with `None`, removes a request header.

@@ -9,6 +9,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::abi::{log, CalloutAnswer, Filter, LogLevel, Scheduler, Status};
 use super::worker::{
@@ -47,6 +48,8 @@ pub(super) fn program_init() {
 pub(super) struct Config {
     id: u64,
     json: Vec<u8>,
+    /// Cleared when Envoy destroys the configuration: workers then drop their state for it.
+    alive: Arc<AtomicBool>,
 }
 
 impl Config {
@@ -57,7 +60,11 @@ impl Config {
             Ok(settings) => {
                 log(LogLevel::Info, &configured_line(&settings, "native"));
                 let id = NEXT_CONFIG.fetch_add(1, Ordering::Relaxed);
-                Some(Config { id, json })
+                Some(Config {
+                    id,
+                    json,
+                    alive: Arc::new(AtomicBool::new(true)),
+                })
             }
             Err(e) => {
                 log(LogLevel::Critical, &format!("envoy-wam: {e}"));
@@ -69,9 +76,9 @@ impl Config {
 
 impl Drop for Config {
     fn drop(&mut self) {
-        // Destroyed on the main thread: workers drop their state for it with their last
-        // filter (each filter holds an Rc), and the map entry is dropped here for this thread.
-        Worker::forget(self.id);
+        // Destroyed on the main thread; each worker drops its state for it when it next takes
+        // in a new configuration (see `Worker::for_config`).
+        self.alive.store(false, Ordering::Relaxed);
     }
 }
 
@@ -94,6 +101,8 @@ struct Req {
     stopped: bool,
     /// Waiting for the discovery callout this request sent, before its own flow runs.
     awaiting_discovery: bool,
+    /// The request has arrived whole (headers, body and trailers): no body hook follows.
+    ended: bool,
     scheduler: Option<Scheduler>,
 }
 
@@ -114,9 +123,11 @@ struct NativeRequest {
 impl NativeRequest {
     fn read(envoy: Filter) -> Self {
         let mut headers = HeaderList::default();
-        for (n, v) in envoy.request_headers() {
-            headers.push(&String::from_utf8_lossy(&n), &v);
-        }
+        envoy.each_request_header(|n, v| match std::str::from_utf8(n) {
+            Ok(n) => headers.push(n, v),
+            // No HTTP codec lets such a name through; kept lossily, as the wasm host does.
+            Err(_) => headers.push(&String::from_utf8_lossy(n), v),
+        });
         Self { headers, envoy }
     }
 }
@@ -178,7 +189,7 @@ fn apply(envoy: Filter, fwd: &Forward) -> bool {
 
 impl NativeFilter {
     pub(super) fn new(config: &Config, envoy: Filter) -> Self {
-        let worker = Worker::for_config(config.id, &config.json);
+        let worker = Worker::for_config(config.id, &config.json, &config.alive);
         let ctx = worker.as_ref().map_or(0, |w| w.next_ctx());
         Self {
             worker,
@@ -191,6 +202,7 @@ impl NativeFilter {
                 reading_body: None,
                 stopped: false,
                 awaiting_discovery: false,
+                ended: false,
                 scheduler: None,
             }),
             wake: Rc::new(Cell::new(None)),
@@ -207,6 +219,7 @@ impl NativeFilter {
             return Status::Stop;
         };
         w.tick_if_due();
+        self.req.borrow_mut().ended = end_of_stream;
         if self.discovery_started(&w) {
             self.req.borrow_mut().stopped = true;
             return Status::Stop;
@@ -268,6 +281,7 @@ impl NativeFilter {
     }
 
     pub(super) fn request_body(&self, end_of_stream: bool) -> Status {
+        self.req.borrow_mut().ended = end_of_stream;
         let reading = self.req.borrow().reading_body;
         let (Some(max), Some(w)) = (reading, self.worker.clone()) else {
             return self.hold_body();
@@ -291,6 +305,7 @@ impl NativeFilter {
     }
 
     pub(super) fn request_trailers(&self) -> Status {
+        self.req.borrow_mut().ended = true;
         let reading = self.req.borrow().reading_body;
         let (Some(max), Some(w)) = (reading, self.worker.clone()) else {
             return match self.req.borrow().stopped {
@@ -385,15 +400,20 @@ impl NativeFilter {
         self.go_on_after(w, action);
     }
 
-    /// Carries out `action` outside the headers hook: a request let on is continued here.
+    /// Carries out `action` outside the headers hook: a request let on is continued here. A
+    /// request that waited before its flow first ran (discovery) may be asked for its body
+    /// now: it is still stopped, its body held here; read at once if it has all arrived.
     fn go_on_after(&self, w: &Worker, action: Action) {
-        if matches!(action, Action::ReadBody { .. }) {
-            // Only ever the answer to the headers; the body may be gone past this filter.
-            log(
-                LogLevel::Error,
-                "envoy-wam: the flow asked for a body too late; refusing",
-            );
-            self.carry_out(w, Action::Respond(internal_error()));
+        if let Action::ReadBody { max } = action {
+            self.req.borrow_mut().reading_body = Some(max);
+            if self.req.borrow().ended {
+                let body = self.envoy.request_body();
+                let body = match body.len() > max {
+                    true => Body::TooLarge,
+                    false => Body::Complete(body),
+                };
+                self.body_read(w, body);
+            }
         } else if self.carry_out(w, action) {
             self.req.borrow_mut().stopped = false;
             self.envoy.continue_decoding();

@@ -4,7 +4,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::abi::{log, LogLevel, Scheduler};
@@ -63,14 +64,15 @@ pub(super) struct Worker {
 
 thread_local! {
     /// This worker's state, per configuration id.
-    static WORKERS: RefCell<HashMap<u64, Rc<Worker>>> = RefCell::new(HashMap::new());
+    static WORKERS: RefCell<HashMap<u64, (Rc<Worker>, Arc<AtomicBool>)>> =
+        RefCell::new(HashMap::new());
 }
 
 impl Worker {
     /// This thread's state for configuration `id` (parsed from `json` on first use; the
     /// configuration was checked when Envoy loaded it).
-    pub(super) fn for_config(id: u64, json: &[u8]) -> Option<Rc<Worker>> {
-        if let Some(w) = WORKERS.with(|m| m.borrow().get(&id).cloned()) {
+    pub(super) fn for_config(id: u64, json: &[u8], alive: &Arc<AtomicBool>) -> Option<Rc<Worker>> {
+        if let Some(w) = WORKERS.with(|m| m.borrow().get(&id).map(|(w, _)| w.clone())) {
             return Some(w);
         }
         let settings = Settings::from_json(json).ok()?;
@@ -84,13 +86,14 @@ impl Worker {
             last_tick_ms: Cell::new(now_ms()),
             discovery: Cell::new(None),
         });
-        WORKERS.with(|m| m.borrow_mut().insert(id, w.clone()));
+        WORKERS.with(|m| {
+            let mut m = m.borrow_mut();
+            // A new configuration on this worker (a reload): the state of those Envoy has
+            // destroyed goes (their last filters hold their own reference until they end).
+            m.retain(|_, (_, alive)| alive.load(Ordering::Relaxed));
+            m.insert(id, (w.clone(), alive.clone()));
+        });
         Some(w)
-    }
-
-    /// Forgets configuration `id` on this thread (its filters hold their own reference).
-    pub(super) fn forget(id: u64) {
-        let _ = WORKERS.try_with(|m| m.borrow_mut().remove(&id));
     }
 
     /// A request id unique on this worker (the flow's single flights name waiters by it).
@@ -183,7 +186,9 @@ fn ticker() -> &'static Mutex<Vec<Scheduler>> {
 
 fn ticker_add(s: Scheduler) {
     if let Ok(mut list) = ticker().lock() {
-        list.push(s);
+        if !list.contains(&s) {
+            list.push(s);
+        }
     }
 }
 
