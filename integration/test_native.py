@@ -85,3 +85,22 @@ def test_the_panic_header_does_nothing_unless_the_operator_turned_it_on(so, op, 
         assert "panic" not in e.log().split("Dynamic module ABI version")[-1]
     finally:
         e.stop()
+
+
+def test_the_first_request_waits_for_discovery_and_may_still_read_its_body(so, op, backend, gateways, logdir):
+    """The native build sends discovery from a worker's first request, which waits for it (no
+    per-worker timer to send it from); that request may be one whose body the flow reads (a
+    back-channel logout): it is read after discovery, not refused."""
+    port = gateways.ports[3]
+    cfg = stack.live_config(op.issuer)
+    cfg["op"] = {"issuer": op.issuer, "cluster": "op", "discovery": True, "timeout_ms": 3000}
+    bootstrap = stack.envoy_bootstrap(port, stack.free_port(), "wam-native", cfg, backend.port, op.port)
+    e = stack.start_envoy(port, bootstrap, concurrency=1, logdir=logdir, name="envoy-native-discovery")
+    try:
+        r = requests.post(e.url + "/pa/oidc/backchannel", data={"logout_token": "abc"}, timeout=10)
+        assert r.status_code == 400 and "malformed logout token" in r.text, (r.status_code, r.text)
+        assert "discovered the endpoints" in e.log()
+        r = requests.get(e.url + "/d", headers={"accept": "text/html"}, allow_redirects=False, timeout=10)
+        assert r.status_code == 302 and r.headers["location"].startswith(op.issuer + "/auth?")
+    finally:
+        e.stop()
