@@ -62,10 +62,11 @@ pub(super) struct Worker {
     pub(super) discovery: Cell<Option<(u32, u64)>>,
 }
 
+/// A worker's state per configuration id, with whether Envoy still holds the configuration.
+type Workers = HashMap<u64, (Rc<Worker>, Arc<AtomicBool>)>;
+
 thread_local! {
-    /// This worker's state, per configuration id.
-    static WORKERS: RefCell<HashMap<u64, (Rc<Worker>, Arc<AtomicBool>)>> =
-        RefCell::new(HashMap::new());
+    static WORKERS: RefCell<Workers> = RefCell::new(HashMap::new());
 }
 
 impl Worker {
