@@ -2,7 +2,7 @@
 # Builds the native filter, target/libenvoy_wam.so: the same core as target/envoy_wam.wasm,
 # loaded by Envoy as a dynamic module (ABI v0.2.0 of Envoy 1.40; see README, "Choosing a
 # build"). Cargo profile `native`: release with opt-level 3 and panic = "unwind" (every hook
-# catches panics; see src/host/native/abi.rs). Prints the .so's path (stdout) and its size and
+# catches panics; see src/host/native/abi/hooks.rs). Prints the .so's path (stdout) and its size and
 # sha256 (stderr).
 set -euo pipefail
 cd "$(dirname "$0")"
