@@ -552,6 +552,7 @@ impl NativeFilter {
     /// waited on this request must not wait forever.
     pub(super) fn stream_complete(&self) {
         let Some(w) = self.worker.clone() else { return };
+        w.publish_if_dirty();
         if let Some((ctx, _)) = w.discovery.get() {
             if ctx == self.ctx {
                 // Envoy cancels the callout with the stream: the next request sends it again.

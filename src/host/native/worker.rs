@@ -124,6 +124,19 @@ impl Worker {
         self.wake_released();
     }
 
+    /// Shares this worker's revocations with the others now. The wasm build leaves that to its
+    /// next tick, which comes every 100 ms; here a worker ticks from its requests, and the
+    /// request that revoked a session (a front-channel logout) may be its last for a while.
+    pub(super) fn publish_if_dirty(&self) {
+        let dirty = self.vm.borrow().revoked.is_dirty();
+        if dirty {
+            let line = self.vm.borrow_mut().publish_revocations(now_secs());
+            if let Some(line) = line {
+                log_line(&line);
+            }
+        }
+    }
+
     /// Hands every request the core released its reason, and posts it a wake-up: it runs in
     /// its own hook (`on_http_filter_scheduled`), never inside another request's.
     pub(super) fn wake_released(&self) {
