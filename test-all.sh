@@ -11,7 +11,7 @@ cargo fmt --all -- --check
 cargo test --all-targets --all-features
 # Every shipped configuration passes the config checker (errors fail the run; warnings, such
 # as the demos' public key, are printed).
-cargo run --quiet --bin envoy-wam -- check envoy/envoy-demo.yaml envoy/envoy-native-demo.yaml envoy/envoy-compose.yaml
+cargo run --quiet --bin envoy-wam -- check envoy/envoy-demo.yaml envoy/envoy-native-demo.yaml envoy/envoy-compose.yaml envoy/envoy-lds.yaml
 scripts/fuzz-build.sh  # the fuzz targets still build (running them: scripts/fuzz.sh)
 ./wasm-build.sh >/dev/null
 ./native-build.sh >/dev/null

@@ -4,6 +4,10 @@ which makes only the host calls envoy-wam needs for such a request and nothing e
 what the proxy-wasm boundary itself costs. With --compare, one more listener runs another
 build of envoy-wam (e.g. the previous release) with the same configuration. Two more run the
 native build (target/libenvoy_wam.so, an Envoy dynamic module) with the same configurations.
+build of envoy-wam (e.g. the previous release) with the same configuration. Issue 12: a
+listener with `"metrics": false` shows what counting into Envoy's stats costs (`--metrics`:
+only that comparison, with no filter and the no-op filter for reference, and a second
+metrics-on listener whose difference from the first is the machine's noise).
 
 All variants are listeners of ONE Envoy (concurrency 1), measured in interleaved rounds; Envoy
 runs on CPU 0 and wrk on CPU 1 (integration/benchlib.py). Routes answer with Envoy's
@@ -16,7 +20,14 @@ of per-round values: the req/s ratio and the CPU µs/request difference. Targets
 no-op wasm >= 0.85 (the web-session issue); "envoy-wam / --compare build" near 1.0 and near
 +0 µs means no regression. The last line is the report as JSON.
 
-usage: .venv/bin/python integration/bench_session.py [--rounds N] [--seconds S] [--connections C] [--compare OTHER.wasm]
+With --web-sessions (issue 11) it measures instead the valid-session path with two web
+sessions (two OPs) against one, the same applications and policy in both: `/` and `/partner/`
+are applications of the default web session in the one-session configuration, while in the
+two-session ones `/partner/` has a web session of its own (its OP, cookie PA.partner and keys),
+with identity headers of its own (x-partner-*, so each request also removes the other session's
+three headers) or with the same header names as the default one. Target: no slower.
+
+usage: .venv/bin/python integration/bench_session.py [--rounds N] [--seconds S] [--connections C] [--compare OTHER.wasm] [--metrics | --web-sessions]
 """
 
 import argparse
@@ -34,8 +45,12 @@ from benchlib import Variant, copy  # noqa: E402
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     benchlib.add_arguments(ap)
+    ap.add_argument("--web-sessions", action="store_true", help="two web sessions against one (issue 11) instead")
+    ap.add_argument("--metrics", action="store_true", help="only envoy-wam with metrics on and off (and the references)")
     args = ap.parse_args()
     benchlib.check_compare(args)
+    if args.web_sessions:
+        return web_sessions(args)
 
     stack.build_wasm((stack.NOOP_DIR, stack.FLOOR_DIR), native=True)
     logdir = tempfile.mkdtemp(prefix="envoy-wam-bench-")
@@ -51,6 +66,9 @@ def main():
     config_signed = copy(config)
     config_signed["session"]["cookie_type"] = "signed"
     headers_signed = benchlib.session_headers(benchlib.mint_cookie(config_signed, logdir))
+    # Issue 12: the same filter with its metrics switched off (the default is on).
+    config_nometrics = copy(config)
+    config_nometrics["metrics"] = False
 
     variants = [
         Variant("none", "no filter", "none", headers=headers),
@@ -63,7 +81,12 @@ def main():
         # Issue 13: the same core as an Envoy dynamic module (target/libenvoy_wam.so).
         Variant("native", "envoy-wam native, 3 identity headers", "wam-native", config, headers=headers),
         Variant("native-1h", "envoy-wam native, 1 identity header", "wam-native", config_1h, headers=headers),
+        Variant("wam-nometrics", "envoy-wam, metrics off", "wam", config_nometrics, headers=headers),
     ]
+    if args.metrics:
+        # The same filter twice more: how far two identical listeners differ on this machine.
+        variants = [v for v in variants if v.name in ("none", "noop", "wam", "wam-nometrics")]
+        variants.append(Variant("wam-again", "envoy-wam again (metrics on)", "wam", config, headers=headers))
     if args.compare:
         variants.append(Variant("wam-ref", "--compare build, 3 headers", "wam", config, wasm=os.path.abspath(args.compare), headers=headers_signed))
 
@@ -71,9 +94,9 @@ def main():
     try:
         # 200 front-channel logouts of other OP sessions: the list is not empty, and a session
         # is looked up in it (once per change of the list, then the hot path skips it).
-        revoked = next(v for v in variants if v.name == "wam-revoked")
+        revoked = next((v for v in variants if v.name == "wam-revoked"), None)
         iss = urllib.parse.quote(config["op"]["issuer"], safe="")
-        for i in range(200):
+        for i in range(200 if revoked else 0):
             status, _ = benchlib.get(revoked, headers={}, path=f"/pa/oidc/frontchannel?iss={iss}&sid=other-{i}")
             assert status == 200, status
         # The filter must really be on the session path: a 200 with identity, not a redirect.
@@ -96,6 +119,8 @@ def main():
         ("native (1 header) / no filter", "native-1h", "none", ""),
         ("native / wasm (3 headers)", "native", "wam", "issue 13: native vs wasm"),
         ("native / no-op wasm", "native", "noop", ""),
+        ("metrics on / metrics off", "wam", "wam-nometrics", "issue 12 target: >= 0.98"),
+        ("metrics on / on again", "wam", "wam-again", "the noise: the same listener twice"),
     ]
     benchlib.report(
         "valid-session request, one Envoy, 1 worker, one listener per variant",
@@ -104,6 +129,75 @@ def main():
         comparisons,
         benchlib.settings(args),
         extra={"bench": "session"},
+    )
+
+
+def web_sessions(args):
+    """Two web sessions against one: the default session's path and the named one's."""
+    stack.build_wasm((stack.NOOP_DIR,))
+    logdir = tempfile.mkdtemp(prefix="envoy-wam-bench-")
+    every = [{"name": "all", "paths": ["/*"]}]
+    one = benchlib.session_config()
+    one["policy"] = {
+        "applications": [
+            {"name": "corp", "hosts": ["*"], "context_root": "/", "type": "web", "resources": every},
+            {"name": "partner", "hosts": ["*"], "context_root": "/partner", "type": "web", "resources": every},
+        ]
+    }
+    partner = stack.web_session("partner", "http://127.0.0.1:10", "partner_op", **{"session.activity_refresh_s": 3600, "session.idle_timeout_s": 7200})
+    two = copy(one)
+    two["web_sessions"] = [partner]
+    two["policy"]["applications"][1]["web_session"] = "partner"
+    # The partner session with the default one's identity header names: no foreign headers.
+    same = copy(two)
+    same["web_sessions"][0]["identity_headers"] = copy(one["identity_headers"])
+
+    corp = benchlib.session_headers(benchlib.mint_cookie(one, logdir))
+    # One configuration's default keys are another's: mint_cookie for `two` with the same
+    # default session gives a cookie each of them accepts.
+    assert two["session"] == one["session"] and same["session"] == one["session"]
+    partner_cookie = benchlib.session_headers(benchlib.mint_cookie(two, logdir, "partner"), "PA.partner")
+    same_cookie = benchlib.session_headers(benchlib.mint_cookie(same, logdir, "partner"), "PA.partner")
+    clusters = {"partner_op": 10}
+    variants = [
+        Variant("noop", "no-op wasm filter", "noop", headers=corp),
+        Variant("ws1", "1 web session, /", "wam", one, headers=corp),
+        Variant("ws2", "2 web sessions, /", "wam", two, headers=corp, clusters=clusters),
+        Variant("ws2-same", "2 web sessions (same headers), /", "wam", same, headers=corp, clusters=clusters),
+        Variant("ws1-p", "1 web session, /partner/", "wam", one, headers=corp, path="/partner/bench"),
+        Variant("ws2-p", "2 web sessions, /partner/", "wam", two, headers=partner_cookie, path="/partner/bench", clusters=clusters),
+        Variant("ws2-same-p", "2 web sessions (same headers), /partner/", "wam", same, headers=same_cookie, path="/partner/bench", clusters=clusters),
+    ]
+    if args.compare:
+        ref = os.path.abspath(args.compare)
+        variants += [
+            Variant("ws1-ref", "--compare build, 1 web session, /", "wam", one, wasm=ref, headers=corp),
+            Variant("ws2-ref", "--compare build, 2 web sessions, /", "wam", two, wasm=ref, headers=corp, clusters=clusters),
+        ]
+    envoy = benchlib.start(variants, logdir)
+    try:
+        benchlib.expect_200(variants)
+        results = benchlib.measure(envoy, variants, args.rounds, args.seconds, args.connections)
+    finally:
+        envoy.stop()
+    comparisons = [
+        ("1 web session: this build / --compare build", "ws1", "ws1-ref", ""),
+        ("2 web sessions: this build / --compare build", "ws2", "ws2-ref", ""),
+        ("2 web sessions / 1, --compare build", "ws2-ref", "ws1-ref", ""),
+        ("2 web sessions / 1, default session at /", "ws2", "ws1", "target: no slower (>= ~1.0)"),
+        ("2 (same headers) / 1, default session at /", "ws2-same", "ws1", "target: no slower"),
+        ("2 web sessions / 1, partner session at /partner/", "ws2-p", "ws1-p", "target: no slower"),
+        ("2 (same headers) / 1, partner session at /partner/", "ws2-same-p", "ws1-p", "target: no slower"),
+        ("1 web session / no-op wasm", "ws1", "noop", ""),
+    ]
+    benchlib.report(
+        "valid-session request, two web sessions against one, one Envoy, 1 worker",
+        variants,
+        results,
+        comparisons,
+        benchlib.settings(args),
+        baseline="noop",
+        extra={"bench": "session-web-sessions"},
     )
 
 

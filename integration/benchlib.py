@@ -57,12 +57,13 @@ class Variant:
     (e.g. jwt_authn); `path` and `headers` what wrk sends (headers as "name: value");
     `clusters` {name: port} the listener's filter needs (the `op` cluster is `op_port`)."""
 
-    def __init__(self, name, label, kind="none", config=None, wasm=None, http_filters=None, path="/bench", headers=(), op_port=None, clusters=None, backend_port=None):
+    def __init__(self, name, label, kind="none", config=None, wasm=None, http_filters=None, path="/bench", headers=(), op_port=None, clusters=None, backend_port=None, access_log=None):
         self.name, self.label, self.kind = name, label, kind
         self.config, self.wasm = config, wasm
         self.http_filters = list(http_filters or [])
         self.path, self.headers = path, list(headers)
         self.op_port, self.clusters, self.backend_port = op_port, dict(clusters or {}), backend_port
+        self.access_log = access_log  # a file for Envoy's access log (stack.ACCESS_LOG_FORMAT)
         self.port = None
 
     @property
@@ -98,6 +99,7 @@ def bootstrap(variants, admin_port=None):
             wasm=v.wasm,
             clusters=v.clusters,
             http_filters=copy(v.http_filters),
+            access_log=v.access_log,
         )
         (listener,) = one["static_resources"]["listeners"]
         listener["name"] = f"bench-{v.name}"
@@ -330,16 +332,18 @@ def check_compare(args):
         raise SystemExit(f"--compare: no such file {args.compare}")
 
 
-def mint_cookie(config, logdir):
-    """A valid session cookie value for `config` (examples/mint_session.rs, built here)."""
+def mint_cookie(config, logdir, web_session=None):
+    """A valid session cookie value for `config` (examples/mint_session.rs, built here): of
+    the default web session, or of the named `web_session`."""
     # The filter refuses a configuration that would need client.redirect_uri without one; any
     # URL does here (the cookie depends only on the session keys).
     config = stack.with_redirect_uri(config, "http://127.0.0.1:1")
     path = os.path.join(logdir, "bench-config.json")
     with open(path, "w") as f:
         json.dump(config, f)
+    which = ["--web-session", web_session] if web_session else []
     out = subprocess.run(
-        ["cargo", "run", "--quiet", "--release", "--example", "mint_session", "--", path, "alice", "email=alice@example.com", "groups=staff"],
+        ["cargo", "run", "--quiet", "--release", "--example", "mint_session", "--", *which, path, "alice", "email=alice@example.com", "groups=staff"],
         cwd=stack.ROOT,
         capture_output=True,
         text=True,
@@ -355,5 +359,5 @@ def session_config(op_issuer="http://127.0.0.1:9"):
     return stack.wam_config(op_issuer, **{"session.activity_refresh_s": 3600, "session.idle_timeout_s": 7200})
 
 
-def session_headers(cookie):
-    return [f"cookie: theme=dark; PA.wam={cookie}", "accept: text/html", "x-wam-user: spoofed"]
+def session_headers(cookie, cookie_name="PA.wam"):
+    return [f"cookie: theme=dark; {cookie_name}={cookie}", "accept: text/html", "x-wam-user: spoofed"]

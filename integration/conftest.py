@@ -29,6 +29,24 @@ def logdir():
 BUILDS = [b.strip() for b in os.environ.get("ENVOY_WAM_BUILDS", "wasm").split(",") if b.strip()]
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "wasm_only(why): a feature the native build does not have yet; its [native] runs are "
+        "deselected (not skipped), and the README lists the gap",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    keep, gone = [], []
+    for item in items:
+        native = getattr(item, "callspec", None) and item.callspec.params.get("built") == "native"
+        (gone if native and item.get_closest_marker("wasm_only") else keep).append(item)
+    if gone:
+        config.hook.pytest_deselected(items=gone)
+        items[:] = keep
+
+
 @pytest.fixture(scope="session", params=BUILDS)
 def built(request):
     """The filter built, as the build this parameter names: every gateway started from here

@@ -256,22 +256,29 @@ def _needs_redirect_uri(cfg):
 
 def with_redirect_uri(cfg, gateway_url):
     """`cfg` with client.redirect_uri set to this gateway's callback where the filter needs one
-    and the test did not set it (what an operator writes for a gateway at `gateway_url`)."""
-    if cfg is None or not _needs_redirect_uri(cfg) or "redirect_uri" in cfg.get("client", {}):
+    and the test did not set it (what an operator writes for a gateway at `gateway_url`); the
+    same for each named web session (its callback <base>/oidc/cb/<name>)."""
+    if cfg is None or not _needs_redirect_uri(cfg):
+        return cfg
+    missing = "redirect_uri" not in cfg.get("client", {}) or any("redirect_uri" not in w.get("client", {}) for w in cfg.get("web_sessions", []))
+    if not missing:
         return cfg
     cfg = json.loads(json.dumps(cfg))
     base = cfg.get("base_path", "/pa").rstrip("/")
-    cfg.setdefault("client", {})["redirect_uri"] = f"{gateway_url}{base}/oidc/cb"
+    cfg.setdefault("client", {}).setdefault("redirect_uri", f"{gateway_url}{base}/oidc/cb")
+    for w in cfg.get("web_sessions", []):
+        w.setdefault("client", {}).setdefault("redirect_uri", f"{gateway_url}{base}/oidc/cb/{w.get('name', '')}")
     return cfg
 
 
-def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_port=None, op_port=None, wasm=None, clusters=None, http_filters=None, normalize=True):
+def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_port=None, op_port=None, wasm=None, clusters=None, http_filters=None, normalize=True, access_log=None):
     """Envoy's bootstrap (JSON is valid YAML). `filter` is "wam", "noop" or "none"; without a
     backend port, every route answers 200 itself (direct_response) so benchmarks measure the
     filter, not the backend. `clusters` adds clusters {name: port} on 127.0.0.1 (e.g. an STS
     cluster); `http_filters` adds filters before the wasm filter (e.g. native jwt_authn).
     `normalize` False leaves Envoy's own request normalisation at its defaults (all off), so the
-    filter alone stands between a hostile request and the backend."""
+    filter alone stands between a hostile request and the backend. `access_log` names a file
+    for Envoy's access log in ACCESS_LOG_FORMAT (the filter's access-log fields among them)."""
     http_filters = list(http_filters or [])
     if filter == "wam" and BUILD == "native" and not wasm:
         filter = "wam-native"
@@ -330,6 +337,7 @@ def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_
                                         "use_remote_address": True,
                                         **(_NORMALIZE if normalize else {}),
                                         "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
+                                        **({"access_log": [file_access_log(access_log)]} if access_log else {}),
                                         "http_filters": http_filters,
                                     },
                                 }
@@ -339,6 +347,54 @@ def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_
                 }
             ],
             "clusters": clusters,
+        },
+    }
+
+
+# Envoy's tag extraction for envoy-wam's metrics (see examples/envoy-stats-tags.yaml, which
+# holds the same regexes): a `.<label>.<value>` segment of a name under wasmcustom.envoy_wam
+# becomes a label, so /stats/prometheus shows envoy_wam_decisions_total{app="portal",...}.
+WAM_STAT_LABELS = ("app", "outcome", "reason", "result", "status", "upstream", "cache")
+
+
+def wam_stats_tags():
+    return [{"tag_name": label, "regex": r"^wasmcustom\.envoy_wam\.\w+(?:\.\w+\.[^.]+)*?(\." + label + r"\.([^.]+))"} for label in WAM_STAT_LABELS]
+
+
+def prometheus_samples(admin_port, prefix="envoy_wam_"):
+    """Envoy's /stats/prometheus as {(name, frozenset of (label, value))): value} for the
+    samples whose name starts with `prefix`."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/stats/prometheus", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$", line)
+        if not m or not m.group(1).startswith(prefix):
+            continue
+        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+# Envoy's access log with envoy-wam's fields (`access_log_fields`), one JSON object a line.
+ACCESS_LOG_FORMAT = {
+    "status": "%RESPONSE_CODE%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "subject": "%FILTER_STATE(wasm.envoy_wam.subject:PLAIN)%",
+    "application": "%FILTER_STATE(wasm.envoy_wam.application:PLAIN)%",
+    "resource": "%FILTER_STATE(wasm.envoy_wam.resource:PLAIN)%",
+    "decision": "%FILTER_STATE(wasm.envoy_wam.decision:PLAIN)%",
+}
+
+
+def file_access_log(path):
+    return {
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": path,
+            "log_format": {"json_format": ACCESS_LOG_FORMAT},
         },
     }
 
@@ -357,6 +413,48 @@ def native_filter(config, so=None):
     }
 
 
+def lds_bootstrap(bootstrap, lds_dir):
+    """`bootstrap` turned into a file-LDS one: its listeners go to `lds_dir`/listeners.json
+    (written as `write_lds` does), Envoy watches the directory and takes a new file when one is
+    moved into place. Returns the new bootstrap."""
+    os.makedirs(lds_dir, exist_ok=True)
+    write_lds(lds_dir, bootstrap["static_resources"]["listeners"])
+    return {
+        "node": {"id": "envoy-wam", "cluster": "envoy-wam"},
+        "admin": bootstrap["admin"],
+        "static_resources": {"clusters": bootstrap["static_resources"]["clusters"]},
+        "dynamic_resources": {
+            "lds_config": {
+                "path_config_source": {"path": os.path.join(lds_dir, "listeners.json"), "watched_directory": {"path": lds_dir}},
+                "resource_api_version": "V3",
+            }
+        },
+    }
+
+
+def write_lds(lds_dir, listeners):
+    """Replaces the listeners Envoy reads from `lds_dir` the way Envoy asks for: written
+    elsewhere in the directory, then renamed over the watched file (atomic)."""
+    resources = [{"@type": "type.googleapis.com/envoy.config.listener.v3.Listener", **l} for l in listeners]
+    tmp = os.path.join(lds_dir, f".listeners.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump({"resources": resources}, f)
+    os.rename(tmp, os.path.join(lds_dir, "listeners.json"))
+
+
+def admin_stats(admin_port, filter=None):
+    """Envoy's /stats as {name: value} (counters and gauges; histograms left out)."""
+    url = f"http://127.0.0.1:{admin_port}/stats" + (f"?filter={urllib.parse.quote(filter)}" if filter else "")
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(": ")
+        if sep and value.strip().lstrip("-").isdigit():
+            out[name] = int(value)
+    return out
+
+
 def start_envoy(listen_port, bootstrap, concurrency=1, logdir=None, name="envoy", wait=True, env=None):
     logdir = logdir or tempfile.mkdtemp(prefix="envoy-wam-")
     path = os.path.join(logdir, f"{name}.json")
@@ -371,6 +469,7 @@ def start_envoy(listen_port, bootstrap, concurrency=1, logdir=None, name="envoy"
     )
     p.port = listen_port
     p.url = f"http://127.0.0.1:{listen_port}"
+    p.admin_port = admin
     if wait:
         p.wait_until(lambda: http_ok(f"http://127.0.0.1:{admin}/ready"))
     return p
@@ -605,6 +704,114 @@ def live_config(op_issuer, client_id="pa_wam", **overrides):
     {"session.validate_interval_s": 1, "session.validation_grace_s": 3}."""
     base = {"op.userinfo_endpoint": f"{op_issuer}/me", "op.revocation_endpoint": f"{op_issuer}/token/revocation"}
     return wam_config(op_issuer, client_id, **{**base, **overrides})
+
+
+# --- several OPs (issue 11): a partner OP, named web sessions, token providers ---------------
+
+# The partner OP's users (any other login name works too, in no group).
+PARTNER_GROUPS = {"carol": ["partners"], "dave": ["partners", "buyers"]}
+
+
+def start_partner_op(port, gateway_urls, web_session="partner", logdir=None, issuer=None, env=None, groups=None):
+    """A second OP (op.mjs) for the gateway's web session `web_session`: its web clients
+    (pa_wam, ...) register <gateway><base>/oidc/cb/<web_session> as redirect URI and
+    <first gateway>/pa/oidc/backchannel/<web_session> for back-channel logout; its cookies are
+    named <web_session>_session etc. (a browser keeps cookies per host, not per port, so two
+    OPs on 127.0.0.1 would otherwise overwrite each other's session); its users' groups are
+    `groups` (PARTNER_GROUPS). Same client ids and secret as the first OP, its own keys."""
+    extra = {
+        "GATEWAY_CALLBACK_PATH": f"/pa/oidc/cb/{web_session}",
+        "BACKCHANNEL_PATH": f"/pa/oidc/backchannel/{web_session}",
+        "OP_COOKIE_PREFIX": web_session,
+        "OP_GROUPS": json.dumps(PARTNER_GROUPS if groups is None else groups),
+        **(env or {}),
+    }
+    return start_op(port, gateway_urls, logdir=logdir, issuer=issuer, env=extra, name=f"op-{web_session}")
+
+
+def op_section(op_issuer, cluster="op", discovery=False):
+    """An `op` section for oidc-provider at `op_issuer`, reached through Envoy cluster
+    `cluster`: its endpoints written out, or (`discovery`) fetched from its discovery
+    document."""
+    if discovery:
+        return {"issuer": op_issuer, "cluster": cluster, "discovery": True, "timeout_ms": 3000}
+    return {
+        "issuer": op_issuer,
+        "cluster": cluster,
+        "authorization_endpoint": f"{op_issuer}/auth",
+        "token_endpoint": f"{op_issuer}/token",
+        "jwks_uri": f"{op_issuer}/jwks",
+        "end_session_endpoint": f"{op_issuer}/session/end",
+        "timeout_ms": 3000,
+    }
+
+
+def web_session(name, op_issuer, cluster, client_id="pa_wam", discovery=False, **overrides):
+    """One entry of `web_sessions`: sign-in at the OP `op_issuer` through Envoy cluster
+    `cluster` as `client_id`, a cookie PA.<name> with keys of its own, and identity headers
+    x-<name>-user, x-<name>-email, x-<name>-groups. `overrides` as in wam_config, relative to
+    the entry (e.g. {"session.cookie_name": "PA.wam"})."""
+    entry = {
+        "name": name,
+        "op": op_section(op_issuer, cluster, discovery),
+        "client": {"client_id": client_id, "client_secret": CLIENT_SECRET, "scopes": ["openid", "profile", "email", "groups"]},
+        "session": {
+            "cookie_name": f"PA.{name}",
+            "cookie_secure": False,
+            "signing_keys": [{"kid": f"{name}-1", "secret": base64.b64encode(os.urandom(32)).decode()}],
+            "claims": ["email", "name", "groups"],
+        },
+        "identity_headers": [
+            {"header": f"x-{name}-user", "claim": "sub"},
+            {"header": f"x-{name}-email", "claim": "email"},
+            {"header": f"x-{name}-groups", "claim": "groups"},
+        ],
+    }
+    for path, value in overrides.items():
+        node = entry
+        keys = path.split(".")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return entry
+
+
+def token_provider(name, op_issuer, cluster, audiences, validation="jwt"):
+    """One entry of `token_providers`: bearer tokens of the OP `op_issuer` (its JWKS, or its
+    introspection endpoint as pa_wam), reached through Envoy cluster `cluster`."""
+    op = {"issuer": op_issuer, "cluster": cluster, "timeout_ms": 3000}
+    entry = {"name": name, "op": op, "validation": validation, "audiences": list(audiences)}
+    if validation == "jwt":
+        op["jwks_uri"] = f"{op_issuer}/jwks"
+    else:
+        op["introspection_endpoint"] = f"{op_issuer}/token/introspection"
+        entry["client"] = {"client_id": "pa_wam", "client_secret": CLIENT_SECRET}
+    return entry
+
+
+def two_op_config(corp_issuer, partner_issuer, partner_cluster="partner_op", partner_discovery=False, partner=None, hosts=("*",)):
+    """A configuration with two web sessions: the default one (wam_config, the corporate OP,
+    cluster `op`) for every application but `/partner/`, which signs in at the partner OP
+    (web session `partner`, cluster `partner_cluster`). `partner`: overrides for the partner
+    entry as in web_session. Applications: `corp` (/), `partner` (/partner), and `api` (/api,
+    type api, accepting JWT access tokens for API_RESOURCE from both OPs: token providers
+    `corp-tokens` and `partner-tokens`)."""
+    cfg = wam_config(corp_issuer)
+    cfg["clock_skew_s"] = 1
+    cfg["web_sessions"] = [web_session("partner", partner_issuer, partner_cluster, discovery=partner_discovery, **(partner or {}))]
+    cfg["token_providers"] = [
+        token_provider("corp-tokens", corp_issuer, "op", [API_RESOURCE]),
+        token_provider("partner-tokens", partner_issuer, partner_cluster, [API_RESOURCE]),
+    ]
+    every = {"name": "all", "paths": ["/*"]}
+    cfg["policy"] = {
+        "applications": [
+            {"name": "corp", "hosts": list(hosts), "context_root": "/", "type": "web", "resources": [every]},
+            {"name": "partner", "hosts": list(hosts), "context_root": "/partner", "type": "web", "web_session": "partner", "resources": [every]},
+            {"name": "api", "hosts": list(hosts), "context_root": "/api", "type": "api", "api": {"token_providers": ["corp-tokens", "partner-tokens"]}, "resources": [every]},
+        ]
+    }
+    return cfg
 
 
 def _op_call(op_url, path, method="POST", body=None):

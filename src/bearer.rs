@@ -38,6 +38,8 @@ pub struct TokenInfo {
     pub claims: Map<String, Value>,
     /// The identity headers this token gives the backend (derived once, by the gateway).
     pub headers: HeaderOps,
+    /// The token provider that vouched for it (index in the settings' providers).
+    pub provider: usize,
 }
 
 /// The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1). `Ok(None)` when the
@@ -69,8 +71,31 @@ pub fn well_formed(token: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"-._~+/".contains(&c))
 }
 
+/// The `iss` a JWS-shaped token claims, read without checking anything: only to pick which
+/// provider's keys check it (the check then requires the same issuer). `None` for anything
+/// that is not three segments with a JSON payload naming a string `iss`.
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    #[derive(serde::Deserialize)]
+    struct Payload {
+        iss: String,
+    }
+    let mut parts = token.split('.');
+    let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || payload.len() > 16 * 1024 {
+        return None;
+    }
+    let json = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<Payload>(&json).ok().map(|p| p.iss)
+}
+
 /// Why a JWT is refused when the JWKS has no key for it.
 pub const UNKNOWN_KEY: &str = "unknown signing key";
+/// Why a token matches none of the application's token providers.
+pub const UNKNOWN_ISSUER: &str = "issuer not accepted here";
+/// A checked token with a claim that cannot be a header value (it never goes upstream).
+pub const UNUSABLE_CLAIM: &str = "a claim cannot be sent as a header value";
 
 /// What a JWT access token must satisfy.
 pub struct JwtRules<'a> {
@@ -146,6 +171,11 @@ pub fn validate_jwt(
         .or_else(|| claims.custom.get("azp"))
         .and_then(Value::as_str)
         .map(String::from);
+    // The verified issuer among the claims: rules and identity headers can then say which OP
+    // vouched (an application may accept several), which jwt-simple keeps out of `custom`.
+    let mut custom = claims.custom;
+    custom.insert("iss".into(), Value::String(rules.issuer.to_string()));
+    let claims = JWTClaims { custom, ..claims };
     Ok(TokenInfo {
         scopes: scopes_of(&claims.custom),
         sub: claims.subject,
@@ -153,6 +183,7 @@ pub fn validate_jwt(
         expires_at,
         claims: claims.custom,
         headers: HeaderOps::from([]),
+        provider: 0,
     })
 }
 
@@ -217,6 +248,7 @@ pub fn parse_introspection(
         expires_at,
         claims,
         headers: HeaderOps::from([]),
+        provider: 0,
     })
 }
 
@@ -519,6 +551,7 @@ mod tests {
 
     fn info(exp: u64) -> TokenInfo {
         TokenInfo {
+            provider: 0,
             sub: Some("alice".into()),
             client_id: None,
             scopes: vec![],

@@ -3,32 +3,37 @@
 
 use serde::Deserialize;
 
-use crate::config::{parse_http_url, Endpoint, OpEndpoints, Settings};
+use crate::config::{parse_http_url, ConfiguredEndpoints, Endpoint, OpEndpoints, OpSettings};
 use crate::http::Callout;
 
 /// How long to wait before trying again after a failed fetch.
 pub const RETRY_S: u64 = 5;
 
 /// The discovery request, when the configuration asks for discovery.
-pub fn request(settings: &Settings) -> Option<Callout> {
-    let doc = settings.op.discovery.as_ref()?;
+pub fn request(op: &OpSettings) -> Option<Callout> {
+    let doc = op.discovery.as_ref()?;
     Some(Callout {
-        cluster: settings.op.cluster.clone(),
+        cluster: op.cluster.clone(),
         method: "GET",
         authority: doc.authority.clone(),
         path: doc.path.clone(),
         headers: vec![("accept".into(), "application/json".into())],
         body: Vec::new(),
-        timeout_ms: settings.op.timeout_ms,
+        timeout_ms: op.timeout_ms,
     })
 }
 
 #[derive(Deserialize)]
 struct Document {
     issuer: String,
-    authorization_endpoint: String,
-    token_endpoint: String,
-    jwks_uri: String,
+    // Required of an OP that signs users in (checked against what the OP is used for); a token
+    // provider may publish only its keys.
+    #[serde(default)]
+    authorization_endpoint: Option<String>,
+    #[serde(default)]
+    token_endpoint: Option<String>,
+    #[serde(default)]
+    jwks_uri: Option<String>,
     #[serde(default)]
     end_session_endpoint: Option<String>,
     #[serde(default)]
@@ -50,36 +55,33 @@ pub enum DiscoveryError {
 
 /// The endpoints from a discovery document, with configured ones taking precedence. The
 /// document must name exactly the configured issuer (Discovery §4.3), or it is refused.
-pub fn parse(settings: &Settings, body: &[u8]) -> Result<OpEndpoints, DiscoveryError> {
+pub fn parse(op: &OpSettings, body: &[u8]) -> Result<OpEndpoints, DiscoveryError> {
     let doc: Document = serde_json::from_slice(body).map_err(|_| {
         DiscoveryError::Unusable("not an OpenID Provider configuration document".into())
     })?;
-    if doc.issuer != settings.op.issuer {
+    if doc.issuer != op.issuer {
         return Err(DiscoveryError::OtherIssuer(crate::http::printable(
             &doc.issuer,
         )));
     }
-    let configured = &settings.op.endpoints;
+    let configured = &op.endpoints;
     let bad = |e: crate::config::ConfigError| {
         DiscoveryError::Unusable(format!(
             "discovered `{}` is not usable: {}",
             e.field, e.message
         ))
     };
-    Ok(OpEndpoints {
-        authorization: match &configured.authorization {
-            Some(u) => u.clone(),
-            None => parse_http_url("authorization_endpoint", &doc.authorization_endpoint)
-                .map_err(bad)?,
+    let endpoints = OpEndpoints {
+        authorization: match (
+            &configured.authorization,
+            doc.authorization_endpoint.as_deref(),
+        ) {
+            (Some(u), _) => Some(u.clone()),
+            (None, Some(u)) => Some(parse_http_url("authorization_endpoint", u).map_err(bad)?),
+            (None, None) => None,
         },
-        token: match &configured.token {
-            Some(e) => e.clone(),
-            None => Endpoint::parse("token_endpoint", &doc.token_endpoint).map_err(bad)?,
-        },
-        jwks: match &configured.jwks {
-            Some(e) => e.clone(),
-            None => Endpoint::parse("jwks_uri", &doc.jwks_uri).map_err(bad)?,
-        },
+        token: optional(&configured.token, "token_endpoint", &doc.token_endpoint).map_err(bad)?,
+        jwks: optional(&configured.jwks, "jwks_uri", &doc.jwks_uri).map_err(bad)?,
         end_session: match (&configured.end_session, doc.end_session_endpoint.as_deref()) {
             (Some(u), _) => Some(u.clone()),
             (None, Some(u)) => Some(parse_http_url("end_session_endpoint", u).map_err(bad)?),
@@ -105,7 +107,20 @@ pub fn parse(settings: &Settings, body: &[u8]) -> Result<OpEndpoints, DiscoveryE
             &doc.revocation_endpoint,
         )
         .map_err(bad)?,
-    })
+    };
+    let complete = ConfiguredEndpoints {
+        authorization: endpoints.authorization.clone(),
+        token: endpoints.token.clone(),
+        jwks: endpoints.jwks.clone(),
+        introspection: endpoints.introspection.clone(),
+        ..ConfiguredEndpoints::default()
+    };
+    match complete.complete(op.used) {
+        Some(_) => Ok(endpoints),
+        None => Err(DiscoveryError::Unusable(
+            "the document lacks an endpoint this OP is used for".into(),
+        )),
+    }
 }
 
 /// An optional endpoint: the configured one, else the discovered one.
@@ -159,6 +174,7 @@ impl DiscoveryState {
 mod tests {
     use super::*;
     use crate::config::tests::sample_json;
+    use crate::config::Settings;
     use serde_json::json;
 
     fn settings(op: serde_json::Value) -> Settings {
@@ -188,21 +204,24 @@ mod tests {
             json!({"issuer": "https://op.example.com", "cluster": "op", "discovery": true,
                                 "jwks_uri": "https://keys.example.com/jwks"}),
         );
-        let c = request(&s).unwrap();
+        let c = request(s.op(0)).unwrap();
         assert_eq!(
             (c.method, c.path.as_str(), c.authority.as_str()),
             ("GET", "/.well-known/openid-configuration", "op.example.com")
         );
-        let ep = parse(&s, &doc("https://op.example.com")).unwrap();
+        let ep = parse(s.op(0), &doc("https://op.example.com")).unwrap();
         assert_eq!(
-            ep.authorization.as_str(),
+            ep.authorization.unwrap().as_str(),
             "https://op.example.com/as/authorize"
         );
         assert_eq!(
-            (ep.token.authority.as_str(), ep.token.path.as_str()),
+            (
+                ep.token.as_ref().unwrap().authority.as_str(),
+                ep.token.as_ref().unwrap().path.as_str()
+            ),
             ("op.example.com:8443", "/as/token")
         );
-        assert_eq!(ep.jwks.authority, "keys.example.com");
+        assert_eq!(ep.jwks.as_ref().unwrap().authority, "keys.example.com");
         assert_eq!(
             ep.end_session.unwrap().as_str(),
             "https://op.example.com/logout"
@@ -217,21 +236,25 @@ mod tests {
             "discovery": true, "userinfo_endpoint": "https://ui.example.com/userinfo"}));
         let mut d: serde_json::Value =
             serde_json::from_slice(&doc("https://op.example.com")).unwrap();
-        let ep = parse(&s, d.to_string().as_bytes()).unwrap();
+        let ep = parse(s.op(0), d.to_string().as_bytes()).unwrap();
         assert_eq!(ep.userinfo.unwrap().authority, "ui.example.com");
         d.as_object_mut().unwrap().remove("revocation_endpoint");
         d.as_object_mut().unwrap().remove("userinfo_endpoint");
-        let ep = parse(&s, d.to_string().as_bytes()).unwrap();
+        let ep = parse(s.op(0), d.to_string().as_bytes()).unwrap();
         assert!(ep.revocation.is_none());
         assert!(ep.userinfo.is_some());
         d["revocation_endpoint"] = json!("ftp://op.example.com/revoke");
-        assert!(parse(&s, d.to_string().as_bytes()).is_err());
+        assert!(parse(s.op(0), d.to_string().as_bytes()).is_err());
 
         // Configured without discovery: parsed like the other endpoints.
         let mut v = sample_json();
         v["op"]["revocation_endpoint"] = json!("https://op.example.com/revoke?x=1");
         let s = Settings::from_json(v.to_string().as_bytes()).unwrap();
-        let ep = s.op.endpoints.complete().unwrap();
+        let ep = s
+            .op(0)
+            .endpoints
+            .complete(crate::config::OpUse::Login)
+            .unwrap();
         assert_eq!(ep.revocation.unwrap().path, "/revoke?x=1");
         assert!(ep.userinfo.is_none());
         v["op"]["userinfo_endpoint"] = json!("not a url");
@@ -245,17 +268,17 @@ mod tests {
             json!({"issuer": "https://op.example.com", "cluster": "op", "discovery": true}),
         );
         assert_eq!(
-            parse(&s, &doc("https://evil.example.com")),
+            parse(s.op(0), &doc("https://evil.example.com")),
             Err(DiscoveryError::OtherIssuer(
                 "https://evil.example.com".into()
             ))
         );
-        assert!(parse(&s, b"<html>").is_err());
-        assert!(parse(&s, br#"{"issuer":"https://op.example.com"}"#).is_err());
+        assert!(parse(s.op(0), b"<html>").is_err());
+        assert!(parse(s.op(0), br#"{"issuer":"https://op.example.com"}"#).is_err());
         let mut d: serde_json::Value =
             serde_json::from_slice(&doc("https://op.example.com")).unwrap();
         d["token_endpoint"] = json!("javascript:alert(1)");
-        assert!(parse(&s, d.to_string().as_bytes()).is_err());
+        assert!(parse(s.op(0), d.to_string().as_bytes()).is_err());
     }
 
     #[test]

@@ -101,6 +101,10 @@ pub struct Forward {
     pub removed: Vec<String>,
     /// The identity headers: each configured one set from the session or token, or removed.
     pub identity: HeaderOps,
+    /// Bit i set: `identity[i]` is a removal of a header the request does not carry (all its
+    /// headers were read at once), which the host layer need not make: one host call fewer
+    /// per such header, e.g. for every other web session's identity headers.
+    pub identity_absent: u64,
     /// Request headers to set (replacing every copy) or, with `None`, to remove.
     pub request_headers: Vec<(String, Option<String>)>,
     /// `Set-Cookie` values to add to the upstream response.

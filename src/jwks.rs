@@ -1,5 +1,7 @@
 //! The OP's signing keys (a JWK Set, RFC 7517) and when to fetch them again.
 
+use crate::config::{OpEndpoints, OpSettings};
+use crate::http::Callout;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Deserialize;
@@ -158,6 +160,16 @@ impl KeyMiss {
     }
 }
 
+/// The JWKS as a health check reports it (see [`JwksCache::health`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JwksHealth {
+    pub keys: usize,
+    /// Seconds since the last successful fetch; `None`: never fetched.
+    pub age_s: Option<u64>,
+    /// The last routine fetch brought nothing.
+    pub failing: bool,
+}
+
 /// The OP's keys as last fetched by this VM.
 #[derive(Debug, Default)]
 pub struct JwksCache {
@@ -246,10 +258,39 @@ impl JwksCache {
         }
     }
 
+    /// What a health check says of this set at `now`: how many keys, how old, and whether a
+    /// routine fetch started more than `grace_s` ago (longer than a callout may take) has
+    /// brought nothing since, i.e. the OP's keys cannot be had.
+    pub fn health(&self, now: u64, grace_s: u64) -> JwksHealth {
+        let failing = self.routine_attempt.is_some_and(|t| {
+            self.fetched_at.is_none_or(|f| f < t) && now.saturating_sub(t) > grace_s
+        });
+        JwksHealth {
+            keys: self.keys.len(),
+            age_s: self.fetched_at.map(|t| now.saturating_sub(t)),
+            failing,
+        }
+    }
+
     pub fn replace(&mut self, keys: Vec<Jwk>, now: u64) {
         self.keys = keys;
         self.fetched_at = Some(now);
     }
+}
+
+/// The request for `op`'s JWKS; `None` when it has no JWKS endpoint (an introspection-only
+/// token provider).
+pub fn request(op: &OpSettings, endpoints: &OpEndpoints) -> Option<Callout> {
+    let jwks = endpoints.jwks.as_ref()?;
+    Some(Callout {
+        cluster: op.cluster.clone(),
+        method: "GET",
+        authority: jwks.authority.clone(),
+        path: jwks.path.clone(),
+        headers: vec![("accept".into(), "application/json".into())],
+        body: Vec::new(),
+        timeout_ms: op.timeout_ms,
+    })
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ mod jws;
 pub mod login;
 pub mod logout_token;
 pub mod mediation;
+pub mod metrics;
 pub mod oidc;
 pub mod op_session;
 pub mod pages;

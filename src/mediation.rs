@@ -53,6 +53,23 @@ pub struct RawSiteAuthenticator {
     pub lifetime_s: Option<u64>,
     pub inject: RawInject,
     pub cache: RawCache,
+    /// `{"web_session": name}` or `{"token_provider": name}`: whose tokens this site's token is
+    /// made from (resolved by the configuration).
+    pub subject: Option<SubjectFrom>,
+}
+
+/// Whose identity a site's token is made from, by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectFrom {
+    WebSession(String),
+    TokenProvider(String),
+}
+
+/// [`SubjectFrom`] resolved: an index in the settings' web sessions or token providers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    WebSession(usize),
+    TokenProvider(usize),
 }
 
 pub struct RawSts {
@@ -96,6 +113,7 @@ impl RawSiteAuthenticator {
                 "lifetime_s",
                 "inject",
                 "cache",
+                "subject",
             ],
         )?;
         let sts = match o.opt("sts") {
@@ -136,6 +154,26 @@ impl RawSiteAuthenticator {
             header: i.opt_string("header")?,
             cookie: i.opt_string("cookie")?,
         };
+        let subject = match o.opt("subject") {
+            None => None,
+            Some(v) => {
+                let at = o.path("subject");
+                let s = Obj::new(&at, v, &["web_session", "token_provider"])?;
+                match (
+                    s.opt_string("web_session")?,
+                    s.opt_string("token_provider")?,
+                ) {
+                    (Some(w), None) => Some(SubjectFrom::WebSession(w)),
+                    (None, Some(p)) => Some(SubjectFrom::TokenProvider(p)),
+                    _ => {
+                        return Err(ConfigError::new(
+                            at,
+                            "names exactly one of web_session or token_provider",
+                        ))
+                    }
+                }
+            }
+        };
         let cache = match o.get("cache") {
             None => RawCache::default(),
             Some(v) => {
@@ -175,6 +213,7 @@ impl RawSiteAuthenticator {
                 .transpose()?,
             inject,
             cache,
+            subject,
         })
     }
 }
@@ -288,6 +327,10 @@ pub struct SiteAuthenticator {
     pub kind: SiteKind,
     pub inject: Inject,
     pub cache: CacheSettings,
+    /// The names of `subject`, as written.
+    pub subject: Option<SubjectFrom>,
+    /// `subject` resolved by the configuration: only identities from there are mediated.
+    pub source: Option<Source>,
 }
 
 const MAX_ENTRIES_LIMIT: usize = 1_000_000;
@@ -518,6 +561,8 @@ impl SiteAuthenticator {
             kind,
             inject: raw.inject.compile()?,
             cache: raw.cache.compile()?,
+            subject: raw.subject,
+            source: None,
         })
     }
 

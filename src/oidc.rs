@@ -4,53 +4,53 @@
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::config::{Endpoint, OpEndpoints, Settings};
+use crate::config::{Endpoint, OpEndpoints, RelyingParty};
 use crate::http::{client_authentication, form_encode, form_post_headers, Callout};
 use crate::login::LoginTransaction;
 
 /// The OP authorization-endpoint URL for `txn` (authorization code flow, PKCE S256).
 pub fn authorization_url(
-    settings: &Settings,
+    rp: RelyingParty<'_>,
     endpoints: &OpEndpoints,
     txn: &LoginTransaction,
-) -> String {
-    let mut url: Url = endpoints.authorization.clone();
+) -> Option<String> {
+    let mut url: Url = endpoints.authorization.clone()?;
     url.query_pairs_mut()
         .append_pair("response_type", "code")
-        .append_pair("client_id", &settings.client.client_id)
+        .append_pair("client_id", &rp.web.client.client_id)
         .append_pair("redirect_uri", &txn.redirect_uri)
-        .append_pair("scope", &settings.client.scope)
+        .append_pair("scope", &rp.web.client.scope)
         .append_pair("state", &txn.state)
         .append_pair("nonce", &txn.nonce)
         .append_pair("code_challenge", &txn.code_challenge())
         .append_pair("code_challenge_method", "S256");
-    url.into()
+    Some(url.into())
 }
 
 /// The token request that redeems `code` (RFC 6749 §4.1.3 with the PKCE verifier).
 pub fn token_request(
-    settings: &Settings,
+    rp: RelyingParty<'_>,
     endpoints: &OpEndpoints,
     txn: &LoginTransaction,
     code: &str,
-) -> Callout {
+) -> Option<Callout> {
     let form = vec![
         ("grant_type", "authorization_code"),
         ("code", code),
         ("redirect_uri", txn.redirect_uri.as_str()),
         ("code_verifier", txn.verifier.as_str()),
     ];
-    client_form_post(settings, &endpoints.token, form)
+    Some(client_form_post(rp, endpoints.token.as_ref()?, form))
 }
 
 /// A form POST to one of the OP's client endpoints (token, revocation), with the client's
 /// authentication (RFC 6749 §2.3.1) added to the form or the headers.
 pub(crate) fn client_form_post<'a>(
-    settings: &'a Settings,
+    rp: RelyingParty<'a>,
     endpoint: &Endpoint,
     mut form: Vec<(&'a str, &'a str)>,
 ) -> Callout {
-    let client = &settings.client;
+    let client = &rp.web.client;
     let mut headers = form_post_headers();
     if let Some(h) = client_authentication(
         client.auth_method,
@@ -61,13 +61,13 @@ pub(crate) fn client_form_post<'a>(
         headers.push(h);
     }
     Callout {
-        cluster: settings.op.cluster.clone(),
+        cluster: rp.op.cluster.clone(),
         method: "POST",
         authority: endpoint.authority.clone(),
         path: endpoint.path.clone(),
         headers,
         body: form_encode(&form).into_bytes(),
-        timeout_ms: settings.op.timeout_ms,
+        timeout_ms: rp.op.timeout_ms,
     }
 }
 
@@ -200,12 +200,12 @@ pub fn parse_code_response(status: u16, body: &[u8]) -> Result<(String, TokenSet
 /// spec's own transport for it: an ID token grants access to nothing, unlike the OP's other
 /// tokens, which never go into a URL.
 pub fn end_session_url(
-    settings: &Settings,
+    rp: RelyingParty<'_>,
     endpoints: Option<&OpEndpoints>,
     id_token_hint: Option<&str>,
     post_logout_redirect_uri: Option<&str>,
 ) -> Option<String> {
-    if !settings.logout.use_end_session_endpoint {
+    if !rp.web.logout.use_end_session_endpoint {
         return None;
     }
     let mut url = endpoints?.end_session.clone()?;
@@ -214,7 +214,7 @@ pub fn end_session_url(
         if let Some(hint) = id_token_hint.filter(|h| !h.is_empty()) {
             q.append_pair("id_token_hint", hint);
         }
-        q.append_pair("client_id", &settings.client.client_id);
+        q.append_pair("client_id", &rp.web.client.client_id);
         if let Some(uri) = post_logout_redirect_uri {
             q.append_pair("post_logout_redirect_uri", uri);
         }
@@ -224,6 +224,7 @@ pub fn end_session_url(
 
 #[cfg(test)]
 mod tests {
+    use crate::config::Settings;
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine;
 
@@ -241,7 +242,11 @@ mod tests {
     }
 
     fn ep() -> OpEndpoints {
-        sample().op.endpoints.complete().unwrap()
+        sample()
+            .op(0)
+            .endpoints
+            .complete(crate::config::OpUse::Login)
+            .unwrap()
     }
 
     fn query(url: &str) -> Vec<(String, String)> {
@@ -255,7 +260,7 @@ mod tests {
     #[test]
     fn authorization_request_has_every_parameter() {
         let t = txn();
-        let url = authorization_url(&sample(), &ep(), &t);
+        let url = authorization_url(sample().rp(0), &ep(), &t).unwrap();
         assert!(url.starts_with("https://op.example.com/auth?"));
         let q = query(&url);
         let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
@@ -280,7 +285,7 @@ mod tests {
     #[test]
     fn token_request_with_basic_auth() {
         let t = txn();
-        let c = token_request(&sample(), &ep(), &t, "the+code");
+        let c = token_request(sample().rp(0), &ep(), &t, "the+code").unwrap();
         assert_eq!(c.method, "POST");
         assert_eq!(c.cluster, "op");
         assert_eq!(c.authority, "op.example.com");
@@ -310,7 +315,7 @@ mod tests {
         let mut v = sample_json();
         v["client"]["auth_method"] = "client_secret_post".into();
         let s = Settings::from_json(v.to_string().as_bytes()).unwrap();
-        let c = token_request(&s, &ep(), &txn(), "c");
+        let c = token_request(s.rp(0), &ep(), &txn(), "c").unwrap();
         assert!(c.headers.iter().all(|(n, _)| n != "authorization"));
         let body = String::from_utf8(c.body).unwrap();
         assert!(body.contains("client_id=pa_wam") && body.contains("client_secret=s3cret"));
@@ -318,7 +323,7 @@ mod tests {
         let mut v = sample_json();
         v["client"]["client_secret"] = "a:b c".into();
         let s = Settings::from_json(v.to_string().as_bytes()).unwrap();
-        let c = token_request(&s, &ep(), &txn(), "c");
+        let c = token_request(s.rp(0), &ep(), &txn(), "c").unwrap();
         let auth = &c
             .headers
             .iter()
@@ -462,7 +467,7 @@ mod tests {
     #[test]
     fn end_session() {
         let url = end_session_url(
-            &sample(),
+            sample().rp(0),
             Some(&ep()),
             None,
             Some("https://gw.example.com/"),
@@ -479,18 +484,24 @@ mod tests {
         let mut v = sample_json();
         v["logout"] = serde_json::json!({"use_end_session_endpoint": false});
         let s = Settings::from_json(v.to_string().as_bytes()).unwrap();
-        assert_eq!(end_session_url(&s, Some(&ep()), Some("i.d.t"), None), None);
+        assert_eq!(
+            end_session_url(s.rp(0), Some(&ep()), Some("i.d.t"), None),
+            None
+        );
     }
 
     #[test]
     fn end_session_with_the_id_token_hint_and_client_id() {
-        let url = end_session_url(&sample(), Some(&ep()), Some("h.e+a/d"), None).unwrap();
+        let url = end_session_url(sample().rp(0), Some(&ep()), Some("h.e+a/d"), None).unwrap();
         let q = query(&url);
         assert!(q.contains(&("id_token_hint".into(), "h.e+a/d".into())));
         assert!(q.contains(&("client_id".into(), "pa_wam".into())));
         assert!(q.iter().all(|(n, _)| n != "post_logout_redirect_uri"));
-        let url = end_session_url(&sample(), Some(&ep()), Some(""), None).unwrap();
+        let url = end_session_url(sample().rp(0), Some(&ep()), Some(""), None).unwrap();
         assert!(!url.contains("id_token_hint"));
-        assert_eq!(end_session_url(&sample(), None, Some("i.d.t"), None), None);
+        assert_eq!(
+            end_session_url(sample().rp(0), None, Some("i.d.t"), None),
+            None
+        );
     }
 }

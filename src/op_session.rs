@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::config::{OpEndpoints, Settings};
+use crate::config::{OpEndpoints, RelyingParty};
 use crate::http::{Callout, CalloutResult};
 use crate::oidc::{client_form_post, parse_token_response, TokenError, TokenSet};
 
@@ -22,27 +22,27 @@ pub const MAX_USERINFO_BYTES: usize = 64 * 1024;
 /// The refresh-token grant (RFC 6749 §6), authenticated like the code grant. No `scope`: the
 /// OP then grants the original scope, which asking again could only narrow.
 pub fn refresh_request(
-    settings: &Settings,
+    rp: RelyingParty<'_>,
     endpoints: &OpEndpoints,
     refresh_token: &str,
-) -> Callout {
+) -> Option<Callout> {
     let form = vec![
         ("grant_type", "refresh_token"),
         ("refresh_token", refresh_token),
     ];
-    client_form_post(settings, &endpoints.token, form)
+    Some(client_form_post(rp, endpoints.token.as_ref()?, form))
 }
 
 /// The UserInfo request (OpenID Core §5.3.1), when the OP has a UserInfo endpoint. The access
 /// token goes in the header (RFC 6750 §2.1), never the URL.
 pub fn userinfo_request(
-    settings: &Settings,
+    rp: RelyingParty<'_>,
     endpoints: &OpEndpoints,
     access_token: &str,
 ) -> Option<Callout> {
     let endpoint = endpoints.userinfo.as_ref()?;
     Some(Callout {
-        cluster: settings.op.cluster.clone(),
+        cluster: rp.op.cluster.clone(),
         method: "GET",
         authority: endpoint.authority.clone(),
         path: endpoint.path.clone(),
@@ -51,7 +51,7 @@ pub fn userinfo_request(
             ("accept".into(), "application/json".into()),
         ],
         body: Vec::new(),
-        timeout_ms: settings.op.timeout_ms,
+        timeout_ms: rp.op.timeout_ms,
     })
 }
 
@@ -59,7 +59,7 @@ pub fn userinfo_request(
 /// Revoking the refresh token also ends the access tokens issued with it at most OPs (§2.1
 /// says it SHOULD), and makes every other replica's next validation end the session.
 pub fn revocation_request(
-    settings: &Settings,
+    rp: RelyingParty<'_>,
     endpoints: &OpEndpoints,
     refresh_token: &str,
 ) -> Option<Callout> {
@@ -68,7 +68,7 @@ pub fn revocation_request(
         ("token", refresh_token),
         ("token_type_hint", "refresh_token"),
     ];
-    Some(client_form_post(settings, endpoint, form))
+    Some(client_form_post(rp, endpoint, form))
 }
 
 /// Why a refresh did not renew the session.
@@ -255,6 +255,7 @@ pub fn merge_claims(
 
 #[cfg(test)]
 mod tests {
+    use crate::config::Settings;
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine;
     use serde_json::json;
@@ -270,7 +271,10 @@ mod tests {
     }
 
     fn ep(s: &Settings) -> OpEndpoints {
-        s.op.endpoints.complete().unwrap()
+        s.op(0)
+            .endpoints
+            .complete(crate::config::OpUse::Login)
+            .unwrap()
     }
 
     fn form(c: &Callout) -> Vec<(String, String)> {
@@ -287,7 +291,7 @@ mod tests {
     #[test]
     fn refresh_request_is_a_client_authenticated_grant_without_scope() {
         let s = settings();
-        let c = refresh_request(&s, &ep(&s), "rt+/=1");
+        let c = refresh_request(s.rp(0), &ep(&s), "rt+/=1").unwrap();
         assert_eq!(
             (
                 c.method,
@@ -317,7 +321,7 @@ mod tests {
         let mut v = sample_json();
         v["client"]["auth_method"] = "client_secret_post".into();
         let s = Settings::from_json(v.to_string().as_bytes()).unwrap();
-        let c = refresh_request(&s, &ep(&s), "rt");
+        let c = refresh_request(s.rp(0), &ep(&s), "rt").unwrap();
         assert!(header(&c, "authorization").is_none());
         let f = form(&c);
         assert!(f.contains(&("client_id".into(), "pa_wam".into())));
@@ -328,19 +332,19 @@ mod tests {
     #[test]
     fn userinfo_request_sends_the_access_token_in_the_header() {
         let s = settings();
-        let c = userinfo_request(&s, &ep(&s), "at-123").unwrap();
+        let c = userinfo_request(s.rp(0), &ep(&s), "at-123").unwrap();
         assert_eq!((c.method, c.path.as_str()), ("GET", "/me"));
         assert_eq!(header(&c, "authorization"), Some("Bearer at-123"));
         assert_eq!(header(&c, "accept"), Some("application/json"));
         assert!(c.body.is_empty());
         assert!(!c.path.contains("at-123"));
-        assert!(userinfo_request(&sample(), &ep(&sample()), "at").is_none());
+        assert!(userinfo_request(sample().rp(0), &ep(&sample()), "at").is_none());
     }
 
     #[test]
     fn revocation_request_names_the_refresh_token() {
         let s = settings();
-        let c = revocation_request(&s, &ep(&s), "rt-9").unwrap();
+        let c = revocation_request(s.rp(0), &ep(&s), "rt-9").unwrap();
         assert_eq!(
             (c.method, c.authority.as_str(), c.path.as_str()),
             ("POST", "op.example.com:8443", "/token/revoke")
@@ -353,7 +357,7 @@ mod tests {
             ]
         );
         assert!(header(&c, "authorization").is_some());
-        assert!(revocation_request(&sample(), &ep(&sample()), "rt").is_none());
+        assert!(revocation_request(sample().rp(0), &ep(&sample()), "rt").is_none());
     }
 
     #[test]

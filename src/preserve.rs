@@ -21,7 +21,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Settings;
+use crate::config::{Settings, WebSession};
 use crate::cookie::{self, CookieAttributes};
 use crate::http::LocalResponse;
 use crate::login::{constant_time_eq, Entropy};
@@ -257,11 +257,11 @@ pub fn cookie_name(prefix: &str, slot: u8) -> String {
     format!("{prefix}post.{slot}")
 }
 
-fn attrs(settings: &Settings) -> CookieAttributes<'_> {
+fn attrs(web: &WebSession) -> CookieAttributes<'_> {
     CookieAttributes {
-        path: &settings.callback_path,
+        path: &web.callback_path,
         domain: None,
-        secure: settings.session.cookie_secure,
+        secure: web.session.cookie_secure,
         // The OP sends the browser back with a top-level GET, which Lax cookies accompany.
         same_site: "Lax",
     }
@@ -269,18 +269,18 @@ fn attrs(settings: &Settings) -> CookieAttributes<'_> {
 
 /// The name of the cookie that binds kept posts to the browser: `__Host-` where the cookies are
 /// `Secure` (browsers refuse the prefix otherwise).
-pub fn binding_cookie_name(settings: &Settings) -> String {
-    let prefix = if settings.session.cookie_secure {
+pub fn binding_cookie_name(web: &WebSession) -> String {
+    let prefix = if web.session.cookie_secure {
         "__Host-"
     } else {
         ""
     };
-    format!("{prefix}{}bind", settings.txn_cookie_prefix)
+    format!("{prefix}{}bind", web.txn_cookie_prefix)
 }
 
 /// The request's binding cookie, when it is one the gateway could have made.
-pub fn binding(settings: &Settings, request: &dyn HeaderSource) -> Option<String> {
-    let name = binding_cookie_name(settings);
+pub fn binding(web: &WebSession, request: &dyn HeaderSource) -> Option<String> {
+    let name = binding_cookie_name(web);
     cookie::find(request, &name)
         .filter(|v| {
             v.len() >= 22
@@ -292,13 +292,13 @@ pub fn binding(settings: &Settings, request: &dyn HeaderSource) -> Option<String
 }
 
 /// The `Set-Cookie` of the binding cookie: `Path=/` and no `Domain`, as `__Host-` requires.
-pub fn binding_set_cookie(settings: &Settings, value: &str) -> String {
+pub fn binding_set_cookie(settings: &Settings, web: &WebSession, value: &str) -> String {
     let attrs = CookieAttributes {
         path: "/",
-        ..attrs(settings)
+        ..attrs(web)
     };
     cookie::set_cookie(
-        &binding_cookie_name(settings),
+        &binding_cookie_name(web),
         value,
         settings.login_timeout_s,
         &attrs,
@@ -306,11 +306,16 @@ pub fn binding_set_cookie(settings: &Settings, value: &str) -> String {
 }
 
 /// The `Set-Cookie`s that carry `sealed` for login slot `slot` to the callback.
-pub fn set_cookies(settings: &Settings, slot: u8, sealed: &str) -> Result<Vec<String>, NotKept> {
-    let name = cookie_name(&settings.txn_cookie_prefix, slot);
+pub fn set_cookies(
+    settings: &Settings,
+    web: &WebSession,
+    slot: u8,
+    sealed: &str,
+) -> Result<Vec<String>, NotKept> {
+    let name = cookie_name(&web.txn_cookie_prefix, slot);
     let (set, _) = chunks::write(&name, sealed, MAX_CHUNKS, Carried::default())
         .ok_or(NotKept::TooManyCookies)?;
-    let attrs = attrs(settings);
+    let attrs = attrs(web);
     Ok(set
         .iter()
         .map(|(n, v)| cookie::set_cookie(n, v, settings.login_timeout_s, &attrs))
@@ -320,13 +325,13 @@ pub fn set_cookies(settings: &Settings, slot: u8, sealed: &str) -> Result<Vec<St
 /// The sealed post of login slot `slot` in `request`, if any, and the `Set-Cookie`s that clear
 /// every post cookie of that slot the request carried.
 pub fn read(
-    settings: &Settings,
+    web: &WebSession,
     request: &dyn HeaderSource,
     slot: u8,
 ) -> (Option<String>, Vec<String>) {
-    let name = cookie_name(&settings.txn_cookie_prefix, slot);
+    let name = cookie_name(&web.txn_cookie_prefix, slot);
     let (value, carried) = chunks::read(request, &name);
-    let attrs = attrs(settings);
+    let attrs = attrs(web);
     let clear = chunks::clear(&name, carried, |_| false)
         .iter()
         .map(|n| cookie::set_cookie(n, "", 0, &attrs))

@@ -112,7 +112,7 @@ impl Gateway {
     }
 
     fn session_cookie(&self, sub: &str, groups: &[&str]) -> String {
-        common::session_cookie(&self.settings.session.keys, sub, groups)
+        common::session_cookie(&self.settings.default_web().session.keys, sub, groups)
     }
 }
 

@@ -119,22 +119,46 @@ fn each_risky_setting_is_warned_about() {
 }
 
 #[test]
+fn web_sessions_sharing_a_cookie_name_are_warned_about() {
+    let text = fixture("shared-cookie.yaml");
+    let found = check(&text);
+    assert_eq!(
+        summary(&found),
+        vec![(
+            Severity::Warning,
+            "web_sessions[0].session.cookie_name",
+            line_of(&text, "\"session\": {\"signing_keys\": [{\"kid\": \"p1\""),
+        )],
+        "{found:?}"
+    );
+}
+
+#[test]
 fn the_shipped_configs_have_no_errors() {
     for name in [
         "envoy-demo.yaml",
         "envoy-native-demo.yaml",
         "envoy-compose.yaml",
+        "lds/listener.yaml",
     ] {
         let path = format!("{}/envoy/{name}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap();
         let found = check(&text);
-        // The demos run on plain HTTP with a public key, and say so.
+        // The demos run on plain HTTP with a public key, and say so (for each web session).
         for f in &found {
             assert_eq!(f.severity, Severity::Warning, "{name}: {f:?}");
+            let field = f.field.strip_prefix("web_sessions[0].").unwrap_or(&f.field);
             assert!(
-                ["session.cookie_secure", "session.signing_keys[0].secret"]
-                    .contains(&f.field.as_str()),
+                ["session.cookie_secure", "session.signing_keys[0].secret"].contains(&field),
                 "{name}: {f:?}"
+            );
+        }
+        if name == "envoy-demo.yaml" {
+            assert!(
+                found
+                    .iter()
+                    .any(|f| f.field == "web_sessions[0].session.signing_keys[0].secret"),
+                "{name}: the partner web session's demo key is flagged"
             );
         }
         assert!(
@@ -174,6 +198,39 @@ fn the_istio_example_is_refused_until_its_placeholder_key_is_replaced() {
     assert!(check(&fixed)
         .iter()
         .all(|f| f.severity == Severity::Warning));
+}
+
+/// The live-reconfiguration demo: a bootstrap whose listener comes from a watched file. The
+/// bootstrap itself holds no filter and is not an error; the listener file is the demo's own
+/// listener (the same filter configuration, so the two demos cannot drift apart).
+#[test]
+fn the_lds_demo_is_checked_through_its_listener_file() {
+    let dir = format!("{}/envoy", env!("CARGO_MANIFEST_DIR"));
+    let boot = std::fs::read_to_string(format!("{dir}/envoy-lds.yaml")).unwrap();
+    assert_eq!(check(&boot), vec![]);
+    assert_eq!(
+        envoy_wam::checker::lds_files(&boot),
+        vec!["envoy/lds/listener.yaml"]
+    );
+    let config_of = |file: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+        let docs = envoy_wam::checker::yaml::parse(&text).unwrap();
+        let targets = envoy_wam::checker::envoy::targets(&docs);
+        assert_eq!(targets.len(), 1, "{file}");
+        serde_json::from_slice(&targets[0].json).unwrap()
+    };
+    assert_eq!(config_of("lds/listener.yaml"), config_of("envoy-demo.yaml"));
+
+    // The binary follows the bootstrap to the listener file.
+    let (code, out) = run(&["check", "envoy/envoy-lds.yaml"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !out.is_empty()
+            && out
+                .lines()
+                .all(|l| l.starts_with("envoy/lds/listener.yaml:")),
+        "{out}"
+    );
 }
 
 fn run(args: &[&str]) -> (i32, String) {

@@ -660,19 +660,21 @@ fn discovery_fills_in_the_endpoints_before_the_first_login() {
     assert_eq!((r.status, r.header_value("retry-after")), (503, Some("5")));
     let c = gw
         .vm
-        .discovery_due(&gw.settings, NOW)
-        .expect("a discovery callout is due");
+        .discoveries_due(&gw.settings, NOW)
+        .pop()
+        .expect("a discovery callout is due")
+        .1;
     assert_eq!(c.path, "/.well-known/openid-configuration");
     assert!(
-        gw.vm.discovery_due(&gw.settings, NOW + 1).is_none(),
+        gw.vm.discoveries_due(&gw.settings, NOW + 1).is_empty(),
         "one at a time"
     );
-    gw.vm.on_discovery(&gw.settings, CalloutResult::TimedOut);
+    gw.vm.on_discovery(&gw.settings, 0, CalloutResult::TimedOut);
     assert!(
-        gw.vm.discovery_due(&gw.settings, NOW + 2).is_none(),
+        gw.vm.discoveries_due(&gw.settings, NOW + 2).is_empty(),
         "spaced retries"
     );
-    assert!(gw.vm.discovery_due(&gw.settings, NOW + 5).is_some());
+    assert!(!gw.vm.discoveries_due(&gw.settings, NOW + 5).is_empty());
     let doc = json!({
         "issuer": ISSUER,
         "authorization_endpoint": "https://op.example.com/as/authorize",
@@ -681,6 +683,7 @@ fn discovery_fills_in_the_endpoints_before_the_first_login() {
     });
     let line = gw.vm.on_discovery(
         &gw.settings,
+        0,
         CalloutResult::Response {
             status: 200,
             body: doc.to_string().into_bytes(),
@@ -697,7 +700,7 @@ fn discovery_fills_in_the_endpoints_before_the_first_login() {
     ));
     assert_eq!(c.path, "/as/token");
     assert!(
-        gw.vm.discovery_due(&gw.settings, NOW + 100).is_none(),
+        gw.vm.discoveries_due(&gw.settings, NOW + 100).is_empty(),
         "no more fetches once known"
     );
 }

@@ -444,7 +444,7 @@ fn an_op_answering_5xx_is_logged_with_its_status() {
     let cookie = format!(
         "PA.wam={}",
         session
-            .encode(&gw.settings.session.keys, &mut common::Rng(3))
+            .encode(&gw.settings.default_web().session.keys, &mut common::Rng(3))
             .unwrap()
     );
     let h = HeaderList::new(vec![
@@ -481,8 +481,8 @@ fn discovering() -> Gateway {
 fn discovery_5xx_and_another_issuer_are_told_apart() {
     let mut gw = discovering();
     let browser = head("GET", "/x", &[("accept", "text/html")]);
-    gw.vm.discovery_due(&gw.settings, NOW).unwrap();
-    let line = gw.vm.on_discovery(&gw.settings, http(500));
+    gw.vm.discoveries_due(&gw.settings, NOW).pop().unwrap();
+    let line = gw.vm.on_discovery(&gw.settings, 0, http(500));
     assert_eq!(line.level, Level::Warn);
     assert_eq!(
         line.message,
@@ -502,8 +502,8 @@ fn discovery_5xx_and_another_issuer_are_told_apart() {
         status: 200,
         body: doc.to_string().into_bytes(),
     };
-    gw.vm.discovery_due(&gw.settings, NOW + 5).unwrap();
-    let line = gw.vm.on_discovery(&gw.settings, answer);
+    gw.vm.discoveries_due(&gw.settings, NOW + 5).pop().unwrap();
+    let line = gw.vm.on_discovery(&gw.settings, 0, answer);
     assert_eq!(line.level, Level::Error);
     assert_eq!(
         line.message,

@@ -74,7 +74,7 @@ impl Gateway {
     }
 
     fn cookie(&self, sub: &str, groups: &[&str]) -> String {
-        session_cookie(&self.settings.session.keys, sub, groups)
+        session_cookie(&self.settings.default_web().session.keys, sub, groups)
     }
 }
 

@@ -81,7 +81,7 @@ impl Gateway {
     }
 
     fn bob(&self) -> String {
-        common::session_cookie(&self.settings.session.keys, "bob", &["staff"])
+        common::session_cookie(&self.settings.default_web().session.keys, "bob", &["staff"])
     }
 
     /// The targets of `targets` that reached the backend as bob.
@@ -443,7 +443,11 @@ fn upstream(h: &HeaderList, f: &envoy_wam::http::Forward) -> Vec<(String, Vec<u8
 #[test]
 fn a_form_post_passes_when_every_method_it_may_carry_is_allowed() {
     let mut gw = Gateway::new();
-    let alice = common::session_cookie(&gw.settings.session.keys, "alice", &["admins"]);
+    let alice = common::session_cookie(
+        &gw.settings.default_web().session.keys,
+        "alice",
+        &["admins"],
+    );
     let form = ("content-type", "application/x-www-form-urlencoded");
     let h = at(
         "gw.example.com",

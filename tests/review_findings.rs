@@ -62,7 +62,7 @@ impl Gateway {
     }
 
     fn session_cookie(&self, sub: &str) -> String {
-        common::session_cookie(&self.settings.session.keys, sub, &["staff"])
+        common::session_cookie(&self.settings.default_web().session.keys, sub, &["staff"])
     }
 }
 

@@ -125,7 +125,7 @@ struct Login {
 fn random_logins_and_sessions_forward_only_the_vouched_identity() {
     let settings = login_settings();
     let mut vm = VmState::new(&settings);
-    let mut w = World::new(&settings.session.keys, GW_KEY);
+    let mut w = World::new(&settings.default_web().session.keys, GW_KEY);
     let rogue = ES256KeyPair::generate().with_key_id("op-ec-1");
     let mut rng = Lcg(7);
     let mut logins: Vec<Login> = Vec::new();
@@ -590,7 +590,7 @@ impl Traffic {
 #[test]
 fn random_api_and_policy_traffic_forwards_only_the_vouched_identity() {
     let settings = policy_settings();
-    let mut w = World::new(&settings.session.keys, GW_KEY);
+    let mut w = World::new(&settings.default_web().session.keys, GW_KEY);
     w.sts_header = true;
     let mut t = Traffic {
         vm: VmState::new(&settings),
@@ -718,7 +718,7 @@ fn random_api_and_policy_traffic_forwards_only_the_vouched_identity() {
 fn global_unprotected_path_on_a_mediated_host_drops_client_site_tokens() {
     let settings = policy_settings();
     let mut vm = VmState::new(&settings);
-    let w = World::new(&settings.session.keys, GW_KEY);
+    let w = World::new(&settings.default_web().session.keys, GW_KEY);
     for (host, path) in [
         ("gw", "/open/y"),
         ("gw", "/static/x"),

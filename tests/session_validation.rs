@@ -443,7 +443,9 @@ fn a_successor_of_another_session_is_not_adopted() {
     bob.sid = "bob-session".into();
     bob.sub = "bob".into();
     bob.op.validated_at = DUE;
-    let bob_cookie = bob.encode(&w.settings.session.keys, &mut Rng(3)).unwrap();
+    let bob_cookie = bob
+        .encode(&w.settings.default_web().session.keys, &mut Rng(3))
+        .unwrap();
     let planted = Slot {
         sid: alice.sid.clone(),
         state: SlotState::Done {

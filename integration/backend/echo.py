@@ -1,6 +1,7 @@
 """The demo's sample backend: answers every request with the request it received, as JSON,
 so a person or a test can see exactly what the gateway passed on (identity headers, cookies,
 the body: "body" as text, "body_bytes", "content_type"),
+answering after `x-echo-delay` seconds when a request carries that header,
 and how three kinds of origin server would resolve the path it received ("resolved").
 
 usage: echo.py [PORT]   (or PORT in the environment; binds 127.0.0.1)
@@ -9,6 +10,7 @@ usage: echo.py [PORT]   (or PORT in the environment; binds 127.0.0.1)
 import json
 import os
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -159,6 +161,9 @@ def resolve_all(raw_target):
 
 class Echo(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: with Nagle's algorithm the body waits for the
+    # peer's delayed ACK (40 ms) on every keep-alive request.
+    disable_nagle_algorithm = True
 
     def read_body(self):
         if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
@@ -176,6 +181,13 @@ class Echo(BaseHTTPRequestHandler):
 
     def answer(self):
         raw = self.read_body()
+        # A slow backend on request (tests of requests in flight): `x-echo-delay: <seconds>`.
+        try:
+            delay = min(float(self.headers.get("x-echo-delay") or 0), 30.0)
+        except ValueError:
+            delay = 0.0
+        if delay > 0:
+            time.sleep(delay)
         headers = {}
         for name, value in self.headers.items():
             name = name.lower()

@@ -6,14 +6,27 @@
 //   OP_PORT        port                             (9000)
 //   OP_ISSUER      issuer identifier                (http://localhost:<OP_PORT>)
 //   GATEWAY_URLS   comma-separated gateway origins  (http://localhost:8080); each gets the
-//                  redirect URI <origin>/pa/oidc/cb and post-logout URI <origin>/
+//                  redirect URI <origin><GATEWAY_CALLBACK_PATH> and the post-logout URIs
+//                  <origin><path> for each path of POST_LOGOUT_PATHS
+//   GATEWAY_CALLBACK_PATH  the gateway's callback path for this OP's web clients (/pa/oidc/cb;
+//                  a gateway's named web session uses /pa/oidc/cb/<name>)
+//   POST_LOGOUT_PATHS  comma-separated paths registered as post-logout redirect URIs on every
+//                  gateway origin (/)
 //   PA_WAM_SECRET  client secret of every client   (demo-secret-change-me-0123456789abcdef)
 //   OP_ACCESS_TOKEN_TTL  lifetime (s) of access tokens for the resources below (600)
 //   OP_WEB_ACCESS_TOKEN_TTL  lifetime (s) of the access tokens the web clients get at login and
 //                        refresh (no resource: opaque, good at userinfo) (600)
-//   BACKCHANNEL_GATEWAY  the gateway origin whose <origin>/pa/oidc/backchannel every web client
+//   BACKCHANNEL_GATEWAY  the gateway origin whose <origin><BACKCHANNEL_PATH> every web client
 //                        registers as its back-channel logout URI (the first of GATEWAY_URLS;
 //                        `none`: no back-channel logout)
+//   BACKCHANNEL_PATH     the gateway's back-channel logout path for this OP (/pa/oidc/backchannel;
+//                        a named web session's is /pa/oidc/backchannel/<name>)
+//   OP_GROUPS            JSON object: login name -> its groups ({"alice": ["staff", "admins"],
+//                        "bob": ["staff"]}); anyone else logs in too, in no group
+//   OP_COOKIE_PREFIX     prefix of the OP's own cookie names (none: oidc-provider's _session,
+//                        _interaction, _interaction_resume). Browsers keep cookies per host, not
+//                        per port: a second OP on the same host needs a prefix of its own, or
+//                        the two OPs overwrite each other's session cookie.
 //   OP_SHORT_TOKEN_TTL   lifetime (s) of access tokens for the *short* resources (3)
 //   STS_TOKEN_TTL        lifetime (s) of tokens issued by the token exchange (300)
 //   GATEWAY_JWKS_URLS    comma-separated JWKS URLs the STS trusts for gateway-signed subject
@@ -75,8 +88,14 @@
 // per 2.2.2: invalid_request, invalid_grant, or invalid_target for an audience under the
 // reserved TLD .invalid (e.g. https://refused.invalid: an STS that refuses), all 400.
 //
-// Login: the built-in development form; any login name works with any password. alice is in
-// the groups staff and admins, bob in staff, anyone else in none (see /__groups).
+// Login: the built-in development form; any login name works with any password. By default
+// alice is in the groups staff and admins, bob in staff, anyone else in none (OP_GROUPS sets
+// others; see also /__groups).
+//
+// A second instance as another OP (a partner's tenant, envoy-wam's `web_sessions`): its own
+// OP_PORT and OP_ISSUER, GATEWAY_CALLBACK_PATH=/pa/oidc/cb/<name>,
+// BACKCHANNEL_PATH=/pa/oidc/backchannel/<name>, OP_COOKIE_PREFIX, and its own OP_GROUPS. Its
+// clients have the same ids (pa_wam, api_client, ...) but its own keys, sessions and tokens.
 //
 // Test hooks (no authentication: this OP is for tests and the demo only):
 // GET /__stats answers how often each path was requested, and how often each grant was
@@ -140,7 +159,20 @@ const SHORT_TTL = seconds('OP_SHORT_TOKEN_TTL', 3);
 const STS_TTL = seconds('STS_TOKEN_TTL', 300);
 const WEB_ACCESS_TTL = seconds('OP_WEB_ACCESS_TOKEN_TTL', 600);
 const backchannelGateway = (process.env.BACKCHANNEL_GATEWAY || gateways[0] || 'none').trim().replace(/\/$/, '');
-const backchannelUri = backchannelGateway === 'none' ? undefined : new URL(`${backchannelGateway}/pa/oidc/backchannel`).href;
+const path = (name, dflt) => {
+  const v = (process.env[name] || dflt).trim();
+  if (!v.startsWith('/')) throw new Error(`${name} must be a path starting with /`);
+  return v;
+};
+const callbackPath = path('GATEWAY_CALLBACK_PATH', '/pa/oidc/cb');
+const backchannelPath = path('BACKCHANNEL_PATH', '/pa/oidc/backchannel');
+const postLogoutPaths = (process.env.POST_LOGOUT_PATHS || '/')
+  .split(',')
+  .map((s) => s.trim())
+  .filter(Boolean);
+if (postLogoutPaths.some((p) => !p.startsWith('/'))) throw new Error('POST_LOGOUT_PATHS must be paths starting with /');
+const backchannelUri = backchannelGateway === 'none' ? undefined : new URL(`${backchannelGateway}${backchannelPath}`).href;
+const cookiePrefix = (process.env.OP_COOKIE_PREFIX || '').trim();
 const gatewayJwksUrls = (process.env.GATEWAY_JWKS_URLS || gateways.map((g) => `${g}/pa/authtoken/JWKS`).join(','))
   .split(',')
   .map((s) => s.trim())
@@ -172,7 +204,15 @@ const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const TT_ACCESS_TOKEN = 'urn:ietf:params:oauth:token-type:access_token';
 const TT_JWT = 'urn:ietf:params:oauth:token-type:jwt';
 
-const GROUPS = { alice: ['staff', 'admins'], bob: ['staff'] };
+const GROUPS = (() => {
+  if (!process.env.OP_GROUPS) return { alice: ['staff', 'admins'], bob: ['staff'] };
+  const groups = JSON.parse(process.env.OP_GROUPS);
+  const ok =
+    groups && typeof groups === 'object' && !Array.isArray(groups) &&
+    Object.values(groups).every((g) => Array.isArray(g) && g.every((x) => typeof x === 'string'));
+  if (!ok) throw new Error('OP_GROUPS must be a JSON object of login name -> array of group names');
+  return groups;
+})();
 const DISABLED = new Set();
 const SCOPE = 'openid profile email groups';
 
@@ -181,8 +221,8 @@ const client = (client_id, extra) => ({
   client_secret: secret,
   grant_types: ['authorization_code', 'refresh_token'],
   response_types: ['code'],
-  redirect_uris: gateways.map((g) => `${g}/pa/oidc/cb`),
-  post_logout_redirect_uris: gateways.map((g) => `${g}/`),
+  redirect_uris: gateways.map((g) => `${g}${callbackPath}`),
+  post_logout_redirect_uris: gateways.flatMap((g) => postLogoutPaths.map((p) => `${g}${p}`)),
   ...(backchannelGateway === 'none'
     ? {}
     : { backchannel_logout_uri: backchannelUri, backchannel_logout_session_required: true }),
@@ -211,7 +251,18 @@ const configuration = {
     machine('pa_sts', [TOKEN_EXCHANGE]),
   ],
   jwks: { keys: [rsaKey, ecKey] },
-  cookies: { keys: [secret] },
+  cookies: {
+    keys: [secret],
+    ...(cookiePrefix
+      ? {
+          names: {
+            session: `${cookiePrefix}_session`,
+            interaction: `${cookiePrefix}_interaction`,
+            resume: `${cookiePrefix}_interaction_resume`,
+          },
+        }
+      : {}),
+  },
   pkce: { required: () => true },
   scopes: ['openid', 'profile', 'email', 'groups', 'orders:read', 'orders:write'],
   claims: {

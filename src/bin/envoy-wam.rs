@@ -1,6 +1,7 @@
 //! `envoy-wam check FILE...`: checks the envoy-wam configurations in Envoy or Istio files
 //! with the filter's own validation. Prints `path:line: error|warning: field: message` lines;
-//! exits 1 when any file has an error, 2 on a usage error.
+//! exits 1 when any file has an error, 2 on a usage error. A bootstrap that takes its listeners
+//! from files (file-based LDS) has those files checked too.
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> std::process::ExitCode {
@@ -16,9 +17,18 @@ fn main() -> std::process::ExitCode {
         }
     };
     let mut failed = false;
-    for path in files {
+    let mut queue: std::collections::VecDeque<String> = files.iter().cloned().collect();
+    let mut seen = std::collections::HashSet::new();
+    while let Some(path) = queue.pop_front() {
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        let path = &path;
         let findings = match std::fs::read_to_string(path) {
-            Ok(text) => checker::check(&text),
+            Ok(text) => {
+                queue.extend(checker::lds_files(&text).iter().map(|f| lds_path(path, f)));
+                checker::check(&text)
+            }
             Err(e) => {
                 println!("{path}:1: error: (file): cannot read: {e}");
                 failed = true;
@@ -34,6 +44,20 @@ fn main() -> std::process::ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// An LDS file named in `bootstrap`: as written when it exists (Envoy resolves a relative path
+/// from its working directory), otherwise relative to the bootstrap's own directory.
+#[cfg(not(target_arch = "wasm32"))]
+fn lds_path(bootstrap: &str, file: &str) -> String {
+    let p = std::path::Path::new(file);
+    if p.is_absolute() || p.exists() {
+        return file.to_string();
+    }
+    match std::path::Path::new(bootstrap).parent() {
+        Some(dir) if dir.join(p).exists() => dir.join(p).to_string_lossy().into_owned(),
+        _ => file.to_string(),
     }
 }
 

@@ -60,6 +60,23 @@ pub fn targets(docs: &[Node]) -> Vec<Target<'_>> {
     out
 }
 
+/// The files a bootstrap takes its listeners from (file-based LDS:
+/// `dynamic_resources.lds_config.path_config_source.path`, or the older `lds_config.path`):
+/// the filter's configuration is in them, not here.
+pub fn lds_files(docs: &[Node]) -> Vec<String> {
+    let lds = |doc: &Node| doc.get("dynamic_resources")?.get("lds_config").cloned();
+    docs.iter()
+        .filter_map(lds)
+        .filter_map(|c| {
+            let from_source = c.get("path_config_source").and_then(|p| p.get("path"));
+            from_source
+                .or_else(|| c.get("path"))?
+                .str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
 fn type_is(node: &Node, suffix: &str) -> bool {
     node.get("@type")
         .and_then(Node::str)

@@ -81,6 +81,10 @@ pub fn check(text: &str) -> Vec<Finding> {
         }
     };
     let targets = envoy::targets(&docs);
+    if targets.is_empty() && !envoy::lds_files(&docs).is_empty() {
+        // A bootstrap whose listeners come from files: those are checked (see `lds_files`).
+        return Vec::new();
+    }
     if targets.is_empty() {
         return vec![Finding::error(
             1,
@@ -90,6 +94,14 @@ pub fn check(text: &str) -> Vec<Finding> {
         )];
     }
     targets.iter().flat_map(check_target).collect()
+}
+
+/// The files a bootstrap takes its listeners from (file-based LDS), as written in it: a
+/// checker of the bootstrap checks them too.
+pub fn lds_files(text: &str) -> Vec<String> {
+    yaml::parse(text)
+        .map(|docs| envoy::lds_files(&docs))
+        .unwrap_or_default()
 }
 
 fn check_target(t: &Target<'_>) -> Vec<Finding> {
@@ -130,52 +142,85 @@ fn without_json_position(message: &str) -> String {
 
 fn config_warnings(settings: &Settings, json: &Json, at: &Locator) -> Vec<Finding> {
     let mut out = Vec::new();
-    if !settings.session.cookie_secure {
-        out.push(Finding::warning(
-            at.line_of("session.cookie_secure"),
-            "session.cookie_secure",
-            "false: the session cookie is also sent over plain HTTP, where anyone on the path \
-             can read and replay it",
-        ));
-    }
-    let keys = json
-        .pointer("/session/signing_keys")
-        .and_then(Json::as_array);
-    for (i, key) in keys.into_iter().flatten().enumerate() {
-        let secret = key.get("secret").and_then(Json::as_str).unwrap_or_default();
-        if is_demo_secret(secret) {
-            let field = format!("session.signing_keys[{i}].secret");
+    for (i, web) in settings.web_sessions.iter().enumerate() {
+        let (field, pointer) = match i {
+            0 => ("session".to_string(), "/session".to_string()),
+            i => (
+                format!("web_sessions[{}].session", i - 1),
+                format!("/web_sessions/{}/session", i - 1),
+            ),
+        };
+        if !web.session.cookie_secure {
+            let f = format!("{field}.cookie_secure");
             out.push(Finding::warning(
-                at.line_of(&field),
-                field,
-                "this key is published in envoy-wam's examples: anyone can forge sessions; \
-                 generate one with `openssl rand -base64 32`",
+                at.line_of(&f),
+                f,
+                "false: the session cookie is also sent over plain HTTP, where anyone on the \
+                 path can read and replay it",
+            ));
+        }
+        let keys = json
+            .pointer(&format!("{pointer}/signing_keys"))
+            .and_then(Json::as_array);
+        for (k, key) in keys.into_iter().flatten().enumerate() {
+            let secret = key.get("secret").and_then(Json::as_str).unwrap_or_default();
+            if is_demo_secret(secret) {
+                let f = format!("{field}.signing_keys[{k}].secret");
+                out.push(Finding::warning(
+                    at.line_of(&f),
+                    f,
+                    "this key is published in envoy-wam's examples: anyone can forge sessions; \
+                     generate one with `openssl rand -base64 32`",
+                ));
+            }
+        }
+        let shared = settings.web_sessions.iter().take(i).find(|w| {
+            w.session.cookie_name == web.session.cookie_name
+                && w.session.cookie_domain == web.session.cookie_domain
+        });
+        if let Some(other) = shared {
+            let f = format!("{field}.cookie_name");
+            out.push(Finding::warning(
+                at.line_of(&f),
+                f,
+                format!(
+                    "`{}` is also web session `{}`'s cookie: a browser holds one of the two \
+                     sessions at a time, and signing in to one ends the other",
+                    web.session.cookie_name, other.name
+                ),
             ));
         }
     }
-    if settings.client.redirect_uri.is_none() {
-        let apps = json
-            .pointer("/policy/applications")
-            .and_then(Json::as_array);
-        for (i, app) in apps.into_iter().flatten().enumerate() {
-            let hosts = app.get("hosts").and_then(Json::as_array);
-            let wild = hosts
-                .into_iter()
-                .flatten()
-                .filter_map(Json::as_str)
-                .find(|h| h.contains('*'));
-            if let Some(host) = wild {
-                let field = format!("policy.applications[{i}].hosts");
-                out.push(Finding::warning(
-                    at.line_of(&field),
-                    field,
-                    format!(
-                        "`{host}` without client.redirect_uri: the login redirect is built \
-                         from the request's Host, which the client picks among the names \
-                         `{host}` matches; set client.redirect_uri"
-                    ),
-                ));
-            }
+    let apps = json
+        .pointer("/policy/applications")
+        .and_then(Json::as_array);
+    for (i, app) in apps.into_iter().flatten().enumerate() {
+        // The application's web session (its name, else the default) has no fixed redirect URI.
+        let named = app.get("web_session").and_then(Json::as_str);
+        let web = settings
+            .web_sessions
+            .iter()
+            .find(|w| named.is_none_or(|n| n == w.name));
+        if web.is_none_or(|w| w.client.redirect_uri.is_some()) {
+            continue;
+        }
+        let hosts = app.get("hosts").and_then(Json::as_array);
+        let wild = hosts
+            .into_iter()
+            .flatten()
+            .filter_map(Json::as_str)
+            .find(|h| h.contains('*'));
+        if let Some(host) = wild {
+            let field = format!("policy.applications[{i}].hosts");
+            out.push(Finding::warning(
+                at.line_of(&field),
+                field,
+                format!(
+                    "`{host}` without client.redirect_uri: the login redirect is built \
+                     from the request's Host, which the client picks among the names \
+                     `{host}` matches; set client.redirect_uri"
+                ),
+            ));
         }
     }
     out
@@ -243,10 +288,13 @@ fn is_demo_secret(secret: &str) -> bool {
         let docs = yaml::parse(text).unwrap_or_default();
         envoy::targets(&docs).iter().any(|t| {
             let json: Json = serde_json::from_slice(&t.json).unwrap_or(Json::Null);
-            let keys = json
-                .pointer("/session/signing_keys")
-                .and_then(Json::as_array);
-            keys.into_iter().flatten().any(|k| {
+            // The default web session's keys and every named one's (the demo's partner).
+            let named = json.pointer("/web_sessions").and_then(Json::as_array);
+            let sessions = std::iter::once(json.get("session"))
+                .chain(named.into_iter().flatten().map(|w| w.get("session")))
+                .flatten();
+            let keys = sessions.filter_map(|s| s.get("signing_keys").and_then(Json::as_array));
+            keys.flatten().any(|k| {
                 k.get("secret")
                     .and_then(Json::as_str)
                     .and_then(decode_secret)

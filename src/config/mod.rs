@@ -8,10 +8,10 @@ use std::rc::Rc;
 use url::Url;
 
 use crate::authtoken::AuthTokenSigner;
-use crate::http::HeaderOps;
 use crate::identity;
 use crate::mediation::{self, Inject, SiteAuthenticator};
 use crate::policy::{self, Policy, RawPolicy, Validation};
+pub use heartbeat::HeartbeatSettings;
 pub use session::SessionSettings;
 
 /// A configuration that was refused: `field` is the JSON path an operator has to fix.
@@ -28,6 +28,14 @@ impl ConfigError {
             message: message.into(),
         }
     }
+
+    /// The error of a section read on its own, placed under `at` (`web_sessions[1]`).
+    pub(crate) fn within(self, at: &str) -> Self {
+        match at {
+            "" => self,
+            at => Self::new(format!("{at}.{}", self.field), self.message),
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -42,13 +50,21 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+mod heartbeat;
+mod op;
+mod provider;
 mod raw;
 mod session;
+mod site_sources;
 #[cfg(test)]
 pub(crate) mod tests;
+mod web_session;
 
+pub use op::OpUse;
+pub use provider::TokenProvider;
 use raw::*;
 pub use raw::{ClientAuth, SignatureAlg};
+pub use web_session::{WebSession, DEFAULT_WEB_SESSION};
 
 /// Where a callout goes: the Envoy cluster, and the `:authority` and `:path` to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,9 +120,11 @@ pub(crate) fn parse_http_url(field: &str, value: &str) -> Result<Url, ConfigErro
 /// The OP's endpoints the gateway uses, from the configuration or from discovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpEndpoints {
-    pub authorization: Url,
-    pub token: Endpoint,
-    pub jwks: Endpoint,
+    /// Sign-in endpoints: always there for a web session's OP (see [`OpUse`]).
+    pub authorization: Option<Url>,
+    pub token: Option<Endpoint>,
+    /// Always there for an OP whose JWTs are checked (a web session's, or a JWT provider's).
+    pub jwks: Option<Endpoint>,
     pub end_session: Option<Url>,
     pub introspection: Option<Endpoint>,
     pub userinfo: Option<Endpoint>,
@@ -126,12 +144,15 @@ pub struct ConfiguredEndpoints {
 }
 
 impl ConfiguredEndpoints {
-    /// All the endpoints, when the configuration names every required one.
-    pub fn complete(&self) -> Option<OpEndpoints> {
+    /// The endpoints, when the configuration names every one `used` needs.
+    pub fn complete(&self, used: OpUse) -> Option<OpEndpoints> {
+        if self.missing_for(used).is_some() {
+            return None;
+        }
         Some(OpEndpoints {
-            authorization: self.authorization.clone()?,
-            token: self.token.clone()?,
-            jwks: self.jwks.clone()?,
+            authorization: self.authorization.clone(),
+            token: self.token.clone(),
+            jwks: self.jwks.clone(),
             end_session: self.end_session.clone(),
             introspection: self.introspection.clone(),
             userinfo: self.userinfo.clone(),
@@ -147,6 +168,8 @@ pub struct OpSettings {
     pub endpoints: ConfiguredEndpoints,
     /// The discovery document's location, when discovery is on.
     pub discovery: Option<Endpoint>,
+    /// What the OP is for: which endpoints it must have.
+    pub used: OpUse,
     pub timeout_ms: u64,
     pub jwks_max_age_s: u64,
     pub jwks_min_refetch_interval_s: u64,
@@ -202,18 +225,17 @@ pub struct LogoutSettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub base_path: String,
-    pub callback_path: String,
-    pub logout_path: String,
-    pub backchannel_path: String,
-    pub frontchannel_path: String,
     pub heartbeat_path: String,
-    pub op: OpSettings,
-    pub client: ClientSettings,
-    pub session: SessionSettings,
-    pub identity_headers: Vec<IdentityHeader>,
+    /// Every OP: each web session's (the default one's first), then each token provider's.
+    pub ops: Vec<OpSettings>,
+    /// The default web session first (index 0), then the named ones. Never empty.
+    pub web_sessions: Vec<WebSession>,
+    /// Issuers of bearer tokens: the named ones, then those made from applications' `api`.
+    pub providers: Vec<TokenProvider>,
+    /// Entries of the revocation list each worker keeps (the largest web session's setting).
+    pub revocation_list_entries: usize,
     pub clock_skew_s: u64,
     pub id_token_algorithms: Vec<SignatureAlg>,
-    pub logout: LogoutSettings,
     pub login_timeout_s: u64,
     pub api: ApiSettings,
     /// Applications, resources and rules; without a `policy` in the configuration, one web
@@ -226,8 +248,6 @@ pub struct Settings {
     pub policy_needs_client_ip: bool,
     /// What `policy.default_decision: allow` falls back to: a session, no rules.
     pub fallback: Policy,
-    /// Every identity header removed: for requests that go on without an identity.
-    pub no_identity: HeaderOps,
     /// Header names only the gateway may send upstream (identity headers, mediated-token
     /// headers): a client header that a backend would read as one of them (`x_wam_user`) is
     /// removed.
@@ -238,8 +258,20 @@ pub struct Settings {
     pub authtoken: Option<Rc<AuthTokenSigner>>,
     /// Where the gateway publishes the public keys of `authtoken`.
     pub authtoken_jwks_path: String,
-    /// Prefix of the per-login transaction cookies (`<session cookie>.txn.<id>`).
-    pub txn_cookie_prefix: String,
+    /// Whether the filter counts what it does into Envoy's stats (`metrics`, default on).
+    pub metrics: bool,
+    /// What `/pa/heartbeat.ping` answers.
+    pub heartbeat: HeartbeatSettings,
+    /// Hand subject, application, resource and decision to Envoy's access log (filter state).
+    pub access_log_fields: bool,
+}
+
+/// A web session and its OP: what the gateway's messages to that OP (sign-in, validation,
+/// logout) are made from.
+#[derive(Debug, Clone, Copy)]
+pub struct RelyingParty<'a> {
+    pub web: &'a WebSession,
+    pub op: &'a OpSettings,
 }
 
 /// Headers a session claim or a mediated token may never be written into: they would change
@@ -323,180 +355,48 @@ impl Settings {
             ));
         }
 
-        let op = raw.op;
-        if op.issuer.is_empty() {
-            return Err(ConfigError::new("op.issuer", "must not be empty"));
-        }
-        parse_http_url("op.issuer", &op.issuer)?;
-        if op.cluster.is_empty() {
-            return Err(ConfigError::new("op.cluster", "must name an Envoy cluster"));
-        }
-        if op.timeout_ms == 0 || op.timeout_ms > 60_000 {
-            return Err(ConfigError::new(
-                "op.timeout_ms",
-                "must be between 1 and 60000",
-            ));
-        }
-        let endpoints = ConfiguredEndpoints {
-            authorization: op
-                .authorization_endpoint
-                .as_deref()
-                .map(|u| parse_http_url("op.authorization_endpoint", u))
-                .transpose()?,
-            token: op
-                .token_endpoint
-                .as_deref()
-                .map(|u| Endpoint::parse("op.token_endpoint", u))
-                .transpose()?,
-            jwks: op
-                .jwks_uri
-                .as_deref()
-                .map(|u| Endpoint::parse("op.jwks_uri", u))
-                .transpose()?,
-            end_session: op
-                .end_session_endpoint
-                .as_deref()
-                .map(|u| parse_http_url("op.end_session_endpoint", u))
-                .transpose()?,
-            introspection: op
-                .introspection_endpoint
-                .as_deref()
-                .map(|u| Endpoint::parse("op.introspection_endpoint", u))
-                .transpose()?,
-            userinfo: op
-                .userinfo_endpoint
-                .as_deref()
-                .map(|u| Endpoint::parse("op.userinfo_endpoint", u))
-                .transpose()?,
-            revocation: op
-                .revocation_endpoint
-                .as_deref()
-                .map(|u| Endpoint::parse("op.revocation_endpoint", u))
-                .transpose()?,
+        let (mut ops, mut web_sessions) = (Vec::new(), Vec::new());
+        let default = web_session::RawParts {
+            name: DEFAULT_WEB_SESSION.into(),
+            op: raw.op,
+            client: raw.client,
+            session: raw.session,
+            identity_headers: raw.identity_headers,
+            logout: raw.logout,
         };
-        let discovery = if op.discovery {
-            let url = format!(
-                "{}/.well-known/openid-configuration",
-                op.issuer.trim_end_matches('/')
-            );
-            Some(Endpoint::parse("op.issuer", &url)?)
-        } else {
-            for (field, missing) in [
-                (
-                    "op.authorization_endpoint",
-                    endpoints.authorization.is_none(),
-                ),
-                ("op.token_endpoint", endpoints.token.is_none()),
-                ("op.jwks_uri", endpoints.jwks.is_none()),
-            ] {
-                if missing {
-                    return Err(ConfigError::new(
-                        field,
-                        "is required unless op.discovery is true",
-                    ));
-                }
-            }
-            None
-        };
-        let op = OpSettings {
-            endpoints,
-            discovery,
-            issuer: op.issuer,
-            cluster: op.cluster,
-            timeout_ms: op.timeout_ms,
-            jwks_max_age_s: op.jwks_max_age_s,
-            jwks_min_refetch_interval_s: op.jwks_min_refetch_interval_s,
-        };
-
-        let client = raw.client;
-        if client.client_id.is_empty() {
-            return Err(ConfigError::new("client.client_id", "must not be empty"));
+        let named = raw.web_sessions.into_iter().map(|w| web_session::RawParts {
+            name: w.name,
+            op: w.op,
+            client: w.client,
+            session: w.session,
+            identity_headers: w.identity_headers,
+            logout: w.logout,
+        });
+        for (i, parts) in std::iter::once(default).chain(named).enumerate() {
+            let at = match i {
+                0 => String::new(),
+                i => format!("web_sessions[{}]", i - 1),
+            };
+            let (web, op) = web_session::read(&at, parts, &base_path, ops.len())?;
+            ops.push(op);
+            web_sessions.push(web);
         }
-        if client.client_secret.is_empty() {
-            return Err(ConfigError::new(
-                "client.client_secret",
-                "must not be empty",
-            ));
-        }
-        if !client.scopes.iter().any(|s| s == "openid") {
-            return Err(ConfigError::new(
-                "client.scopes",
-                "must include `openid` (this is an OpenID Connect login)",
-            ));
-        }
-        if let Some(bad) = client
-            .scopes
-            .iter()
-            .find(|s| s.is_empty() || s.contains([' ', '"', '\\']))
-        {
-            return Err(ConfigError::new(
-                "client.scopes",
-                format!("`{bad}` is not a valid scope token"),
-            ));
-        }
-        if let Some(uri) = &client.redirect_uri {
-            let url = parse_http_url("client.redirect_uri", uri)?;
-            if url.path() != format!("{base_path}/oidc/cb") {
+        web_session::check_all(&mut web_sessions)?;
+        let mut providers = Vec::new();
+        for (i, p) in raw.token_providers.into_iter().enumerate() {
+            if providers
+                .iter()
+                .any(|q: &TokenProvider| q.name.as_deref() == Some(p.name.as_str()))
+            {
                 return Err(ConfigError::new(
-                    "client.redirect_uri",
-                    format!("must end in the callback path {base_path}/oidc/cb"),
+                    format!("token_providers[{i}].name"),
+                    "is used twice",
                 ));
             }
+            let (provider, op) = provider::read(i, p, ops.len())?;
+            ops.push(op);
+            providers.push(provider);
         }
-        let client = ClientSettings {
-            scope: client.scopes.join(" "),
-            client_id: client.client_id,
-            client_secret: client.client_secret,
-            auth_method: client.auth_method,
-            redirect_uri: client.redirect_uri,
-        };
-
-        let session = session::read(raw.session)?;
-
-        let mut identity_headers: Vec<IdentityHeader> = Vec::new();
-        for (i, h) in raw.identity_headers.iter().enumerate() {
-            let name = h.header.to_ascii_lowercase();
-            if name.is_empty() || !name.bytes().all(is_token_char) {
-                return Err(ConfigError::new(
-                    format!("identity_headers[{i}].header"),
-                    "must be an HTTP header name",
-                ));
-            }
-            if RESERVED_HEADERS.contains(&name.as_str()) {
-                return Err(ConfigError::new(
-                    format!("identity_headers[{i}].header"),
-                    format!("`{name}` cannot carry identity"),
-                ));
-            }
-            if identity_headers.iter().any(|x| x.header == name) {
-                return Err(ConfigError::new(
-                    format!("identity_headers[{i}].header"),
-                    "is listed twice",
-                ));
-            }
-            if h.claim.is_empty() {
-                return Err(ConfigError::new(
-                    format!("identity_headers[{i}].claim"),
-                    "must name a claim",
-                ));
-            }
-            identity_headers.push(IdentityHeader {
-                header: name,
-                claim: h.claim.clone(),
-            });
-        }
-
-        let mut claims: Vec<String> = Vec::new();
-        for c in session
-            .claims
-            .iter()
-            .chain(identity_headers.iter().map(|h| &h.claim))
-        {
-            if c != "sub" && !claims.contains(c) {
-                claims.push(c.clone());
-            }
-        }
-
         let id_token_algorithms = algorithms("id_token_algorithms", &raw.id_token_algorithms)?;
         let api = api_settings(raw.api)?;
         let policy = match &raw.policy {
@@ -511,8 +411,24 @@ impl Settings {
         let authtoken = raw.authtoken.map(AuthTokenSigner::compile).transpose()?;
         let sites = mediation::compile_all(raw.site_authenticators, authtoken.is_some())?;
         for (i, site) in sites.iter().enumerate() {
+            if let Inject::Header(name) = &site.inject {
+                let identity = web_sessions
+                    .iter()
+                    .flat_map(|w| w.identity_headers.iter())
+                    .any(|h| &h.header == name);
+                if identity {
+                    return Err(ConfigError::new(
+                        format!("site_authenticators[{i}].inject.header"),
+                        "is an identity header: the backend could not tell the site's token \
+                         from the user's identity",
+                    ));
+                }
+            }
             if let Inject::Cookie(name) = &site.inject {
-                if crate::session::chunks::is_ours(name, &session.cookie_name) {
+                let ours = web_sessions
+                    .iter()
+                    .any(|w| crate::session::chunks::is_ours(name, &w.session.cookie_name));
+                if ours {
                     return Err(ConfigError::new(
                         format!("site_authenticators[{i}].inject.cookie"),
                         "must not be the session cookie's name",
@@ -520,7 +436,39 @@ impl Settings {
                 }
             }
         }
-        for (i, app) in policy.applications().iter().enumerate() {
+        let mut policy = policy;
+        for (i, app) in policy.applications_mut().iter_mut().enumerate() {
+            if let Some(name) = &app.web_session_name {
+                let found = web_sessions.iter().position(|w| &w.name == name);
+                let Some(ws) = found else {
+                    return Err(ConfigError::new(
+                        format!("policy.applications[{i}].web_session"),
+                        format!("no web session is named `{name}`"),
+                    ));
+                };
+                app.web_session = ws;
+            }
+            let web = &web_sessions[app.web_session];
+            let chosen = provider::resolve(i, app, &mut providers, web)?;
+            provider::check_issuers(i, &chosen, &providers, &ops)?;
+            for &p in &chosen {
+                let provider = &providers[p];
+                let op = &ops[provider.op];
+                let introspects = provider.validation == Validation::Introspection;
+                if introspects && op.endpoints.introspection.is_none() && op.discovery.is_none() {
+                    let field = match provider.name {
+                        Some(_) => format!("token_providers[{p}].op.introspection_endpoint"),
+                        None => format!("policy.applications[{i}].api.validation"),
+                    };
+                    return Err(ConfigError::new(
+                        field,
+                        "introspection needs the OP's introspection_endpoint (or discovery)",
+                    ));
+                }
+            }
+            if let Some(api) = app.api.as_mut() {
+                api.providers = chosen;
+            }
             if let Some(name) = &app.site_authenticator {
                 let Some(site) = sites.iter().find(|s| &s.name == name) else {
                     return Err(ConfigError::new(
@@ -537,23 +485,8 @@ impl Settings {
                     ));
                 }
             }
-            let introspects = app
-                .api
-                .as_ref()
-                .is_some_and(|a| a.validation == Validation::Introspection);
-            if introspects && op.endpoints.introspection.is_none() && op.discovery.is_none() {
-                return Err(ConfigError::new(
-                    format!("policy.applications[{i}].api.validation"),
-                    "introspection needs op.introspection_endpoint (or op.discovery)",
-                ));
-            }
         }
 
-        if let Some(uri) = &raw.logout.redirect_uri {
-            if !uri.starts_with('/') || uri.starts_with("//") {
-                parse_http_url("logout.redirect_uri", uri)?;
-            }
-        }
         if !(30..=3600).contains(&raw.login_timeout_s) {
             return Err(ConfigError::new(
                 "login_timeout_s",
@@ -564,34 +497,51 @@ impl Settings {
             return Err(ConfigError::new("clock_skew_s", "must be at most 600"));
         }
 
+        let mut sites = sites;
+        site_sources::resolve(
+            &mut sites,
+            policy.applications(),
+            &web_sessions,
+            &providers,
+            &ops,
+        )?;
+
         let any_host =
             policy.serves_any_host() || policy.default_decision == policy::DefaultDecision::Allow;
-        if any_host && client.redirect_uri.is_none() {
+        let unfixed = web_sessions
+            .iter()
+            .position(|w| w.client.redirect_uri.is_none());
+        if let (true, Some(i)) = (any_host, unfixed) {
             // The OP sends the browser (and the code) to the redirect URI: built from a Host
             // header that a `*` application accepts, it would be the client's choice.
+            let field = match i {
+                0 => "client.redirect_uri".to_string(),
+                i => format!("web_sessions[{}].client.redirect_uri", i - 1),
+            };
             return Err(ConfigError::new(
-                "client.redirect_uri",
+                field,
                 "required when an application serves every host (`*`, also the implicit \
                  policy without `policy`, or `default_decision: allow`): the gateway never builds \
                  a redirect from a client-chosen Host",
             ));
         }
+        let heartbeat = heartbeat::read(raw.heartbeat)?;
         Ok(Settings {
+            heartbeat,
+            access_log_fields: raw.access_log_fields,
             authtoken_jwks_path: format!("{base_path}/authtoken/JWKS"),
-            callback_path: format!("{base_path}/oidc/cb"),
-            logout_path: format!("{base_path}/oidc/logout"),
-            backchannel_path: format!("{base_path}/oidc/backchannel"),
-            frontchannel_path: format!("{base_path}/oidc/frontchannel"),
             heartbeat_path: format!("{base_path}/heartbeat.ping"),
-            txn_cookie_prefix: format!("{}.txn.", session.cookie_name),
             base_path,
-            op,
-            client,
-            session: SessionSettings { claims, ..session },
-            no_identity: identity::no_identity(&identity_headers),
-            reserved_request_headers: identity_headers
+            // One list serves every web session: the largest setting.
+            revocation_list_entries: web_sessions
                 .iter()
-                .map(|h| h.header.clone())
+                .map(|w| w.session.revocation_list_entries)
+                .max()
+                .unwrap_or(10_000),
+            reserved_request_headers: web_sessions[0]
+                .no_identity
+                .iter()
+                .map(|(h, _)| h.clone())
                 .chain(sites.iter().filter_map(|s| match &s.inject {
                     crate::mediation::Inject::Header(name) => Some(name.clone()),
                     crate::mediation::Inject::Cookie(_) => None,
@@ -599,19 +549,18 @@ impl Settings {
                 .collect(),
             sites,
             authtoken: authtoken.map(Rc::new),
-            identity_headers,
             clock_skew_s: raw.clock_skew_s,
             id_token_algorithms,
-            logout: LogoutSettings {
-                redirect_uri: raw.logout.redirect_uri,
-                use_end_session_endpoint: raw.logout.use_end_session_endpoint,
-            },
+            ops,
+            web_sessions,
+            providers,
             login_timeout_s: raw.login_timeout_s,
             api,
             policy_is_implicit: raw.policy.is_none(),
             policy_needs_client_ip: raw.policy.as_ref().is_some_and(needs_client_ip),
             policy,
             fallback: Policy::implicit(),
+            metrics: raw.metrics,
         })
     }
 }
@@ -632,6 +581,38 @@ fn needs_client_ip(v: &serde_json::Value) -> bool {
 }
 
 impl Settings {
+    /// Web session `i` (an index from the configuration: an application's, an endpoint's);
+    /// the default one for anything else.
+    pub fn web(&self, i: usize) -> &WebSession {
+        match self.web_sessions.get(i) {
+            Some(w) => w,
+            None => self.default_web(),
+        }
+    }
+
+    /// The default web session (the top-level `op`, `client` and `session`).
+    pub fn default_web(&self) -> &WebSession {
+        // Never empty: `from_raw` always makes the default one first.
+        &self.web_sessions[0]
+    }
+
+    /// OP `i` (an index from the configuration: a web session's or a token provider's).
+    pub fn op(&self, i: usize) -> &OpSettings {
+        match self.ops.get(i) {
+            Some(op) => op,
+            None => &self.ops[0],
+        }
+    }
+
+    /// Web session `i` with its OP: the relying party that signs users in there.
+    pub fn rp(&self, i: usize) -> RelyingParty<'_> {
+        let web = self.web(i);
+        RelyingParty {
+            web,
+            op: self.op(web.op),
+        }
+    }
+
     /// The site authenticator an application names, with its index.
     pub fn site_for(&self, app: &policy::Application) -> Option<(usize, &SiteAuthenticator)> {
         let name = app.site_authenticator.as_deref()?;

@@ -31,6 +31,59 @@ pub(super) struct RawConfig {
     pub(super) site_authenticators: Vec<serde_json::Value>,
     #[serde(default)]
     pub(super) authtoken: Option<RawAuthToken>,
+    /// More web sessions besides the default one (the top-level `op`, `client`, `session`,
+    /// `identity_headers` and `logout`), each with its own OP, client and cookie.
+    #[serde(default)]
+    pub(super) web_sessions: Vec<RawWebSession>,
+    /// Named issuers of bearer tokens that API applications may accept.
+    #[serde(default)]
+    pub(super) token_providers: Vec<RawTokenProvider>,
+    #[serde(default = "default_metrics")]
+    pub(super) metrics: bool,
+    #[serde(default)]
+    pub(super) heartbeat: super::heartbeat::RawHeartbeat,
+    /// Subject, application, resource and decision in Envoy's filter state, for its access log.
+    #[serde(default)]
+    pub(super) access_log_fields: bool,
+}
+
+fn default_metrics() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWebSession {
+    pub(super) name: String,
+    pub(super) op: RawOp,
+    pub(super) client: RawClient,
+    pub(super) session: RawSession,
+    #[serde(default)]
+    pub(super) identity_headers: Vec<RawIdentityHeader>,
+    #[serde(default)]
+    pub(super) logout: RawLogout,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTokenProvider {
+    pub(super) name: String,
+    pub(super) op: RawOp,
+    /// `jwt` (the provider's JWKS) or `introspection` (RFC 7662, authenticated as `client`).
+    pub(super) validation: crate::policy::Validation,
+    /// Accepted `aud` values (JWT validation: at least one).
+    #[serde(default)]
+    pub(super) audiences: Vec<String>,
+    /// The gateway's credentials at the introspection endpoint.
+    #[serde(default)]
+    pub(super) client: Option<RawProviderClient>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProviderClient {
+    pub(super) client_id: String,
+    pub(super) client_secret: String,
 }
 
 /// Bearer-token settings shared by every API application (the OP is the token provider).

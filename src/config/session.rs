@@ -40,7 +40,10 @@ pub struct SessionSettings {
 /// The largest form post that may be kept through a sign-in.
 pub const MAX_PRESERVE_POST_BYTES: usize = 24 * 1024;
 
-pub(super) fn read(s: RawSession) -> Result<SessionSettings, ConfigError> {
+/// Reads a web session's `session` section. `scope`: the name of a web session other than the
+/// default, whose keys are derived from its secrets and its name, so that its cookies open
+/// under no other web session's keys, even one configured with the same secrets.
+pub(super) fn read(s: RawSession, scope: Option<&str>) -> Result<SessionSettings, ConfigError> {
     if !is_cookie_name(&s.cookie_name) {
         return Err(ConfigError::new(
             "session.cookie_name",
@@ -110,6 +113,13 @@ pub(super) fn read(s: RawSession) -> Result<SessionSettings, ConfigError> {
                 "must decode to at least 32 bytes (256 bits)",
             ));
         }
+        let secret = match scope {
+            None => secret,
+            Some(name) => {
+                let label = [b"envoy-wam web session\0".as_slice(), name.as_bytes()].concat();
+                hmac_sha256::HMAC::mac(&label, &secret).to_vec()
+            }
+        };
         keys.push((k.kid.clone(), secret));
     }
     let cookie_type = match s.cookie_type {

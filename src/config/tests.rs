@@ -40,23 +40,26 @@ fn refused(mutate: impl FnOnce(&mut Value)) -> ConfigError {
 #[test]
 fn sample_is_accepted_with_defaults() {
     let s = sample();
-    assert_eq!(s.callback_path, "/pa/oidc/cb");
-    assert_eq!(s.client.scope, "openid profile email");
-    assert_eq!(s.client.auth_method, ClientAuth::ClientSecretBasic);
-    assert_eq!(s.session.cookie_name, "PA.wam");
-    assert!(s.session.cookie_secure);
-    assert_eq!(s.session.max_lifetime_s, 14400);
-    assert_eq!(s.session.idle_timeout_s, 3600);
+    assert_eq!(s.default_web().callback_path, "/pa/oidc/cb");
+    assert_eq!(s.default_web().client.scope, "openid profile email");
     assert_eq!(
-        s.session.claims,
+        s.default_web().client.auth_method,
+        ClientAuth::ClientSecretBasic
+    );
+    assert_eq!(s.default_web().session.cookie_name, "PA.wam");
+    assert!(s.default_web().session.cookie_secure);
+    assert_eq!(s.default_web().session.max_lifetime_s, 14400);
+    assert_eq!(s.default_web().session.idle_timeout_s, 3600);
+    assert_eq!(
+        s.default_web().session.claims,
         vec!["email".to_string(), "groups".to_string()]
     );
-    assert_eq!(s.identity_headers[0].header, "x-wam-user");
-    let ep = s.op.endpoints.complete().unwrap();
-    assert_eq!(ep.jwks.authority, "op.example.com:8443");
-    assert_eq!(ep.jwks.path, "/jwks?x=1");
-    assert_eq!(ep.token.authority, "op.example.com");
-    assert_eq!(s.op.discovery, None);
+    assert_eq!(s.default_web().identity_headers[0].header, "x-wam-user");
+    let ep = s.op(0).endpoints.complete(OpUse::Login).unwrap();
+    assert_eq!(ep.jwks.as_ref().unwrap().authority, "op.example.com:8443");
+    assert_eq!(ep.jwks.as_ref().unwrap().path, "/jwks?x=1");
+    assert_eq!(ep.token.as_ref().unwrap().authority, "op.example.com");
+    assert_eq!(s.op(0).discovery, None);
     assert_eq!(
         s.id_token_algorithms,
         vec![SignatureAlg::Rs256, SignatureAlg::Es256]
@@ -148,10 +151,10 @@ fn discovery_needs_no_endpoints() {
     v["op"] =
         json!({"issuer": "https://op.example.com/tenant/", "cluster": "op", "discovery": true});
     let s = Settings::from_json(v.to_string().as_bytes()).unwrap();
-    let d = s.op.discovery.unwrap();
+    let d = s.op(0).discovery.clone().unwrap();
     assert_eq!(d.path, "/tenant/.well-known/openid-configuration");
     assert_eq!(d.authority, "op.example.com");
-    assert_eq!(s.op.endpoints.complete(), None);
+    assert_eq!(s.op(0).endpoints.complete(OpUse::Login), None);
 }
 
 #[test]
@@ -160,8 +163,8 @@ fn base_path_is_configurable() {
     v["base_path"] = json!("/_gw/");
     v["client"]["redirect_uri"] = json!("https://gw.example.com/_gw/oidc/cb");
     let s = Settings::from_json(v.to_string().as_bytes()).unwrap();
-    assert_eq!(s.callback_path, "/_gw/oidc/cb");
-    assert_eq!(s.logout_path, "/_gw/oidc/logout");
+    assert_eq!(s.default_web().callback_path, "/_gw/oidc/cb");
+    assert_eq!(s.default_web().logout_path, "/_gw/oidc/logout");
     assert_eq!(s.heartbeat_path, "/_gw/heartbeat.ping");
 }
 

@@ -173,8 +173,8 @@ impl RequestFlow {
 
 /// The OP's endpoints are not known yet (discovery has not answered): try again shortly. Unless
 /// the OP named another issuer: then waiting will not help, and the page says what is wrong.
-pub(crate) fn not_ready(vm: &VmState, html: bool) -> Action {
-    if vm.issuer_mismatch {
+pub(crate) fn not_ready(vm: &mut VmState, op: usize, html: bool) -> Action {
+    if vm.op(op).issuer_mismatch {
         let problem = Problem {
             status: 503,
             code: "op_misconfigured",

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use super::head::RequestHead;
 use super::identify::Who;
+use super::metered::Counted;
 use super::route::{Refused, Route};
 use super::state::VmState;
 use super::{printable, Level, RequestFlow};
@@ -35,9 +36,17 @@ impl RequestFlow {
     ) -> Option<Action> {
         let identity = who.identity();
         if settings.policy_is_implicit {
-            return match identity {
-                Some(_) => None,
-                None => Some(self.need_identity(settings, vm, request, route, who, now, rng)),
+            let outcome = match identity {
+                Some(_) => Outcome::Allow,
+                None => Outcome::NeedIdentity,
+            };
+            if self.first(Counted::Decision) {
+                vm.metrics.decision(settings, app, &outcome);
+            }
+            self.access_decision(settings, if identity.is_some() { "allow" } else { "login" });
+            return match outcome {
+                Outcome::Allow => None,
+                _ => Some(self.need_identity(settings, vm, request, route, who, now, rng)),
             };
         }
         let facts = RequestFacts {
@@ -66,6 +75,9 @@ impl RequestFlow {
             }
             decision = app.evaluate(Some(other), &facts, &mut RateLimits::new(64));
         }
+        if self.first(Counted::Decision) {
+            vm.metrics.decision(settings, app, &decision.outcome);
+        }
         if first && resource.audit {
             let elapsed = request
                 .now_us()
@@ -73,6 +85,8 @@ impl RequestFlow {
             let line = access::audit_line(&facts, app, Some(resource), &decision, request, elapsed);
             self.note(Level::Info, line);
         }
+        let name = policy::AuditRecord::decision_name(&decision.outcome);
+        self.access_decision(settings, name);
         match decision.outcome {
             Outcome::Allow => None,
             Outcome::NeedIdentity => {
@@ -110,7 +124,7 @@ impl RequestFlow {
                 Some(_) => BearerError::InvalidToken("no identity"),
                 None => BearerError::Missing,
             };
-            return self.bearer_refused(settings, e);
+            return self.bearer_refused(settings, vm, e);
         }
         let head = RequestHead::read(request, route);
         self.unauthenticated(settings, vm, &head, now, rng)

@@ -2,6 +2,7 @@
 
 use super::head::RequestHead;
 use super::login::clear_session_cookies;
+use super::metered::callback_refused;
 use super::route::Endpoint;
 use super::state::VmState;
 use super::{not_ready, RequestFlow, Stage};
@@ -9,6 +10,7 @@ use super::{printable, Level};
 use crate::config::{OpEndpoints, Settings};
 use crate::http::{Action, CalloutResult, LocalResponse};
 use crate::login::Entropy;
+use crate::metrics::Counter;
 use crate::oidc;
 use crate::op_session;
 use crate::pages;
@@ -25,16 +27,28 @@ impl RequestFlow {
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Action {
+        let op = self.web(settings).op;
         match endpoint {
             Endpoint::Heartbeat => {
-                Action::Respond(LocalResponse::new(200).body("text/plain", "OK"))
+                // The plain heartbeat looks at nothing.
+                let ops = match settings.heartbeat.detailed {
+                    true => super::health::ops_health(settings, vm, now),
+                    false => Vec::new(),
+                };
+                Action::Respond(super::health::heartbeat(&settings.heartbeat, &ops))
             }
-            Endpoint::Callback => match vm.endpoints.clone() {
+            Endpoint::Callback(_) => match vm.op(op).endpoints.clone() {
                 Some(endpoints) => {
-                    let action = self.callback(settings, &endpoints, head, now, rng);
+                    let action = self.callback(settings, vm, &endpoints, head, now, rng);
+                    if let Some(failed) = callback_refused(&action) {
+                        vm.metrics.count(failed);
+                    }
                     self.with_post_cleared(action)
                 }
-                None => not_ready(vm, true),
+                None => {
+                    vm.metrics.count(Counter::LoginFailedUnavailable);
+                    not_ready(vm, op, true)
+                }
             },
             Endpoint::AuthtokenJwks => match &settings.authtoken {
                 Some(signer) => {
@@ -45,21 +59,22 @@ impl RequestFlow {
                 }
                 None => Action::Respond(self.internal_error()),
             },
-            Endpoint::Logout => {
-                let session = if is_confirmation_needed(settings, head) {
+            Endpoint::Logout(ws) => {
+                let session = if is_confirmation_needed(settings, ws, head) {
                     None
                 } else {
                     self.revoke_own_session(settings, vm, head, now)
                 };
                 let hint = session.as_ref().and_then(|s| s.op.id_token.as_deref());
-                let response = logout(settings, vm.endpoints.as_deref(), head, hint);
+                let endpoints = vm.op(op).endpoints.clone();
+                let response = logout(settings, ws, endpoints.as_deref(), head, hint);
                 // RFC 7009: the OP forgets the refresh token, so the session also ends on the
                 // replicas that share the keys, at their next validation.
                 let revocation = session
                     .as_ref()
                     .and_then(|s| s.op.refresh_token.as_deref())
-                    .zip(vm.endpoints.as_deref())
-                    .and_then(|(rt, e)| op_session::revocation_request(settings, e, rt));
+                    .zip(endpoints.as_deref())
+                    .and_then(|(rt, e)| op_session::revocation_request(settings.rp(ws), e, rt));
                 match (revocation, session.is_some()) {
                     (Some(callout), _) => {
                         self.stage = Stage::RevokeAtOp { response };
@@ -69,8 +84,8 @@ impl RequestFlow {
                     (None, false) => Action::Respond(response),
                 }
             }
-            Endpoint::Backchannel => self.backchannel(head),
-            Endpoint::Frontchannel => self.frontchannel(settings, vm, head, now),
+            Endpoint::Backchannel(_) => self.backchannel(head),
+            Endpoint::Frontchannel(_) => self.frontchannel(settings, vm, head, now),
         }
     }
 }
@@ -85,7 +100,7 @@ impl RequestFlow {
         head: &RequestHead<'_>,
         now: u64,
     ) -> Option<Session> {
-        let s = &settings.session;
+        let s = &self.web(settings).session;
         let value = chunks::read(head.request, &s.cookie_name).0?;
         let mut session = Session::decode(&value, &s.keys, now, s.idle_timeout_s)?;
         // A copy from before a validation holds a refresh token the OP has rotated away: the
@@ -139,8 +154,8 @@ impl RequestFlow {
     }
 }
 
-fn is_confirmation_needed(settings: &Settings, head: &RequestHead<'_>) -> bool {
-    head.is_cross_site(settings) || !matches!(head.method, "GET" | "HEAD" | "POST")
+fn is_confirmation_needed(settings: &Settings, ws: usize, head: &RequestHead<'_>) -> bool {
+    head.is_cross_site(settings, ws) || !matches!(head.method, "GET" | "HEAD" | "POST")
 }
 
 /// Ends the session, at the OP too where it has an end-session endpoint. A logout another
@@ -148,17 +163,19 @@ fn is_confirmation_needed(settings: &Settings, head: &RequestHead<'_>) -> bool {
 /// asks: ending someone's session is not something a stranger's page may do.
 fn logout(
     settings: &Settings,
+    ws: usize,
     endpoints: Option<&OpEndpoints>,
     head: &RequestHead<'_>,
     id_token_hint: Option<&str>,
 ) -> LocalResponse {
-    if is_confirmation_needed(settings, head) {
-        return pages::confirm_logout(&settings.logout_path);
+    let web = settings.web(ws);
+    if is_confirmation_needed(settings, ws, head) {
+        return pages::confirm_logout(&web.logout_path);
     }
-    let carried = chunks::read(head.request, &settings.session.cookie_name).1;
-    let clear = clear_session_cookies(settings, carried);
-    let origin = head.trusted_origin(settings);
-    let after = match &settings.logout.redirect_uri {
+    let carried = chunks::read(head.request, &web.session.cookie_name).1;
+    let clear = clear_session_cookies(settings, ws, carried);
+    let origin = head.trusted_origin(settings, ws);
+    let after = match &web.logout.redirect_uri {
         Some(u) if u.starts_with('/') => origin.as_ref().map(|o| format!("{o}{u}")),
         Some(u) => Some(u.clone()),
         None => None,
@@ -166,9 +183,12 @@ fn logout(
     let post_logout = after
         .clone()
         .or_else(|| origin.as_ref().map(|o| format!("{o}/")));
-    if let Some(url) =
-        oidc::end_session_url(settings, endpoints, id_token_hint, post_logout.as_deref())
-    {
+    if let Some(url) = oidc::end_session_url(
+        settings.rp(ws),
+        endpoints,
+        id_token_hint,
+        post_logout.as_deref(),
+    ) {
         return with_cookies(LocalResponse::redirect(&url), clear);
     }
     match after {

@@ -23,6 +23,7 @@ use crate::session::SessionEntry;
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward(
     settings: &Settings,
+    ws: usize,
     vm: &mut VmState,
     request: &dyn HeaderSource,
     route: &Route<'_, '_>,
@@ -36,21 +37,21 @@ pub(super) fn forward(
     let identity = match (&who.session, &who.token) {
         (Some(e), _) => e.headers.clone(),
         (None, Some(t)) => t.headers.clone(),
-        (None, None) => settings.no_identity.clone(),
+        (None, None) => settings.web(ws).no_identity.clone(),
     };
-    let mut fwd = anonymous(settings, request, route, Some(identity), site);
+    let mut fwd = anonymous(settings, ws, request, route, Some(identity), site);
     if let Some(entry) = &who.session {
         match &who.successor {
             Some(value) => {
                 let max_age = entry.session.remaining(now);
-                let carried = chunks::carried(request, &settings.session.cookie_name);
-                if let Some(set) = session_cookies(settings, value, max_age, carried) {
+                let carried = chunks::carried(request, &settings.web(ws).session.cookie_name);
+                if let Some(set) = session_cookies(settings, ws, value, max_age, carried) {
                     fwd.response_cookies.extend(set);
                 }
             }
-            None => renew(settings, vm, request, entry, now, rng, &mut fwd),
+            None => renew(settings, ws, vm, request, entry, now, rng, &mut fwd),
         }
-        if settings.session.forward_access_token {
+        if settings.web(ws).session.forward_access_token {
             // Set, or removed: a client's own Authorization must not pass for the session's.
             // Never an expired one (a session without a refresh token cannot renew it).
             let op = &entry.session.op;
@@ -99,13 +100,15 @@ pub(super) fn forward(
 /// removed; the gateway's cookies (and a mediated site's) removed; the canonical path.
 pub(super) fn anonymous(
     settings: &Settings,
+    ws: usize,
     request: &dyn HeaderSource,
     route: &Route<'_, '_>,
     identity: Option<HeaderOps>,
     site: Option<&SiteAuthenticator>,
 ) -> Forward {
     let mut fwd = Forward {
-        identity: identity.unwrap_or_else(|| settings.no_identity.clone()),
+        identity: identity.unwrap_or_else(|| settings.web(ws).no_identity.clone()),
+        identity_absent: 0,
         removed: Vec::new(),
         request_headers: Vec::new(),
         response_cookies: Vec::new(),
@@ -140,6 +143,7 @@ pub(super) fn anonymous(
             }
         }
     }
+    fwd.identity_absent = absent_removals(&fwd.identity, request);
     if cookies > 0 {
         clean_cookies(settings, request, site, cookies, &mut fwd);
     }
@@ -154,6 +158,19 @@ pub(super) fn anonymous(
     fwd
 }
 
+/// The removals among `identity` (the first 64 operations) of headers `request` does not
+/// carry, as bits (see `Forward::identity_absent`).
+fn absent_removals(identity: &[(String, Option<String>)], request: &dyn HeaderSource) -> u64 {
+    let headers = request.headers();
+    let mut bits = 0u64;
+    for (i, (name, value)) in identity.iter().enumerate().take(64) {
+        if value.is_none() && !headers.iter().any(|(n, _)| n == name) {
+            bits |= 1 << i;
+        }
+    }
+    bits
+}
+
 /// Every `Cookie` header joined into one, without the gateway's cookies, a mediated site's
 /// cookie, or pieces that are not UTF-8 (the gateway could not tell whose they are).
 fn clean_cookies(
@@ -163,19 +180,22 @@ fn clean_cookies(
     headers: usize,
     fwd: &mut Forward,
 ) {
-    let name = settings.session.cookie_name.as_str();
-    let prefix = settings.txn_cookie_prefix.as_str();
     let site_cookie = site.and_then(|s| match &s.inject {
         Inject::Cookie(n) => Some(n.as_str()),
         Inject::Header(_) => None,
     });
-    // `__Host-<prefix>bind` binds kept posts to the browser (`crate::preserve`).
+    // Every web session's cookies, not only the application's: no backend gets another
+    // application's session either. `__Host-<prefix>bind` binds kept posts to the browser
+    // (`crate::preserve`).
     let is_ours = |n: &str| {
-        chunks::is_ours(n, name)
-            || n.starts_with(prefix)
-            || n.strip_prefix("__Host-")
-                .is_some_and(|n| n.starts_with(prefix))
-            || site_cookie == Some(n)
+        site_cookie == Some(n)
+            || settings.web_sessions.iter().any(|w| {
+                let prefix = w.txn_cookie_prefix.as_str();
+                chunks::is_ours(n, &w.session.cookie_name)
+                    || n.starts_with(prefix)
+                    || n.strip_prefix("__Host-")
+                        .is_some_and(|n| n.starts_with(prefix))
+            })
     };
     let values = request
         .headers()
@@ -191,8 +211,10 @@ fn clean_cookies(
 }
 
 /// Re-issues the session cookie when its activity stamp is due.
+#[allow(clippy::too_many_arguments)]
 fn renew(
     settings: &Settings,
+    ws: usize,
     vm: &mut VmState,
     request: &dyn HeaderSource,
     entry: &Rc<SessionEntry>,
@@ -200,22 +222,22 @@ fn renew(
     rng: &mut dyn Entropy,
     fwd: &mut Forward,
 ) {
-    if now.saturating_sub(entry.renewed_at.get()) < settings.session.activity_refresh_s {
+    if now.saturating_sub(entry.renewed_at.get()) < settings.web(ws).session.activity_refresh_s {
         return;
     }
     entry.renewed_at.set(now);
     let mut renewed = entry.session.clone();
     renewed.last_activity = now;
-    let Some(value) = renewed.encode(&settings.session.keys, rng) else {
+    let Some(value) = renewed.encode(&settings.web(ws).session.keys, rng) else {
         return;
     };
     // A cookie that no longer fits its chunks is not renewed: the old one still works until
     // its idle limit, which is better than ending the session here.
-    let carried = chunks::carried(request, &settings.session.cookie_name);
-    if let Some(set) = session_cookies(settings, &value, renewed.remaining(now), carried) {
+    let carried = chunks::carried(request, &settings.web(ws).session.cookie_name);
+    if let Some(set) = session_cookies(settings, ws, &value, renewed.remaining(now), carried) {
         fwd.response_cookies.extend(set);
         let next = SessionEntry::new(renewed, entry.headers.clone());
-        vm.sessions
-            .insert(value, next, now, settings.session.idle_timeout_s);
+        vm.sessions(ws)
+            .insert(value, next, now, settings.web(ws).session.idle_timeout_s);
     }
 }

@@ -82,8 +82,8 @@ impl<'r> RequestHead<'r> {
     /// The origin the gateway may send a browser back to: the configured redirect URI's, or
     /// this request's when an application names its host. Never one built from a host that
     /// only a `*` application serves: the client chose it.
-    pub fn trusted_origin(&self, settings: &Settings) -> Option<String> {
-        if let Some(uri) = &settings.client.redirect_uri {
+    pub fn trusted_origin(&self, settings: &Settings, ws: usize) -> Option<String> {
+        if let Some(uri) = &settings.web(ws).client.redirect_uri {
             return url::Url::parse(uri)
                 .ok()
                 .map(|u| u.origin().ascii_serialization());
@@ -94,24 +94,24 @@ impl<'r> RequestHead<'r> {
 
     /// Positive evidence that a page of this origin sent the request: Fetch Metadata, or else
     /// the `Origin` header. Without either, it could have come from anywhere.
-    pub fn is_same_origin(&self, settings: &Settings) -> bool {
+    pub fn is_same_origin(&self, settings: &Settings, ws: usize) -> bool {
         match self.sec_fetch_site {
             Some(site) => site == "same-origin",
             None => self.origin_header.is_some_and(|origin| {
-                Some(origin.to_ascii_lowercase()) == self.trusted_origin(settings)
+                Some(origin.to_ascii_lowercase()) == self.trusted_origin(settings, ws)
             }),
         }
     }
 
     /// A request another site made the browser send (a link, a form, a script): it must not
     /// end the session by itself.
-    pub fn is_cross_site(&self, settings: &Settings) -> bool {
+    pub fn is_cross_site(&self, settings: &Settings, ws: usize) -> bool {
         if matches!(self.sec_fetch_site, Some("cross-site" | "same-site")) {
             return true;
         }
         match self.origin_header {
             None => false,
-            Some(origin) => Some(origin.to_ascii_lowercase()) != self.trusted_origin(settings),
+            Some(origin) => Some(origin.to_ascii_lowercase()) != self.trusted_origin(settings, ws),
         }
     }
 }

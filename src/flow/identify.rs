@@ -5,23 +5,22 @@ use std::rc::Rc;
 use serde_json::{Map, Value};
 
 use super::mediate::Subject;
-use super::state::{stale_after_s, KeysFlight, VmState};
+use super::metered::Counted;
+use super::single_logout::op_scoped;
+use super::state::VmState;
 use super::validate::{self, Validated};
-use super::{failure_text, not_ready, Level, RequestFlow, Stage};
-use crate::access;
-use crate::bearer::{self, BearerError, JwtRules, Lookup, TokenInfo, UNKNOWN_KEY};
+use super::RequestFlow;
+use crate::bearer::{self, BearerError, TokenInfo};
 use crate::cache::Key;
-use crate::config::{OpEndpoints, Settings};
-use crate::http::{Action, Callout, CalloutResult, Wake};
-use crate::identity;
-use crate::jwks::parse_jwks;
-use crate::jws::key_miss;
-use crate::login::Entropy;
-use crate::policy::{AppApi, AppType, Application, Identity, Resource, Validation};
+use crate::config::Settings;
+use crate::http::Action;
+use crate::mediation::Source;
+use crate::metrics::Counter;
+use crate::policy::{AppType, Application, Identity, Resource};
 use crate::request::HeaderSource;
 use crate::revocation::RevocationList;
 use crate::session::chunks;
-use crate::session::SessionEntry;
+use crate::session::{Dead, SessionEntry};
 
 /// Who a request is from, as far as the gateway could tell.
 #[derive(Default)]
@@ -54,30 +53,41 @@ impl Who<'_> {
         }
     }
 
-    /// Whom a mediated token is for.
-    pub fn subject(&self) -> Option<Subject<'_>> {
-        let (sub, claims): (&str, &Map<String, Value>) = match (&self.session, &self.token) {
-            (Some(e), _) => (&e.session.sub, &e.session.claims),
-            (None, Some(t)) => (t.sub.as_deref().unwrap_or_default(), &t.claims),
-            (None, None) => return None,
-        };
+    /// Whom a mediated token is for; `ws`: the request's web session.
+    pub fn subject(&self, ws: usize) -> Option<Subject<'_>> {
+        let (sub, claims, source): (&str, &Map<String, Value>, _) =
+            match (&self.session, &self.token) {
+                (Some(e), _) => (&e.session.sub, &e.session.claims, Source::WebSession(ws)),
+                (None, Some(t)) => (
+                    t.sub.as_deref().unwrap_or_default(),
+                    &t.claims,
+                    Source::TokenProvider(t.provider),
+                ),
+                (None, None) => return None,
+            };
         Some(Subject {
             sub,
             claims,
             session: self.session.is_some(),
             bearer: self.bearer.zip(self.token_key),
+            source,
         })
     }
 }
 
 /// Whether a logout ended this session. Looked up once per session and change of the list.
-fn is_revoked(list: &RevocationList, entry: &SessionEntry) -> bool {
+fn is_revoked(settings: &Settings, ws: usize, list: &RevocationList, entry: &SessionEntry) -> bool {
     let generation = list.generation();
     if entry.not_revoked_at.get() == Some(generation) {
         return false;
     }
     let s = &entry.session;
-    if list.is_revoked(&s.sid, s.op.op_sid.as_deref(), &s.sub, s.created_at) {
+    let op_sid =
+        s.op.op_sid
+            .as_deref()
+            .map(|sid| op_scoped(settings, ws, sid));
+    let sub = op_scoped(settings, ws, &s.sub);
+    if list.is_revoked(&s.sid, op_sid.as_deref(), &sub, s.created_at) {
         return true;
     }
     entry.not_revoked_at.set(Some(generation));
@@ -103,7 +113,7 @@ impl RequestFlow {
             // Two Authorization headers: the gateway and the backend could read different ones.
             AppType::Api | AppType::Both => match request.single("authorization") {
                 Ok(a) => a,
-                Err(()) => return Err(self.bearer_refused(settings, BearerError::Malformed)),
+                Err(()) => return Err(self.bearer_refused(settings, vm, BearerError::Malformed)),
             },
         };
         // Its syntax is checked when the token is first seen (`check_bearer`), not on every hit.
@@ -123,15 +133,17 @@ impl RequestFlow {
         }
         if use_bearer {
             if let Some(raw) = bearer {
-                // A result holds only for the checks that produced it: the key covers the token
-                // and how this application validates it (method and accepted audiences).
-                let profile = app
-                    .api
-                    .as_ref()
-                    .map(|a| (a.validation == Validation::Jwt, &a.audiences));
-                let key = vm.token_keys.key_of(&(raw, profile));
+                // A result holds only for the checks that produced it: the key covers the token,
+                // the providers it is checked against (each with its method and audiences) and
+                // the web session whose identity headers it gets.
+                let providers = app.api.as_ref().map(|a| a.providers.as_slice());
+                let key = vm.token_keys.key_of(&(raw, providers, app.web_session));
                 who.token_key = Some(key);
-                who.token = Some(self.check_bearer(settings, vm, app, raw, key, now)?);
+                let token = self.check_bearer(settings, vm, app, raw, key, now)?;
+                if self.first(Counted::BearerVerdict) {
+                    vm.metrics.count(Counter::BearerValid);
+                }
+                who.token = Some(token);
             }
             return Ok(who);
         }
@@ -151,26 +163,32 @@ impl RequestFlow {
         who: &mut Who<'_>,
         now: u64,
     ) -> Result<(), Action> {
-        let map = &settings.identity_headers;
-        let value = chunks::read_value(request, &settings.session.cookie_name);
-        who.session = value.and_then(|t| {
-            vm.sessions.lookup(
+        let web = self.web(settings);
+        let value = chunks::read_value(request, &web.session.cookie_name);
+        let checked = value.map(|t| {
+            vm.sessions(self.ws).check(
                 &t,
-                &settings.session.keys,
+                &web.session.keys,
                 now,
-                settings.session.idle_timeout_s,
-                |s| identity::request_headers(map, s).ok(),
+                web.session.idle_timeout_s,
+                |s| web.identity_for(Some(&s.sub), &s.claims).ok(),
             )
         });
-        if who
-            .session
-            .as_ref()
-            .is_some_and(|e| is_revoked(&vm.revoked, e))
-        {
-            who.session = None;
+        let revoked =
+            matches!(&checked, Some(Ok(e)) if is_revoked(settings, self.ws, &vm.revoked, e));
+        if self.first(Counted::Session) {
+            vm.metrics.count(match &checked {
+                None => Counter::SessionNone,
+                Some(Ok(_)) if revoked => Counter::SessionRevoked,
+                Some(Ok(_)) => Counter::SessionValid,
+                Some(Err(Dead::Invalid)) => Counter::SessionInvalid,
+                Some(Err(Dead::Expired)) => Counter::SessionExpired,
+                Some(Err(Dead::Idle)) => Counter::SessionIdle,
+            });
         }
+        who.session = checked.and_then(Result::ok).filter(|_| !revoked);
         if let Some(entry) = who.session.clone() {
-            if validate::is_due(settings, &entry.session, now) {
+            if validate::is_due(settings, self.ws, &entry.session, now) {
                 match self.validate(settings, vm, &entry, now)? {
                     Validated::Keep => {}
                     Validated::Successor(value, next) => {
@@ -182,307 +200,5 @@ impl RequestFlow {
             }
         }
         Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn introspection_answered(
-        &mut self,
-        settings: &Settings,
-        vm: &mut VmState,
-        request: &dyn HeaderSource,
-        key: Key,
-        result: CalloutResult,
-        now: u64,
-        rng: &mut dyn Entropy,
-    ) -> Action {
-        let outcome = match result {
-            CalloutResult::Response { status, body } => {
-                bearer::parse_introspection(status, &body, now)
-                    .and_then(|info| with_headers(settings, info).map_err(Some))
-            }
-            failed @ CalloutResult::TimedOut => {
-                let waiters = vm.tokens.complete(&key, None, now);
-                vm.wake(waiters, Wake::Fail(504));
-                let log = failure_text(&failed, self.folded_status);
-                return self.upstream_failure(rng, 504, &format!("introspection endpoint {log}"));
-            }
-            CalloutResult::Failed => Err(None),
-        };
-        match outcome {
-            Ok(info) => {
-                let waiters = vm.tokens.complete(&key, Some(Ok(info.clone())), now);
-                vm.wake(waiters, Wake::Ready);
-                self.fresh_token = Some((key, Ok(Rc::new(info))));
-            }
-            Err(Some(e)) => {
-                let line = format!("bearer token refused by introspection: {}", describe(&e));
-                self.note_refused(vm, now, Level::Info, line);
-                let waiters = vm.tokens.complete(&key, Some(Err(e.clone())), now);
-                vm.wake(waiters, Wake::Ready);
-                self.fresh_token = Some((key, Err(e)));
-            }
-            Err(None) => {
-                let waiters = vm.tokens.complete(&key, None, now);
-                vm.wake(waiters, Wake::Fail(502));
-                let log = match self.folded_status {
-                    Some(_) => failure_text(&CalloutResult::Failed, self.folded_status),
-                    None => "could not be reached or gave no usable answer".into(),
-                };
-                return self.upstream_failure(rng, 502, &format!("introspection endpoint {log}"));
-            }
-        }
-        self.rerun(settings, vm, request, now, rng)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn bearer_keys_answered(
-        &mut self,
-        settings: &Settings,
-        vm: &mut VmState,
-        request: &dyn HeaderSource,
-        result: CalloutResult,
-        now: u64,
-        rng: &mut dyn Entropy,
-    ) -> Action {
-        let waiters = vm.keys_flight.take().map(|f| f.waiters).unwrap_or_default();
-        match result {
-            CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
-                Some(keys) => {
-                    vm.jwks.replace(keys, now);
-                    self.fetched_keys = true;
-                }
-                None => {
-                    vm.wake(waiters, Wake::Fail(502));
-                    return self.upstream_failure(rng, 502, "JWKS is not a JWK Set");
-                }
-            },
-            failed => {
-                let status: u16 = if failed == CalloutResult::TimedOut {
-                    504
-                } else {
-                    502
-                };
-                vm.wake(waiters, Wake::Fail(status));
-                let log = format!("JWKS {}", failure_text(&failed, self.folded_status));
-                return self.upstream_failure(rng, u32::from(status), &log);
-            }
-        }
-        vm.wake(waiters, Wake::Ready);
-        self.rerun(settings, vm, request, now, rng)
-    }
-
-    #[allow(clippy::result_large_err)]
-    pub(super) fn check_bearer(
-        &mut self,
-        settings: &Settings,
-        vm: &mut VmState,
-        app: &Application,
-        raw: &str,
-        key: Key,
-        now: u64,
-    ) -> Result<Rc<TokenInfo>, Action> {
-        let Some(api) = app.api.as_ref() else {
-            return Err(self.bearer_refused(settings, BearerError::InvalidToken("no API access")));
-        };
-        match &self.fresh_token {
-            Some((k, Ok(info))) if *k == key => return Ok(info.clone()),
-            Some((k, Err(e))) if *k == key => {
-                let e = e.clone();
-                return Err(self.bearer_refused(settings, e));
-            }
-            _ => {}
-        }
-        match vm.tokens.lookup(&key, self.ctx, now) {
-            Lookup::Valid(info) => Ok(info),
-            Lookup::Invalid(e) => Err(self.bearer_refused(settings, e)),
-            Lookup::Wait => Err(Action::Wait),
-            Lookup::CheckIt if !bearer::well_formed(raw) => {
-                let waiters = vm.tokens.complete(&key, None, now);
-                vm.wake(waiters, Wake::Ready);
-                Err(self.bearer_refused(settings, BearerError::Malformed))
-            }
-            Lookup::CheckIt => match api.validation {
-                Validation::Jwt => self.check_jwt(settings, vm, api, raw, key, now),
-                Validation::Introspection => {
-                    let endpoint = vm.endpoints.as_ref().and_then(|e| e.introspection.clone());
-                    let Some(endpoint) = endpoint else {
-                        let waiters = vm.tokens.complete(&key, None, now);
-                        vm.wake(waiters, Wake::Fail(502));
-                        return Err(not_ready(vm, false));
-                    };
-                    let callout = bearer::introspection_request(
-                        &settings.op.cluster,
-                        &endpoint,
-                        &settings.client.client_id,
-                        &settings.client.client_secret,
-                        raw,
-                        settings.op.timeout_ms,
-                    );
-                    self.stage = Stage::Introspect { key };
-                    Err(Action::Callout(callout))
-                }
-            },
-        }
-    }
-
-    /// Checks a JWT bearer token against the OP's keys, fetching them when they are missing.
-    #[allow(clippy::result_large_err)]
-    fn check_jwt(
-        &mut self,
-        settings: &Settings,
-        vm: &mut VmState,
-        api: &AppApi,
-        raw: &str,
-        key: Key,
-        now: u64,
-    ) -> Result<Rc<TokenInfo>, Action> {
-        let rules = JwtRules {
-            issuer: &settings.op.issuer,
-            audiences: &api.audiences,
-            algorithms: &settings.api.algorithms,
-            clock_skew_s: settings.clock_skew_s,
-            now,
-        };
-        let op = &settings.op;
-        let checked = bearer::validate_jwt(
-            raw,
-            &vm.jwks,
-            op.jwks_max_age_s,
-            op.jwks_min_refetch_interval_s,
-            &rules,
-        )
-        .and_then(|info| with_headers(settings, info));
-        match checked {
-            Ok(info) => {
-                // Returned as checked: a token at the edge of its expiry (within the clock
-                // skew) is not cached, but is good for this request.
-                let waiters = vm.tokens.complete(&key, Some(Ok(info.clone())), now);
-                vm.wake(waiters, Wake::Ready);
-                Ok(Rc::new(info))
-            }
-            // Once per request: a key the OP still lacks after this request's fetch is unknown.
-            Err(BearerError::NeedKeys) if !self.fetched_keys => {
-                // Free the token's slot: whoever waits on it now waits on the keys.
-                let waiters = vm.tokens.complete(&key, None, now);
-                vm.wake(waiters, Wake::Ready);
-                Err(self.fetch_bearer_keys(settings, vm, now))
-            }
-            Err(BearerError::InvalidToken(UNKNOWN_KEY)) if vm.keys_flight.is_some() => {
-                // The keys are being fetched (for another token): wait for them.
-                let waiters = vm.tokens.complete(&key, None, now);
-                vm.wake(waiters, Wake::Ready);
-                Err(self.fetch_bearer_keys(settings, vm, now))
-            }
-            Err(BearerError::NeedKeys) => Err(self.jwt_refused(
-                settings,
-                vm,
-                raw,
-                key,
-                BearerError::InvalidToken(UNKNOWN_KEY),
-                now,
-            )),
-            Err(e) => Err(self.jwt_refused(settings, vm, raw, key, e, now)),
-        }
-    }
-
-    fn jwt_refused(
-        &mut self,
-        settings: &Settings,
-        vm: &mut VmState,
-        raw: &str,
-        key: Key,
-        e: BearerError,
-        now: u64,
-    ) -> Action {
-        let op = &settings.op;
-        let why = match e {
-            BearerError::InvalidToken(UNKNOWN_KEY) => {
-                let miss = key_miss(
-                    raw,
-                    &vm.jwks,
-                    now,
-                    op.jwks_max_age_s,
-                    op.jwks_min_refetch_interval_s,
-                    self.fetched_keys,
-                );
-                format!("{UNKNOWN_KEY} ({miss})")
-            }
-            ref e => describe(e).to_string(),
-        };
-        self.note_refused(vm, now, Level::Info, format!("bearer token refused: {why}"));
-        // An unknown key is not remembered: the keys may be fetched again soon, and the same
-        // token then be good.
-        let remembered = (e != BearerError::InvalidToken(UNKNOWN_KEY)).then(|| Err(e.clone()));
-        let waiters = vm.tokens.complete(&key, remembered, now);
-        vm.wake(waiters, Wake::Ready);
-        self.bearer_refused(settings, e)
-    }
-
-    /// Leads or joins the one JWKS fetch for bearer tokens.
-    pub(super) fn fetch_bearer_keys(
-        &mut self,
-        settings: &Settings,
-        vm: &mut VmState,
-        now: u64,
-    ) -> Action {
-        // A fetch whose leader vanished without a word is given up after the callout timeout.
-        let stale = stale_after_s(settings.op.timeout_ms);
-        if let Some(f) = vm.keys_flight.as_mut() {
-            if now.saturating_sub(f.since) <= stale && f.leader != self.ctx {
-                f.waiters.push(self.ctx);
-                return Action::Wait;
-            }
-        }
-        let Some(endpoints) = vm.endpoints.clone() else {
-            return not_ready(vm, false);
-        };
-        let waiters = vm.keys_flight.take().map(|f| f.waiters).unwrap_or_default();
-        vm.keys_flight = Some(KeysFlight {
-            leader: self.ctx,
-            since: now,
-            waiters,
-        });
-        vm.jwks.attempted(now, settings.op.jwks_max_age_s);
-        self.stage = Stage::BearerKeys;
-        Action::Callout(jwks_callout(settings, &endpoints))
-    }
-
-    pub(super) fn bearer_refused(&mut self, settings: &Settings, e: BearerError) -> Action {
-        Action::Respond(access::bearer_challenge(&settings.api.realm, &e))
-    }
-}
-
-pub(super) fn jwks_callout(settings: &Settings, endpoints: &OpEndpoints) -> Callout {
-    Callout {
-        cluster: settings.op.cluster.clone(),
-        method: "GET",
-        authority: endpoints.jwks.authority.clone(),
-        path: endpoints.jwks.path.clone(),
-        headers: vec![("accept".into(), "application/json".into())],
-        body: Vec::new(),
-        timeout_ms: settings.op.timeout_ms,
-    }
-}
-
-/// A checked token with the identity headers it gives, derived once for the cache.
-/// A token whose claim cannot be a header value is refused: it never goes upstream without it.
-fn with_headers(settings: &Settings, mut info: TokenInfo) -> Result<TokenInfo, BearerError> {
-    info.headers = identity::claim_headers(
-        &settings.identity_headers,
-        info.sub.as_deref(),
-        &info.claims,
-    )
-    .map_err(|_| BearerError::InvalidToken(UNUSABLE_CLAIM))?;
-    Ok(info)
-}
-
-const UNUSABLE_CLAIM: &str = "a claim cannot be sent as a header value";
-
-fn describe(e: &BearerError) -> &'static str {
-    match e {
-        BearerError::Malformed => "malformed",
-        BearerError::Missing => "missing",
-        BearerError::InvalidToken(why) => why,
-        BearerError::NeedKeys => "unknown key",
     }
 }

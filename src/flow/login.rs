@@ -3,7 +3,7 @@
 use serde_json::Map;
 
 use super::head::RequestHead;
-use super::identify::jwks_callout;
+use super::metered::login_failure;
 use super::op_tokens::{keepable_id_token, op_state};
 use super::state::VmState;
 use super::{not_ready, printable, Level, RequestFlow, Stage};
@@ -11,10 +11,11 @@ use crate::config::{OpEndpoints, Settings};
 use crate::cookie::{self, CookieAttributes};
 use crate::http::{Action, CalloutResult, LocalResponse};
 use crate::id_token::{self, Expected, IdToken, IdTokenError};
-use crate::identity::{self, UnusableClaim};
+use crate::identity::UnusableClaim;
 use crate::jwks::parse_jwks;
 use crate::jws::key_miss;
 use crate::login::{random_token, safe_return_path, Entropy, LoginTransaction, TXN_SLOTS};
+use crate::metrics::Counter;
 use crate::oidc::{self, TokenError};
 use crate::pages::Problem;
 use crate::session::chunks::{self, Carried};
@@ -40,6 +41,7 @@ impl RequestFlow {
                         t
                     }
                     Err(TokenError::Refused { status, error }) => {
+                        vm.metrics.count(Counter::LoginFailedTokenEndpoint);
                         return self.op_failure(
                             rng,
                             html,
@@ -49,6 +51,7 @@ impl RequestFlow {
                         );
                     }
                     Err(TokenError::Malformed(why)) => {
+                        vm.metrics.count(Counter::LoginFailedTokenEndpoint);
                         return self.op_failure(
                             rng,
                             html,
@@ -59,7 +62,11 @@ impl RequestFlow {
                     }
                 }
             }
-            other => return self.callout_failure(rng, html, &txn, "token endpoint", other),
+            other => {
+                vm.metrics
+                    .count(login_failure(&other, Counter::LoginFailedTokenEndpoint));
+                return self.callout_failure(rng, html, &txn, "token endpoint", other);
+            }
         };
         self.check_id_token(settings, vm, txn, id_token, html, now, rng, true)
     }
@@ -78,12 +85,19 @@ impl RequestFlow {
     ) -> Action {
         match result {
             CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
-                Some(keys) => vm.jwks.replace(keys, now),
+                Some(keys) => {
+                    vm.metrics.count(Counter::JwksOk);
+                    vm.op(self.web(settings).op).jwks.replace(keys, now)
+                }
                 None => {
-                    return self.op_failure(rng, html, &txn, 502, "JWKS is not a JWK Set".into())
+                    vm.metrics.count(Counter::JwksFailed);
+                    vm.metrics.count(Counter::LoginFailedJwks);
+                    return self.op_failure(rng, html, &txn, 502, "JWKS is not a JWK Set".into());
                 }
             },
             CalloutResult::Response { status, .. } => {
+                vm.metrics.count(Counter::JwksFailed);
+                vm.metrics.count(Counter::LoginFailedJwks);
                 return self.op_failure(
                     rng,
                     html,
@@ -92,7 +106,12 @@ impl RequestFlow {
                     format!("JWKS answered HTTP {status}"),
                 );
             }
-            other => return self.callout_failure(rng, html, &txn, "JWKS", other),
+            other => {
+                vm.metrics.count(Counter::JwksFailed);
+                vm.metrics
+                    .count(login_failure(&other, Counter::LoginFailedJwks));
+                return self.callout_failure(rng, html, &txn, "JWKS", other);
+            }
         }
         self.check_id_token(settings, vm, txn, id_token, html, now, rng, false)
     }
@@ -100,7 +119,7 @@ impl RequestFlow {
     pub(super) fn unauthenticated(
         &mut self,
         settings: &Settings,
-        vm: &VmState,
+        vm: &mut VmState,
         head: &RequestHead,
         now: u64,
         rng: &mut dyn Entropy,
@@ -136,18 +155,26 @@ impl RequestFlow {
     pub(super) fn login_redirect(
         &mut self,
         settings: &Settings,
-        vm: &VmState,
+        vm: &mut VmState,
         head: &RequestHead,
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Result<(LocalResponse, LoginTransaction), Action> {
-        let Some(endpoints) = vm.endpoints.as_deref() else {
-            return Err(not_ready(vm, true));
+        let rp = self.rp(settings);
+        let op_i = rp.web.op;
+        let Some(endpoints) = vm.op(op_i).endpoints.clone() else {
+            vm.metrics.count(Counter::LoginFailedUnavailable);
+            return Err(not_ready(vm, op_i, true));
         };
-        let callback = settings.client.redirect_uri.clone().or_else(|| {
-            head.trusted_origin(settings)
-                .map(|o| format!("{o}{}", settings.callback_path))
-        });
+        let callback = settings
+            .web(self.ws)
+            .client
+            .redirect_uri
+            .clone()
+            .or_else(|| {
+                head.trusted_origin(settings, self.ws)
+                    .map(|o| format!("{o}{}", self.web(settings).callback_path))
+            });
         let Some(redirect_uri) = callback else {
             // Configuration makes this unreachable (a `*` host needs client.redirect_uri); a
             // redirect is never built from a host no application names.
@@ -168,9 +195,14 @@ impl RequestFlow {
         let Some((set, counter)) = self.txn_cookies(settings, head, &mut txn, now) else {
             return Err(self.no_randomness());
         };
-        let redirect = LocalResponse::redirect(&oidc::authorization_url(settings, endpoints, &txn))
+        let Some(url) = oidc::authorization_url(rp, &endpoints, &txn) else {
+            vm.metrics.count(Counter::LoginFailedUnavailable);
+            return Err(not_ready(vm, op_i, true));
+        };
+        let redirect = LocalResponse::redirect(&url)
             .header("set-cookie", set)
             .header("set-cookie", counter);
+        vm.metrics.count(Counter::LoginStarted);
         Ok((redirect, txn))
     }
 
@@ -183,9 +215,9 @@ impl RequestFlow {
         txn: &mut LoginTransaction,
         now: u64,
     ) -> Option<(String, String)> {
-        let counter = LoginTransaction::counter_cookie_name(&settings.txn_cookie_prefix);
+        let counter = LoginTransaction::counter_cookie_name(&self.web(settings).txn_cookie_prefix);
         txn.slot = LoginTransaction::next_slot(cookie::find(head.request, &counter));
-        let mut set = txn_cookie(settings, txn, now)?;
+        let mut set = txn_cookie(settings, self.ws, txn, now)?;
         if set.len() > MAX_SET_COOKIE {
             // Browsers drop a larger cookie, and the sign-in would fail at the callback.
             self.note(
@@ -196,12 +228,12 @@ impl RequestFlow {
                 ),
             );
             txn.return_to = "/".into();
-            set = txn_cookie(settings, txn, now)?;
+            set = txn_cookie(settings, self.ws, txn, now)?;
         }
         let next = (txn.slot + 1) % TXN_SLOTS;
         let attrs = CookieAttributes {
             path: "/",
-            ..txn_cookie_attrs(settings)
+            ..txn_cookie_attrs(settings, self.ws)
         };
         let counter = cookie::set_cookie(
             &counter,
@@ -215,14 +247,15 @@ impl RequestFlow {
     pub(super) fn callback(
         &mut self,
         settings: &Settings,
+        vm: &mut VmState,
         endpoints: &OpEndpoints,
         head: &RequestHead,
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Action {
         self.stage = Stage::Done;
-        self.carried = chunks::read(head.request, &settings.session.cookie_name).1;
-        let (state, code, error) = callback_params(head.query);
+        self.carried = chunks::read(head.request, &self.web(settings).session.cookie_name).1;
+        let (state, code, error, iss) = callback_params(head.query);
         let html = head.method == "GET" || head.method == "HEAD";
         let Some(state) = state else {
             return self.refuse(
@@ -236,9 +269,10 @@ impl RequestFlow {
             );
         };
         let txn = (0..TXN_SLOTS).find_map(|slot| {
-            let name = LoginTransaction::cookie_name(&settings.txn_cookie_prefix, slot);
+            let name = LoginTransaction::cookie_name(&self.web(settings).txn_cookie_prefix, slot);
             let sealed = cookie::find(head.request, &name)?;
-            let txn = LoginTransaction::open(sealed, &state, &settings.session.keys, now)?;
+            let txn =
+                LoginTransaction::open(sealed, &state, &self.web(settings).session.keys, now)?;
             Some(LoginTransaction { slot, ..txn })
         });
         if let Some(txn) = &txn {
@@ -256,6 +290,21 @@ impl RequestFlow {
             );
         };
         // From here the transaction is consumed, whatever happens next.
+        // RFC 9207: an OP that names itself must be this web session's. Another OP's answer
+        // (a mix-up: the browser was sent here by the wrong OP) never has its code redeemed.
+        let issuer = &self.rp(settings).op.issuer;
+        if iss.as_ref().is_some_and(|iss| iss != issuer) {
+            let action = self.refuse(
+                rng,
+                html,
+                403,
+                "login_transaction_invalid",
+                "This sign-in answer came from another identity provider.",
+                Some(&txn.return_to),
+                "callback names another issuer (iss parameter)".into(),
+            );
+            return add_cookie(action, clear_txn_cookie(settings, self.ws, &txn));
+        }
         if let Some(error) = error {
             return self.login_failed_at_op(settings, &txn, &error, html, rng);
         }
@@ -269,9 +318,14 @@ impl RequestFlow {
                 Some(&txn.return_to),
                 "callback without code".into(),
             );
-            return add_cookie(action, clear_txn_cookie(settings, &txn));
+            return add_cookie(action, clear_txn_cookie(settings, self.ws, &txn));
         };
-        let callout = oidc::token_request(settings, endpoints, &txn, &code);
+        let Some(callout) = oidc::token_request(self.rp(settings), endpoints, &txn, &code) else {
+            return add_cookie(
+                not_ready(vm, self.web(settings).op, html),
+                clear_txn_cookie(settings, self.ws, &txn),
+            );
+        };
         self.stage = Stage::Token { txn, html };
         Action::Callout(callout)
     }
@@ -312,7 +366,7 @@ impl RequestFlow {
         };
         Action::Respond(with_cookie(
             problem.respond(html),
-            clear_txn_cookie(settings, txn),
+            clear_txn_cookie(settings, self.ws, txn),
         ))
     }
 
@@ -334,11 +388,15 @@ impl RequestFlow {
             return self.no_randomness();
         };
         let session = self.new_session(settings, &token, id_token, sid, now);
-        let headers = match identity::request_headers(&settings.identity_headers, &session) {
+        let headers = match settings
+            .web(self.ws)
+            .identity_for(Some(&session.sub), &session.claims)
+        {
             Ok(headers) => headers,
             Err(UnusableClaim(claim)) => {
                 // Forwarding without the header would hide who the user is; with it, the
                 // value would split or end the header.
+                vm.metrics.count(Counter::LoginFailedSession);
                 let action = self.refuse(
                     rng,
                     html,
@@ -352,18 +410,24 @@ impl RequestFlow {
                         printable(&session.sub)
                     ),
                 );
-                return add_cookie(action, clear_txn_cookie(settings, txn));
+                return add_cookie(action, clear_txn_cookie(settings, self.ws, txn));
             }
         };
-        let Some(value) = session.encode(&settings.session.keys, rng) else {
+        let Some(value) = session.encode(&self.web(settings).session.keys, rng) else {
             return self.no_randomness();
         };
         self.note(
             Level::Info,
             format!("login: sub={} sid={}", printable(&session.sub), session.sid),
         );
-        let Some(set) = session_cookies(settings, &value, session.remaining(now), self.carried)
-        else {
+        let Some(set) = session_cookies(
+            settings,
+            self.ws,
+            &value,
+            session.remaining(now),
+            self.carried,
+        ) else {
+            vm.metrics.count(Counter::LoginFailedSession);
             let action = self.refuse(
                 rng,
                 html,
@@ -375,22 +439,23 @@ impl RequestFlow {
                     "login refused: the session of sub={} needs more than \
                      session.max_cookie_chunks={} cookies",
                     printable(&session.sub),
-                    settings.session.max_cookie_chunks
+                    self.web(settings).session.max_cookie_chunks
                 ),
             );
-            return add_cookie(action, clear_txn_cookie(settings, txn));
+            return add_cookie(action, clear_txn_cookie(settings, self.ws, txn));
         };
+        vm.metrics.count(Counter::LoginCompleted);
         let entry = SessionEntry::new(session, headers);
-        vm.sessions
-            .insert(value, entry, now, settings.session.idle_timeout_s);
+        vm.sessions(self.ws)
+            .insert(value, entry, now, self.web(settings).session.idle_timeout_s);
         let mut response = self.landing(&txn.return_to);
         for c in set {
             response = response.header("set-cookie", c);
         }
         Action::Respond(
             response
-                .header("set-cookie", clear_txn_cookie(settings, txn))
-                .header("set-cookie", clear_counter_cookie(settings)),
+                .header("set-cookie", clear_txn_cookie(settings, self.ws, txn))
+                .header("set-cookie", clear_counter_cookie(settings, self.ws)),
         )
     }
 
@@ -405,7 +470,7 @@ impl RequestFlow {
         now: u64,
     ) -> Session {
         let mut claims = Map::new();
-        for name in &settings.session.claims {
+        for name in &self.web(settings).session.claims {
             if let Some(v) = token.claims.get(name) {
                 claims.insert(name.clone(), v.clone());
             }
@@ -414,12 +479,13 @@ impl RequestFlow {
             sid,
             sub: token.sub.clone(),
             auth_time: token.auth_time.unwrap_or(now),
-            expires_at: now.saturating_add(settings.session.max_lifetime_s),
+            expires_at: now.saturating_add(self.web(settings).session.max_lifetime_s),
             last_activity: now,
             created_at: now,
             claims,
             op: op_state(
                 settings,
+                self.ws,
                 &token.claims,
                 id_token,
                 self.login_tokens.take(),
@@ -441,31 +507,33 @@ impl RequestFlow {
         may_fetch_keys: bool,
     ) -> Action {
         let expected = Expected {
-            issuer: &settings.op.issuer,
-            client_id: &settings.client.client_id,
+            issuer: &self.rp(settings).op.issuer,
+            client_id: &self.web(settings).client.client_id,
             nonce: &txn.nonce,
             now,
             clock_skew_s: settings.clock_skew_s,
             algorithms: &settings.id_token_algorithms,
         };
-        let op = &settings.op;
+        let op_i = self.web(settings).op;
+        let op = settings.op(op_i);
         match id_token::validate(
             &id_token,
-            &vm.jwks,
+            &vm.op(op_i).jwks,
             op.jwks_max_age_s,
             op.jwks_min_refetch_interval_s,
             &expected,
         ) {
             Ok(token) => {
-                let kept = keepable_id_token(settings, id_token);
+                let kept = keepable_id_token(settings, self.ws, id_token);
                 self.id_token_checked(settings, vm, txn, token, kept, html, now, rng)
             }
             Err(IdTokenError::NeedKeys) if may_fetch_keys => {
-                vm.jwks.attempted(now, op.jwks_max_age_s);
-                let Some(endpoints) = vm.endpoints.clone() else {
-                    return not_ready(vm, html);
+                vm.op(op_i).jwks.attempted(now, op.jwks_max_age_s);
+                let endpoints = vm.op(op_i).endpoints.clone();
+                let Some(callout) = endpoints.and_then(|e| crate::jwks::request(op, &e)) else {
+                    vm.metrics.count(Counter::LoginFailedUnavailable);
+                    return not_ready(vm, op_i, html);
                 };
-                let callout = jwks_callout(settings, &endpoints);
                 self.stage = Stage::Keys {
                     txn,
                     id_token,
@@ -478,7 +546,7 @@ impl RequestFlow {
                     IdTokenError::NeedKeys | IdTokenError::UnknownKey => {
                         let miss = key_miss(
                             &id_token,
-                            &vm.jwks,
+                            &vm.op(op_i).jwks,
                             now,
                             op.jwks_max_age_s,
                             op.jwks_min_refetch_interval_s,
@@ -498,28 +566,37 @@ impl RequestFlow {
                 );
                 let log = format!("{log} (status=403 reference={reference})");
                 self.note_refused(vm, now, Level::Warn, log);
-                add_cookie(action, clear_txn_cookie(settings, &txn))
+                vm.metrics.count(Counter::LoginFailedIdToken);
+                add_cookie(action, clear_txn_cookie(settings, self.ws, &txn))
             }
         }
     }
 }
 
-/// The callback's `state`, `code` and `error` parameters, each the first of its name.
-fn callback_params(query: &str) -> (Option<String>, Option<String>, Option<String>) {
-    let (mut state, mut code, mut error) = (None, None, None);
+/// The callback's `state`, `code`, `error` and `iss` parameters, each the first of its name.
+type CallbackParams = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn callback_params(query: &str) -> CallbackParams {
+    let (mut state, mut code, mut error, mut iss) = (None, None, None, None);
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         match &*k {
             "state" if state.is_none() => state = Some(v.into_owned()),
             "code" if code.is_none() => code = Some(v.into_owned()),
             "error" if error.is_none() => error = Some(v.into_owned()),
+            "iss" if iss.is_none() => iss = Some(v.into_owned()),
             _ => {}
         }
     }
-    (state, code, error)
+    (state, code, error, iss)
 }
 
-fn session_cookie_attrs(settings: &Settings) -> CookieAttributes<'_> {
-    let s = &settings.session;
+fn session_cookie_attrs(settings: &Settings, ws: usize) -> CookieAttributes<'_> {
+    let s = &settings.web(ws).session;
     CookieAttributes {
         path: "/",
         domain: s.cookie_domain.as_deref(),
@@ -532,13 +609,14 @@ fn session_cookie_attrs(settings: &Settings) -> CookieAttributes<'_> {
 /// the carried ones it no longer uses. `None` when it needs more chunks than configured.
 pub(super) fn session_cookies(
     settings: &Settings,
+    ws: usize,
     value: &str,
     max_age: u64,
     carried: Carried,
 ) -> Option<Vec<String>> {
-    let s = &settings.session;
+    let s = &settings.web(ws).session;
     let (set, cleared) = chunks::write(&s.cookie_name, value, s.max_cookie_chunks, carried)?;
-    let attrs = session_cookie_attrs(settings);
+    let attrs = session_cookie_attrs(settings, ws);
     let set = set
         .iter()
         .map(|(n, v)| cookie::set_cookie(n, v, max_age, &attrs));
@@ -547,9 +625,13 @@ pub(super) fn session_cookies(
 }
 
 /// The `Set-Cookie`s that end a session: the single cookie (always) and every carried chunk.
-pub(super) fn clear_session_cookies(settings: &Settings, carried: Carried) -> Vec<String> {
-    let name = &settings.session.cookie_name;
-    let attrs = session_cookie_attrs(settings);
+pub(super) fn clear_session_cookies(
+    settings: &Settings,
+    ws: usize,
+    carried: Carried,
+) -> Vec<String> {
+    let name = &settings.web(ws).session.cookie_name;
+    let attrs = session_cookie_attrs(settings, ws);
     let mut names = chunks::clear(name, carried, |n| n == name.as_str());
     names.insert(0, name.clone());
     names
@@ -558,40 +640,44 @@ pub(super) fn clear_session_cookies(settings: &Settings, carried: Carried) -> Ve
         .collect()
 }
 
-fn txn_cookie_attrs(settings: &Settings) -> CookieAttributes<'_> {
+fn txn_cookie_attrs(settings: &Settings, ws: usize) -> CookieAttributes<'_> {
     CookieAttributes {
-        path: &settings.callback_path,
+        path: &settings.web(ws).callback_path,
         domain: None,
-        secure: settings.session.cookie_secure,
+        secure: settings.web(ws).session.cookie_secure,
         // The OP sends the browser back with a top-level GET, which Lax cookies accompany.
         same_site: "Lax",
     }
 }
 
-fn clear_txn_cookie(settings: &Settings, txn: &LoginTransaction) -> String {
-    let name = LoginTransaction::cookie_name(&settings.txn_cookie_prefix, txn.slot);
-    cookie::set_cookie(&name, "", 0, &txn_cookie_attrs(settings))
+fn clear_txn_cookie(settings: &Settings, ws: usize, txn: &LoginTransaction) -> String {
+    let name = LoginTransaction::cookie_name(&settings.web(ws).txn_cookie_prefix, txn.slot);
+    cookie::set_cookie(&name, "", 0, &txn_cookie_attrs(settings, ws))
 }
 
 /// Clears the slot counter once a sign-in completed: the browser keeps no login state then.
-fn clear_counter_cookie(settings: &Settings) -> String {
-    let name = LoginTransaction::counter_cookie_name(&settings.txn_cookie_prefix);
+fn clear_counter_cookie(settings: &Settings, ws: usize) -> String {
+    let name = LoginTransaction::counter_cookie_name(&settings.web(ws).txn_cookie_prefix);
     let attrs = CookieAttributes {
         path: "/",
-        ..txn_cookie_attrs(settings)
+        ..txn_cookie_attrs(settings, ws)
     };
     cookie::set_cookie(&name, "", 0, &attrs)
 }
 
 /// The `Set-Cookie` of a sign-in's transaction.
-fn txn_cookie(settings: &Settings, txn: &LoginTransaction, now: u64) -> Option<String> {
-    let sealed = txn.seal(&settings.session.keys, now, settings.login_timeout_s)?;
-    let name = LoginTransaction::cookie_name(&settings.txn_cookie_prefix, txn.slot);
+fn txn_cookie(settings: &Settings, ws: usize, txn: &LoginTransaction, now: u64) -> Option<String> {
+    let sealed = txn.seal(
+        &settings.web(ws).session.keys,
+        now,
+        settings.login_timeout_s,
+    )?;
+    let name = LoginTransaction::cookie_name(&settings.web(ws).txn_cookie_prefix, txn.slot);
     Some(cookie::set_cookie(
         &name,
         &sealed,
         settings.login_timeout_s,
-        &txn_cookie_attrs(settings),
+        &txn_cookie_attrs(settings, ws),
     ))
 }
 
@@ -611,6 +697,11 @@ fn add_cookie(action: Action, set_cookie: String) -> Action {
 }
 
 /// `action` with the login transaction's cookie cleared.
-pub(super) fn add_cookie_of(settings: &Settings, action: Action, txn: &LoginTransaction) -> Action {
-    add_cookie(action, clear_txn_cookie(settings, txn))
+pub(super) fn add_cookie_of(
+    settings: &Settings,
+    ws: usize,
+    action: Action,
+    txn: &LoginTransaction,
+) -> Action {
+    add_cookie(action, clear_txn_cookie(settings, ws, txn))
 }

@@ -6,6 +6,7 @@ use std::rc::Rc;
 use serde_json::{Map, Value};
 
 use super::head::RequestHead;
+use super::metered::Counted;
 use super::state::{SiteToken, VmState};
 use super::{failure_text, RequestFlow, Stage};
 use crate::authtoken::AuthTokenSigner;
@@ -13,7 +14,8 @@ use crate::cache::{Key, Lookup as CacheLookup};
 use crate::config::Settings;
 use crate::http::{Action, CalloutResult, Wake};
 use crate::login::{random_token, Entropy};
-use crate::mediation::{self, Inject, SiteAuthenticator, SiteKind};
+use crate::mediation::{self, Inject, SiteAuthenticator, SiteKind, Source};
+use crate::metrics::Counter;
 use crate::request::HeaderSource;
 
 impl RequestFlow {
@@ -41,6 +43,12 @@ impl RequestFlow {
             other @ CalloutResult::TimedOut => Err((504, failure_text(&other, self.folded_status))),
             other @ CalloutResult::Failed => Err((503, failure_text(&other, self.folded_status))),
         };
+        vm.metrics.count(match &parsed {
+            Ok(_) => Counter::MediationExchangeOk,
+            Err((504, _)) => Counter::MediationExchange504,
+            Err((503, _)) => Counter::MediationExchange503,
+            Err(_) => Counter::MediationExchange502,
+        });
         let Some(cache) = vm.mediated.get_mut(i) else {
             return Action::Respond(self.internal_error());
         };
@@ -97,6 +105,22 @@ impl RequestFlow {
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Result<Rc<SiteToken>, Action> {
+        if site.source.is_some_and(|s| s != from.source) {
+            // The configuration lets only the named web session's or provider's applications
+            // use this site; a `both` application's other kind of identity is not mediated.
+            return Err(self.refuse(
+                rng,
+                from.session,
+                403,
+                "not_mediated",
+                "This site does not accept this kind of sign-in.",
+                None,
+                format!(
+                    "site `{}` mediates another web session's or provider's identities",
+                    site.name
+                ),
+            ));
+        }
         let key = mediation_key(vm, site, from);
         if let Some((fi, fk, t)) = &self.fresh_site {
             if *fi == i && *fk == key {
@@ -106,7 +130,14 @@ impl RequestFlow {
         let Some(cache) = vm.mediated.get_mut(i) else {
             return Err(Action::Respond(self.internal_error()));
         };
-        match cache.lookup(&key, self.ctx, now) {
+        let found = cache.lookup(&key, self.ctx, now);
+        if self.first(Counted::MediationLookup) {
+            vm.metrics.count(match found {
+                CacheLookup::Hit(_) => Counter::MediationHit,
+                CacheLookup::Wait | CacheLookup::Miss => Counter::MediationMiss,
+            });
+        }
+        match found {
             CacheLookup::Hit(t) => return Ok(t),
             CacheLookup::Wait => return Err(Action::Wait),
             CacheLookup::Miss => {}
@@ -125,6 +156,7 @@ impl RequestFlow {
                 let value = Rc::new(SiteToken {
                     value: header_value(site, &t.token),
                 });
+                vm.metrics.count(Counter::MediationSigned);
                 if let Some(cache) = vm.mediated.get_mut(i) {
                     let until = refresh_before(t.expires_at, now);
                     let waiters = cache.complete(&key, Some((value.clone(), until)), now);
@@ -150,9 +182,9 @@ impl RequestFlow {
     }
 }
 
-/// The cache key of a site's token for `from`. Per subject and site: a session's `sub` and the
-/// claims that go into the token (two sessions of one `sub` with other groups must not share a
-/// token), or a bearer token (by its key). The keyed hash of the token cache serves here too;
+/// The cache key of a site's token for `from`. Per subject and site: a session's web session,
+/// `sub` and the claims that go into the token (two sessions of one `sub` with other groups,
+/// or at other OPs, must not share a token), or a bearer token (by its key). The keyed hash of the token cache serves here too;
 /// each cache belongs to one site already.
 fn mediation_key(vm: &VmState, site: &SiteAuthenticator, from: &Subject<'_>) -> Key {
     match from.bearer {
@@ -162,7 +194,11 @@ fn mediation_key(vm: &VmState, site: &SiteAuthenticator, from: &Subject<'_>) -> 
                 claims: from.claims,
                 only: site.jwt().map(|j| j.claims.as_slice()),
             };
-            vm.token_keys.key_of(&("session", from.sub, claims))
+            let web = match from.source {
+                Source::WebSession(w) => w,
+                Source::TokenProvider(_) => usize::MAX,
+            };
+            vm.token_keys.key_of(&("session", web, from.sub, claims))
         }
     }
 }
@@ -202,6 +238,9 @@ pub(crate) struct Subject<'a> {
     pub session: bool,
     /// The client's bearer token and its hash, on API requests.
     pub bearer: Option<(&'a str, Key)>,
+    /// Where the identity comes from: a session of this web session, or a token this provider
+    /// vouched for.
+    pub source: Source,
 }
 
 /// The claims a site's token carries (all of them, or the `only` ones a JWT mapping copies),

@@ -2,14 +2,18 @@
 //! with the time and a source of randomness; it answers with an [`Action`]. No I/O happens
 //! here, so every path is unit-tested natively.
 
+mod access_log;
 mod answers;
 mod authorize;
+mod bearer_check;
 mod endpoints;
 mod forward;
 mod head;
+pub mod health;
 mod identify;
 mod login;
 mod mediate;
+mod metered;
 mod op_tokens;
 mod preserve;
 mod route;
@@ -25,6 +29,7 @@ use crate::login::{Entropy, LoginTransaction};
 use crate::oidc::TokenSet;
 pub use crate::request::{HeaderList, HeaderSource};
 use crate::session::chunks::Carried;
+pub use access_log::AccessFields;
 use head::RequestHead;
 use route::Target;
 pub use state::{KeysFlight, SiteToken, VmState, MAX_CALLOUT_BODY};
@@ -54,9 +59,12 @@ enum Stage {
     /// Waiting for the introspection endpoint about the token with this hash.
     Introspect {
         key: [u8; 32],
+        provider: usize,
     },
-    /// Waiting for the JWKS to check a bearer token (this request leads the fetch).
-    BearerKeys,
+    /// Waiting for OP `op`'s JWKS to check a bearer token (this request leads the fetch).
+    BearerKeys {
+        op: usize,
+    },
     /// Waiting for the STS of site `site` (index in `Settings::sites`).
     Mediate {
         site: usize,
@@ -148,12 +156,20 @@ pub struct RequestFlow {
     /// The policy already decided (and took rate-limit tokens, wrote the audit line) in an
     /// earlier run of this request.
     decided: bool,
+    /// What this request was already counted for (`metered::Counted`): a rerun after a
+    /// callout must not count its session, token or decision twice.
+    counted: u8,
     /// Which session cookie names the request carried (a sign-in clears stale chunks).
     carried: Carried,
     /// The token endpoint's answer at sign-in, until the session opens with it.
     login_tokens: Option<TokenSet>,
     /// At the callback: the form post kept through this sign-in, and its cookies to clear.
     post: preserve::PostAtCallback,
+    /// The web session of the request's application or endpoint (index in
+    /// `Settings::web_sessions`): whose cookie, OP and client the request deals with.
+    ws: usize,
+    /// For Envoy's access log, with `access_log_fields` (see `access_log.rs`).
+    access: Option<AccessFields>,
 }
 
 impl Default for RequestFlow {
@@ -180,10 +196,23 @@ impl RequestFlow {
             fetched_keys: false,
             folded_status: None,
             decided: false,
+            counted: 0,
             carried: Carried::default(),
             login_tokens: None,
             post: preserve::PostAtCallback::default(),
+            ws: 0,
+            access: None,
         }
+    }
+
+    /// The request's web session.
+    fn web<'s>(&self, settings: &'s Settings) -> &'s crate::config::WebSession {
+        settings.web(self.ws)
+    }
+
+    /// The request's web session with its OP.
+    fn rp<'s>(&self, settings: &'s Settings) -> crate::config::RelyingParty<'s> {
+        settings.rp(self.ws)
     }
 
     /// Log lines produced so far (the host writes them out).
@@ -216,7 +245,16 @@ impl RequestFlow {
         self.stage = Stage::Done;
         let route = match route::route(settings, request) {
             Ok(route) => route,
-            Err(refused) => return self.route_refused(request, refused, rng),
+            Err(refused) => {
+                self.access_target(settings, None, None);
+                self.access_decision(settings, "refused");
+                return self.route_refused(request, refused, rng);
+            }
+        };
+        self.ws = match &route.target {
+            Target::App { app, .. } | Target::Unprotected(Some(app)) => app.web_session,
+            Target::Endpoint(e) => e.web_session(),
+            Target::Unprotected(None) => 0,
         };
         let (app, resource) = match route.target {
             Target::Endpoint(endpoint) => {
@@ -224,12 +262,15 @@ impl RequestFlow {
                 return self.endpoint(settings, vm, &head, endpoint, now, rng);
             }
             Target::Unprotected(app) => {
+                self.access_target(settings, app, None);
+                self.access_decision(settings, "unprotected");
                 // Nothing is vouched for, but the application's backend (a mediated site) must
                 // still get nothing a client could have made up.
                 let site = app.and_then(|app| settings.site_for(app));
                 let who = identify::Who::default();
                 let fwd = forward::forward(
                     settings,
+                    self.ws,
                     vm,
                     request,
                     &route,
@@ -244,20 +285,29 @@ impl RequestFlow {
             }
             Target::App { app, resource } => (app, resource),
         };
+        self.access_target(settings, Some(app), Some(resource));
         if resource.audit && self.audit_started_us.is_none() {
             self.audit_started_us = Some(request.now_us());
         }
         let who = match self.identify(settings, vm, request, app, resource, now) {
             Ok(who) => who,
-            Err(action) => return action,
+            Err(action) => {
+                if let Action::Respond(r) = &action {
+                    let failed = r.status >= 500;
+                    let name = if failed { "error" } else { "invalid_identity" };
+                    self.access_decision(settings, name);
+                }
+                return action;
+            }
         };
+        self.access_subject(settings, &who);
         if let Some(refusal) =
             self.authorize(settings, vm, request, &route, app, resource, &who, now, rng)
         {
             return refusal;
         }
         let site = settings.site_for(app);
-        let mediated = match (site, who.subject()) {
+        let mediated = match (site, who.subject(self.ws)) {
             (Some((i, site)), Some(subject)) => {
                 match self.mediate(settings, vm, request, i, site, &subject, now, rng) {
                     Ok(token) => Some(token),
@@ -268,6 +318,7 @@ impl RequestFlow {
         };
         Action::Forward(forward::forward(
             settings,
+            self.ws,
             vm,
             request,
             &route,
@@ -346,12 +397,12 @@ impl RequestFlow {
     /// must not wait forever.
     pub fn on_abandon(&mut self, vm: &mut VmState, now: u64) {
         match std::mem::replace(&mut self.stage, Stage::Done) {
-            Stage::Introspect { key } => {
+            Stage::Introspect { key, .. } => {
                 let waiters = vm.tokens.complete(&key, None, now);
                 vm.wake(waiters, Wake::Ready);
             }
-            Stage::BearerKeys => {
-                if let Some(f) = vm.keys_flight.take_if(|f| f.leader == self.ctx) {
+            Stage::BearerKeys { op } => {
+                if let Some(f) = vm.op(op).keys_flight.take_if(|f| f.leader == self.ctx) {
                     vm.wake(f.waiters, Wake::Ready);
                 }
             }
@@ -436,13 +487,15 @@ impl RequestFlow {
                 id_token,
                 html,
             } => self.login_keys_answered(settings, vm, txn, id_token, html, result, now, rng),
-            Stage::Introspect { key } => {
-                self.introspection_answered(settings, vm, request, key, result, now, rng)
+            Stage::Introspect { key, provider } => {
+                self.introspection_answered(settings, vm, request, key, provider, result, now, rng)
             }
             Stage::Mediate { site, key, html } => {
                 self.exchange_answered(settings, vm, request, site, key, html, result, now, rng)
             }
-            Stage::BearerKeys => self.bearer_keys_answered(settings, vm, request, result, now, rng),
+            Stage::BearerKeys { op } => {
+                self.bearer_keys_answered(settings, vm, request, op, result, now, rng)
+            }
             Stage::RevokeAtOp { response } => self.revoked_at_op(vm, response, result),
             Stage::Validate { entry } => {
                 match self.validation_answered(settings, vm, entry, result, now, rng) {

@@ -3,12 +3,14 @@
 use serde_json::{Map, Value};
 
 use super::login::add_cookie_of;
+use super::metered::login_failure;
 use super::state::VmState;
 use super::{printable, Level, RequestFlow, Stage};
 use crate::config::Settings;
 use crate::http::{Action, CalloutResult};
 use crate::id_token::IdToken;
 use crate::login::{Entropy, LoginTransaction};
+use crate::metrics::Counter;
 use crate::oidc::TokenSet;
 use crate::op_session::{self, UserinfoError};
 use crate::session::{CookieType, OpState};
@@ -20,8 +22,12 @@ const MAX_KEPT_ID_TOKEN: usize = 2048;
 pub(super) const MAX_OP_SID: usize = 256;
 
 /// The raw ID token when the session may keep it (encrypted cookie, small enough).
-pub(super) fn keepable_id_token(settings: &Settings, id_token: String) -> Option<String> {
-    (settings.session.keys.cookie_type == CookieType::Encrypted
+pub(super) fn keepable_id_token(
+    settings: &Settings,
+    ws: usize,
+    id_token: String,
+) -> Option<String> {
+    (settings.web(ws).session.keys.cookie_type == CookieType::Encrypted
         && id_token.len() <= MAX_KEPT_ID_TOKEN)
         .then_some(id_token)
 }
@@ -31,12 +37,13 @@ pub(super) fn keepable_id_token(settings: &Settings, id_token: String) -> Option
 /// it (forwarding it, or validating through UserInfo).
 pub(super) fn op_state(
     settings: &Settings,
+    ws: usize,
     id_claims: &Map<String, Value>,
     id_token: Option<String>,
     tokens: Option<TokenSet>,
     now: u64,
 ) -> OpState {
-    let s = &settings.session;
+    let s = &settings.web(ws).session;
     let op_sid = match id_claims.get("sid") {
         Some(Value::String(sid)) if !sid.is_empty() && sid.len() <= MAX_OP_SID => Some(sid.clone()),
         _ => None,
@@ -77,19 +84,20 @@ impl RequestFlow {
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Action {
-        if !settings.session.userinfo {
+        if !self.web(settings).session.userinfo {
             return self.open_session(settings, vm, &txn, token, id_token, html, now, rng);
         }
         let access = self
             .login_tokens
             .as_ref()
             .and_then(|t| t.access_token.clone());
-        let endpoints = vm.endpoints.clone();
+        let endpoints = vm.op(self.web(settings).op).endpoints.clone();
         let callout = endpoints
             .as_deref()
             .zip(access)
-            .and_then(|(e, at)| op_session::userinfo_request(settings, e, &at));
+            .and_then(|(e, at)| op_session::userinfo_request(self.rp(settings), e, &at));
         let Some(callout) = callout else {
+            vm.metrics.count(Counter::LoginFailedUserinfo);
             return self.op_failure(
                 rng,
                 html,
@@ -147,6 +155,7 @@ impl RequestFlow {
                 self.open_session(settings, vm, &txn, token, id_token, html, now, rng)
             }
             Err(UserinfoError::SubMismatch) => {
+                vm.metrics.count(Counter::LoginFailedUserinfo);
                 let (action, reference) = Self::refusal(
                     rng,
                     html,
@@ -165,9 +174,13 @@ impl RequestFlow {
                         printable(&token.sub)
                     ),
                 );
-                add_cookie_of(settings, action, &txn)
+                add_cookie_of(settings, self.ws, action, &txn)
             }
-            Err(e) => self.op_failure(rng, html, &txn, 502, format!("login: {e}")),
+            Err(e) => {
+                vm.metrics
+                    .count(login_failure(&result, Counter::LoginFailedUserinfo));
+                self.op_failure(rng, html, &txn, 502, format!("login: {e}"))
+            }
         }
     }
 }

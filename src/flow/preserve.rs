@@ -35,12 +35,12 @@ impl RequestFlow {
     pub(super) fn login_for_post(
         &mut self,
         settings: &Settings,
-        vm: &VmState,
+        vm: &mut VmState,
         head: &RequestHead,
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Option<Action> {
-        let max = settings.session.preserve_post_bytes;
+        let max = self.web(settings).session.preserve_post_bytes;
         if max == 0 || head.method != "POST" || !head.navigates() {
             return None;
         }
@@ -51,7 +51,7 @@ impl RequestFlow {
         }
         let why = if !preserve::is_urlencoded(content_type) {
             Some("its content type is not application/x-www-form-urlencoded in UTF-8")
-        } else if !head.is_same_origin(settings) {
+        } else if !head.is_same_origin(settings, self.ws) {
             // Re-posted from this origin, another site's post would carry the session cookie
             // that SameSite kept from it.
             Some("it was not sent from this origin")
@@ -103,7 +103,7 @@ impl RequestFlow {
             Err(action) => return action,
         };
         let kept = match body {
-            Body::Complete(bytes) => keep(settings, &head, &txn, &bytes, now, rng),
+            Body::Complete(bytes) => keep(settings, self.ws, &head, &txn, &bytes, now, rng),
             Body::TooLarge => Err(NotKept::TooLarge),
             Body::Unreadable => Err(NotKept::Unreadable),
         };
@@ -139,13 +139,13 @@ impl RequestFlow {
         txn: &LoginTransaction,
         now: u64,
     ) {
-        let (sealed, clear) = preserve::read(settings, request, txn.slot);
+        let (sealed, clear) = preserve::read(self.web(settings), request, txn.slot);
         self.post.clear = clear;
         let Some(sealed) = sealed else {
             return;
         };
-        let binding = preserve::binding(settings, request);
-        let keys = &settings.session.keys;
+        let binding = preserve::binding(self.web(settings), request);
+        let keys = &self.web(settings).session.keys;
         self.post.post = PreservedPost::open(keys, &sealed, &txn.state, binding.as_deref(), now);
         if self.post.post.is_none() {
             self.note(
@@ -188,6 +188,7 @@ impl RequestFlow {
 /// The `Set-Cookie`s that keep `body` for sign-in `txn`.
 fn keep(
     settings: &Settings,
+    ws: usize,
     head: &RequestHead,
     txn: &LoginTransaction,
     body: &[u8],
@@ -197,15 +198,15 @@ fn keep(
     // Checked at the headers; the path the post goes back to is the request's own, even
     // when the login's return path had to be shortened.
     let path = safe_return_path(head.path).ok_or(NotKept::NotExact)?;
-    let max = settings.session.preserve_post_bytes;
+    let max = settings.web(ws).session.preserve_post_bytes;
     let post = PreservedPost::new(path, body, max)?;
     // A browser with a kept post in another tab keeps its binding: replacing it would drop
     // that one.
-    let binding = match preserve::binding(settings, head.request) {
+    let binding = match preserve::binding(settings.web(ws), head.request) {
         Some(b) => b,
         None => random_token(rng, 16).ok_or(NotKept::NoRandomness)?,
     };
-    let keys = &settings.session.keys;
+    let keys = &settings.web(ws).session.keys;
     let sealed = post.seal(
         keys,
         &txn.state,
@@ -214,7 +215,11 @@ fn keep(
         settings.login_timeout_s,
         rng,
     )?;
-    let mut cookies = preserve::set_cookies(settings, txn.slot, &sealed)?;
-    cookies.push(preserve::binding_set_cookie(settings, &binding));
+    let mut cookies = preserve::set_cookies(settings, settings.web(ws), txn.slot, &sealed)?;
+    cookies.push(preserve::binding_set_cookie(
+        settings,
+        settings.web(ws),
+        &binding,
+    ));
     Ok(cookies)
 }

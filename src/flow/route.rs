@@ -47,13 +47,28 @@ pub(crate) enum Target<'s> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Endpoint {
     Heartbeat,
-    Callback,
-    Logout,
+    /// The callback of web session `.0` (an index of `Settings::web_sessions`), and likewise
+    /// the logouts.
+    Callback(usize),
+    Logout(usize),
     /// OpenID Connect Back-Channel Logout: the OP posts a logout token.
-    Backchannel,
+    Backchannel(usize),
     /// OpenID Connect Front-Channel Logout: the OP's page loads this in an iframe.
-    Frontchannel,
+    Frontchannel(usize),
     AuthtokenJwks,
+}
+
+impl Endpoint {
+    /// The web session the endpoint belongs to (the default for the shared ones).
+    pub(crate) fn web_session(&self) -> usize {
+        match self {
+            Self::Callback(ws)
+            | Self::Logout(ws)
+            | Self::Backchannel(ws)
+            | Self::Frontchannel(ws) => *ws,
+            Self::Heartbeat | Self::AuthtokenJwks => 0,
+        }
+    }
 }
 
 /// Why routing refused a request.
@@ -288,20 +303,28 @@ fn endpoint(settings: &Settings, path: &str) -> Result<Option<Endpoint>, Refused
 
 fn exact_endpoint(settings: &Settings, path: &str) -> Option<Endpoint> {
     if path == settings.heartbeat_path {
-        Some(Endpoint::Heartbeat)
-    } else if path == settings.callback_path {
-        Some(Endpoint::Callback)
-    } else if path == settings.logout_path {
-        Some(Endpoint::Logout)
-    } else if path == settings.backchannel_path {
-        Some(Endpoint::Backchannel)
-    } else if path == settings.frontchannel_path {
-        Some(Endpoint::Frontchannel)
-    } else if path == settings.authtoken_jwks_path && settings.authtoken.is_some() {
-        Some(Endpoint::AuthtokenJwks)
-    } else {
-        None
+        return Some(Endpoint::Heartbeat);
     }
+    if path == settings.authtoken_jwks_path && settings.authtoken.is_some() {
+        return Some(Endpoint::AuthtokenJwks);
+    }
+    settings
+        .web_sessions
+        .iter()
+        .enumerate()
+        .find_map(|(ws, web)| {
+            if path == web.callback_path {
+                Some(Endpoint::Callback(ws))
+            } else if path == web.logout_path {
+                Some(Endpoint::Logout(ws))
+            } else if path == web.backchannel_path {
+                Some(Endpoint::Backchannel(ws))
+            } else if path == web.frontchannel_path {
+                Some(Endpoint::Frontchannel(ws))
+            } else {
+                None
+            }
+        })
 }
 
 /// An authority as a host to match: lower-case, trailing dots removed, port kept. `None` for

@@ -4,8 +4,9 @@
 //! worker of this Envoy picks up on its next tick (a front-channel one once this worker's
 //! tick has published it).
 
+use std::borrow::Cow;
+
 use super::head::RequestHead;
-use super::identify::jwks_callout;
 use super::op_tokens::MAX_OP_SID;
 use super::state::VmState;
 use super::{printable, BodyFor, Level, LogLine, RequestFlow, Stage};
@@ -14,6 +15,7 @@ use crate::http::{Action, Body, CalloutResult, LocalResponse};
 use crate::jwks::parse_jwks;
 use crate::login::Entropy;
 use crate::logout_token::{self, LogoutExpected, LogoutToken, LogoutTokenError};
+use crate::metrics::Counter;
 use crate::request::HeaderSource;
 use crate::revocation::{Revoked, ShareFull};
 
@@ -96,17 +98,18 @@ impl RequestFlow {
         may_fetch_keys: bool,
     ) -> Action {
         let expected = LogoutExpected {
-            issuer: &settings.op.issuer,
-            client_id: &settings.client.client_id,
+            issuer: &self.rp(settings).op.issuer,
+            client_id: &self.web(settings).client.client_id,
             now,
             clock_skew_s: settings.clock_skew_s,
             algorithms: &settings.id_token_algorithms,
             max_age_s: LOGOUT_TOKEN_MAX_AGE_S + settings.clock_skew_s,
         };
-        let op = &settings.op;
+        let op_i = self.web(settings).op;
+        let op = settings.op(op_i);
         let checked = logout_token::validate(
             &token,
-            &vm.jwks,
+            &vm.op(self.web(settings).op).jwks,
             op.jwks_max_age_s,
             op.jwks_min_refetch_interval_s,
             &expected,
@@ -114,12 +117,13 @@ impl RequestFlow {
         match checked {
             Ok(t) => self.logged_out_at_op(settings, vm, t, now),
             Err(LogoutTokenError::NeedKeys) if may_fetch_keys => {
-                let Some(endpoints) = vm.endpoints.clone() else {
+                let endpoints = vm.op(op_i).endpoints.clone();
+                let Some(callout) = endpoints.and_then(|e| crate::jwks::request(op, &e)) else {
                     return Action::Respond(backchannel_error(503, "not ready"));
                 };
-                vm.jwks.attempted(now, op.jwks_max_age_s);
+                vm.op(op_i).jwks.attempted(now, op.jwks_max_age_s);
                 self.stage = Stage::LogoutKeys { token };
-                Action::Callout(jwks_callout(settings, &endpoints))
+                Action::Callout(callout)
             }
             Err(e) => {
                 let e = match e {
@@ -145,12 +149,19 @@ impl RequestFlow {
         result: CalloutResult,
         now: u64,
     ) -> Action {
-        match result {
-            CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
-                Some(keys) => vm.jwks.replace(keys, now),
-                None => return self.keys_unavailable("the JWKS is not a JWK Set"),
-            },
-            _ => return self.keys_unavailable("the JWKS could not be fetched"),
+        let (keys, why) = match result {
+            CalloutResult::Response { status: 200, body } => {
+                (parse_jwks(&body), "the JWKS is not a JWK Set")
+            }
+            _ => (None, "the JWKS could not be fetched"),
+        };
+        vm.metrics.count(match keys {
+            Some(_) => Counter::JwksOk,
+            None => Counter::JwksFailed,
+        });
+        match keys {
+            Some(keys) => vm.op(self.web(settings).op).jwks.replace(keys, now),
+            None => return self.keys_unavailable(why),
         }
         self.check_logout_token(settings, vm, token, now, false)
     }
@@ -177,7 +188,8 @@ impl RequestFlow {
         let jti_until = token
             .iat
             .saturating_add(LOGOUT_TOKEN_MAX_AGE_S + 2 * settings.clock_skew_s);
-        if vm.revoked.seen_jti(&token.jti, jti_until, now) {
+        let jti = op_scoped(settings, self.ws, &token.jti);
+        if vm.revoked.seen_jti(&jti, jti_until, now) {
             self.note(
                 Level::Warn,
                 "back-channel logout refused: replayed jti".into(),
@@ -187,12 +199,12 @@ impl RequestFlow {
         // Sessions opened up to the logout (the OP's clock may run behind ours by the skew); a
         // sign-in after it is a new session and stays.
         let before = token.iat.saturating_add(settings.clock_skew_s).min(now);
-        let until = now.saturating_add(settings.session.max_lifetime_s);
+        let until = now.saturating_add(self.web(settings).session.max_lifetime_s);
         // With a `sid` the OP ended one of its sessions: only that one. A `sub` alone ends
         // every session of the subject.
         let what = match (&token.sid, &token.sub) {
-            (Some(sid), _) => Revoked::OpSid(sid.clone()),
-            (None, Some(sub)) => Revoked::Sub(sub.clone()),
+            (Some(sid), _) => Revoked::OpSid(op_scoped(settings, self.ws, sid).into_owned()),
+            (None, Some(sub)) => Revoked::Sub(op_scoped(settings, self.ws, sub).into_owned()),
             (None, None) => return Action::Respond(backchannel_error(400, "no sid or sub")),
         };
         vm.revoked.revoke(what, before, until, now);
@@ -230,15 +242,16 @@ impl RequestFlow {
             return Action::Respond(backchannel_error(400, "iss and sid are required"));
         };
         // A sid longer than a session keeps could end none (and would only fill the list).
-        if iss != settings.op.issuer || sid.is_empty() || sid.len() > MAX_OP_SID {
+        if iss != self.rp(settings).op.issuer || sid.is_empty() || sid.len() > MAX_OP_SID {
             return Action::Respond(backchannel_error(400, "unknown issuer or bad sid"));
         }
-        let until = now.saturating_add(settings.session.max_lifetime_s);
+        let until = now.saturating_add(self.web(settings).session.max_lifetime_s);
         // Anyone can call this: a refusal must cost little and change nothing (an earlier
         // logout stays), and what is accepted is shared on the next tick, batched, rather than
         // republishing the whole list per request. This worker refuses the session at once,
         // the others after their ticks.
-        if let Err(full) = vm.revoked.revoke_unverified(sid.clone(), now, until, now) {
+        let scoped = op_scoped(settings, self.ws, &sid).into_owned();
+        if let Err(full) = vm.revoked.revoke_unverified(scoped, now, until, now) {
             return self.frontchannel_refused(vm, full, now);
         }
         self.note(
@@ -278,4 +291,20 @@ fn backchannel_error(status: u32, description: &str) -> LocalResponse {
         "error_description": description,
     });
     LocalResponse::new(status).body("application/json", body.to_string())
+}
+
+/// An OP's session id or subject as the revocation list keeps it: under the web session's
+/// name for every web session but the default (whose entries keep their old form), so a
+/// logout at one OP never ends a session that another OP's user of the same `sub` or `sid`
+/// holds.
+///
+/// The form is unambiguous: a web session's name has no U+001F, so `<name>\u{1f}` ends at the
+/// first one; a default value that has one itself is written `\u{1f}<value>` (an empty name),
+/// so no OP can name another web session's entry by putting the separator in its own values.
+pub(super) fn op_scoped<'a>(settings: &Settings, ws: usize, value: &'a str) -> Cow<'a, str> {
+    match ws {
+        0 if !value.contains('\u{1f}') => Cow::Borrowed(value),
+        0 => Cow::Owned(format!("\u{1f}{value}")),
+        ws => Cow::Owned(format!("{}\u{1f}{value}", settings.web(ws).name)),
+    }
 }

@@ -10,6 +10,7 @@ use crate::discovery::{self, DiscoveryError, DiscoveryState};
 use crate::http::{Callout, CalloutResult, Wake};
 use crate::jwks::JwksCache;
 use crate::mediation::SiteAuthenticator;
+use crate::metrics::{Counter, Metrics};
 use crate::policy::RateLimits;
 use crate::revocation::{MemoryStore, RevocationList, SharedStore};
 use crate::session::SessionCache;
@@ -102,17 +103,30 @@ impl LineBudget {
     }
 }
 
-/// State a VM keeps across requests (one VM per Envoy worker thread).
-pub struct VmState {
+/// What a VM knows of one OP (`Settings::ops`): its endpoints and keys, and whether it can be
+/// used. Each OP has its own, so a broken OP holds up only its own applications.
+#[derive(Default)]
+pub struct OpRuntime {
     pub jwks: JwksCache,
-    pub sessions: SessionCache,
-    /// The OP's endpoints: from the configuration, or once discovery has fetched them.
+    /// From the configuration, or once discovery has fetched them.
     pub endpoints: Option<Rc<OpEndpoints>>,
     pub discovery: DiscoveryState,
-    /// Bearer-token checks (valid and refused), by token hash, with their identity headers.
-    pub tokens: TokenCache,
+    /// The last discovery document named another issuer: sign-in is misconfigured, not
+    /// starting up, and browsers are told so.
+    pub issuer_mismatch: bool,
     /// A JWKS fetch for bearer tokens under way, and the requests waiting for it.
     pub keys_flight: Option<KeysFlight>,
+}
+
+/// State a VM keeps across requests (one VM per Envoy worker thread).
+pub struct VmState {
+    /// One per OP of the settings, in their order.
+    ops: Vec<OpRuntime>,
+    /// Verified session cookies, one cache per web session (a cookie value is only ever looked
+    /// up among its own web session's).
+    sessions: Vec<SessionCache>,
+    /// Bearer-token checks (valid and refused), by token hash, with their identity headers.
+    pub tokens: TokenCache,
     /// Token buckets of rate-limit rules (per worker).
     pub limits: RateLimits,
     /// Parked requests to wake (context id, why). The host drains this after every callback.
@@ -121,9 +135,6 @@ pub struct VmState {
     pub mediated: Vec<FlightCache<Rc<SiteToken>>>,
     /// How bearer tokens are turned into cache keys.
     pub token_keys: bearer::TokenKeys,
-    /// The last discovery document named another issuer: sign-in is misconfigured, not
-    /// starting up, and browsers are told so.
-    pub issuer_mismatch: bool,
     /// Rate limit of the refused-token log lines (bearer and ID tokens).
     pub refused_lines: LineBudget,
     /// Rate limit of the revocation list's warnings (full, not shared, front-channel refused).
@@ -136,6 +147,8 @@ pub struct VmState {
     pub store: Rc<dyn SharedStore>,
     /// Session validations at the OP: outcomes known here, and who waits for which.
     pub validations: super::Validations,
+    /// What this worker did since the host last handed it to Envoy (see `crate::metrics`).
+    pub metrics: Metrics,
     /// Root ticks so far, and requests held until a tick count (see `hold_for_ticks`).
     ticks: u64,
     /// When the revocation list last dropped its expired entries.
@@ -167,29 +180,37 @@ impl VmState {
     pub fn new(settings: &Settings) -> Self {
         let api = &settings.api;
         Self {
-            jwks: JwksCache::default(),
-            sessions: SessionCache::new(SESSION_CACHE_ENTRIES),
-            endpoints: settings.op.endpoints.complete().map(Rc::new),
-            discovery: DiscoveryState::default(),
+            ops: settings
+                .ops
+                .iter()
+                .map(|op| OpRuntime {
+                    endpoints: op.endpoints.complete(op.used).map(Rc::new),
+                    ..OpRuntime::default()
+                })
+                .collect(),
+            sessions: settings
+                .web_sessions
+                .iter()
+                .map(|_| SessionCache::new(SESSION_CACHE_ENTRIES))
+                .collect(),
             tokens: TokenCache::new(
                 api.cache_max_entries,
                 api.cache_max_ttl_s,
                 api.negative_ttl_s,
             ),
-            keys_flight: None,
             token_keys: bearer::TokenKeys::default(),
             limits: RateLimits::default(),
             woken: Vec::new(),
-            issuer_mismatch: false,
             refused_lines: LineBudget::default(),
             revocation_lines: LineBudget::new(
                 "revocation-list",
                 REVOCATION_LINES_PER_WINDOW,
                 REVOCATION_WINDOW_S,
             ),
-            revoked: RevocationList::new(settings.session.revocation_list_entries),
+            revoked: RevocationList::new(settings.revocation_list_entries),
             store: Rc::new(MemoryStore::default()),
             validations: Default::default(),
+            metrics: Metrics::new(settings),
             ticks: 0,
             expired_at: 0,
             held: Vec::new(),
@@ -203,6 +224,30 @@ impl VmState {
                 })
                 .collect(),
         }
+    }
+
+    /// What this VM knows of OP `i` (an index of `Settings::ops`).
+    pub fn op(&mut self, i: usize) -> &mut OpRuntime {
+        if i >= self.ops.len() {
+            // Only when the settings and this state disagree, which `VmState::new` rules out;
+            // an empty runtime (no endpoints yet) then fails closed.
+            self.ops.resize_with(i + 1, OpRuntime::default);
+        }
+        &mut self.ops[i]
+    }
+
+    /// Verified session cookies of web session `i`.
+    pub fn sessions(&mut self, i: usize) -> &mut SessionCache {
+        if i >= self.sessions.len() {
+            self.sessions
+                .resize_with(i + 1, || SessionCache::new(SESSION_CACHE_ENTRIES));
+        }
+        &mut self.sessions[i]
+    }
+
+    /// Sessions cached, over every web session (for the host's figures).
+    pub fn sessions_cached(&self) -> usize {
+        self.sessions.iter().map(SessionCache::len).sum()
     }
 
     /// Shares this worker's revocations with the others; a line for the log when that did not
@@ -240,7 +285,9 @@ impl VmState {
             self.held = later;
             self.wake(due.into_iter().map(|h| h.0).collect(), Wake::Ready);
         }
-        self.poll_validations(now, super::validate::validation_stale_after_s(settings));
+        // Validations of every web session are polled together: the slowest OP sets the pace.
+        let timeout_ms = settings.ops.iter().map(|op| op.timeout_ms).max();
+        self.poll_validations(now, stale_after_s(timeout_ms.unwrap_or(0)));
         let dropped = self.revoked.refresh(self.store.as_ref(), now);
         let line = if self.revoked.is_dirty() {
             self.publish_with(dropped, now)
@@ -255,35 +302,78 @@ impl VmState {
         line.or_else(|| self.revocation_lines.roll(now))
     }
 
+    /// Entries in this worker's caches, in the order of `crate::metrics::GAUGES`.
+    pub fn cache_sizes(&self) -> [usize; 3] {
+        let mediated = self.mediated.iter().map(FlightCache::len).sum();
+        [self.sessions_cached(), self.tokens.len(), mediated]
+    }
+
     pub(super) fn wake(&mut self, waiters: Vec<u32>, why: Wake) {
         self.woken.extend(waiters.into_iter().map(|w| (w, why)));
     }
 
-    /// The discovery request to send now, if one is due.
-    pub fn discovery_due(&mut self, settings: &Settings, now: u64) -> Option<Callout> {
-        if !self.discovery.due(now, self.endpoints.is_some()) {
-            return None;
+    /// The discovery requests to send now (OP index, request): each OP on its own schedule.
+    pub fn discoveries_due(&mut self, settings: &Settings, now: u64) -> Vec<(usize, Callout)> {
+        let mut due = Vec::new();
+        for (i, op) in settings.ops.iter().enumerate() {
+            let rt = self.op(i);
+            if !rt.discovery.due(now, rt.endpoints.is_some()) {
+                continue;
+            }
+            if let Some(callout) = discovery::request(op) {
+                rt.discovery.started(now);
+                due.push((i, callout));
+            }
         }
-        let callout = discovery::request(settings)?;
-        self.discovery.started(now);
-        Some(callout)
+        due
     }
 
-    /// Takes in the discovery answer; returns a line for the log.
-    pub fn on_discovery(&mut self, settings: &Settings, result: CalloutResult) -> LogLine {
-        self.discovery.finished();
+    /// The first discovery request due (OP index, request), for a host that sends one at a
+    /// time; the others stay due.
+    pub fn next_discovery_due(
+        &mut self,
+        settings: &Settings,
+        now: u64,
+    ) -> Option<(usize, Callout)> {
+        for (i, op) in settings.ops.iter().enumerate() {
+            let rt = self.op(i);
+            if !rt.discovery.due(now, rt.endpoints.is_some()) {
+                continue;
+            }
+            if let Some(callout) = discovery::request(op) {
+                rt.discovery.started(now);
+                return Some((i, callout));
+            }
+        }
+        None
+    }
+
+    /// Takes in OP `i`'s discovery answer; returns a line for the log.
+    pub fn on_discovery(
+        &mut self,
+        settings: &Settings,
+        i: usize,
+        result: CalloutResult,
+    ) -> LogLine {
+        let op = settings.op(i);
         let folded = folded_status(&result);
         let outcome = match normalize(result) {
-            CalloutResult::Response { status: 200, body } => discovery::parse(settings, &body),
+            CalloutResult::Response { status: 200, body } => discovery::parse(op, &body),
             failed => Err(DiscoveryError::Unusable(failure_text(&failed, folded))),
         };
-        self.issuer_mismatch = matches!(outcome, Err(DiscoveryError::OtherIssuer(_)));
+        self.metrics.count(match outcome {
+            Ok(_) => Counter::DiscoveryOk,
+            Err(_) => Counter::DiscoveryFailed,
+        });
+        let rt = self.op(i);
+        rt.discovery.finished();
+        rt.issuer_mismatch = matches!(outcome, Err(DiscoveryError::OtherIssuer(_)));
         match outcome {
             Ok(endpoints) => {
-                self.endpoints = Some(Rc::new(endpoints));
+                rt.endpoints = Some(Rc::new(endpoints));
                 LogLine {
                     level: Level::Info,
-                    message: format!("discovered the endpoints of {}", settings.op.issuer),
+                    message: format!("discovered the endpoints of {}", op.issuer),
                 }
             }
             Err(DiscoveryError::OtherIssuer(named)) => LogLine {
@@ -293,14 +383,14 @@ impl VmState {
                      the configured {configured}; sign-in is refused until the configuration \
                      or the OP is fixed; retrying in {}s",
                     discovery::RETRY_S,
-                    configured = settings.op.issuer,
+                    configured = op.issuer,
                 ),
             },
             Err(DiscoveryError::Unusable(why)) => LogLine {
                 level: Level::Warn,
                 message: format!(
                     "discovery at {} failed: {why}; retrying in {}s",
-                    settings.op.issuer,
+                    op.issuer,
                     discovery::RETRY_S
                 ),
             },

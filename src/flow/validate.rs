@@ -13,9 +13,9 @@ use super::{Level, RequestFlow, Stage};
 use crate::config::Settings;
 use crate::http::{Action, CalloutResult, Wake};
 use crate::id_token::{self, IdTokenError, RefreshExpected};
-use crate::identity;
 use crate::jwks::parse_jwks;
 use crate::login::Entropy;
+use crate::metrics::Counter;
 use crate::op_session::{self, RefreshError, UserinfoError};
 use crate::revocation::Revoked;
 use crate::session::slot::{self, Slot, SlotState};
@@ -30,8 +30,8 @@ const RETRY_AFTER_FAILURE_S: u64 = 5;
 const MAX_OUTCOMES: usize = 10_000;
 
 /// Whether `session` must be validated before it is used again.
-pub(super) fn is_due(settings: &Settings, session: &Session, now: u64) -> bool {
-    let s = &settings.session;
+pub(super) fn is_due(settings: &Settings, ws: usize, session: &Session, now: u64) -> bool {
+    let s = &settings.web(ws).session;
     let op = &session.op;
     let interval_over =
         s.validate_interval_s > 0 && now >= op.validated_at.saturating_add(s.validate_interval_s);
@@ -206,7 +206,7 @@ impl RequestFlow {
             w.waiters.push(self.ctx);
             return Err(Action::Wait);
         }
-        let stale_after = validation_stale_after_s(settings);
+        let stale_after = validation_stale_after_s(settings, self.ws);
         let key = slot::key(sid);
         for _ in 0..4 {
             let (slot, cas) = load_slot(vm, &key, sid, now, stale_after);
@@ -214,7 +214,7 @@ impl RequestFlow {
                 Some(SlotState::Done { cookie, .. }) => {
                     // Only this session's newer successor: shared data is not the gateway's
                     // alone, and an older copy must not replace a newer one.
-                    let adopted = adopt(settings, vm, &cookie, now).filter(|e| {
+                    let adopted = adopt(settings, self.ws, vm, &cookie, now).filter(|e| {
                         e.session.sid == entry.session.sid
                             && e.session.sub == entry.session.sub
                             && e.session.op.generation > generation
@@ -287,7 +287,7 @@ impl RequestFlow {
         entry: &SessionEntry,
         now: u64,
     ) -> Result<Validated, Action> {
-        let s = &settings.session;
+        let s = &self.web(settings).session;
         let deadline = entry
             .session
             .op
@@ -326,12 +326,14 @@ impl RequestFlow {
     ) -> Result<Validated, Action> {
         let sid = entry.session.sid.clone();
         let op = &entry.session.op;
-        let callout = vm.endpoints.clone().and_then(|e| match &op.refresh_token {
-            Some(rt) => Some(op_session::refresh_request(settings, &e, rt)),
+        let rp = self.rp(settings);
+        let endpoints = vm.op(rp.web.op).endpoints.clone();
+        let callout = endpoints.and_then(|e| match &op.refresh_token {
+            Some(rt) => op_session::refresh_request(rp, &e, rt),
             None => op
                 .access_token
                 .as_ref()
-                .and_then(|at| op_session::userinfo_request(settings, &e, at)),
+                .and_then(|at| op_session::userinfo_request(rp, &e, at)),
         });
         let Some(callout) = callout else {
             // Nothing to ask with (or no endpoints yet): as if the OP were down.
@@ -371,8 +373,10 @@ impl RequestFlow {
             None => self.userinfo_validated(settings, &entry, &result, now),
         };
         if matches!(answer, Answer::NeedKeys) {
-            if let Some(endpoints) = vm.endpoints.clone() {
-                vm.jwks.attempted(now, settings.op.jwks_max_age_s);
+            let rp = self.rp(settings);
+            let endpoints = vm.op(rp.web.op).endpoints.clone();
+            if let Some(callout) = endpoints.and_then(|e| crate::jwks::request(rp.op, &e)) {
+                vm.op(rp.web.op).jwks.attempted(now, rp.op.jwks_max_age_s);
                 // The lease is renewed: the other workers must not take this validation over
                 // (and present the refresh token the OP has just rotated) during the fetch.
                 vm.write_slot(&entry.session.sid, SlotState::Busy { since: now });
@@ -383,9 +387,7 @@ impl RequestFlow {
                     entry,
                     answer: result,
                 };
-                return Some(Action::Callout(super::identify::jwks_callout(
-                    settings, &endpoints,
-                )));
+                return Some(Action::Callout(callout));
             }
             // Nowhere to fetch from: as if fetched in vain (the rotated token is kept).
             answer = self.refreshed(settings, vm, &entry, &result, now, true);
@@ -405,19 +407,29 @@ impl RequestFlow {
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Option<Action> {
-        match keys {
+        let fetched = match keys {
             CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
-                Some(keys) => vm.jwks.replace(keys, now),
-                None => self.note(
-                    Level::Warn,
-                    "session validation: JWKS is not a JWK Set".into(),
-                ),
+                Some(keys) => {
+                    vm.op(self.web(settings).op).jwks.replace(keys, now);
+                    Counter::JwksOk
+                }
+                None => {
+                    self.note(
+                        Level::Warn,
+                        "session validation: JWKS is not a JWK Set".into(),
+                    );
+                    Counter::JwksFailed
+                }
             },
-            _ => self.note(
-                Level::Warn,
-                "session validation: the JWKS could not be fetched".into(),
-            ),
-        }
+            _ => {
+                self.note(
+                    Level::Warn,
+                    "session validation: the JWKS could not be fetched".into(),
+                );
+                Counter::JwksFailed
+            }
+        };
+        vm.metrics.count(fetched);
         let decided = self.refreshed(settings, vm, &entry, &answer, now, true);
         self.then_userinfo(settings, vm, entry, decided, now, rng)
     }
@@ -436,18 +448,25 @@ impl RequestFlow {
         if let Some(w) = vm.validations.waiting.remove(&sid) {
             vm.wake(w.waiters, Wake::Ready);
         }
+        vm.metrics.count(match &answer {
+            Answer::Valid(_) => Counter::ValidationOk,
+            Answer::Refused(_) => Counter::ValidationEnded,
+            Answer::NeedKeys | Answer::Unavailable(_) => Counter::ValidationFailed,
+        });
         match answer {
             Answer::Valid(session) => {
-                let headers = identity::request_headers(&settings.identity_headers, &session);
-                let value = session.encode(&settings.session.keys, rng);
+                let headers = settings
+                    .web(self.ws)
+                    .identity_for(Some(&session.sub), &session.claims);
+                let value = session.encode(&self.web(settings).session.keys, rng);
                 let (Ok(headers), Some(value)) = (headers, value) else {
                     return self.end_validated(settings, vm, entry, now, "unusable session");
                 };
-                let next = vm.sessions.insert(
+                let next = vm.sessions(self.ws).insert(
                     value.clone(),
                     SessionEntry::new(*session, headers),
                     now,
-                    settings.session.idle_timeout_s,
+                    self.web(settings).session.idle_timeout_s,
                 );
                 vm.write_slot(
                     &sid,
@@ -500,7 +519,7 @@ impl RequestFlow {
         );
         let until = s
             .expires_at
-            .max(now.saturating_add(settings.session.idle_timeout_s));
+            .max(now.saturating_add(self.web(settings).session.idle_timeout_s));
         vm.revoked
             .revoke(Revoked::Session(s.sid.clone()), now, until, now);
         self.log.extend(vm.publish_revocations(now));
@@ -513,7 +532,7 @@ impl RequestFlow {
     fn refreshed(
         &mut self,
         settings: &Settings,
-        vm: &VmState,
+        vm: &mut VmState,
         entry: &SessionEntry,
         result: &CalloutResult,
         now: u64,
@@ -538,10 +557,10 @@ impl RequestFlow {
         let Some(raw) = tokens.id_token else {
             return Answer::Valid(Box::new(s));
         };
-        let op = &settings.op;
+        let op = self.rp(settings).op;
         let expected = RefreshExpected {
             issuer: &op.issuer,
-            client_id: &settings.client.client_id,
+            client_id: &self.web(settings).client.client_id,
             sub: &entry.session.sub,
             auth_time: None,
             now,
@@ -549,11 +568,21 @@ impl RequestFlow {
             algorithms: &settings.id_token_algorithms,
         };
         let (max_age, refetch) = (op.jwks_max_age_s, op.jwks_min_refetch_interval_s);
-        match id_token::validate_refreshed(&raw, &vm.jwks, max_age, refetch, &expected) {
+        match id_token::validate_refreshed(
+            &raw,
+            &vm.op(self.web(settings).op).jwks,
+            max_age,
+            refetch,
+            &expected,
+        ) {
             Ok(t) => {
-                op_session::merge_claims(&mut s.claims, &settings.session.claims, &t.claims);
+                op_session::merge_claims(
+                    &mut s.claims,
+                    &self.web(settings).session.claims,
+                    &t.claims,
+                );
                 if s.op.id_token.is_some() {
-                    s.op.id_token = super::op_tokens::keepable_id_token(settings, raw);
+                    s.op.id_token = super::op_tokens::keepable_id_token(settings, self.ws, raw);
                 }
                 Answer::Valid(Box::new(s))
             }
@@ -585,7 +614,11 @@ impl RequestFlow {
                 s.op.validated_at = now;
                 s.op.generation = s.op.generation.wrapping_add(1);
                 s.last_activity = now;
-                op_session::merge_claims(&mut s.claims, &settings.session.claims, &claims);
+                op_session::merge_claims(
+                    &mut s.claims,
+                    &self.web(settings).session.claims,
+                    &claims,
+                );
                 Answer::Valid(Box::new(s))
             }
             Err(e @ (UserinfoError::Refused { .. } | UserinfoError::SubMismatch)) => {
@@ -616,22 +649,23 @@ pub(super) enum Answer {
 /// The successor cookie another worker stored, as a session of this worker's cache.
 fn adopt(
     settings: &Settings,
+    ws: usize,
     vm: &mut VmState,
     cookie: &str,
     now: u64,
 ) -> Option<Rc<SessionEntry>> {
-    let map = &settings.identity_headers;
-    vm.sessions.lookup(
+    let web = settings.web(ws);
+    vm.sessions(ws).lookup(
         cookie,
-        &settings.session.keys,
+        &web.session.keys,
         now,
-        settings.session.idle_timeout_s,
-        |s| identity::request_headers(map, s).ok(),
+        web.session.idle_timeout_s,
+        |s| web.identity_for(Some(&s.sub), &s.claims).ok(),
     )
 }
 
 /// A validation whose leader has not answered within the OP's timeout (and a margin) is
 /// presumed lost.
-pub(super) fn validation_stale_after_s(settings: &Settings) -> u64 {
-    super::state::stale_after_s(settings.op.timeout_ms)
+pub(super) fn validation_stale_after_s(settings: &Settings, ws: usize) -> u64 {
+    super::state::stale_after_s(settings.rp(ws).op.timeout_ms)
 }

@@ -26,17 +26,19 @@ impl RequestFlow {
         rng: &mut dyn Entropy,
     ) -> Option<Action> {
         let refreshed = match answer {
-            Answer::Valid(refreshed) if settings.session.userinfo => refreshed,
+            Answer::Valid(refreshed) if self.web(settings).session.userinfo => refreshed,
             other => {
                 self.validation_decided(settings, vm, &entry, other, now, rng);
                 return None;
             }
         };
+        let rp = self.rp(settings);
         let callout = vm
+            .op(rp.web.op)
             .endpoints
-            .as_deref()
+            .clone()
             .zip(refreshed.op.access_token.as_deref())
-            .and_then(|(e, at)| op_session::userinfo_request(settings, e, at));
+            .and_then(|(e, at)| op_session::userinfo_request(rp, &e, at));
         let Some(callout) = callout else {
             let answer = Answer::Valid(refreshed);
             self.validation_decided(settings, vm, &entry, answer, now, rng);
@@ -66,7 +68,7 @@ impl RequestFlow {
                 // The union of what this round learned: the refreshed claims, then UserInfo's.
                 let mut source = refreshed.claims.clone();
                 source.extend(userinfo);
-                let names = &settings.session.claims;
+                let names = &self.web(settings).session.claims;
                 op_session::merge_claims(&mut refreshed.claims, names, &source);
                 let answer = Answer::Valid(refreshed);
                 self.validation_decided(settings, vm, &entry, answer, now, rng);

@@ -24,10 +24,14 @@ fn apply(fwd: &Forward) -> bool {
         .removed
         .iter()
         .all(|name| hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None).is_ok());
+    let identity = fwd
+        .identity
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i >= 64 || fwd.identity_absent & (1 << i) == 0)
+        .map(|(_, op)| op);
     removed
-        && fwd
-            .identity
-            .iter()
+        && identity
             .chain(fwd.request_headers.iter())
             .all(|(name, value)| {
                 hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value.as_deref())
@@ -40,6 +44,14 @@ pub(super) struct PendingCallout {
     pub(super) token: u32,
     started: Duration,
     timeout_ms: u64,
+}
+
+impl PendingCallout {
+    /// Milliseconds since the callout was sent.
+    pub(super) fn elapsed_ms(&self) -> u64 {
+        let ms = now_since_epoch().saturating_sub(self.started).as_millis();
+        u64::try_from(ms).unwrap_or(u64::MAX)
+    }
 }
 
 pub(super) fn dispatch(c: &Callout) -> Option<PendingCallout> {
@@ -154,6 +166,11 @@ impl Configured {
         for line in st.flow.take_log() {
             log_line(&line);
         }
+        if matches!(action, Action::Forward(_) | Action::Respond(_)) {
+            if let Some(fields) = st.flow.take_access_fields() {
+                super::access_log::write(&fields);
+            }
+        }
         match action {
             Action::Forward(fwd) => {
                 drop(st);
@@ -247,6 +264,11 @@ impl Configured {
             return;
         };
         let result = callout_result(&pending, body_size);
+        let upstream = state.borrow().flow.awaiting();
+        if let Some(upstream) = upstream {
+            let ms = pending.elapsed_ms();
+            self.vm.borrow_mut().metrics.latency(upstream, ms);
+        }
         if ctx != current {
             let _ = hostcalls::set_effective_context(ctx);
         }

@@ -13,32 +13,49 @@ use crate::revocation::SharedStore;
 /// clock's resolution, and the longest a deferred wake-up waits.
 pub(crate) const TICK_MS: u64 = 100;
 
-/// The line the filter logs when a configuration is taken.
-pub(crate) fn configured_line(settings: &Settings, build: &str) -> String {
+/// The lines the filter logs when a configuration is taken: each web session's OP and client,
+/// each named token provider, the applications and the build.
+pub(crate) fn configured_lines(settings: &Settings, build: &str) -> Vec<String> {
+    let mut lines: Vec<String> = settings
+        .web_sessions
+        .iter()
+        .map(|web| {
+            let op = settings.op(web.op);
+            let discovery = if op.discovery.is_some() {
+                ", discovery"
+            } else {
+                ""
+            };
+            format!(
+                "envoy-wam: web session `{}` signs in at {} (client {}, cluster {}{discovery})",
+                web.name, op.issuer, web.client.client_id, op.cluster,
+            )
+        })
+        .collect();
+    for p in &settings.providers {
+        if let Some(name) = &p.name {
+            let issuer = &settings.op(p.op).issuer;
+            lines.push(format!("envoy-wam: token provider `{name}` is {issuer}"));
+        }
+    }
     let applications = match settings.policy_is_implicit {
         true => "no policy: every path needs a session".to_string(),
         false => format!("{} applications", settings.policy.applications().len()),
     };
-    format!(
-        "envoy-wam: configured for issuer {} (client {}, cluster {}{}; {applications}; {build})",
-        settings.op.issuer,
-        settings.client.client_id,
-        settings.op.cluster,
-        if settings.op.discovery.is_some() {
-            ", discovery"
-        } else {
-            ""
-        },
-    )
+    lines.push(format!("envoy-wam: {applications}; {build} build"));
+    lines
 }
 
 /// A VM's state for `settings`, sharing what workers share through `store`. A new
-/// configuration may name another OP: keys, sessions and endpoints start over.
+/// configuration may name other OPs: keys, sessions and endpoints start over.
 pub(crate) fn new_vm(settings: &Settings, store: Rc<dyn SharedStore>) -> VmState {
     let mut vm = VmState::new(settings);
     vm.store = store;
-    let s = &settings.session;
-    if s.validate_interval_s > 0 || s.keep_access_token {
+    let validates = settings
+        .web_sessions
+        .iter()
+        .any(|w| w.session.validate_interval_s > 0 || w.session.keep_access_token);
+    if validates {
         vm.prepare_validation_slots();
     }
     vm

@@ -12,6 +12,9 @@
 //! - `request`: the request's headers as Envoy has them;
 //! - `runtime`: the host's clock, log and randomness;
 //! - `shared`: Envoy's shared data as the revocation list's store;
+//! - `stats`: the filter's metrics as Envoy stats, fed from the root tick;
+//! - `access_log`: the flow's access-log fields into Envoy's filter state;
+//! - `reload`: whether the last configuration was taken, in Envoy's stats;
 //! - `common`: what both hosts do alike, with no host calls;
 //! - `native`: the Envoy dynamic-module host (its own ABI binding and mapping), for every
 //!   target but wasm32.
@@ -21,12 +24,18 @@ pub(crate) mod common;
 mod native;
 
 #[cfg(target_arch = "wasm32")]
+mod access_log;
+#[cfg(target_arch = "wasm32")]
 mod actions;
+#[cfg(target_arch = "wasm32")]
+mod reload;
 #[cfg(target_arch = "wasm32")]
 mod request;
 #[cfg(target_arch = "wasm32")]
 mod runtime;
 #[cfg(target_arch = "wasm32")]
 mod shared;
+#[cfg(target_arch = "wasm32")]
+mod stats;
 #[cfg(target_arch = "wasm32")]
 mod wasm;

@@ -18,9 +18,11 @@ use super::common::{after_body, configured_line, new_vm, FORWARD_AFTER_BODY, TIC
 use super::request::HostRequest;
 use super::runtime::{log, log_line, Clock, HostEntropy};
 use super::shared::HostSharedData;
+use super::stats::Stats;
 use crate::config::Settings;
 use crate::flow::RequestFlow;
-use crate::http::{Body, CalloutResult, LocalResponse};
+use crate::http::{Action, Body, CalloutResult, LocalResponse};
+use crate::metrics::Upstream;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -37,7 +39,10 @@ struct WamRoot {
     id: u32,
     configured: Option<Configured>,
     clock: Clock,
-    discovery: Option<PendingCallout>,
+    /// Discovery requests under way: (OP index, callout).
+    discovery: Vec<(usize, PendingCallout)>,
+    /// This VM's metrics as Envoy knows them.
+    stats: Option<Stats>,
 }
 
 impl Context for WamRoot {
@@ -49,14 +54,25 @@ impl Context for WamRoot {
         _trailers: usize,
     ) {
         let Some(c) = &self.configured else { return };
-        if let Some(pending) = self.discovery.take_if(|p| p.token == token) {
+        if let Some(at) = self.discovery.iter().position(|(_, p)| p.token == token) {
+            let (op, pending) = self.discovery.swap_remove(at);
             let result = callout_result(&pending, body_size);
-            let line = c.vm.borrow_mut().on_discovery(&c.settings, result);
+            let ms = pending.elapsed_ms();
+            c.vm.borrow_mut().metrics.latency(Upstream::Discovery, ms);
+            let line = c.vm.borrow_mut().on_discovery(&c.settings, op, result);
             log_line(&line);
             return;
         }
         c.deliver(token, body_size, Origin::Safe, self.id);
         c.wake_released(self.id, Origin::Safe, false);
+    }
+
+    fn on_done(&mut self) -> bool {
+        // The plugin goes (a new configuration, Envoy shutting down): its caches with it.
+        if let Some(stats) = self.stats.as_mut() {
+            stats.withdraw();
+        }
+        true
     }
 }
 
@@ -68,23 +84,28 @@ impl RootContext for WamRoot {
                 LogLevel::Critical,
                 "envoy-wam: invalid configuration at `(root)`: no plugin configuration given",
             );
+            super::reload::record(false);
             return false;
         };
         let settings = match Settings::from_json(&bytes) {
             Ok(s) => s,
             Err(e) => {
                 log(LogLevel::Critical, &format!("envoy-wam: {e}"));
+                super::reload::record(false);
                 return false;
             }
         };
-        log(LogLevel::Info, &configured_line(&settings, "wasm"));
+        for line in configured_lines(&settings, "wasm") {
+            log(LogLevel::Info, &line);
+        }
         let vm = new_vm(&settings, Rc::new(HostSharedData));
+        self.stats = Some(Stats::define(&vm.metrics, self.stats.take()));
         self.configured = Some(Configured {
             settings: Rc::new(settings),
             vm: Rc::new(RefCell::new(vm)),
             registry: Rc::new(RefCell::new(Registry::default())),
         });
-        self.discovery = None;
+        self.discovery.clear();
         self.clock.refresh();
         if hostcalls::set_tick_period(Duration::from_millis(TICK_MS)).is_err() {
             // The tick sends what requests woken in another request's callback need, and keeps
@@ -93,8 +114,10 @@ impl RootContext for WamRoot {
                 LogLevel::Critical,
                 "envoy-wam: the host gives the root context no tick; refusing to start",
             );
+            super::reload::record(false);
             return false;
         }
+        super::reload::record(true);
         true
     }
 
@@ -108,21 +131,27 @@ impl RootContext for WamRoot {
             log_line(&line);
         }
         c.run_deferred(self.id);
+        if let Some(stats) = self.stats.as_mut() {
+            stats.flush(&mut c.vm.borrow_mut());
+        }
         let suppressed = c.vm.borrow_mut().refused_lines.roll(self.clock.now());
         if let Some(line) = suppressed {
             log_line(&line);
         }
-        if self.discovery.is_some() {
-            return;
-        }
+        // Each OP on its own schedule: one that cannot be reached holds up only its own
+        // applications.
         let due =
             c.vm.borrow_mut()
-                .discovery_due(&c.settings, self.clock.now());
-        if let Some(callout) = due {
-            self.discovery = dispatch(&callout);
-            if self.discovery.is_none() {
-                c.vm.borrow_mut()
-                    .on_discovery(&c.settings, CalloutResult::Failed);
+                .discoveries_due(&c.settings, self.clock.now());
+        for (op, callout) in due {
+            match dispatch(&callout) {
+                Some(pending) => self.discovery.push((op, pending)),
+                None => {
+                    // Retried on the discovery schedule; Envoy already logged why.
+                    let _ =
+                        c.vm.borrow_mut()
+                            .on_discovery(&c.settings, op, CalloutResult::Failed);
+                }
             }
         }
     }

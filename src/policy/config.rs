@@ -139,8 +139,36 @@ fn compile_app(
             format!("{field}.api"),
             "required for applications of type `api` or `both` (validation: jwt or introspection)",
         )),
+        (Some(api), _) if !api.token_providers.is_empty() => {
+            let named = |what: &str| {
+                err(
+                    format!("{field}.api.{what}"),
+                    "is set by each of `token_providers`, not here",
+                )
+            };
+            if api.validation.is_some() {
+                return Err(named("validation"));
+            }
+            if !api.audiences.is_empty() {
+                return Err(named("audiences"));
+            }
+            if let Some(i) = api.token_providers.iter().position(|a| a.is_empty()) {
+                return Err(err(
+                    format!("{field}.api.token_providers[{i}]"),
+                    "must name a token provider",
+                ));
+            }
+            Some(AppApi {
+                validation: super::Validation::Jwt,
+                audiences: Vec::new(),
+                forward_token: api.forward_token,
+                token_providers: api.token_providers.clone(),
+                providers: Vec::new(),
+            })
+        }
         (Some(api), _) => {
-            if api.validation == super::Validation::Jwt && api.audiences.is_empty() {
+            let validation = api.validation.unwrap_or(super::Validation::Jwt);
+            if validation == super::Validation::Jwt && api.audiences.is_empty() {
                 return Err(err(
                     format!("{field}.api.audiences"),
                     "JWT validation needs at least one accepted audience",
@@ -153,9 +181,11 @@ fn compile_app(
                 ));
             }
             Some(AppApi {
-                validation: api.validation,
+                validation,
                 audiences: api.audiences.clone(),
                 forward_token: api.forward_token,
+                token_providers: Vec::new(),
+                providers: Vec::new(),
             })
         }
     };
@@ -252,6 +282,8 @@ fn compile_app(
         app_type: raw.app_type,
         api,
         site_authenticator: raw.site_authenticator.clone(),
+        web_session_name: raw.web_session.clone(),
+        web_session: 0,
         rules,
         rejection: rejection(&format!("{field}.rejection"), raw.rejection.as_ref())?,
         resources,

@@ -84,6 +84,12 @@ pub struct AppApi {
     pub audiences: Vec<String>,
     /// Whether the client's token goes on to the backend.
     pub forward_token: bool,
+    /// Named token providers (`token_providers`); then `validation` and `audiences` are
+    /// theirs, not these.
+    pub token_providers: Vec<String>,
+    /// Where tokens are checked: indices in the settings' token providers, filled in when the
+    /// configuration is resolved (never empty after that).
+    pub providers: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +106,10 @@ pub struct Application {
     pub api: Option<AppApi>,
     /// Name of the site authenticator (token mediation) for this application's backend.
     pub site_authenticator: Option<String>,
+    /// The web session named in the configuration (`None`: the default one).
+    pub web_session_name: Option<String>,
+    /// Index of the web session in the settings (0, the default, until resolved).
+    pub web_session: usize,
     rules: Node,
     /// Answer to refusals that no rule or rule set handles.
     rejection: Option<Rejection>,

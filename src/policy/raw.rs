@@ -24,7 +24,8 @@ pub struct RawPolicy {
 }
 
 /// How an API application checks bearer tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Validation {
     /// Verify the signed JWT locally (the OP's JWKS).
     Jwt,
@@ -34,9 +35,12 @@ pub enum Validation {
 
 #[derive(Debug, Clone)]
 pub struct RawAppApi {
-    pub validation: Validation,
+    /// `None` only with `token_providers` (each provider says how its tokens are checked).
+    pub validation: Option<Validation>,
     pub audiences: Vec<String>,
     pub forward_token: bool,
+    /// Names from the configuration's `token_providers`; empty: the web session's OP.
+    pub token_providers: Vec<String>,
 }
 
 /// A rejection handler as written: an error document or a redirect (JSON `type`: `error` or
@@ -114,6 +118,8 @@ pub struct RawApplication {
     pub api: Option<RawAppApi>,
     /// Token mediation for the backend: a name from `site_authenticators`.
     pub site_authenticator: Option<String>,
+    /// The web session (a name from `web_sessions`) users sign in with; `None`: the default.
+    pub web_session: Option<String>,
     pub rejection: Option<RawRejection>,
     pub ordering: Ordering,
     /// How the application's own rules combine; they run before the resource's.

@@ -290,6 +290,7 @@ fn application(at: &str, v: &Value) -> Result<RawApplication> {
             "type",
             "api",
             "site_authenticator",
+            "web_session",
             "rejection",
             "ordering",
             "mode",
@@ -302,14 +303,30 @@ fn application(at: &str, v: &Value) -> Result<RawApplication> {
         None => None,
         Some(v) => {
             let at = o.path("api");
-            let a = Obj::new(&at, v, &["validation", "audiences", "forward_token"])?;
+            let a = Obj::new(
+                &at,
+                v,
+                &[
+                    "validation",
+                    "audiences",
+                    "forward_token",
+                    "token_providers",
+                ],
+            )?;
+            let token_providers = a.strings_or_empty("token_providers")?;
+            let validation = if token_providers.is_empty() {
+                Some(a.required_choice("validation", &["jwt", "introspection"])?)
+            } else {
+                a.choice("validation", &["jwt", "introspection"])?
+            };
             Some(RawAppApi {
-                validation: match a.required_choice("validation", &["jwt", "introspection"])? {
+                validation: validation.map(|i| match i {
                     0 => Validation::Jwt,
                     _ => Validation::Introspection,
-                },
+                }),
                 audiences: a.strings_or_empty("audiences")?,
                 forward_token: a.flag("forward_token")?,
+                token_providers,
             })
         }
     };
@@ -331,6 +348,7 @@ fn application(at: &str, v: &Value) -> Result<RawApplication> {
         },
         api,
         site_authenticator: o.opt_string("site_authenticator")?,
+        web_session: o.opt_string("web_session")?,
         case_sensitive_paths: o.flag("case_sensitive_paths")?,
         rejection: o.rejection()?,
         ordering: match o.choice("ordering", &["automatic", "manual"])? {

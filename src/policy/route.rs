@@ -213,6 +213,8 @@ impl Policy {
                 app_type: AppType::Web,
                 api: None,
                 site_authenticator: None,
+                web_session_name: None,
+                web_session: 0,
                 rules: all,
                 rejection: None,
                 case_sensitive_paths: false,
@@ -353,6 +355,12 @@ impl Policy {
 
     pub fn applications(&self) -> &[Application] {
         &self.applications
+    }
+
+    /// For the configuration's resolution of names (web sessions, token providers) into
+    /// indices, once, at load.
+    pub fn applications_mut(&mut self) -> &mut [Application] {
+        &mut self.applications
     }
 }
 

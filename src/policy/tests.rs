@@ -763,7 +763,9 @@ fn application_api_settings_and_site_authenticator() {
         Some(AppApi {
             validation: Validation::Jwt,
             audiences: vec!["https://api.example.test".into()],
-            forward_token: true
+            forward_token: true,
+            token_providers: Vec::new(),
+            providers: Vec::new()
         })
     );
     assert_eq!(apps[1].site_authenticator.as_deref(), Some("orders-sts"));
@@ -1732,7 +1734,7 @@ fn reader_defaults() {
     assert_eq!(a.mode, Mode::All);
     assert!(a.site_authenticator.is_none() && a.rejection.is_none());
     let api = a.api.as_ref().unwrap();
-    assert_eq!(api.validation, Validation::Introspection);
+    assert_eq!(api.validation, Some(Validation::Introspection));
     assert!(api.audiences.is_empty() && !api.forward_token);
 
     let r = &a.resources[0];
@@ -1854,7 +1856,7 @@ fn reader_keeps_what_is_written() {
     );
     assert_eq!(a.site_authenticator.as_deref(), Some("s"));
     let api = a.api.as_ref().unwrap();
-    assert_eq!(api.validation, Validation::Jwt);
+    assert_eq!(api.validation, Some(Validation::Jwt));
     assert!(api.forward_token && api.audiences == ["x"]);
     let r = &a.resources[0];
     assert!(r.unprotected && r.anonymous && r.audit && r.mode == Mode::Any);

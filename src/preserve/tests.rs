@@ -171,12 +171,12 @@ fn size_limits() {
     let settings = crate::config::tests::sample();
     // Small posts are one cookie; large ones chunks; past ten chunks, none.
     let small = PreservedPost::new("/f", b"a=1", 100).unwrap();
-    let cookies = set_cookies(&settings, 1, &sealed(&small)).unwrap();
+    let cookies = set_cookies(&settings, settings.default_web(), 1, &sealed(&small)).unwrap();
     assert_eq!(cookies.len(), 1);
     assert!(cookies[0].starts_with("PA.wam.txn.post.1="));
     let big: Vec<u8> = b"a=".iter().copied().chain(vec![b'x'; 9000]).collect();
     let big = PreservedPost::new("/f", &big, 10_000).unwrap();
-    let cookies = set_cookies(&settings, 2, &sealed(&big)).unwrap();
+    let cookies = set_cookies(&settings, settings.default_web(), 2, &sealed(&big)).unwrap();
     assert_eq!(cookies.len(), 4);
     assert!(cookies[0].starts_with("PA.wam.txn.post.2.0=4~"));
     assert!(cookies.iter().all(|c| c.len() < 4000
@@ -187,7 +187,7 @@ fn size_limits() {
     let huge: Vec<u8> = b"a=".iter().copied().chain(vec![b'x'; 40_000]).collect();
     let huge = PreservedPost::new("/f", &huge, 50_000).unwrap();
     assert_eq!(
-        set_cookies(&settings, 0, &sealed(&huge)),
+        set_cookies(&settings, settings.default_web(), 0, &sealed(&huge)),
         Err(NotKept::TooManyCookies)
     );
 }
@@ -198,21 +198,21 @@ fn cookies_round_trip_and_are_cleared() {
     let big: Vec<u8> = b"a=".iter().copied().chain(vec![b'y'; 5000]).collect();
     let post = PreservedPost::new("/f", &big, 10_000).unwrap();
     let token = sealed(&post);
-    let cookies = set_cookies(&settings, 1, &token).unwrap();
+    let cookies = set_cookies(&settings, settings.default_web(), 1, &token).unwrap();
     let header: Vec<&str> = cookies
         .iter()
         .map(|c| c.split(';').next().unwrap())
         .collect();
     let header = format!("other=1; {}", header.join("; "));
     let request = HeaderList::new([(":path", "/pa/oidc/cb"), ("cookie", header.as_str())]);
-    let (value, clear) = read(&settings, &request, 1);
+    let (value, clear) = read(settings.default_web(), &request, 1);
     assert_eq!(value.as_deref(), Some(token.as_str()));
     assert_eq!(clear.len(), cookies.len());
     assert!(clear
         .iter()
         .all(|c| c.contains("=; Path=/pa/oidc/cb; Max-Age=0;")));
     // Another slot's cookies are not this slot's.
-    let (value, clear) = read(&settings, &request, 0);
+    let (value, clear) = read(settings.default_web(), &request, 0);
     assert_eq!((value, clear.len()), (None, 0));
 }
 

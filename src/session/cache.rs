@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::{KeyRing, Session};
+use super::{Dead, KeyRing, Session};
 use crate::http::HeaderOps;
 
 fn cache_key(token: &str) -> &str {
@@ -76,20 +76,33 @@ impl SessionCache {
         idle_timeout_s: u64,
         derive: impl FnOnce(&Session) -> Option<HeaderOps>,
     ) -> Option<Rc<SessionEntry>> {
+        self.check(token, keys, now, idle_timeout_s, derive).ok()
+    }
+
+    /// As [`Self::lookup`], with why there is no session.
+    pub fn check(
+        &mut self,
+        token: &str,
+        keys: &KeyRing,
+        now: u64,
+        idle_timeout_s: u64,
+        derive: impl FnOnce(&Session) -> Option<HeaderOps>,
+    ) -> Result<Rc<SessionEntry>, Dead> {
         let key = cache_key(token);
         if let Some((full, e)) = self.entries.get(key) {
             if full == token {
                 if e.session.is_live(now, idle_timeout_s) {
-                    return Some(e.clone());
+                    return Ok(e.clone());
                 }
+                let dead = e.session.why_dead(now);
                 self.entries.remove(key);
-                return None;
+                return Err(dead);
             }
         }
-        let session = Session::decode(token, keys, now, idle_timeout_s)?;
+        let session = Session::decode_checked(token, keys, now, idle_timeout_s)?;
         // No headers, no session: a claim that cannot be a header value never goes upstream.
-        let headers = derive(&session)?;
-        Some(self.insert(
+        let headers = derive(&session).ok_or(Dead::Invalid)?;
+        Ok(self.insert(
             token.to_string(),
             SessionEntry::new(session, headers),
             now,

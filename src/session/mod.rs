@@ -90,6 +90,17 @@ impl std::fmt::Debug for OpState {
     }
 }
 
+/// Why a cookie gives no session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dead {
+    /// Not a session cookie of this gateway's keys (forged, altered, another key or type).
+    Invalid,
+    /// Past its absolute lifetime.
+    Expired,
+    /// Unused for longer than the idle timeout.
+    Idle,
+}
+
 /// A valid session.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Session {
@@ -111,6 +122,14 @@ impl Session {
 
     pub fn is_live(&self, now: u64, idle_timeout_s: u64) -> bool {
         now < self.expires_at && now < self.last_activity.saturating_add(idle_timeout_s)
+    }
+
+    /// Why a session that is not live ended: its absolute lifetime, or idleness.
+    pub fn why_dead(&self, now: u64) -> Dead {
+        match now >= self.expires_at {
+            true => Dead::Expired,
+            false => Dead::Idle,
+        }
     }
 
     /// Seconds left before the absolute expiry (the cookie's Max-Age).
@@ -162,20 +181,37 @@ impl Session {
     /// Decodes a cookie value. Tampered, unknown-key, expired or idle cookies give `None`, and
     /// so does a cookie of the other type: switching `cookie_type` ends every session.
     pub fn decode(token: &str, keys: &KeyRing, now: u64, idle_timeout_s: u64) -> Option<Self> {
+        Self::decode_checked(token, keys, now, idle_timeout_s).ok()
+    }
+
+    /// As [`Self::decode`], with why there is no session.
+    pub fn decode_checked(
+        token: &str,
+        keys: &KeyRing,
+        now: u64,
+        idle_timeout_s: u64,
+    ) -> Result<Self, Dead> {
         let claims = match keys.cookie_type {
-            CookieType::Signed => keys.verify::<SessionExtra>(KeyPurpose::Session, token, now)?,
+            // Verified as of time 0, which checks everything but the expiry: that is checked
+            // below (`is_live`, exact), where an expired session can be told from a forged one.
+            CookieType::Signed => keys
+                .verify::<SessionExtra>(KeyPurpose::Session, token, 0)
+                .ok_or(Dead::Invalid)?,
             CookieType::Encrypted => {
-                let json = keys.open(SealPurpose::Session, token)?;
-                let claims: JWTClaims<SessionExtra> = serde_json::from_slice(&json).ok()?;
+                let json = keys
+                    .open(SealPurpose::Session, token)
+                    .ok_or(Dead::Invalid)?;
+                let claims: JWTClaims<SessionExtra> =
+                    serde_json::from_slice(&json).map_err(|_| Dead::Invalid)?;
                 if claims.issuer.as_deref() != Some(COOKIE_ISSUER) {
-                    return None;
+                    return Err(Dead::Invalid);
                 }
                 claims
             }
         };
         let session = Session {
-            sub: claims.subject?,
-            expires_at: claims.expires_at?.as_secs(),
+            sub: claims.subject.ok_or(Dead::Invalid)?,
+            expires_at: claims.expires_at.ok_or(Dead::Invalid)?.as_secs(),
             sid: claims.custom.sid,
             auth_time: claims.custom.auth_time,
             created_at: claims.custom.ct,
@@ -183,7 +219,10 @@ impl Session {
             claims: claims.custom.claims,
             op: claims.custom.op,
         };
-        session.is_live(now, idle_timeout_s).then_some(session)
+        match session.is_live(now, idle_timeout_s) {
+            true => Ok(session),
+            false => Err(session.why_dead(now)),
+        }
     }
 }
 

@@ -12,8 +12,7 @@ use envoy_wam::http::{Action, Body, Callout, CalloutResult, Forward, LocalRespon
 use envoy_wam::request::HeaderSource;
 use envoy_wam::revocation::MemoryStore;
 use envoy_wam::session::Session;
-use jwt_simple::prelude::*;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::*;
 
@@ -202,7 +201,7 @@ impl World {
 
     /// Sessions decoded as the gateway reads them.
     pub fn decode(&self, value: &str, now: u64) -> Option<Session> {
-        let s = &self.settings.session;
+        let s = &self.settings.default_web().session;
         Session::decode(value, &s.keys, now, s.idle_timeout_s)
     }
 
@@ -406,12 +405,7 @@ impl World {
 
     /// A logout token signed by the OP (`typ: logout+jwt`).
     pub fn logout_token(&self, claims: Value) -> String {
-        let claims: JWTClaims<Map<String, Value>> = serde_json::from_value(claims).unwrap();
-        let opts = HeaderOptions {
-            signature_type: Some("logout+jwt".into()),
-            ..Default::default()
-        };
-        self.op.key.sign_with_options(claims, &opts).unwrap()
+        self.op.logout_token(claims)
     }
 }
 

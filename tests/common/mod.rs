@@ -56,6 +56,16 @@ impl Op {
         let claims: JWTClaims<Map<String, Value>> = serde_json::from_value(claims).unwrap();
         self.key.sign(claims).unwrap()
     }
+
+    /// A logout token signed by the OP (`typ: logout+jwt`).
+    pub fn logout_token(&self, claims: Value) -> String {
+        let claims: JWTClaims<Map<String, Value>> = serde_json::from_value(claims).unwrap();
+        let opts = HeaderOptions {
+            signature_type: Some("logout+jwt".into()),
+            ..Default::default()
+        };
+        self.key.sign_with_options(claims, &opts).unwrap()
+    }
 }
 
 pub fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> HeaderList {

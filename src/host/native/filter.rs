@@ -18,7 +18,7 @@ use super::worker::{
 use crate::config::Settings;
 use crate::flow::RequestFlow;
 use crate::host::common::{
-    after_body, callout_headers, callout_outcome, configured_line, internal_error,
+    after_body, callout_headers, callout_outcome, configured_lines, internal_error,
     FORWARD_AFTER_BODY,
 };
 use crate::http::{Action, Body, Callout, CalloutResult, Forward, LocalResponse, Wake};
@@ -58,7 +58,9 @@ impl Config {
     pub(super) fn new(_name: &[u8], json: Vec<u8>) -> Option<Config> {
         match Settings::from_json(&json) {
             Ok(settings) => {
-                log(LogLevel::Info, &configured_line(&settings, "native"));
+                for line in configured_lines(&settings, "native") {
+                    log(LogLevel::Info, &line);
+                }
                 let id = NEXT_CONFIG.fetch_add(1, Ordering::Relaxed);
                 Some(Config {
                     id,
@@ -262,18 +264,22 @@ impl NativeFilter {
         if w.discovery.get().is_some() {
             return false;
         }
-        let due = w.vm.borrow_mut().discovery_due(&w.settings, now_secs());
-        let Some(callout) = due else { return false };
+        let due =
+            w.vm.borrow_mut()
+                .next_discovery_due(&w.settings, now_secs());
+        let Some((op, callout)) = due else {
+            return false;
+        };
         match self.send(&callout) {
             Some(p) => {
-                w.discovery.set(Some((self.ctx, p.id)));
+                w.discovery.set(Some((self.ctx, p.id, op)));
                 self.req.borrow_mut().awaiting_discovery = true;
                 true
             }
             None => {
                 let line =
                     w.vm.borrow_mut()
-                        .on_discovery(&w.settings, CalloutResult::Failed);
+                        .on_discovery(&w.settings, op, CalloutResult::Failed);
                 log_line(&line);
                 false
             }
@@ -357,10 +363,10 @@ impl NativeFilter {
 
     pub(super) fn callout_done(&self, id: u64, answer: Option<CalloutAnswer>) {
         let Some(w) = self.worker.clone() else { return };
-        if w.discovery.get() == Some((self.ctx, id)) {
+        if let Some((_, _, op)) = w.discovery.get().filter(|d| (d.0, d.1) == (self.ctx, id)) {
             w.discovery.set(None);
             let result = outcome(answer, None);
-            let line = w.vm.borrow_mut().on_discovery(&w.settings, result);
+            let line = w.vm.borrow_mut().on_discovery(&w.settings, op, result);
             log_line(&line);
             self.after_discovery(&w);
             return;
@@ -553,11 +559,11 @@ impl NativeFilter {
     pub(super) fn stream_complete(&self) {
         let Some(w) = self.worker.clone() else { return };
         w.publish_if_dirty();
-        if let Some((ctx, _)) = w.discovery.get() {
+        if let Some((ctx, _, op)) = w.discovery.get() {
             if ctx == self.ctx {
                 // Envoy cancels the callout with the stream: the next request sends it again.
                 w.discovery.set(None);
-                w.vm.borrow_mut().discovery.abandoned();
+                w.vm.borrow_mut().op(op).discovery.abandoned();
             }
         }
         let was_parked = w.unpark(self.ctx);

@@ -58,8 +58,8 @@ pub(super) struct Worker {
     pub(super) parked: RefCell<HashMap<u32, Parked>>,
     next_ctx: Cell<u32>,
     last_tick_ms: Cell<u64>,
-    /// The discovery callout under way: the request that sent it and the callout's id.
-    pub(super) discovery: Cell<Option<(u32, u64)>>,
+    /// The discovery callout under way: the request that sent it, the callout's id and the OP.
+    pub(super) discovery: Cell<Option<(u32, u64, usize)>>,
 }
 
 /// A worker's state per configuration id, with whether Envoy still holds the configuration.
