@@ -14,14 +14,14 @@ use super::actions::{
     callout_result, dispatch, respond, Configured, HttpState, Origin, PendingCallout, Registry,
     Shared,
 };
-use super::common::{after_body, configured_line, new_vm, FORWARD_AFTER_BODY, TICK_MS};
+use super::common::{after_body, configured_lines, new_vm, FORWARD_AFTER_BODY, TICK_MS};
 use super::request::HostRequest;
 use super::runtime::{log, log_line, Clock, HostEntropy};
 use super::shared::HostSharedData;
 use super::stats::Stats;
 use crate::config::Settings;
 use crate::flow::RequestFlow;
-use crate::http::{Action, Body, CalloutResult, LocalResponse};
+use crate::http::{Body, CalloutResult, LocalResponse};
 use crate::metrics::Upstream;
 
 proxy_wasm::main! {{
