@@ -56,7 +56,7 @@ def test_envoy_logs_that_the_abi_version_matched(so, op, backend, gateways, logd
         log = e.log()
         assert "Dynamic module ABI version v0.2.0 matched." in log
         assert "is deprecated" not in log
-        assert "envoy-wam: configured for issuer" in log and "; native)" in log
+        assert "envoy-wam: web session `default` signs in at" in log and "; native build" in log
     finally:
         e.stop()
 
