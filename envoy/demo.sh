@@ -5,13 +5,26 @@
 # Stays in the foreground; Ctrl-C stops everything.
 # `envoy/demo.sh --lds`: the same demo with its listener (and the filter's configuration) from
 # envoy/lds/listener.yaml, which Envoy watches: move a new version over it to reconfigure live.
+# `--native` runs the native build (an Envoy dynamic module, envoy/envoy-native-demo.yaml)
+# instead of the .wasm (envoy/envoy-demo.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 config=envoy/envoy-demo.yaml
 if [ "${1:-}" = "--lds" ]; then config=envoy/envoy-lds.yaml; fi
 
+config=envoy/envoy-demo.yaml
+case "${1:-}" in
+--native) config=envoy/envoy-native-demo.yaml ;;
+"") ;;
+*) echo "usage: envoy/demo.sh [--native]" >&2; exit 2 ;;
+esac
+
 scripts/setup.sh
-./wasm-build.sh >/dev/null
+if [ "$config" = envoy/envoy-native-demo.yaml ]; then
+    ./native-build.sh >/dev/null
+else
+    ./wasm-build.sh >/dev/null
+fi
 
 pids=()
 stop() {
@@ -36,7 +49,7 @@ pids+=($!)
 .venv/bin/python integration/backend/echo.py 8081 &
 pids+=($!)
 .venv/bin/envoy -c "$config" --concurrency 2 --disable-hot-restart \
-    -l warn --component-log-level wasm:info &
+    -l warn --component-log-level wasm:info,dynamic_modules:info &
 pids+=($!)
 
 up() {
@@ -55,7 +68,7 @@ if ! up; then
 fi
 cat <<MSG
 
-  envoy-wam demo is up. Log in as alice (groups staff, admins) or bob (staff), any password.
+  envoy-wam demo is up ($config). Log in as alice (groups staff, admins) or bob (staff), any password.
     protected app:    http://localhost:8080/
     admins only:      http://localhost:8080/admin/   (bob gets 403; decisions audited in the log)
     no login needed:  http://localhost:8080/public/

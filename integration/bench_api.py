@@ -103,11 +103,11 @@ def jwt_authn_filter(issuer, jwks):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     benchlib.add_arguments(ap)
-    ap.add_argument("--only", help="comma-separated subset of variants (none, noop, native-RS256, wam-RS256, ref-RS256, native-ES256, wam-ES256, ref-ES256)")
+    ap.add_argument("--only", help="comma-separated subset of variants (none, noop, native-RS256, wam-RS256, so-RS256, ref-RS256, native-ES256, wam-ES256, so-ES256, ref-ES256; native- is Envoy's jwt_authn, so- envoy-wam's native build)")
     args = ap.parse_args()
     benchlib.check_compare(args)
 
-    stack.build_wasm((stack.NOOP_DIR,))
+    stack.build_wasm((stack.NOOP_DIR,), native=True)
     logdir = tempfile.mkdtemp(prefix="envoy-wam-bench-api-")
     keys = {"RS256": jwtutil.Key("RS256", "bench-rsa"), "ES256": jwtutil.Key("ES256", "bench-ec")}
     jwks = {"keys": [k.jwk for k in keys.values()]}
@@ -131,6 +131,8 @@ def main():
     for alg in ("RS256", "ES256"):
         variants.append(Variant(f"native-{alg}", f"native jwt_authn, {alg}", "none", http_filters=[jwt_authn_filter(issuer, jwks)], path=path, headers=headers(alg)))
         variants.append(Variant(f"wam-{alg}", f"envoy-wam, {alg}", "wam", wam_api_config(issuer), op_port=jwks_port, path=path, headers=headers(alg)))
+        # Issue 13: envoy-wam's native build (the .so), same configuration.
+        variants.append(Variant(f"so-{alg}", f"envoy-wam native build, {alg}", "wam-native", wam_api_config(issuer), op_port=jwks_port, path=path, headers=headers(alg)))
         if args.compare:
             variants.append(Variant(f"ref-{alg}", f"--compare build, {alg}", "wam", wam_api_config(issuer), wasm=os.path.abspath(args.compare), op_port=jwks_port, path=path, headers=headers(alg)))
     if args.only:
@@ -141,7 +143,7 @@ def main():
         benchlib.expect_200(variants)
         # The filters really validate: a tampered token is refused.
         for v in variants:
-            if v.name.split("-")[0] in ("native", "wam", "ref"):
+            if v.name.split("-")[0] in ("native", "wam", "ref", "so"):
                 hdrs = v.header_dict()
                 hdrs["authorization"] = hdrs["authorization"][:-6] + "AAAAAA"
                 status, _ = benchlib.get(v, hdrs)
@@ -159,6 +161,9 @@ def main():
         ("native jwt_authn (RS256) / no filter", "native-RS256", "none", ""),
         ("no-op wasm / no filter", "noop", "none", ""),
         ("envoy-wam / --compare build (RS256)", "wam-RS256", "ref-RS256", "no regression: ~1.0, ~+0 µs"),
+        ("envoy-wam .so / native jwt_authn (RS256)", "so-RS256", "native-RS256", "issue 13 target >= 1.0"),
+        ("envoy-wam .so / native jwt_authn (ES256)", "so-ES256", "native-ES256", "issue 13 target >= 1.0"),
+        ("envoy-wam .so / .wasm (RS256)", "so-RS256", "wam-RS256", "issue 13: native vs wasm"),
         ("envoy-wam / --compare build (ES256)", "wam-ES256", "ref-ES256", "no regression: ~1.0, ~+0 µs"),
     ]
     benchlib.report(

@@ -2,6 +2,8 @@
 against no filter and a no-op wasm filter. A further listener runs integration/floor-filter,
 which makes only the host calls envoy-wam needs for such a request and nothing else: it shows
 what the proxy-wasm boundary itself costs. With --compare, one more listener runs another
+build of envoy-wam (e.g. the previous release) with the same configuration. Two more run the
+native build (target/libenvoy_wam.so, an Envoy dynamic module) with the same configurations.
 build of envoy-wam (e.g. the previous release) with the same configuration. Issue 12: a
 listener with `"metrics": false` shows what counting into Envoy's stats costs (`--metrics`:
 only that comparison, with no filter and the no-op filter for reference, and a second
@@ -50,7 +52,7 @@ def main():
     if args.web_sessions:
         return web_sessions(args)
 
-    stack.build_wasm((stack.NOOP_DIR, stack.FLOOR_DIR))
+    stack.build_wasm((stack.NOOP_DIR, stack.FLOOR_DIR), native=True)
     logdir = tempfile.mkdtemp(prefix="envoy-wam-bench-")
     # The filter as the demo runs it (three identity headers), and with one identity header:
     # each header is one more host call on every request, the dominant cost of the hot path.
@@ -76,6 +78,9 @@ def main():
         Variant("wam-1h", "envoy-wam, 1 identity header", "wam", config_1h, headers=headers),
         Variant("wam-signed", "envoy-wam, signed cookie", "wam", config_signed, headers=headers_signed),
         Variant("wam-revoked", "envoy-wam, 200 revocations listed", "wam", config, headers=headers),
+        # Issue 13: the same core as an Envoy dynamic module (target/libenvoy_wam.so).
+        Variant("native", "envoy-wam native, 3 identity headers", "wam-native", config, headers=headers),
+        Variant("native-1h", "envoy-wam native, 1 identity header", "wam-native", config_1h, headers=headers),
         Variant("wam-nometrics", "envoy-wam, metrics off", "wam", config_nometrics, headers=headers),
     ]
     if args.metrics:
@@ -110,6 +115,10 @@ def main():
         ("encrypted cookie / signed cookie", "wam", "wam-signed", "issue 10 target: no slower"),
         ("200 revocations listed / none", "wam-revoked", "wam", "target: nothing measurable"),
         ("envoy-wam / --compare build", "wam", "wam-ref", "no regression: ~1.0, ~+0 µs"),
+        ("native (3 headers) / no filter", "native", "none", "issue 13 target >= 0.85"),
+        ("native (1 header) / no filter", "native-1h", "none", ""),
+        ("native / wasm (3 headers)", "native", "wam", "issue 13: native vs wasm"),
+        ("native / no-op wasm", "native", "noop", ""),
         ("metrics on / metrics off", "wam", "wam-nometrics", "issue 12 target: >= 0.98"),
         ("metrics on / on again", "wam", "wam-again", "the noise: the same listener twice"),
     ]

@@ -29,6 +29,11 @@ ENVOY = os.path.join(VENV_BIN, "envoy")
 # wasm-build.sh builds it (cargo, then wasm-opt). ENVOY_WAM_WASM: run the tests against a
 # .wasm built elsewhere (then it is not rebuilt here).
 WAM_WASM = os.environ.get("ENVOY_WAM_WASM") or os.path.join(ROOT, "target", "envoy_wam.wasm")
+# The native build (./native-build.sh): the same core as an Envoy dynamic module.
+WAM_SO = os.environ.get("ENVOY_WAM_SO") or os.path.join(ROOT, "target", "libenvoy_wam.so")
+# Which build "wam" means: "wasm" or "native". The tests' `built` fixture sets it per
+# parameter (ENVOY_WAM_BUILDS, e.g. "wasm,native"); scripts take ENVOY_WAM_BUILD.
+BUILD = os.environ.get("ENVOY_WAM_BUILD", "wasm")
 NOOP_DIR = os.path.join(ROOT, "integration", "noop-filter")
 NOOP_WASM = os.path.join(NOOP_DIR, "target", "wasm32-wasip1", "release", "noop_filter.wasm")
 FLOOR_DIR = os.path.join(ROOT, "integration", "floor-filter")
@@ -42,10 +47,19 @@ def free_port():
         return s.getsockname()[1]
 
 
-def build_wasm(references=(NOOP_DIR,)):
-    """Builds the filter (a no-op when up to date) and the reference filters named."""
+def build_native():
+    """Builds target/libenvoy_wam.so (a no-op when up to date) unless ENVOY_WAM_SO names one."""
+    if not os.environ.get("ENVOY_WAM_SO"):
+        subprocess.run([os.path.join(ROOT, "native-build.sh")], check=True, stdout=subprocess.DEVNULL)
+
+
+def build_wasm(references=(NOOP_DIR,), native=None):
+    """Builds the filter (a no-op when up to date) and the reference filters named; the native
+    build too when `native` (default: when BUILD is "native")."""
     if not os.environ.get("ENVOY_WAM_WASM"):
         subprocess.run([os.path.join(ROOT, "wasm-build.sh")], check=True, stdout=subprocess.DEVNULL)
+    if native or (native is None and BUILD == "native"):
+        build_native()
     for crate in references:
         subprocess.run(["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip1"], cwd=crate, check=True)
 
@@ -266,6 +280,12 @@ def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_
     filter alone stands between a hostile request and the backend. `access_log` names a file
     for Envoy's access log in ACCESS_LOG_FORMAT (the filter's access-log fields among them)."""
     http_filters = list(http_filters or [])
+    if filter == "wam" and BUILD == "native" and not wasm:
+        filter = "wam-native"
+    if filter == "wam-native":
+        http_filters.append(native_filter(with_redirect_uri(config, f"http://127.0.0.1:{listen_port}")))
+    elif filter == "wam-wasm":
+        filter = "wam"
     if filter in ("wam", "noop"):
         code = wasm or (WAM_WASM if filter == "wam" else NOOP_WASM)
         wasm_config = {
@@ -379,6 +399,20 @@ def file_access_log(path):
     }
 
 
+def native_filter(config, so=None):
+    """The native build as an HTTP filter: Envoy's dynamic-modules filter loading the .so, with
+    the same JSON configuration as the wasm filter's."""
+    return {
+        "name": "envoy.filters.http.dynamic_modules",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"module": {"local": {"filename": so or WAM_SO}}, "do_not_close": True},
+            "filter_name": "envoy-wam",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json.dumps(config)},
+        },
+    }
+
+
 def lds_bootstrap(bootstrap, lds_dir):
     """`bootstrap` turned into a file-LDS one: its listeners go to `lds_dir`/listeners.json
     (written as `write_lds` does), Envoy watches the directory and takes a new file when one is
@@ -421,7 +455,7 @@ def admin_stats(admin_port, filter=None):
     return out
 
 
-def start_envoy(listen_port, bootstrap, concurrency=1, logdir=None, name="envoy", wait=True):
+def start_envoy(listen_port, bootstrap, concurrency=1, logdir=None, name="envoy", wait=True, env=None):
     logdir = logdir or tempfile.mkdtemp(prefix="envoy-wam-")
     path = os.path.join(logdir, f"{name}.json")
     with open(path, "w") as f:
@@ -431,6 +465,7 @@ def start_envoy(listen_port, bootstrap, concurrency=1, logdir=None, name="envoy"
         name,
         [ENVOY, "-c", path, "--concurrency", str(concurrency), "--disable-hot-restart", "-l", "info"],
         logdir=logdir,
+        env=env,
     )
     p.port = listen_port
     p.url = f"http://127.0.0.1:{listen_port}"

@@ -16,6 +16,8 @@ import requests
 
 import stack
 
+pytestmark = pytest.mark.wasm_only("metrics: the native host does not flush them to Envoy yet")
+
 AUDIENCE = "https://orders.internal"
 
 

@@ -161,6 +161,13 @@ impl DiscoveryState {
     pub fn finished(&mut self) {
         self.in_flight = false;
     }
+
+    /// The request under way was dropped unanswered (the native host's callout dies with the
+    /// request that sent it): due again at once.
+    pub fn abandoned(&mut self) {
+        self.in_flight = false;
+        self.last_attempt = None;
+    }
 }
 
 #[cfg(test)]

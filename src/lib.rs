@@ -2,7 +2,8 @@
 //!
 //! The modules below `host` are plain Rust with no I/O: they take the time and randomness
 //! as inputs and say what to do as data ([`http::Action`]), so they compile and are tested
-//! natively. `host` maps proxy-wasm callbacks onto them and exists only on wasm32.
+//! natively. `host` maps the host's callbacks onto them: proxy-wasm on wasm32 (the `.wasm`),
+//! Envoy's dynamic-module ABI elsewhere (the `.so`, `./native-build.sh`).
 
 pub mod access;
 pub mod authtoken;
@@ -33,5 +34,4 @@ pub mod request;
 pub mod revocation;
 pub mod session;
 
-#[cfg(target_arch = "wasm32")]
 mod host;

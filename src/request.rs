@@ -119,7 +119,11 @@ impl HeaderList {
 
     pub fn push(&mut self, name: &str, value: &[u8]) {
         let name_start = self.names.len();
-        self.names.push_str(&name.to_ascii_lowercase());
+        // Lower-cased in place: no allocation per header (the native host pushes every one).
+        self.names.push_str(name);
+        if let Some(added) = self.names.get_mut(name_start..) {
+            added.make_ascii_lowercase();
+        }
         let value_start = self.values.len();
         self.values.extend_from_slice(value);
         self.entries

@@ -135,7 +135,12 @@ fn web_sessions_sharing_a_cookie_name_are_warned_about() {
 
 #[test]
 fn the_shipped_configs_have_no_errors() {
-    for name in ["envoy-demo.yaml", "envoy-compose.yaml", "lds/listener.yaml"] {
+    for name in [
+        "envoy-demo.yaml",
+        "envoy-native-demo.yaml",
+        "envoy-compose.yaml",
+        "lds/listener.yaml",
+    ] {
         let path = format!("{}/envoy/{name}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap();
         let found = check(&text);

@@ -32,6 +32,9 @@ impl Locator {
 }
 
 const WASM_TYPE: &str = "envoy.extensions.filters.http.wasm.v3.Wasm";
+/// The native build's filter (an Envoy dynamic module), configured with the same JSON.
+const DYNAMIC_MODULE_TYPE: &str =
+    "envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter";
 const STRING_VALUE_TYPE: &str = "google.protobuf.StringValue";
 
 /// Every envoy-wam configuration in the documents, in file order.
@@ -88,10 +91,15 @@ fn walk<'a>(node: &'a Node, hcm: Option<&'a Node>, out: &mut Vec<Target<'a>>) {
             } else {
                 hcm
             };
-            if type_is(node, WASM_TYPE) {
-                if let Some(t) = wasm_target(node, hcm) {
-                    out.push(t);
-                }
+            let configuration = if type_is(node, WASM_TYPE) {
+                node.get("config").and_then(|c| c.get("configuration"))
+            } else if type_is(node, DYNAMIC_MODULE_TYPE) {
+                node.get("filter_config")
+            } else {
+                None
+            };
+            if let Some(t) = configuration.and_then(|cfg| config_target(cfg, hcm)) {
+                out.push(t);
             }
             for (_, _, v) in entries {
                 walk(v, hcm, out);
@@ -102,8 +110,8 @@ fn walk<'a>(node: &'a Node, hcm: Option<&'a Node>, out: &mut Vec<Target<'a>>) {
     }
 }
 
-fn wasm_target<'a>(wasm: &'a Node, hcm: Option<&'a Node>) -> Option<Target<'a>> {
-    let cfg = wasm.get("config")?.get("configuration")?;
+/// The filter's configuration (a StringValue holding the JSON), wasm or native alike.
+fn config_target<'a>(cfg: &'a Node, hcm: Option<&'a Node>) -> Option<Target<'a>> {
     if !type_is(cfg, STRING_VALUE_TYPE) {
         return None;
     }

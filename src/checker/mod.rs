@@ -262,8 +262,9 @@ fn envoy_warnings(hcm: &Node, needs_client_ip: bool) -> Vec<Finding> {
 }
 
 /// The examples shipped with envoy-wam: their session keys are public.
-const EXAMPLES: [&str; 3] = [
+const EXAMPLES: [&str; 4] = [
     include_str!("../../envoy/envoy-demo.yaml"),
+    include_str!("../../envoy/envoy-native-demo.yaml"),
     include_str!("../../envoy/envoy-compose.yaml"),
     include_str!("../../envoy/istio-wasmplugin.yaml"),
 ];

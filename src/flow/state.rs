@@ -328,6 +328,26 @@ impl VmState {
         due
     }
 
+    /// The first discovery request due (OP index, request), for a host that sends one at a
+    /// time; the others stay due.
+    pub fn next_discovery_due(
+        &mut self,
+        settings: &Settings,
+        now: u64,
+    ) -> Option<(usize, Callout)> {
+        for (i, op) in settings.ops.iter().enumerate() {
+            let rt = self.op(i);
+            if !rt.discovery.due(now, rt.endpoints.is_some()) {
+                continue;
+            }
+            if let Some(callout) = discovery::request(op) {
+                rt.discovery.started(now);
+                return Some((i, callout));
+            }
+        }
+        None
+    }
+
     /// Takes in OP `i`'s discovery answer; returns a line for the log.
     pub fn on_discovery(
         &mut self,

@@ -9,10 +9,11 @@ use std::time::Duration;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType};
 
+use super::common::{callout_headers, callout_outcome, internal_error};
 use super::request::HostRequest;
 use super::runtime::{log, log_line, now_secs, now_since_epoch, HostEntropy};
 use crate::config::Settings;
-use crate::flow::{RequestFlow, VmState, MAX_CALLOUT_BODY};
+use crate::flow::{RequestFlow, VmState};
 use crate::http::{Action, Callout, CalloutResult, Forward, LocalResponse, Wake};
 use crate::request::HeaderSource;
 
@@ -54,13 +55,7 @@ impl PendingCallout {
 }
 
 pub(super) fn dispatch(c: &Callout) -> Option<PendingCallout> {
-    let mut headers: Vec<(&str, &str)> = vec![
-        (":method", c.method),
-        (":path", &c.path),
-        (":authority", &c.authority),
-        (":scheme", "https"),
-    ];
-    headers.extend(c.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    let headers = callout_headers(c);
     let body = (!c.body.is_empty()).then_some(c.body.as_slice());
     let timeout = Duration::from_millis(c.timeout_ms);
     match hostcalls::dispatch_http_call(&c.cluster, headers, body, vec![], timeout) {
@@ -92,29 +87,16 @@ pub(super) fn callout_result(pending: &PendingCallout, body_size: usize) -> Call
                 .ok()
                 .and_then(|s| s.parse::<u16>().ok())
         });
-    match status {
-        Some(status) if body_size <= MAX_CALLOUT_BODY => {
-            let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            CalloutResult::Response { status, body }
-        }
-        // Too large to be a real answer: treat like garbage.
-        Some(status) => CalloutResult::Response {
-            status,
-            body: Vec::new(),
-        },
-        None => {
-            // Envoy reports a reset, refused connection or timeout as an answer with no headers.
-            let elapsed = now_since_epoch().saturating_sub(pending.started);
-            if elapsed.as_millis() + 50 >= u128::from(pending.timeout_ms) {
-                CalloutResult::TimedOut
-            } else {
-                CalloutResult::Failed
-            }
-        }
-    }
+    let elapsed = now_since_epoch()
+        .saturating_sub(pending.started)
+        .as_millis();
+    let body = |size| {
+        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, size)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    };
+    callout_outcome(status, body, body_size, elapsed, pending.timeout_ms)
 }
 
 /// Requests of this VM that wait for a callout or for another request's callout, by context
@@ -198,7 +180,7 @@ impl Configured {
                         LogLevel::Error,
                         "envoy-wam: a request header could not be written; refusing (500)",
                     );
-                    respond(&LocalResponse::new(500).body("text/plain", "internal error\n"));
+                    respond(&internal_error());
                     return false;
                 }
                 state.borrow_mut().response_cookies = fwd.response_cookies;
@@ -304,9 +286,7 @@ impl Configured {
         state.borrow_mut().held = Some(request);
         // A held request never goes on as itself (see `Action::ReadBody`).
         let next = match next {
-            Action::Forward(_) if was_held => {
-                Action::Respond(LocalResponse::new(500).body("text/plain", "internal error\n"))
-            }
+            Action::Forward(_) if was_held => Action::Respond(internal_error()),
             other => other,
         };
         if self.carry_out(ctx, &state, next, origin) {

@@ -14,13 +14,14 @@ use super::actions::{
     callout_result, dispatch, respond, Configured, HttpState, Origin, PendingCallout, Registry,
     Shared,
 };
+use super::common::{after_body, configured_lines, new_vm, FORWARD_AFTER_BODY, TICK_MS};
 use super::request::HostRequest;
 use super::runtime::{log, log_line, Clock, HostEntropy};
 use super::shared::HostSharedData;
 use super::stats::Stats;
 use crate::config::Settings;
-use crate::flow::{RequestFlow, VmState};
-use crate::http::{Action, Body, CalloutResult, LocalResponse};
+use crate::flow::RequestFlow;
+use crate::http::{Body, CalloutResult, LocalResponse};
 use crate::metrics::Upstream;
 
 proxy_wasm::main! {{
@@ -94,48 +95,10 @@ impl RootContext for WamRoot {
                 return false;
             }
         };
-        let applications = match settings.policy_is_implicit {
-            true => "no policy: every path needs a session".to_string(),
-            false => format!("{} applications", settings.policy.applications().len()),
-        };
-        for web in &settings.web_sessions {
-            let op = settings.op(web.op);
-            log(
-                LogLevel::Info,
-                &format!(
-                    "envoy-wam: web session `{}` signs in at {} (client {}, cluster {}{})",
-                    web.name,
-                    op.issuer,
-                    web.client.client_id,
-                    op.cluster,
-                    if op.discovery.is_some() {
-                        ", discovery"
-                    } else {
-                        ""
-                    },
-                ),
-            );
+        for line in configured_lines(&settings, "wasm") {
+            log(LogLevel::Info, &line);
         }
-        for p in settings.providers.iter() {
-            if let Some(name) = &p.name {
-                let op = settings.op(p.op);
-                log(
-                    LogLevel::Info,
-                    &format!("envoy-wam: token provider `{name}` is {}", op.issuer),
-                );
-            }
-        }
-        log(LogLevel::Info, &format!("envoy-wam: {applications}"));
-        // A new configuration may name another OP: this VM's keys, sessions and endpoints start over.
-        let mut vm = VmState::new(&settings);
-        vm.store = Rc::new(HostSharedData);
-        let validates = settings
-            .web_sessions
-            .iter()
-            .any(|w| w.session.validate_interval_s > 0 || w.session.keep_access_token);
-        if validates {
-            vm.prepare_validation_slots();
-        }
+        let vm = new_vm(&settings, Rc::new(HostSharedData));
         self.stats = Some(Stats::define(&vm.metrics, self.stats.take()));
         self.configured = Some(Configured {
             settings: Rc::new(settings),
@@ -216,10 +179,6 @@ impl RootContext for WamRoot {
     }
 }
 
-/// How often the root context ticks: the clock's resolution, and the longest a deferred
-/// wake-up waits.
-const TICK_MS: u64 = 100;
-
 struct WamHttp {
     ctx: u32,
     clock: Clock,
@@ -299,17 +258,11 @@ impl WamHttp {
             self.clock.now(),
             &mut HostEntropy,
         );
-        let action = match action {
-            // The request went on held (see `Action::ReadBody`): it may not go on as itself.
-            Action::Forward(_) | Action::ReadBody { .. } => {
-                log(
-                    LogLevel::Error,
-                    "envoy-wam: a request whose body was read cannot be forwarded; refusing",
-                );
-                Action::Respond(LocalResponse::new(500).body("text/plain", "internal error\n"))
-            }
-            other => other,
-        };
+        // The request went on held (see `Action::ReadBody`): it may not go on as itself.
+        let (action, refused) = after_body(action);
+        if refused {
+            log(LogLevel::Error, FORWARD_AFTER_BODY);
+        }
         self.state.borrow_mut().held = Some(request);
         c.carry_out(self.ctx, &self.state, action, Origin::Safe);
         c.wake_released(self.ctx, Origin::Borrowed, false);

@@ -1,0 +1,17 @@
+//! The Envoy dynamic-module host: the same sans-IO core as the proxy-wasm host, loaded by
+//! Envoy as a native shared library (`target/libenvoy_wam.so`, `./native-build.sh`).
+//!
+//! - `abi`: the project's own `extern "C"` binding to Envoy's dynamic-module ABI (v0.2.0,
+//!   Envoy 1.40), the exported hooks (each under `catch_unwind`) and safe wrappers; the only
+//!   `unsafe` of this build;
+//! - `filter`: the mapping of Envoy's hooks onto the flow, and carrying out its actions;
+//! - `worker`: what one worker thread keeps per configuration (the VM state, parked
+//!   requests, the tick), the ticker thread, and the process-wide store the revocation list
+//!   is shared through.
+//!
+//! As in the wasm build, caches live per worker (a thread-local VM state per configuration);
+//! the revocation list and validation slots are shared by all workers of the process.
+
+mod abi;
+mod filter;
+mod worker;

@@ -1,0 +1,255 @@
+//! What one Envoy worker keeps per filter configuration (as the wasm build keeps per VM), the
+//! ticker that drives every worker's tick, and the store shared by all workers.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::abi::{log, LogLevel, Scheduler};
+use crate::config::Settings;
+use crate::flow::{Level, LogLine, VmState};
+use crate::host::common::{new_vm, TICK_MS};
+use crate::http::Wake;
+use crate::revocation::{SharedStore, StoreError};
+
+/// Scheduler events.
+pub(super) const EVENT_TICK: u64 = 1;
+pub(super) const EVENT_WAKE: u64 = 2;
+
+pub(super) fn now_since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+pub(super) fn now_secs() -> u64 {
+    now_since_epoch().as_secs()
+}
+
+pub(super) fn now_ms() -> u64 {
+    u64::try_from(now_since_epoch().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A line of the core's, prefixed as the wasm build's are (Envoy writes those as
+/// `wasm log envoy-wam: ...`): log readers and tests match `envoy-wam: <kind>:`.
+pub(super) fn log_line(line: &LogLine) {
+    let level = match line.level {
+        Level::Info => LogLevel::Info,
+        Level::Warn => LogLevel::Warn,
+        Level::Error => LogLevel::Error,
+    };
+    log(level, &format!("envoy-wam: {}", line.message));
+}
+
+/// A parked request of this worker: how to reach it (its scheduler) and where to leave why
+/// it is woken.
+pub(super) struct Parked {
+    pub(super) wake: Rc<Cell<Option<Wake>>>,
+    pub(super) scheduler: Scheduler,
+}
+
+/// One worker's state for one configuration.
+pub(super) struct Worker {
+    pub(super) settings: Rc<Settings>,
+    pub(super) vm: RefCell<VmState>,
+    pub(super) parked: RefCell<HashMap<u32, Parked>>,
+    next_ctx: Cell<u32>,
+    last_tick_ms: Cell<u64>,
+    /// The discovery callout under way: the request that sent it, the callout's id and the OP.
+    pub(super) discovery: Cell<Option<(u32, u64, usize)>>,
+}
+
+/// A worker's state per configuration id, with whether Envoy still holds the configuration.
+type Workers = HashMap<u64, (Rc<Worker>, Arc<AtomicBool>)>;
+
+thread_local! {
+    static WORKERS: RefCell<Workers> = RefCell::new(HashMap::new());
+}
+
+impl Worker {
+    /// This thread's state for configuration `id` (parsed from `json` on first use; the
+    /// configuration was checked when Envoy loaded it).
+    pub(super) fn for_config(id: u64, json: &[u8], alive: &Arc<AtomicBool>) -> Option<Rc<Worker>> {
+        if let Some(w) = WORKERS.with(|m| m.borrow().get(&id).map(|(w, _)| w.clone())) {
+            return Some(w);
+        }
+        let settings = Settings::from_json(json).ok()?;
+        let store: Rc<dyn SharedStore> = Rc::new(ProcessStore(id));
+        let vm = new_vm(&settings, store);
+        let w = Rc::new(Worker {
+            settings: Rc::new(settings),
+            vm: RefCell::new(vm),
+            parked: RefCell::new(HashMap::new()),
+            next_ctx: Cell::new(1),
+            last_tick_ms: Cell::new(now_ms()),
+            discovery: Cell::new(None),
+        });
+        WORKERS.with(|m| {
+            let mut m = m.borrow_mut();
+            // A new configuration on this worker (a reload): the state of those Envoy has
+            // destroyed goes (their last filters hold their own reference until they end).
+            m.retain(|_, (_, alive)| alive.load(Ordering::Relaxed));
+            m.insert(id, (w.clone(), alive.clone()));
+        });
+        Some(w)
+    }
+
+    /// A request id unique on this worker (the flow's single flights name waiters by it).
+    pub(super) fn next_ctx(&self) -> u32 {
+        let id = self.next_ctx.get();
+        self.next_ctx.set(id.wrapping_add(1).max(1));
+        id
+    }
+
+    /// The tick's share, at most once per [`TICK_MS`]: other workers' revocations in, this
+    /// worker's out, requests held for ticks released, log budgets rolled.
+    pub(super) fn tick_if_due(&self) {
+        let now = now_ms();
+        if now.saturating_sub(self.last_tick_ms.get()) < TICK_MS {
+            return;
+        }
+        self.last_tick_ms.set(now);
+        let secs = now / 1000;
+        let line = self.vm.borrow_mut().on_tick(&self.settings, secs);
+        if let Some(line) = line {
+            log_line(&line);
+        }
+        let suppressed = self.vm.borrow_mut().refused_lines.roll(secs);
+        if let Some(line) = suppressed {
+            log_line(&line);
+        }
+        self.wake_released();
+    }
+
+    /// Shares this worker's revocations with the others now. The wasm build leaves that to its
+    /// next tick, which comes every 100 ms; here a worker ticks from its requests, and the
+    /// request that revoked a session (a front-channel logout) may be its last for a while.
+    pub(super) fn publish_if_dirty(&self) {
+        let dirty = self.vm.borrow().revoked.is_dirty();
+        if dirty {
+            let line = self.vm.borrow_mut().publish_revocations(now_secs());
+            if let Some(line) = line {
+                log_line(&line);
+            }
+        }
+    }
+
+    /// Hands every request the core released its reason, and posts it a wake-up: it runs in
+    /// its own hook (`on_http_filter_scheduled`), never inside another request's.
+    pub(super) fn wake_released(&self) {
+        let woken = std::mem::take(&mut self.vm.borrow_mut().woken);
+        let parked = self.parked.borrow();
+        for (ctx, why) in woken {
+            if let Some(p) = parked.get(&ctx) {
+                p.wake.set(Some(why));
+                p.scheduler.commit(EVENT_WAKE);
+            }
+        }
+    }
+
+    pub(super) fn park(&self, ctx: u32, wake: Rc<Cell<Option<Wake>>>, scheduler: Scheduler) {
+        self.parked
+            .borrow_mut()
+            .insert(ctx, Parked { wake, scheduler });
+        ticker_add(scheduler);
+    }
+
+    /// `true` when the request was parked.
+    pub(super) fn unpark(&self, ctx: u32) -> bool {
+        match self.parked.borrow_mut().remove(&ctx) {
+            Some(p) => {
+                ticker_remove(p.scheduler);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The ticker: Envoy gives a dynamic module no per-worker timer, so one thread posts a tick to
+// every parked request every TICK_MS; each runs its worker's tick in its own hook. A worker
+// with no parked request ticks from its next request instead (nothing waits for it then).
+
+fn ticker() -> &'static Mutex<Vec<Scheduler>> {
+    static TICKER: OnceLock<Mutex<Vec<Scheduler>>> = OnceLock::new();
+    TICKER.get_or_init(|| {
+        let spawned = std::thread::Builder::new()
+            .name("envoy-wam-tick".into())
+            .spawn(|| loop {
+                std::thread::sleep(Duration::from_millis(TICK_MS));
+                if let Ok(list) = ticker().lock() {
+                    for s in list.iter() {
+                        s.commit(EVENT_TICK);
+                    }
+                }
+            });
+        if spawned.is_err() {
+            log(
+                LogLevel::Critical,
+                "envoy-wam: could not start the ticker thread; parked requests wake only on \
+                 other requests",
+            );
+        }
+        Mutex::new(Vec::new())
+    })
+}
+
+fn ticker_add(s: Scheduler) {
+    if let Ok(mut list) = ticker().lock() {
+        if !list.contains(&s) {
+            list.push(s);
+        }
+    }
+}
+
+/// Takes `s` off the ticker's list; once this returns the ticker no longer commits to it, so
+/// it may be deleted.
+pub(super) fn ticker_remove(s: Scheduler) {
+    let mut list = match ticker().lock() {
+        Ok(list) => list,
+        // A poisoned lock still guards the list: a panic elsewhere must not leave a deleted
+        // scheduler in it.
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    list.retain(|x| *x != s);
+}
+
+// ---------------------------------------------------------------------------------------
+// The store the revocation list and validation slots are shared through: one per process,
+// keyed by configuration, with proxy-wasm's shared-data compare-and-swap semantics.
+
+type Entries = HashMap<(u64, String), (Vec<u8>, u32)>;
+
+fn store() -> &'static Mutex<(Entries, u32)> {
+    static STORE: OnceLock<Mutex<(Entries, u32)>> = OnceLock::new();
+    STORE.get_or_init(|| Mutex::new((HashMap::new(), 0)))
+}
+
+/// Every worker's view of the process-wide store, for configuration `.0`.
+struct ProcessStore(u64);
+
+impl SharedStore for ProcessStore {
+    fn load(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        let guard = store().lock().ok()?;
+        guard.0.get(&(self.0, key.to_owned())).cloned()
+    }
+
+    fn store(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        let mut guard = store().lock().map_err(|_| StoreError::Other)?;
+        let (entries, last) = &mut *guard;
+        let k = (self.0, key.to_owned());
+        // As in Envoy's shared data: a CAS value only matters when the key exists.
+        if let (Some(cas), Some((_, current))) = (cas, entries.get(&k)) {
+            if cas != *current {
+                return Err(StoreError::CasMismatch);
+            }
+        }
+        *last = last.wrapping_add(1).max(1);
+        entries.insert(k, (value.to_vec(), *last));
+        Ok(())
+    }
+}
