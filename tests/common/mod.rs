@@ -2,7 +2,6 @@
 //! heads, and unwrapping the core's actions.
 #![allow(dead_code)]
 
-pub mod life;
 pub mod two_ops;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
