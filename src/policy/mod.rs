@@ -7,6 +7,7 @@
 //! case-insensitive unless an application says otherwise, and a request that no resource
 //! serves is refused rather than left to the application's rules.
 
+mod app_api;
 mod audit;
 mod config;
 mod ratelimit;
