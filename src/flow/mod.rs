@@ -251,37 +251,14 @@ impl RequestFlow {
                 return self.route_refused(request, refused, rng);
             }
         };
-        self.ws = match &route.target {
-            Target::App { app, .. } | Target::Unprotected(Some(app)) => app.web_session,
-            Target::Endpoint(e) => e.web_session(),
-            Target::Unprotected(None) => 0,
-        };
+        self.ws = route.target.web_session();
         let (app, resource) = match route.target {
             Target::Endpoint(endpoint) => {
                 let head = RequestHead::read(request, &route);
                 return self.endpoint(settings, vm, &head, endpoint, now, rng);
             }
             Target::Unprotected(app) => {
-                self.access_target(settings, app, None);
-                self.access_decision(settings, "unprotected");
-                // Nothing is vouched for, but the application's backend (a mediated site) must
-                // still get nothing a client could have made up.
-                let site = app.and_then(|app| settings.site_for(app));
-                let who = identify::Who::default();
-                let fwd = forward::forward(
-                    settings,
-                    self.ws,
-                    vm,
-                    request,
-                    &route,
-                    false,
-                    &who,
-                    site.map(|(_, s)| s),
-                    None,
-                    now,
-                    rng,
-                );
-                return Action::Forward(fwd);
+                return self.unprotected(settings, vm, request, &route, app, now, rng)
             }
             Target::App { app, resource } => (app, resource),
         };
@@ -326,6 +303,38 @@ impl RequestFlow {
             &who,
             site.map(|(_, s)| s),
             mediated.as_deref(),
+            now,
+            rng,
+        ))
+    }
+
+    /// A global unprotected path: nothing is vouched for, but the application's backend (a
+    /// mediated site) must still get nothing a client could have made up.
+    #[allow(clippy::too_many_arguments)]
+    fn unprotected(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        request: &dyn HeaderSource,
+        route: &route::Route<'_, '_>,
+        app: Option<&crate::policy::Application>,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) -> Action {
+        self.access_target(settings, app, None);
+        self.access_decision(settings, "unprotected");
+        let site = app.and_then(|app| settings.site_for(app));
+        let who = identify::Who::default();
+        Action::Forward(forward::forward(
+            settings,
+            self.ws,
+            vm,
+            request,
+            route,
+            false,
+            &who,
+            site.map(|(_, s)| s),
+            None,
             now,
             rng,
         ))

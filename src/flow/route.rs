@@ -58,6 +58,18 @@ pub(crate) enum Endpoint {
     AuthtokenJwks,
 }
 
+impl Target<'_> {
+    /// The web session the request deals with: its application's, its endpoint's, or the
+    /// default one.
+    pub(crate) fn web_session(&self) -> usize {
+        match self {
+            Target::App { app, .. } | Target::Unprotected(Some(app)) => app.web_session,
+            Target::Endpoint(e) => e.web_session(),
+            Target::Unprotected(None) => 0,
+        }
+    }
+}
+
 impl Endpoint {
     /// The web session the endpoint belongs to (the default for the shared ones).
     pub(crate) fn web_session(&self) -> usize {
