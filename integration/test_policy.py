@@ -112,13 +112,15 @@ _sessions = {}
 
 
 def session(gw, user):
-    """A logged-in requests.Session for `user` (one login per user for the module)."""
-    if (gw.url, user) not in _sessions:
+    """A logged-in requests.Session for `user` (one login per user and build for the module:
+    the other build's gateway on the same port has validated, and rotated, its own sessions)."""
+    key = (stack.BUILD, gw.url, user)
+    if key not in _sessions:
         s = requests.Session()
         r = stack.login(s, gw.url, "/portal/home/login", user)
         assert r.status_code == 200 and r.json()["headers"]["x-wam-user"] == user, r.text[:300]
-        _sessions[(gw.url, user)] = s
-    return _sessions[(gw.url, user)]
+        _sessions[key] = s
+    return _sessions[key]
 
 
 def get(s, gw, path, **kw):
