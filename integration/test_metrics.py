@@ -167,7 +167,8 @@ def test_counters_move_by_exactly_what_happened(metered, op):
     timed = settled(metered, lambda s: all(count(u)(s) == 1 for u in ("op_token", "jwks", "sts")), timeout=8)
     for upstream in ("op_token", "jwks", "sts"):
         assert count(upstream)(timed) == 1, upstream
-        assert timed[key("callout_duration_ms_sum", upstream=upstream)] > 0
+        # Recorded in whole milliseconds: a loopback callout may take less than one.
+        assert timed[key("callout_duration_ms_sum", upstream=upstream)] >= 0
     assert count("introspection")(timed) == 0
 
 
