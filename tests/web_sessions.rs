@@ -209,26 +209,22 @@ fn an_id_token_signed_by_the_other_op_is_refused() {
     assert_eq!(r.status, 403, "{r:?}");
 }
 
+/// Alice signs in at `/corp` and at `/partner/x`: the two session cookies (`name=value`).
+fn sign_in_at_both(gw: &mut Gateway, corp: &Op, partner: &Op) -> (String, String) {
+    let (_, q, txn) = start(gw, "/corp");
+    let r = finish(gw, corp, ISSUER, "pa_wam", "/pa/oidc/cb", &q, &txn);
+    let corp_cookie = session_of(&r, "PA.wam");
+    let (_, q, txn) = start(gw, "/partner/x");
+    let cb = "/pa/oidc/cb/partner";
+    let r = finish(gw, partner, PARTNER, "gw_partner", cb, &q, &txn);
+    (corp_cookie, session_of(&r, "PA.partner"))
+}
+
 #[test]
 fn logout_ends_only_its_own_web_session_at_its_own_op() {
     let (corp, partner) = (Op::new(), Op::new());
     let mut gw = Gateway::with(&config("PA.partner"));
-    let (_, q, txn) = start(&mut gw, "/corp");
-    let corp_cookie = session_of(
-        &finish(&mut gw, &corp, ISSUER, "pa_wam", "/pa/oidc/cb", &q, &txn),
-        "PA.wam",
-    );
-    let (_, q, txn) = start(&mut gw, "/partner/x");
-    let r = finish(
-        &mut gw,
-        &partner,
-        PARTNER,
-        "gw_partner",
-        "/pa/oidc/cb/partner",
-        &q,
-        &txn,
-    );
-    let partner_cookie = session_of(&r, "PA.partner");
+    let (corp_cookie, partner_cookie) = sign_in_at_both(&mut gw, &corp, &partner);
     let both = format!("{corp_cookie}; {partner_cookie}");
 
     let r = respond(gw.request_ticked(&head(
@@ -264,22 +260,7 @@ fn logout_ends_only_its_own_web_session_at_its_own_op() {
 fn a_back_channel_logout_of_one_op_ends_no_session_of_the_other() {
     let (corp, partner) = (Op::new(), Op::new());
     let mut gw = Gateway::with(&config("PA.partner"));
-    let (_, q, txn) = start(&mut gw, "/corp");
-    let corp_cookie = session_of(
-        &finish(&mut gw, &corp, ISSUER, "pa_wam", "/pa/oidc/cb", &q, &txn),
-        "PA.wam",
-    );
-    let (_, q, txn) = start(&mut gw, "/partner/x");
-    let r = finish(
-        &mut gw,
-        &partner,
-        PARTNER,
-        "gw_partner",
-        "/pa/oidc/cb/partner",
-        &q,
-        &txn,
-    );
-    let partner_cookie = session_of(&r, "PA.partner");
+    let (corp_cookie, partner_cookie) = sign_in_at_both(&mut gw, &corp, &partner);
 
     // The partner OP logs out its `alice`: the corporate `alice` is someone else.
     let token = partner.logout_token(json!({
