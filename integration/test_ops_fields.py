@@ -14,7 +14,6 @@ import stack
 
 import pytest
 
-pytestmark = pytest.mark.wasm_only("access-log fields: the native host does not write filter state yet")
 
 HTML = {"accept": "text/html"}
 

@@ -25,7 +25,6 @@ import requests
 
 import stack
 
-pytestmark = pytest.mark.wasm_only("reload stats: the native host does not record them yet")
 
 HTML = {"accept": "text/html"}
 SLOT = 3  # the gateway port this module uses (conftest's Gateways)
