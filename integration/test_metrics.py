@@ -198,7 +198,7 @@ def test_the_examples_name_real_metrics_and_the_same_labels(metered):
             for label in group.split(","):
                 assert label.strip() in labels | {"le"}, (label, expr)
     want = [(t["tag_name"], t["regex"]) for t in stack.wam_stats_tags()]
-    for path in ("examples/envoy-stats-tags.yaml", "envoy/envoy-demo.yaml", "envoy/envoy-compose.yaml", "envoy/istio-wasmplugin.yaml"):
+    for path in ("examples/envoy-stats-tags.yaml", "envoy/envoy-demo.yaml", "envoy/envoy-native-demo.yaml", "envoy/envoy-compose.yaml", "envoy/istio-wasmplugin.yaml"):
         with open(os.path.join(stack.ROOT, path)) as f:
             text = f.read()
         found = re.findall(r"tag_name: (\w+),?\s+regex: '([^']+)'", text)
