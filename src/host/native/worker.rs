@@ -95,27 +95,31 @@ impl Worker {
             stats: config.stats.clone(),
             reported: Cell::new(Reported::default()),
         });
+        WORKERS.with(|m| m.borrow_mut().insert(id, (w.clone(), config.alive.clone())));
+        w.reap_destroyed();
+        Some(w)
+    }
+
+    /// Drops this thread's state for the configurations Envoy has destroyed (Envoy destroys
+    /// one only after its last filter, so nothing uses it any more). What such a state added
+    /// to the cache-size gauges is taken back out by this state's next flush: the gauges of
+    /// every configuration are one stat per name. Called when a configuration starts on this
+    /// worker and from the tick, so a reload's old caches leave the gauges within a tick of
+    /// Envoy dropping them (after the listener's drain).
+    fn reap_destroyed(&self) {
+        let mut carried = self.reported.get();
         WORKERS.with(|m| {
-            let mut m = m.borrow_mut();
-            // A new configuration on this worker (a reload): the state of those Envoy has
-            // destroyed goes (their last filters hold their own reference until they end),
-            // and what it added to the cache-size gauges is taken back out by this state's
-            // first flush (the gauges of both are one stat per name).
-            let mut carried = Reported::default();
-            m.retain(|_, (old, alive)| {
+            m.borrow_mut().retain(|_, (old, alive)| {
                 let keep = alive.load(Ordering::Relaxed);
                 if !keep {
-                    let gone = old.reported.replace(Reported::default());
-                    for (c, g) in carried.iter_mut().zip(gone) {
+                    for (c, g) in carried.iter_mut().zip(old.reported.get()) {
                         *c = c.saturating_add(g);
                     }
                 }
                 keep
-            });
-            w.reported.set(carried);
-            m.insert(id, (w.clone(), config.alive.clone()));
+            })
         });
-        Some(w)
+        self.reported.set(carried);
     }
 
     /// Hands Envoy what this worker counted, through `envoy`, a filter of this configuration
@@ -141,6 +145,7 @@ impl Worker {
             return;
         }
         self.last_tick_ms.set(now);
+        self.reap_destroyed();
         let secs = now / 1000;
         let line = self.vm.borrow_mut().on_tick(&self.settings, secs);
         if let Some(line) = line {
