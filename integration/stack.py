@@ -470,7 +470,8 @@ def admin_stats(admin_port, filter=None):
     return out
 
 
-def start_envoy(listen_port, bootstrap, concurrency=1, logdir=None, name="envoy", wait=True, env=None):
+def start_envoy(listen_port, bootstrap, concurrency=1, logdir=None, name="envoy", wait=True, env=None, args=()):
+    """Envoy with `bootstrap`; `args` are more command-line arguments (e.g. --drain-time-s)."""
     logdir = logdir or tempfile.mkdtemp(prefix="envoy-wam-")
     path = os.path.join(logdir, f"{name}.json")
     with open(path, "w") as f:
@@ -478,7 +479,7 @@ def start_envoy(listen_port, bootstrap, concurrency=1, logdir=None, name="envoy"
     admin = bootstrap["admin"]["address"]["socket_address"]["port_value"]
     p = Proc(
         name,
-        [ENVOY, "-c", path, "--concurrency", str(concurrency), "--disable-hot-restart", "-l", "info"],
+        [ENVOY, "-c", path, "--concurrency", str(concurrency), "--disable-hot-restart", "-l", "info", *args],
         logdir=logdir,
         env=env,
     )
