@@ -115,3 +115,127 @@ impl SharedTier for SharedCaches {
         lock(&self.limits).take(limit, key, now_ms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bearer::{TokenCache, TokenInfo};
+    use crate::http::HeaderOps;
+    use crate::login::tests::CountingEntropy;
+    use crate::session::{KeyRing, SessionCache};
+    use std::time::Instant;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn settings() -> Settings {
+        let json = serde_json::json!({
+            "op": {"issuer": "https://op.example.com", "cluster": "op",
+                   "authorization_endpoint": "https://op.example.com/auth",
+                   "token_endpoint": "https://op.example.com/token",
+                   "jwks_uri": "https://op.example.com/jwks"},
+            "client": {"client_id": "c", "client_secret": "s",
+                       "redirect_uri": "https://gw.example.com/pa/oidc/cb"},
+            "session": {"signing_keys": [{"kid": "k1", "secret": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}]}
+        });
+        Settings::from_json(json.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn one_tier_per_configuration_and_the_later_jwks_wins() {
+        let s = settings();
+        let a = SharedCaches::for_config(9001, &s);
+        assert!(Arc::ptr_eq(&a, &SharedCaches::for_config(9001, &s)));
+        let b = SharedCaches::for_config(9002, &s);
+        assert!(!Arc::ptr_eq(&a, &b), "a reload gets a tier of its own");
+        a.put_jwks(0, Arc::new(Vec::new()), NOW + 10);
+        a.put_jwks(0, Arc::new(Vec::new()), NOW);
+        assert_eq!(a.jwks(0).map(|(_, at)| at), Some(NOW + 10));
+        assert!(b.jwks(0).is_none());
+        drop((a, b));
+        let c = SharedCaches::for_config(9001, &s);
+        assert!(c.jwks(0).is_none(), "no worker held it: a new one");
+    }
+
+    /// Per lookup: a hit in a worker's own cache, a hit in the shared tier (a worker that has
+    /// not seen the cookie), and a miss in both (the cookie opened and its JSON parsed).
+    /// `cargo test --release --lib shared_caches -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn what_a_session_lookup_costs() {
+        let s = settings();
+        let tier: Arc<dyn SharedTier> = SharedCaches::for_config(9100, &s);
+        let keys = KeyRing::new(&[("k1".into(), vec![7; 32])]);
+        let mut claims = serde_json::Map::new();
+        claims.insert("groups".into(), serde_json::json!(["staff", "admins"]));
+        let session = crate::session::Session {
+            sid: "sid".into(),
+            sub: "alice".into(),
+            auth_time: NOW,
+            created_at: NOW,
+            expires_at: NOW + 3600,
+            last_activity: NOW,
+            claims,
+            op: Default::default(),
+        };
+        let token = session.encode(&keys, &mut CountingEntropy(0)).unwrap();
+        let derive = |s: &crate::session::Session| {
+            let h = |n: &str, v: &str| (n.to_string(), Some(v.to_string()));
+            let groups = "staff,admins";
+            let all = [
+                h("x-wam-user", &s.sub),
+                h("x-wam-email", "a@example.com"),
+                h("x-wam-groups", groups),
+            ];
+            Some(HeaderOps::from(all))
+        };
+        let mut warm = SessionCache::new(10).with_tier(Some(tier.clone()), 0);
+        assert!(warm.lookup(&token, &keys, NOW, 3600, derive).is_some());
+        let n = 200_000u32;
+        let time = |f: &mut dyn FnMut()| {
+            let t = Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+        };
+        let l1 = time(&mut || {
+            std::hint::black_box(warm.lookup(&token, &keys, NOW, 3600, derive));
+        });
+        let l2 = time(&mut || {
+            let mut cold = SessionCache::new(10).with_tier(Some(tier.clone()), 0);
+            std::hint::black_box(cold.lookup(&token, &keys, NOW, 3600, derive));
+        });
+        let miss = time(&mut || {
+            let mut cold = SessionCache::new(10);
+            std::hint::black_box(cold.lookup(&token, &keys, NOW, 3600, derive));
+        });
+        println!(
+            "session lookup: L1 hit {l1:.3} µs, L2 hit {l2:.3} µs, miss (verify) {miss:.3} µs"
+        );
+
+        // A bearer-token verdict: a worker's own cache, and the tier's (a worker that has not
+        // seen the token: its miss, then the tier, then its own cache filled).
+        let key = [3u8; 32];
+        let info = TokenInfo {
+            sub: Some("svc".into()),
+            client_id: Some("api_client".into()),
+            scopes: vec!["orders:read".into()],
+            expires_at: NOW + 600,
+            claims: serde_json::Map::new(),
+            headers: derive(&session).unwrap(),
+            provider: 0,
+        };
+        let mut warm = TokenCache::new(10, 300, 10).with_tier(Some(tier.clone()));
+        warm.lookup(&key, 1, NOW);
+        warm.complete(&key, Some(Ok(info)), NOW);
+        let l1 = time(&mut || {
+            std::hint::black_box(warm.lookup(&key, 1, NOW));
+        });
+        let l2 = time(&mut || {
+            let mut cold = TokenCache::new(10, 300, 10).with_tier(Some(tier.clone()));
+            std::hint::black_box(cold.lookup(&key, 1, NOW));
+            std::hint::black_box(cold.from_tier(&key, NOW));
+        });
+        println!("bearer lookup: L1 hit {l1:.3} µs, L2 hit {l2:.3} µs");
+    }
+}
