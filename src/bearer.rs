@@ -349,7 +349,7 @@ impl TokenCache {
     /// After a miss here (`Lookup::CheckIt`, the caller leads): the verdict another worker
     /// reached, if the shared tier holds one still good at `now`. It is then kept here until
     /// the same second as there; returns the verdict and the contexts that waited for it.
-    pub fn from_tier(&mut self, key: &[u8; 32], now: u64) -> Option<(Lookup, Vec<u32>)> {
+    pub fn verdict_in_tier(&mut self, key: &[u8; 32], now: u64) -> Option<(Lookup, Vec<u32>)> {
         let (verdict, until) = active(&self.shared)?.token(key)?;
         if now >= until {
             return None;

@@ -51,6 +51,9 @@ pub struct SharedToken {
 /// A bearer token's cached verdict: its check, or why it was refused.
 pub type SharedVerdict = Result<Arc<SharedToken>, BearerError>;
 
+/// An OP's JWKS and when it was fetched.
+pub type SharedJwks = (Arc<Vec<Jwk>>, u64);
+
 /// What the workers of one process share, for one configuration (a reload gets a new one).
 /// `until`: the second from which an entry must no longer be served.
 pub trait SharedTier: Send + Sync {
@@ -63,7 +66,7 @@ pub trait SharedTier: Send + Sync {
     fn token(&self, key: &Key) -> Option<(SharedVerdict, u64)>;
     fn put_token(&self, key: &Key, verdict: SharedVerdict, until: u64);
     /// OP `op`'s JWKS and when it was fetched.
-    fn jwks(&self, op: usize) -> Option<(Arc<Vec<Jwk>>, u64)>;
+    fn jwks(&self, op: usize) -> Option<SharedJwks>;
     /// Keeps the set unless the tier holds one fetched later.
     fn put_jwks(&self, op: usize, keys: Arc<Vec<Jwk>>, fetched_at: u64);
     /// Site `site`'s token (the value sent upstream) for the subject of `key`.

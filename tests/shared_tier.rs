@@ -18,7 +18,9 @@ use envoy_wam::http::{Action, CalloutResult};
 use envoy_wam::jwks::Jwk;
 use envoy_wam::policy::{Limit, RateLimits};
 use envoy_wam::revocation::Revoked;
-use envoy_wam::shared_tier::{SharedSession, SharedTier, SharedVerdict};
+use envoy_wam::shared_tier::{SharedJwks, SharedSession, SharedTier, SharedVerdict};
+
+type SiteEntry = (Arc<str>, u64);
 use serde_json::{json, Value};
 
 mod common;
@@ -30,8 +32,8 @@ struct FakeTier {
     keys: TokenKeys,
     sessions: Mutex<HashMap<(usize, String), Arc<SharedSession>>>,
     tokens: Mutex<HashMap<Key, (SharedVerdict, u64)>>,
-    jwks: Mutex<HashMap<usize, (Arc<Vec<Jwk>>, u64)>>,
-    sites: Mutex<HashMap<(usize, Key), (Arc<str>, u64)>>,
+    jwks: Mutex<HashMap<usize, SharedJwks>>,
+    sites: Mutex<HashMap<(usize, Key), SiteEntry>>,
     limits: Mutex<RateLimits>,
     hits: AtomicUsize,
 }
@@ -75,7 +77,7 @@ impl SharedTier for FakeTier {
     fn put_token(&self, key: &Key, verdict: SharedVerdict, until: u64) {
         self.tokens.lock().unwrap().insert(*key, (verdict, until));
     }
-    fn jwks(&self, op: usize) -> Option<(Arc<Vec<Jwk>>, u64)> {
+    fn jwks(&self, op: usize) -> Option<SharedJwks> {
         let found = self.jwks.lock().unwrap().get(&op).cloned();
         self.hit(found)
     }

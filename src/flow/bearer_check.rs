@@ -153,7 +153,7 @@ impl RequestFlow {
         }
         // Missed here: another worker may have checked it (the native build's shared tier).
         let found = match found {
-            Lookup::CheckIt => match vm.tokens.from_tier(&key, now) {
+            Lookup::CheckIt => match vm.tokens.verdict_in_tier(&key, now) {
                 Some((found, waiters)) => {
                     vm.wake(waiters, Wake::Ready);
                     found

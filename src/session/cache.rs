@@ -111,7 +111,7 @@ impl SessionCache {
                 return Err(dead);
             }
         }
-        if let Some(found) = self.from_tier(key, token) {
+        if let Some(found) = self.in_tier(key, token) {
             // Another worker verified it: the same time checks as a hit here; the revocation
             // list is the caller's to consult, as for any entry.
             if !found.session.is_live(now, idle_timeout_s) {
@@ -132,7 +132,7 @@ impl SessionCache {
     }
 
     /// The shared tier's entry for exactly `token`, if any.
-    fn from_tier(&self, key: &str, token: &str) -> Option<Arc<SharedSession>> {
+    fn in_tier(&self, key: &str, token: &str) -> Option<Arc<SharedSession>> {
         let (tier, ws) = active(&self.shared)?;
         tier.session(*ws, key).filter(|s| s.token == token)
     }

@@ -17,7 +17,7 @@ use crate::config::Settings;
 use crate::flow::SESSION_CACHE_ENTRIES;
 use crate::jwks::Jwk;
 use crate::policy::{Limit, RateLimits};
-use crate::shared_tier::{SharedSession, SharedTier, SharedVerdict};
+use crate::shared_tier::{SharedJwks, SharedSession, SharedTier, SharedVerdict};
 
 /// See the module documentation.
 pub(super) struct SharedCaches {
@@ -27,7 +27,7 @@ pub(super) struct SharedCaches {
     tokens: Cache<Key, (SharedVerdict, u64)>,
     /// By site and subject key.
     sites: Cache<(usize, Key), (Arc<str>, u64)>,
-    jwks: Mutex<HashMap<usize, (Arc<Vec<Jwk>>, u64)>>,
+    jwks: Mutex<HashMap<usize, SharedJwks>>,
     limits: Mutex<RateLimits>,
 }
 
@@ -91,7 +91,7 @@ impl SharedTier for SharedCaches {
         self.tokens.insert(*key, (verdict, until));
     }
 
-    fn jwks(&self, op: usize) -> Option<(Arc<Vec<Jwk>>, u64)> {
+    fn jwks(&self, op: usize) -> Option<SharedJwks> {
         lock(&self.jwks).get(&op).cloned()
     }
 
@@ -234,7 +234,7 @@ mod tests {
         let l2 = time(&mut || {
             let mut cold = TokenCache::new(10, 300, 10).with_tier(Some(tier.clone()));
             std::hint::black_box(cold.lookup(&key, 1, NOW));
-            std::hint::black_box(cold.from_tier(&key, NOW));
+            std::hint::black_box(cold.verdict_in_tier(&key, NOW));
         });
         println!("bearer lookup: L1 hit {l1:.3} µs, L2 hit {l2:.3} µs");
     }
