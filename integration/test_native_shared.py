@@ -58,24 +58,24 @@ def worker_connections(gw):
     return sorted(v for k, v in stats.items() if k.startswith(f"listener.127.0.0.1_{gw.port}."))
 
 
-def open_two(gw):
-    """Two open keep-alive connections, one per worker (checked, not assumed)."""
-    conns = [http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10) for _ in range(2)]
-    for c in conns:
-        c.connect()
-    deadline = time.time() + 5
-    while worker_connections(gw) != [1, 1] and time.time() < deadline:
-        time.sleep(0.05)
-    assert worker_connections(gw) == [1, 1], "exact balance did not give each worker one connection"
-    return conns
-
-
 @pytest.fixture
 def two_workers(gw):
-    conns = open_two(gw)
-    yield conns
-    for c in conns:
-        c.close()
+    """Two open keep-alive connections, one per worker (checked, not assumed), and at the end
+    still the same two (http.client would silently reconnect, perhaps to the other worker)."""
+    conns = [http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10) for _ in range(2)]
+    try:
+        for c in conns:
+            c.connect()
+        deadline = time.time() + 5
+        while worker_connections(gw) != [1, 1] and time.time() < deadline:
+            time.sleep(0.05)
+        assert worker_connections(gw) == [1, 1], "exact balance did not give each worker one connection"
+        socks = [c.sock for c in conns]
+        yield conns
+        assert [c.sock for c in conns] == socks, "a connection was reopened: its worker is unknown"
+    finally:
+        for c in conns:
+            c.close()
 
 
 def get(conn, path, headers=None):
