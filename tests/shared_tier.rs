@@ -181,14 +181,36 @@ impl Process {
         h: &HeaderList,
         r: CalloutResult,
     ) -> Action {
+        self.answer_at(w, flow, h, r, NOW)
+    }
+
+    fn answer_at(
+        &mut self,
+        w: usize,
+        flow: &mut RequestFlow,
+        h: &HeaderList,
+        r: CalloutResult,
+        now: u64,
+    ) -> Action {
         flow.on_callout(
             &self.settings,
             &mut self.workers[w],
             h,
             r,
-            NOW,
+            now,
             &mut self.rng,
         )
+    }
+
+    /// Worker `w` fetches the keys for `h` (a new token) and lets it through.
+    fn fetch_keys(&mut self, w: usize, h: &HeaderList, jwks: Vec<u8>, now: u64) {
+        let mut flow = RequestFlow::new();
+        assert_eq!(callout(self.request_in(w, &mut flow, h, now)).path, "/jwks");
+        let keys = CalloutResult::Response {
+            status: 200,
+            body: jwks,
+        };
+        forward(self.answer_at(w, &mut flow, h, keys, now));
     }
 }
 
@@ -258,6 +280,50 @@ fn a_token_and_the_keys_one_worker_learned_serve_the_other_without_a_callout() {
     callout(alone.request_in(0, &mut flow, &h, NOW));
     forward(alone.answer(0, &mut flow, &h, keys));
     assert_eq!(callout(alone.request(1, &h, NOW + 1)).path, "/jwks");
+}
+
+/// The OP's JWKS after a rotation: `old`'s key (kid op-ec-1) and `new`'s, as op-ec-2.
+fn rotated_jwks(old: &Op, new: &Op) -> Vec<u8> {
+    let keys = |op: &Op| serde_json::from_slice::<Value>(&op.jwks()).unwrap()["keys"][0].clone();
+    let mut second = keys(new);
+    second["kid"] = json!("op-ec-2");
+    json!({"keys": [keys(old), second]})
+        .to_string()
+        .into_bytes()
+}
+
+#[test]
+fn a_worker_meeting_an_unknown_kid_takes_the_keys_another_fetched_after_a_rotation() {
+    let old = Op::new();
+    let mut new = Op::new();
+    new.key = new.key.with_key_id("op-ec-2");
+    let tier = Arc::new(FakeTier::default());
+    let mut p = Process::new(Some(tier));
+    // Both workers have the keys from before the rotation (worker 1 took worker 0's).
+    p.fetch_keys(0, &jwt_request(&access_token(&old, "a")), old.jwks(), NOW);
+    let h = jwt_request(&access_token(&old, "b"));
+    assert_eq!(user(&forward(p.request(1, &h, NOW))), Some("b"));
+    // The OP rotates; worker 0 meets the new kid and fetches the new set.
+    p.fetch_keys(
+        0,
+        &jwt_request(&access_token(&new, "c")),
+        rotated_jwks(&old, &new),
+        NOW + 100,
+    );
+    // Worker 1 meets it too: its set lacks the kid, the tier has a later one. No callout.
+    let h = jwt_request(&access_token(&new, "d"));
+    assert_eq!(user(&forward(p.request(1, &h, NOW + 101))), Some("d"));
+
+    // Without a tier, worker 1 fetches on its own.
+    let mut alone = Process::new(None);
+    alone.fetch_keys(1, &jwt_request(&access_token(&old, "a")), old.jwks(), NOW);
+    alone.fetch_keys(
+        0,
+        &jwt_request(&access_token(&new, "c")),
+        rotated_jwks(&old, &new),
+        NOW + 100,
+    );
+    assert_eq!(callout(alone.request(1, &h, NOW + 101)).path, "/jwks");
 }
 
 fn introspection(exp: u64) -> CalloutResult {
