@@ -53,7 +53,7 @@ def main():
     if args.web_sessions:
         return web_sessions(args)
 
-    stack.build_wasm((stack.NOOP_DIR, stack.FLOOR_DIR), native=True)
+    stack.build_wasm((stack.NOOP_DIR, stack.FLOOR_DIR, stack.FLOOR_NATIVE_DIR), native=True)
     logdir = tempfile.mkdtemp(prefix="envoy-wam-bench-")
     # The filter as the demo runs it (three identity headers), and with one identity header:
     # each header is one more host call on every request, the dominant cost of the hot path.
@@ -82,6 +82,10 @@ def main():
         # Issue 13: the same core as an Envoy dynamic module (target/libenvoy_wam.so).
         Variant("native", "envoy-wam native, 3 identity headers", "wam-native", config, headers=headers),
         Variant("native-1h", "envoy-wam native, 1 identity header", "wam-native", config_1h, headers=headers),
+        # The native references: a dynamic module doing nothing, and one making exactly the
+        # dynamic-module calls of envoy-wam's valid-session request and nothing else.
+        Variant("native-noop", "no-op dynamic module", "none", headers=headers, http_filters=[stack.native_filter("noop", so=stack.FLOOR_NATIVE_SO)]),
+        Variant("native-floor", "host calls only (floor-native)", "none", headers=headers, http_filters=[stack.native_filter("floor", so=stack.FLOOR_NATIVE_SO)]),
         Variant("wam-nometrics", "envoy-wam, metrics off", "wam", config_nometrics, headers=headers),
     ]
     if args.metrics:
@@ -124,6 +128,9 @@ def main():
         ("native (1 header) / no filter", "native-1h", "none", ""),
         ("native / wasm (3 headers)", "native", "wam", "issue 13: native vs wasm"),
         ("native / no-op wasm", "native", "noop", ""),
+        ("native floor / no filter", "native-floor", "none", "the dynamic-module boundary"),
+        ("native (3 headers) / native floor", "native", "native-floor", "the filter's own logic, natively"),
+        ("no-op dynamic module / no filter", "native-noop", "none", ""),
         ("metrics on / metrics off", "wam", "wam-nometrics", "issue 12 target: >= 0.98"),
         ("metrics on / on again", "wam", "wam-again", "the noise: the same listener twice"),
         ("native: metrics on / off", "native", "native-nometrics", "issue 13: the per-request flush, target >= 0.98"),

@@ -38,6 +38,9 @@ NOOP_DIR = os.path.join(ROOT, "integration", "noop-filter")
 NOOP_WASM = os.path.join(NOOP_DIR, "target", "wasm32-wasip1", "release", "noop_filter.wasm")
 FLOOR_DIR = os.path.join(ROOT, "integration", "floor-filter")
 FLOOR_WASM = os.path.join(FLOOR_DIR, "target", "wasm32-wasip1", "release", "floor_filter.wasm")
+# The native counterparts (one .so, configured "noop" or "floor"): benchmarks only.
+FLOOR_NATIVE_DIR = os.path.join(ROOT, "integration", "floor-native")
+FLOOR_NATIVE_SO = os.path.join(FLOOR_NATIVE_DIR, "target", "release", "libfloor_native.so")
 CLIENT_SECRET = "demo-secret-change-me-0123456789abcdef"
 
 
@@ -61,7 +64,8 @@ def build_wasm(references=(NOOP_DIR,), native=None):
     if native or (native is None and BUILD == "native"):
         build_native()
     for crate in references:
-        subprocess.run(["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip1"], cwd=crate, check=True)
+        target = [] if crate == FLOOR_NATIVE_DIR else ["--target", "wasm32-wasip1"]
+        subprocess.run(["cargo", "build", "--quiet", "--release"] + target, cwd=crate, check=True)
 
 
 _LIVE = set()

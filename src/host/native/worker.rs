@@ -1,5 +1,6 @@
 //! What one Envoy worker keeps per filter configuration (as the wasm build keeps per VM), the
-//! ticker that drives every worker's tick, and the store shared by all workers.
+//! ticker that drives every worker's tick, and the store shared by all workers (the caches'
+//! shared tier is in `shared_caches`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -10,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::abi::{log, Filter, LogLevel, Scheduler};
 use super::filter::Config;
+use super::shared_caches::SharedCaches;
 use super::stats::{self, Reported, StatIds};
 use crate::config::Settings;
 use crate::flow::{Level, LogLine, VmState};
@@ -84,7 +86,8 @@ impl Worker {
         }
         let settings = Settings::from_json(&config.json).ok()?;
         let store: Rc<dyn SharedStore> = Rc::new(ProcessStore(id));
-        let vm = new_vm(&settings, store);
+        let mut vm = new_vm(&settings, store);
+        vm.share(SharedCaches::for_config(id, &settings));
         let w = Rc::new(Worker {
             settings: Rc::new(settings),
             vm: RefCell::new(vm),
