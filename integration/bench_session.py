@@ -4,10 +4,11 @@ which makes only the host calls envoy-wam needs for such a request and nothing e
 what the proxy-wasm boundary itself costs. With --compare, one more listener runs another
 build of envoy-wam (e.g. the previous release) with the same configuration. Two more run the
 native build (target/libenvoy_wam.so, an Envoy dynamic module) with the same configurations.
-build of envoy-wam (e.g. the previous release) with the same configuration. Issue 12: a
+Issue 12: a
 listener with `"metrics": false` shows what counting into Envoy's stats costs (`--metrics`:
 only that comparison, with no filter and the no-op filter for reference, and a second
-metrics-on listener whose difference from the first is the machine's noise).
+metrics-on listener whose difference from the first is the machine's noise; the same three for the
+native build).
 
 All variants are listeners of ONE Envoy (concurrency 1), measured in interleaved rounds; Envoy
 runs on CPU 0 and wrk on CPU 1 (integration/benchlib.py). Routes answer with Envoy's
@@ -89,8 +90,12 @@ def main():
     ]
     if args.metrics:
         # The same filter twice more: how far two identical listeners differ on this machine.
-        variants = [v for v in variants if v.name in ("none", "noop", "wam", "wam-nometrics")]
+        # And the native build the same way: its counts are handed to Envoy as each request
+        # ends (src/host/native/stats.rs), not from a timer.
+        variants = [v for v in variants if v.name in ("none", "noop", "wam", "wam-nometrics", "native")]
         variants.append(Variant("wam-again", "envoy-wam again (metrics on)", "wam", config, headers=headers))
+        variants.append(Variant("native-nometrics", "envoy-wam native, metrics off", "wam-native", config_nometrics, headers=headers))
+        variants.append(Variant("native-again", "envoy-wam native again (metrics on)", "wam-native", config, headers=headers))
     if args.compare:
         variants.append(Variant("wam-ref", "--compare build, 3 headers", "wam", config, wasm=os.path.abspath(args.compare), headers=headers_signed))
 
@@ -128,6 +133,8 @@ def main():
         ("no-op dynamic module / no filter", "native-noop", "none", ""),
         ("metrics on / metrics off", "wam", "wam-nometrics", "issue 12 target: >= 0.98"),
         ("metrics on / on again", "wam", "wam-again", "the noise: the same listener twice"),
+        ("native: metrics on / off", "native", "native-nometrics", "issue 13: the per-request flush, target >= 0.98"),
+        ("native: metrics on / on again", "native", "native-again", "the noise, native"),
     ]
     benchlib.report(
         "valid-session request, one Envoy, 1 worker, one listener per variant",

@@ -5,6 +5,8 @@
 //!   Envoy 1.40), the exported hooks (each under `catch_unwind`) and safe wrappers; the only
 //!   `unsafe` of this build;
 //! - `filter`: the mapping of Envoy's hooks onto the flow, and carrying out its actions;
+//! - `stats`: the filter's metrics and reload stats, defined per configuration and handed to
+//!   Envoy as requests end;
 //! - `worker`: what one worker thread keeps per configuration (the VM state, parked
 //!   requests, the tick), the ticker thread, and the process-wide store the revocation list
 //!   is shared through.
@@ -20,4 +22,5 @@
 mod abi;
 mod filter;
 mod shared_caches;
+mod stats;
 mod worker;
