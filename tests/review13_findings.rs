@@ -18,6 +18,7 @@ use envoy_wam::shared_tier::{SharedJwks, SharedSession, SharedTier, SharedVerdic
 use serde_json::{json, Value};
 
 mod common;
+use common::two_ops::two_op_config;
 use common::*;
 
 type SiteEntry = (Arc<str>, u64);
@@ -115,7 +116,11 @@ struct Process {
 
 impl Process {
     fn new(tier: Option<Arc<Tier>>) -> Self {
-        let settings = Settings::from_json(config().to_string().as_bytes()).unwrap();
+        Self::with(&config(), tier)
+    }
+
+    fn with(config: &Value, tier: Option<Arc<Tier>>) -> Self {
+        let settings = Settings::from_json(config.to_string().as_bytes()).unwrap();
         let workers = [VmState::new(&settings), VmState::new(&settings)].map(|mut vm| {
             if let Some(tier) = &tier {
                 vm.share(tier.clone());
@@ -233,4 +238,38 @@ fn a_verdict_for_one_applications_audience_is_not_reused_for_another() {
     let billing = bearer("billing.example.com", &t);
     let refused = p.request(1, &mut RequestFlow::new(), &billing, NOW + 1);
     assert_eq!(respond(refused).status, 401);
+}
+
+fn header<'f>(f: &'f envoy_wam::http::Forward, name: &str) -> Option<&'f str> {
+    f.identity
+        .iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, v)| v.as_deref())
+}
+
+/// Guard: two web sessions with the same cookie name and secret (each derives its own keys
+/// from it). A cookie one worker verified for the default web session is, at the other worker,
+/// no session of the partner web session: the tier is asked per web session.
+#[test]
+fn a_session_in_the_tier_serves_only_the_web_session_that_verified_it() {
+    let secret = URL_SAFE_NO_PAD.encode([9u8; 32]);
+    let cfg = two_op_config("PA.wam", &secret);
+    let tier = Arc::new(Tier::default());
+    let mut p = Process::with(&cfg, Some(tier.clone()));
+    let cookie = session_cookie(&p.settings.default_web().session.keys, "alice", &[]);
+    let corp = at("gw.example.com", "GET", "/x", &[("cookie", &cookie)]);
+    let f = forward(p.request(0, &mut RequestFlow::new(), &corp, NOW));
+    assert_eq!(header(&f, "x-wam-user"), Some("alice"));
+    assert_eq!(tier.sessions.lock().unwrap().len(), 1, "told to the tier");
+    let partner = at(
+        "gw.example.com",
+        "GET",
+        "/partner/x",
+        &[("cookie", &cookie)],
+    );
+    let r = respond(p.request(1, &mut RequestFlow::new(), &partner, NOW + 1));
+    assert_eq!(r.status, 401);
+    // The same cookie at the default web session on worker 1: from the tier.
+    let f = forward(p.request(1, &mut RequestFlow::new(), &corp, NOW + 2));
+    assert_eq!(header(&f, "x-wam-user"), Some("alice"));
 }
