@@ -2,83 +2,19 @@
 //! process-wide L2, played on two workers (two `VmState`s) sharing a plain-map tier that keeps
 //! what the real one (`host::native::shared_caches`) keeps, with the same "later JWKS wins" rule.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use envoy_wam::bearer::TokenKeys;
-use envoy_wam::cache::Key;
 use envoy_wam::config::Settings;
 use envoy_wam::flow::{HeaderList, RequestFlow, VmState};
 use envoy_wam::http::{Action, CalloutResult};
-use envoy_wam::jwks::Jwk;
-use envoy_wam::policy::{Limit, RateLimits};
-use envoy_wam::shared_tier::{SharedJwks, SharedSession, SharedTier, SharedVerdict};
 use serde_json::{json, Value};
 
 mod common;
+use common::fake_tier::FakeTier as Tier;
 use common::two_ops::two_op_config;
 use common::*;
-
-type SiteEntry = (Arc<str>, u64);
-
-#[derive(Default)]
-struct Tier {
-    keys: TokenKeys,
-    sessions: Mutex<HashMap<(usize, String), Arc<SharedSession>>>,
-    tokens: Mutex<HashMap<Key, (SharedVerdict, u64)>>,
-    jwks: Mutex<HashMap<usize, SharedJwks>>,
-    sites: Mutex<HashMap<(usize, Key), SiteEntry>>,
-    limits: Mutex<RateLimits>,
-}
-
-impl SharedTier for Tier {
-    fn token_keys(&self) -> &TokenKeys {
-        &self.keys
-    }
-    fn session(&self, ws: usize, sig: &str) -> Option<Arc<SharedSession>> {
-        self.sessions
-            .lock()
-            .unwrap()
-            .get(&(ws, sig.into()))
-            .cloned()
-    }
-    fn put_session(&self, ws: usize, sig: &str, entry: Arc<SharedSession>) {
-        self.sessions
-            .lock()
-            .unwrap()
-            .insert((ws, sig.into()), entry);
-    }
-    fn token(&self, key: &Key) -> Option<(SharedVerdict, u64)> {
-        self.tokens.lock().unwrap().get(key).cloned()
-    }
-    fn put_token(&self, key: &Key, verdict: SharedVerdict, until: u64) {
-        self.tokens.lock().unwrap().insert(*key, (verdict, until));
-    }
-    fn jwks(&self, op: usize) -> Option<SharedJwks> {
-        self.jwks.lock().unwrap().get(&op).cloned()
-    }
-    /// As the real tier: the later set is kept.
-    fn put_jwks(&self, op: usize, keys: Arc<Vec<Jwk>>, fetched_at: u64) {
-        let mut sets = self.jwks.lock().unwrap();
-        if sets.get(&op).is_none_or(|(_, at)| *at <= fetched_at) {
-            sets.insert(op, (keys, fetched_at));
-        }
-    }
-    fn site_token(&self, site: usize, key: &Key) -> Option<(Arc<str>, u64)> {
-        self.sites.lock().unwrap().get(&(site, *key)).cloned()
-    }
-    fn put_site_token(&self, site: usize, key: &Key, value: Arc<str>, until: u64) {
-        self.sites
-            .lock()
-            .unwrap()
-            .insert((site, *key), (value, until));
-    }
-    fn take(&self, limit: &Limit, key: &str, now_ms: u64) -> Result<(), u64> {
-        self.limits.lock().unwrap().take(limit, key, now_ms)
-    }
-}
 
 fn config() -> Value {
     json!({

@@ -4,100 +4,20 @@
 //! without a callout; expired entries are misses; a revoked session found there is refused;
 //! rate limits are exact across the workers.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use envoy_wam::bearer::TokenKeys;
-use envoy_wam::cache::Key;
 use envoy_wam::config::Settings;
 use envoy_wam::flow::{HeaderList, RequestFlow, VmState};
 use envoy_wam::http::{Action, CalloutResult};
-use envoy_wam::jwks::Jwk;
-use envoy_wam::policy::{Limit, RateLimits};
 use envoy_wam::revocation::Revoked;
-use envoy_wam::shared_tier::{SharedJwks, SharedSession, SharedTier, SharedVerdict};
 
-type SiteEntry = (Arc<str>, u64);
 use serde_json::{json, Value};
 
 mod common;
+use common::fake_tier::FakeTier;
 use common::*;
-
-/// The tier of one process, in plain maps; `hits` counts the entries it handed out.
-#[derive(Default)]
-struct FakeTier {
-    keys: TokenKeys,
-    sessions: Mutex<HashMap<(usize, String), Arc<SharedSession>>>,
-    tokens: Mutex<HashMap<Key, (SharedVerdict, u64)>>,
-    jwks: Mutex<HashMap<usize, SharedJwks>>,
-    sites: Mutex<HashMap<(usize, Key), SiteEntry>>,
-    limits: Mutex<RateLimits>,
-    hits: AtomicUsize,
-}
-
-impl FakeTier {
-    fn hit<T>(&self, found: Option<T>) -> Option<T> {
-        if found.is_some() {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-        }
-        found
-    }
-
-    fn hits(&self) -> usize {
-        self.hits.load(Ordering::Relaxed)
-    }
-}
-
-impl SharedTier for FakeTier {
-    fn token_keys(&self) -> &TokenKeys {
-        &self.keys
-    }
-    fn session(&self, ws: usize, sig: &str) -> Option<Arc<SharedSession>> {
-        let found = self
-            .sessions
-            .lock()
-            .unwrap()
-            .get(&(ws, sig.into()))
-            .cloned();
-        self.hit(found)
-    }
-    fn put_session(&self, ws: usize, sig: &str, entry: Arc<SharedSession>) {
-        self.sessions
-            .lock()
-            .unwrap()
-            .insert((ws, sig.into()), entry);
-    }
-    fn token(&self, key: &Key) -> Option<(SharedVerdict, u64)> {
-        let found = self.tokens.lock().unwrap().get(key).cloned();
-        self.hit(found)
-    }
-    fn put_token(&self, key: &Key, verdict: SharedVerdict, until: u64) {
-        self.tokens.lock().unwrap().insert(*key, (verdict, until));
-    }
-    fn jwks(&self, op: usize) -> Option<SharedJwks> {
-        let found = self.jwks.lock().unwrap().get(&op).cloned();
-        self.hit(found)
-    }
-    fn put_jwks(&self, op: usize, keys: Arc<Vec<Jwk>>, fetched_at: u64) {
-        self.jwks.lock().unwrap().insert(op, (keys, fetched_at));
-    }
-    fn site_token(&self, site: usize, key: &Key) -> Option<(Arc<str>, u64)> {
-        let found = self.sites.lock().unwrap().get(&(site, *key)).cloned();
-        self.hit(found)
-    }
-    fn put_site_token(&self, site: usize, key: &Key, value: Arc<str>, until: u64) {
-        self.sites
-            .lock()
-            .unwrap()
-            .insert((site, *key), (value, until));
-    }
-    fn take(&self, limit: &Limit, key: &str, now_ms: u64) -> Result<(), u64> {
-        self.limits.lock().unwrap().take(limit, key, now_ms)
-    }
-}
 
 fn config() -> Value {
     json!({

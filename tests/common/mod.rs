@@ -2,6 +2,7 @@
 //! heads, and unwrapping the core's actions.
 #![allow(dead_code)]
 
+pub mod fake_tier;
 pub mod two_ops;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
