@@ -10,13 +10,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 config=envoy/envoy-demo.yaml
-if [ "${1:-}" = "--lds" ]; then config=envoy/envoy-lds.yaml; fi
-
-config=envoy/envoy-demo.yaml
 case "${1:-}" in
+--lds) config=envoy/envoy-lds.yaml ;;
 --native) config=envoy/envoy-native-demo.yaml ;;
 "") ;;
-*) echo "usage: envoy/demo.sh [--native]" >&2; exit 2 ;;
+*) echo "usage: envoy/demo.sh [--lds | --native]" >&2; exit 2 ;;
 esac
 
 scripts/setup.sh

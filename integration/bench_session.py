@@ -10,7 +10,8 @@ issue names for a valid-session request; the bench checks first that they answer
 the route, not a redirect to the OP, and redirect a tampered cookie. Issue 12: a
 listener with `"metrics": false` shows what counting into Envoy's stats costs (`--metrics`:
 only that comparison, with no filter and the no-op filter for reference, and a second
-metrics-on listener whose difference from the first is the machine's noise).
+metrics-on listener whose difference from the first is the machine's noise; the same three for the
+native build).
 
 All variants are listeners of ONE Envoy (concurrency 1), measured in interleaved rounds; Envoy
 runs on CPU 0 and wrk on CPU 1 (integration/benchlib.py). Routes answer with Envoy's
@@ -61,7 +62,7 @@ def main():
     if args.web_sessions:
         return web_sessions(args)
 
-    stack.build_wasm((stack.NOOP_DIR, stack.FLOOR_DIR), native=True)
+    stack.build_wasm((stack.NOOP_DIR, stack.FLOOR_DIR, stack.FLOOR_NATIVE_DIR), native=True)
     logdir = tempfile.mkdtemp(prefix="envoy-wam-bench-")
     # The filter as the demo runs it (three identity headers), and with one identity header:
     # each header is one more host call on every request, the dominant cost of the hot path.
@@ -90,13 +91,21 @@ def main():
         # Issue 13: the same core as an Envoy dynamic module (target/libenvoy_wam.so).
         Variant("native", "envoy-wam native, 3 identity headers", "wam-native", config, headers=headers),
         Variant("native-1h", "envoy-wam native, 1 identity header", "wam-native", config_1h, headers=headers),
+        # The native references: a dynamic module doing nothing, and one making exactly the
+        # dynamic-module calls of envoy-wam's valid-session request and nothing else.
+        Variant("native-noop", "no-op dynamic module", "none", headers=headers, http_filters=[stack.native_filter("noop", so=stack.FLOOR_NATIVE_SO)]),
+        Variant("native-floor", "host calls only (floor-native)", "none", headers=headers, http_filters=[stack.native_filter("floor", so=stack.FLOOR_NATIVE_SO)]),
         Variant("wam-nometrics", "envoy-wam, metrics off", "wam", config_nometrics, headers=headers),
     ]
     variants += oauth2_variants()
     if args.metrics:
         # The same filter twice more: how far two identical listeners differ on this machine.
-        variants = [v for v in variants if v.name in ("none", "noop", "wam", "wam-nometrics")]
+        # And the native build the same way: its counts are handed to Envoy as each request
+        # ends (src/host/native/stats.rs), not from a timer.
+        variants = [v for v in variants if v.name in ("none", "noop", "wam", "wam-nometrics", "native")]
         variants.append(Variant("wam-again", "envoy-wam again (metrics on)", "wam", config, headers=headers))
+        variants.append(Variant("native-nometrics", "envoy-wam native, metrics off", "wam-native", config_nometrics, headers=headers))
+        variants.append(Variant("native-again", "envoy-wam native again (metrics on)", "wam-native", config, headers=headers))
     if args.compare:
         variants.append(Variant("wam-ref", "--compare build, 3 headers", "wam", config, wasm=os.path.abspath(args.compare), headers=headers_signed))
 
@@ -130,6 +139,9 @@ def main():
         ("native (1 header) / no filter", "native-1h", "none", ""),
         ("native / wasm (3 headers)", "native", "wam", "issue 13: native vs wasm"),
         ("native / no-op wasm", "native", "noop", ""),
+        ("native floor / no filter", "native-floor", "none", "the dynamic-module boundary"),
+        ("native (3 headers) / native floor", "native", "native-floor", "the filter's own logic, natively"),
+        ("no-op dynamic module / no filter", "native-noop", "none", ""),
         ("native / Envoy oauth2", "native", "oauth2", "issue 13: against Envoy's own filter"),
         ("wasm / Envoy oauth2", "wam", "oauth2", ""),
         ("Envoy oauth2 / no filter", "oauth2", "none", "tokens encrypted (its default)"),
@@ -138,6 +150,8 @@ def main():
         ("native / Envoy oauth2 (plain tokens)", "native", "oauth2-plain", ""),
         ("metrics on / metrics off", "wam", "wam-nometrics", "issue 12 target: >= 0.98"),
         ("metrics on / on again", "wam", "wam-again", "the noise: the same listener twice"),
+        ("native: metrics on / off", "native", "native-nometrics", "issue 13: the per-request flush, target >= 0.98"),
+        ("native: metrics on / on again", "native", "native-again", "the noise, native"),
     ]
     benchlib.report(
         "valid-session request, one Envoy, 1 worker, one listener per variant",

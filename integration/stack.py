@@ -38,6 +38,9 @@ NOOP_DIR = os.path.join(ROOT, "integration", "noop-filter")
 NOOP_WASM = os.path.join(NOOP_DIR, "target", "wasm32-wasip1", "release", "noop_filter.wasm")
 FLOOR_DIR = os.path.join(ROOT, "integration", "floor-filter")
 FLOOR_WASM = os.path.join(FLOOR_DIR, "target", "wasm32-wasip1", "release", "floor_filter.wasm")
+# The native counterparts (one .so, configured "noop" or "floor"): benchmarks only.
+FLOOR_NATIVE_DIR = os.path.join(ROOT, "integration", "floor-native")
+FLOOR_NATIVE_SO = os.path.join(FLOOR_NATIVE_DIR, "target", "release", "libfloor_native.so")
 CLIENT_SECRET = "demo-secret-change-me-0123456789abcdef"
 
 
@@ -61,7 +64,8 @@ def build_wasm(references=(NOOP_DIR,), native=None):
     if native or (native is None and BUILD == "native"):
         build_native()
     for crate in references:
-        subprocess.run(["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip1"], cwd=crate, check=True)
+        target = [] if crate == FLOOR_NATIVE_DIR else ["--target", "wasm32-wasip1"]
+        subprocess.run(["cargo", "build", "--quiet", "--release"] + target, cwd=crate, check=True)
 
 
 _LIVE = set()
@@ -282,7 +286,8 @@ def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_
     http_filters = list(http_filters or [])
     if filter == "wam" and BUILD == "native" and not wasm:
         filter = "wam-native"
-    if filter == "wam-native":
+    native = filter == "wam-native"
+    if native:
         http_filters.append(native_filter(with_redirect_uri(config, f"http://127.0.0.1:{listen_port}")))
     elif filter == "wam-wasm":
         filter = "wam"
@@ -317,6 +322,7 @@ def envoy_bootstrap(listen_port, admin_port, filter="wam", config=None, backend_
     if op_port:
         clusters.append(_cluster("op", op_port))
     return {
+        **({"layered_runtime": NATIVE_RUNTIME} if native else {}),
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
             "listeners": [
@@ -399,6 +405,17 @@ def file_access_log(path):
     }
 
 
+# What the native build's Envoy needs so that /stats/prometheus names its metrics as the wasm
+# build's (envoy_wam_*, not envoy_wasmcustom_envoy_wam_*): Envoy 1.40 strips a dynamic module's
+# metrics_namespace from Prometheus names only with this runtime flag (off by default), as it
+# always does for wasm's `wasmcustom`. envoy/envoy-native-demo.yaml sets the same.
+NATIVE_RUNTIME = {
+    "layers": [
+        {"name": "static", "static_layer": {"envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix": True}},
+    ]
+}
+
+
 def native_filter(config, so=None):
     """The native build as an HTTP filter: Envoy's dynamic-modules filter loading the .so, with
     the same JSON configuration as the wasm filter's."""
@@ -406,7 +423,8 @@ def native_filter(config, so=None):
         "name": "envoy.filters.http.dynamic_modules",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
-            "dynamic_module_config": {"module": {"local": {"filename": so or WAM_SO}}, "do_not_close": True},
+            # The wasm build's stats namespace: both builds serve the same metric names.
+            "dynamic_module_config": {"module": {"local": {"filename": so or WAM_SO}}, "do_not_close": True, "metrics_namespace": "wasmcustom"},
             "filter_name": "envoy-wam",
             "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json.dumps(config)},
         },
@@ -421,6 +439,7 @@ def lds_bootstrap(bootstrap, lds_dir):
     write_lds(lds_dir, bootstrap["static_resources"]["listeners"])
     return {
         "node": {"id": "envoy-wam", "cluster": "envoy-wam"},
+        **({"layered_runtime": bootstrap["layered_runtime"]} if "layered_runtime" in bootstrap else {}),
         "admin": bootstrap["admin"],
         "static_resources": {"clusters": bootstrap["static_resources"]["clusters"]},
         "dynamic_resources": {
@@ -455,7 +474,8 @@ def admin_stats(admin_port, filter=None):
     return out
 
 
-def start_envoy(listen_port, bootstrap, concurrency=1, logdir=None, name="envoy", wait=True, env=None):
+def start_envoy(listen_port, bootstrap, concurrency=1, logdir=None, name="envoy", wait=True, env=None, args=()):
+    """Envoy with `bootstrap`; `args` are more command-line arguments (e.g. --drain-time-s)."""
     logdir = logdir or tempfile.mkdtemp(prefix="envoy-wam-")
     path = os.path.join(logdir, f"{name}.json")
     with open(path, "w") as f:
@@ -463,7 +483,7 @@ def start_envoy(listen_port, bootstrap, concurrency=1, logdir=None, name="envoy"
     admin = bootstrap["admin"]["address"]["socket_address"]["port_value"]
     p = Proc(
         name,
-        [ENVOY, "-c", path, "--concurrency", str(concurrency), "--disable-hot-restart", "-l", "info"],
+        [ENVOY, "-c", path, "--concurrency", str(concurrency), "--disable-hot-restart", "-l", "info", *args],
         logdir=logdir,
         env=env,
     )

@@ -9,6 +9,9 @@ filter's configuration, from a watched file (LDS, `path_config_source` with
 - An invalid one (a session key too short) is refused: Envoy counts a rejected update, the
   log names the field, envoy-wam's reload stats say so, and the previous configuration keeps
   serving. A valid one after it is taken again.
+- Once Envoy has drained and dropped a replaced configuration, its caches leave the
+  cache-size gauge (the wasm build withdraws them when its VM goes; the native build when the
+  worker next starts a configuration or ticks).
 
 Connections opened before an update keep the filter chain they started on until Envoy drains
 them (`--drain-time-s`), so every check after an update uses a new connection.
@@ -25,7 +28,6 @@ import requests
 
 import stack
 
-pytestmark = pytest.mark.wasm_only("reload stats: the native host does not record them yet")
 
 HTML = {"accept": "text/html"}
 SLOT = 3  # the gateway port this module uses (conftest's Gateways)
@@ -64,12 +66,13 @@ def config(op, keys, admin_groups):
 class LdsGateway:
     """Envoy (two workers) whose one listener comes from a watched file."""
 
-    def __init__(self, op, backend, port, logdir, cfg):
+    def __init__(self, op, backend, port, logdir, cfg, concurrency=2, args=()):
         self.port, self.op, self.backend = port, op, backend
         self.admin = stack.free_port()
         self.dir = os.path.join(logdir, f"lds-{port}")
         boot = stack.lds_bootstrap(self.bootstrap(cfg), self.dir)
-        self.envoy = stack.start_envoy(port, boot, concurrency=2, logdir=logdir, name=f"envoy-lds-{port}")
+        boot["stats_config"] = {"stats_tags": stack.wam_stats_tags()}
+        self.envoy = stack.start_envoy(port, boot, concurrency=concurrency, logdir=logdir, name=f"envoy-lds-{port}", args=args)
         self.url = self.envoy.url
 
     def bootstrap(self, cfg):
@@ -108,8 +111,8 @@ class LdsGateway:
 def lds(built, op, backend, gateways, logdir):
     started = []
 
-    def start(cfg):
-        g = LdsGateway(op, backend, gateways.ports[SLOT], logdir, cfg)
+    def start(cfg, **kw):
+        g = LdsGateway(op, backend, gateways.ports[SLOT], logdir, cfg, **kw)
         started.append(g)
         return g
 
@@ -199,3 +202,43 @@ def test_a_login_started_before_a_change_completes_after_it(lds, op):
     assert done.status_code == 200, done.text[:300]
     assert done.json()["headers"]["x-wam-user"] == "bob"
     assert done.json()["path"] == "/admin/x", "bob is let into /admin/ by the new policy"
+
+
+def test_a_replaced_configurations_caches_leave_the_cache_gauges(lds, op):
+    """The cache-size gauge counts the caches that exist: once Envoy has drained and dropped
+    the old listener (and with it the old configuration's caches), only the new
+    configuration's entries are in it. One worker, a drain of one second."""
+    k1 = {"kid": "k1", "secret": key(1)}
+    gw = lds(config(op, [k1], ["admins"]), concurrency=1, args=("--drain-time-s", "1"))
+    bob = session_cookie(op, gw.url)
+    assert gw.get("/", bob).status_code == 200
+
+    def sessions():
+        return stack.prometheus_samples(gw.admin).get(("envoy_wam_cache_entries", frozenset({("cache", "sessions")})))
+
+    def settles(want, timeout=10):
+        deadline = time.time() + timeout
+        while sessions() != want:
+            assert time.time() < deadline, f"cache_entries{{cache=sessions}} is {sessions()}, not {want}"
+            time.sleep(0.1)
+
+    settles(1)  # bob's session, verified and cached by the first configuration
+    assert gw.swap(config(op, [k1], ["admins", "staff"]))
+    # The old filter chain drains for a second (Envoy updates the listener in place), then
+    # Envoy drops it with its filter configuration.
+    deadline = time.time() + 15
+    while True:
+        s = stack.admin_stats(gw.admin, "listener_manager.total_")
+        draining = [s.get(f"listener_manager.total_{k}_draining") for k in ("filter_chains", "listeners")]
+        if draining == [0, 0]:
+            break
+        assert time.time() < deadline, f"the old filter chain never finished draining: {draining}"
+        time.sleep(0.2)
+    time.sleep(0.5)
+    # bob again, on the new configuration: its own cache holds his session now; the old
+    # configuration's entry is gone from the gauge with it.
+    assert gw.get("/admin/x", bob).status_code == 200
+    settles(1)
+    time.sleep(0.5)  # a few ticks more: it stays so
+    assert gw.get("/", bob).status_code == 200
+    settles(1)

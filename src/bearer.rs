@@ -14,6 +14,7 @@ use crate::config::{ClientAuth, Endpoint, SignatureAlg};
 use crate::http::{client_authentication, form_encode, form_post_headers, Callout, HeaderOps};
 use crate::jwks::JwksCache;
 use crate::jws::{verify_signed, SignatureCheck, SignatureProblem};
+use crate::shared_tier::{active, SharedToken, Tier};
 
 /// Why a bearer token was not accepted; each maps to an RFC 6750 answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,6 +276,7 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 /// random for each VM. A keyed SipHash is a PRF, so without the keys (which never leave the VM)
 /// nobody can predict a key or aim for a collision with a cached token; and it costs about an
 /// eighth of SHA-256 over a 1 KB JWT, which is most of the work of a cached request.
+#[derive(Clone)]
 pub struct TokenKeys(std::hash::RandomState);
 
 impl Default for TokenKeys {
@@ -323,6 +325,8 @@ pub struct TokenCache {
     cache: FlightCache<Result<Rc<TokenInfo>, BearerError>>,
     max_ttl_s: u64,
     negative_ttl_s: u64,
+    /// The process-wide tier, asked on a miss and told every verdict.
+    shared: Tier,
 }
 
 impl TokenCache {
@@ -332,7 +336,32 @@ impl TokenCache {
             cache: FlightCache::new(capacity, None, u64::MAX),
             max_ttl_s,
             negative_ttl_s,
+            shared: None,
         }
+    }
+
+    /// Also asks and tells `tier`.
+    pub fn with_tier(mut self, tier: Tier) -> Self {
+        self.shared = tier;
+        self
+    }
+
+    /// After a miss here (`Lookup::CheckIt`, the caller leads): the verdict another worker
+    /// reached, if the shared tier holds one still good at `now`. It is then kept here until
+    /// the same second as there; returns the verdict and the contexts that waited for it.
+    pub fn verdict_in_tier(&mut self, key: &[u8; 32], now: u64) -> Option<(Lookup, Vec<u32>)> {
+        let (verdict, until) = active(&self.shared)?.token(key)?;
+        if now >= until {
+            return None;
+        }
+        let (value, found) = match verdict {
+            Ok(t) => {
+                let info = Rc::new(t.to_info());
+                (Ok(info.clone()), Lookup::Valid(info))
+            }
+            Err(e) => (Err(e.clone()), Lookup::Invalid(e)),
+        };
+        Some((found, self.cache.complete(key, Some((value, until)), now)))
     }
 
     pub fn len(&self) -> usize {
@@ -368,6 +397,15 @@ impl TokenCache {
             }
             Err(e) => (Err(e), now.saturating_add(self.negative_ttl_s)),
         });
+        if let (Some(tier), Some((value, until))) = (active(&self.shared), &outcome) {
+            if now < *until {
+                let verdict = match value {
+                    Ok(info) => Ok(std::sync::Arc::new(SharedToken::of(info))),
+                    Err(e) => Err(e.clone()),
+                };
+                tier.put_token(key, verdict, *until);
+            }
+        }
         self.cache.complete(key, outcome, now)
     }
 

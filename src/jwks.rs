@@ -272,6 +272,11 @@ impl JwksCache {
         }
     }
 
+    /// When the set was fetched (by this worker, or by the one it was taken from).
+    pub fn fetched_at(&self) -> Option<u64> {
+        self.fetched_at
+    }
+
     pub fn replace(&mut self, keys: Vec<Jwk>, now: u64) {
         self.keys = keys;
         self.fetched_at = Some(now);

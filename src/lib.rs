@@ -33,5 +33,6 @@ pub mod preserve;
 pub mod request;
 pub mod revocation;
 pub mod session;
+pub mod shared_tier;
 
 mod host;

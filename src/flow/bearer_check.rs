@@ -96,7 +96,7 @@ impl RequestFlow {
         match result {
             CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
                 Some(keys) => {
-                    runtime.jwks.replace(keys, now);
+                    vm.keys_fetched(op, keys, now);
                     self.fetched_keys = true;
                     vm.metrics.count(Counter::JwksOk);
                 }
@@ -151,6 +151,17 @@ impl RequestFlow {
                 Lookup::Wait | Lookup::CheckIt => Counter::BearerMiss,
             });
         }
+        // Missed here: another worker may have checked it (the native build's shared tier).
+        let found = match found {
+            Lookup::CheckIt => match vm.tokens.verdict_in_tier(&key, now) {
+                Some((found, waiters)) => {
+                    vm.wake(waiters, Wake::Ready);
+                    found
+                }
+                None => Lookup::CheckIt,
+            },
+            found => found,
+        };
         match found {
             Lookup::Valid(info) => Ok(info),
             Lookup::Invalid(e) => Err(self.bearer_refused(settings, vm, e)),
@@ -257,6 +268,10 @@ impl RequestFlow {
             }
             // Once per request: a key the OP still lacks after this request's fetch is unknown.
             // Or the keys are being fetched (for another token): wait for them.
+            // Another worker may have fetched them already.
+            Err(BearerError::NeedKeys) if vm.keys_from_peers(provider.op) => {
+                self.check_jwt(settings, vm, p, raw, key, now)
+            }
             Err(BearerError::NeedKeys) if !self.fetched_keys => {
                 Err(self.wait_for_keys(settings, vm, provider.op, key, now))
             }

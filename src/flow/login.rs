@@ -87,7 +87,7 @@ impl RequestFlow {
             CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
                 Some(keys) => {
                     vm.metrics.count(Counter::JwksOk);
-                    vm.op(self.web(settings).op).jwks.replace(keys, now)
+                    vm.keys_fetched(self.web(settings).op, keys, now)
                 }
                 None => {
                     vm.metrics.count(Counter::JwksFailed);
@@ -526,6 +526,10 @@ impl RequestFlow {
             Ok(token) => {
                 let kept = keepable_id_token(settings, self.ws, id_token);
                 self.id_token_checked(settings, vm, txn, token, kept, html, now, rng)
+            }
+            // Another worker may have fetched them already.
+            Err(IdTokenError::NeedKeys) if may_fetch_keys && vm.keys_from_peers(op_i) => {
+                self.check_id_token(settings, vm, txn, id_token, html, now, rng, true)
             }
             Err(IdTokenError::NeedKeys) if may_fetch_keys => {
                 vm.op(op_i).jwks.attempted(now, op.jwks_max_age_s);

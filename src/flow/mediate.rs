@@ -60,6 +60,7 @@ impl RequestFlow {
                 let until = refresh_before(t.expires_at, now);
                 let waiters = cache.complete(&key, Some((value.clone(), until)), now);
                 vm.wake(waiters, Wake::Ready);
+                vm.site_token_made(i, &key, &value, (until, &site.cache), now);
                 self.fresh_site = Some((i, key, value));
                 self.rerun(settings, vm, request, now, rng)
             }
@@ -142,6 +143,10 @@ impl RequestFlow {
             CacheLookup::Wait => return Err(Action::Wait),
             CacheLookup::Miss => {}
         }
+        // Missed here: another worker may have the token (the native build's shared tier).
+        if let Some(t) = vm.site_token_from_peers(i, &key, now) {
+            return Ok(t);
+        }
         let jti = random_token(rng, 12);
         let signer = settings.authtoken.as_deref();
         match &site.kind {
@@ -161,6 +166,7 @@ impl RequestFlow {
                     let until = refresh_before(t.expires_at, now);
                     let waiters = cache.complete(&key, Some((value.clone(), until)), now);
                     vm.wake(waiters, Wake::Ready);
+                    vm.site_token_made(i, &key, &value, (until, &site.cache), now);
                 }
                 Ok(value)
             }

@@ -32,7 +32,7 @@ use crate::session::chunks::Carried;
 pub use access_log::AccessFields;
 use head::RequestHead;
 use route::Target;
-pub use state::{KeysFlight, SiteToken, VmState, MAX_CALLOUT_BODY};
+pub use state::{KeysFlight, SiteToken, VmState, MAX_CALLOUT_BODY, SESSION_CACHE_ENTRIES};
 pub use validate::Validations;
 
 use crate::bearer::{BearerError, TokenInfo};

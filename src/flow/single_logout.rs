@@ -116,6 +116,10 @@ impl RequestFlow {
         );
         match checked {
             Ok(t) => self.logged_out_at_op(settings, vm, t, now),
+            // Another worker may have fetched them already.
+            Err(LogoutTokenError::NeedKeys) if may_fetch_keys && vm.keys_from_peers(op_i) => {
+                self.check_logout_token(settings, vm, token, now, true)
+            }
             Err(LogoutTokenError::NeedKeys) if may_fetch_keys => {
                 let endpoints = vm.op(op_i).endpoints.clone();
                 let Some(callout) = endpoints.and_then(|e| crate::jwks::request(op, &e)) else {
@@ -160,7 +164,7 @@ impl RequestFlow {
             None => Counter::JwksFailed,
         });
         match keys {
-            Some(keys) => vm.op(self.web(settings).op).jwks.replace(keys, now),
+            Some(keys) => vm.keys_fetched(self.web(settings).op, keys, now),
             None => return self.keys_unavailable(why),
         }
         self.check_logout_token(settings, vm, token, now, false)

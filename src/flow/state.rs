@@ -1,22 +1,25 @@
 //! What a VM (one per Envoy worker) keeps across requests: caches, single flights, wake-ups.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use super::{failure_text, folded_status, normalize, Level, LogLine};
 use crate::bearer::{self, TokenCache};
 use crate::cache::FlightCache;
+use crate::cache::Key;
 use crate::config::{OpEndpoints, Settings};
 use crate::discovery::{self, DiscoveryError, DiscoveryState};
 use crate::http::{Callout, CalloutResult, Wake};
-use crate::jwks::JwksCache;
-use crate::mediation::SiteAuthenticator;
+use crate::jwks::{Jwk, JwksCache};
+use crate::mediation::{CacheSettings, SiteAuthenticator};
 use crate::metrics::{Counter, Metrics};
 use crate::policy::RateLimits;
 use crate::revocation::{MemoryStore, RevocationList, SharedStore};
 use crate::session::SessionCache;
+use crate::shared_tier::{active, SharedTier, Tier};
 
-/// Verified session cookies remembered per VM.
-const SESSION_CACHE_ENTRIES: usize = 10_000;
+/// Verified session cookies remembered per VM (and per process, in the shared tier).
+pub const SESSION_CACHE_ENTRIES: usize = 10_000;
 /// A JWKS or token response larger than this is not from a sane OP.
 pub const MAX_CALLOUT_BODY: usize = 256 * 1024;
 
@@ -127,8 +130,11 @@ pub struct VmState {
     sessions: Vec<SessionCache>,
     /// Bearer-token checks (valid and refused), by token hash, with their identity headers.
     pub tokens: TokenCache,
-    /// Token buckets of rate-limit rules (per worker).
+    /// Token buckets of rate-limit rules (per worker, or the shared tier's).
     pub limits: RateLimits,
+    /// What the workers of the process share (the native build; `None` in wasm): asked on
+    /// a miss of this worker's caches, told what this worker learns.
+    shared: Tier,
     /// Parked requests to wake (context id, why). The host drains this after every callback.
     pub woken: Vec<(u32, Wake)>,
     /// Mediated tokens, one cache per site authenticator (same order as `Settings::sites`).
@@ -200,6 +206,7 @@ impl VmState {
             ),
             token_keys: bearer::TokenKeys::default(),
             limits: RateLimits::default(),
+            shared: None,
             woken: Vec::new(),
             refused_lines: LineBudget::default(),
             revocation_lines: LineBudget::new(
@@ -226,6 +233,87 @@ impl VmState {
         }
     }
 
+    /// Makes the caches the first tier of `tier`'s (before any request: what is cached so
+    /// far is not told to it) and takes the rate-limit buckets there.
+    pub fn share(&mut self, tier: Arc<dyn SharedTier>) {
+        let shared = Some(tier.clone());
+        self.token_keys = tier.token_keys().clone();
+        for (ws, cache) in self.sessions.iter_mut().enumerate() {
+            let fresh = SessionCache::new(SESSION_CACHE_ENTRIES);
+            *cache = fresh.with_tier(shared.clone(), ws);
+        }
+        let tokens = std::mem::replace(&mut self.tokens, TokenCache::new(0, 0, 0));
+        self.tokens = tokens.with_tier(shared.clone());
+        self.limits = RateLimits::shared(shared.clone());
+        self.shared = shared;
+    }
+
+    /// OP `op`'s keys were fetched by this worker: kept, and told to the others.
+    pub fn keys_fetched(&mut self, op: usize, keys: Vec<Jwk>, now: u64) {
+        if let Some(tier) = active(&self.shared) {
+            tier.put_jwks(op, Arc::new(keys.clone()), now);
+        }
+        self.op(op).jwks.replace(keys, now);
+    }
+
+    /// Before fetching OP `op`'s keys: takes another worker's set if it was fetched later than
+    /// this worker's. `true` when it did (check the token again before fetching).
+    pub fn keys_from_peers(&mut self, op: usize) -> bool {
+        let Some((keys, at)) = active(&self.shared).and_then(|t| t.jwks(op)) else {
+            return false;
+        };
+        let jwks = &mut self.op(op).jwks;
+        if jwks.fetched_at().is_some_and(|mine| mine >= at) {
+            return false;
+        }
+        jwks.replace(keys.to_vec(), at);
+        true
+    }
+
+    /// After a miss of site `site`'s cache (the caller leads): the token another worker
+    /// obtained for `key`, if still good at `now`; kept here too, and its waiters woken.
+    pub fn site_token_from_peers(
+        &mut self,
+        site: usize,
+        key: &Key,
+        now: u64,
+    ) -> Option<Rc<SiteToken>> {
+        let (value, until) = active(&self.shared)?.site_token(site, key)?;
+        if now >= until {
+            return None;
+        }
+        let token = Rc::new(SiteToken {
+            value: value.to_string(),
+        });
+        let waiters = self
+            .mediated
+            .get_mut(site)?
+            .complete(key, Some((token.clone(), until)), now);
+        self.wake(waiters, Wake::Ready);
+        Some(token)
+    }
+
+    /// Tells the other workers site `site`'s token for `key`, good until `until` (as kept
+    /// here: no longer than the cache's lifetime, nor, as no hit there refreshes it, its idle
+    /// timeout).
+    pub fn site_token_made(
+        &self,
+        site: usize,
+        key: &Key,
+        token: &SiteToken,
+        (until, cache): (u64, &CacheSettings),
+        now: u64,
+    ) {
+        if let Some(tier) = active(&self.shared) {
+            let until = until
+                .min(now.saturating_add(cache.max_lifetime_s))
+                .min(now.saturating_add(cache.idle_timeout_s));
+            if now < until {
+                tier.put_site_token(site, key, Arc::from(token.value.as_str()), until);
+            }
+        }
+    }
+
     /// What this VM knows of OP `i` (an index of `Settings::ops`).
     pub fn op(&mut self, i: usize) -> &mut OpRuntime {
         if i >= self.ops.len() {
@@ -239,8 +327,12 @@ impl VmState {
     /// Verified session cookies of web session `i`.
     pub fn sessions(&mut self, i: usize) -> &mut SessionCache {
         if i >= self.sessions.len() {
-            self.sessions
-                .resize_with(i + 1, || SessionCache::new(SESSION_CACHE_ENTRIES));
+            let shared = &self.shared;
+            let mut ws = self.sessions.len();
+            self.sessions.resize_with(i + 1, || {
+                ws += 1;
+                SessionCache::new(SESSION_CACHE_ENTRIES).with_tier(shared.clone(), ws - 1)
+            });
         }
         &mut self.sessions[i]
     }

@@ -372,6 +372,10 @@ impl RequestFlow {
             Some(_) => self.refreshed(settings, vm, &entry, &result, now, false),
             None => self.userinfo_validated(settings, &entry, &result, now),
         };
+        // Another worker may have fetched the keys already.
+        if matches!(answer, Answer::NeedKeys) && vm.keys_from_peers(self.web(settings).op) {
+            answer = self.refreshed(settings, vm, &entry, &result, now, false);
+        }
         if matches!(answer, Answer::NeedKeys) {
             let rp = self.rp(settings);
             let endpoints = vm.op(rp.web.op).endpoints.clone();
@@ -410,7 +414,7 @@ impl RequestFlow {
         let fetched = match keys {
             CalloutResult::Response { status: 200, body } => match parse_jwks(&body) {
                 Some(keys) => {
-                    vm.op(self.web(settings).op).jwks.replace(keys, now);
+                    vm.keys_fetched(self.web(settings).op, keys, now);
                     Counter::JwksOk
                 }
                 None => {

@@ -13,6 +13,11 @@ use crate::revocation::SharedStore;
 /// clock's resolution, and the longest a deferred wake-up waits.
 pub(crate) const TICK_MS: u64 = 100;
 
+/// The reload stats (as Pomerium's `config_last_reload_success`): whether the last
+/// configuration was taken (1 or 0), and how many were refused.
+pub(crate) const RELOAD_LAST_SUCCESS: &str = "envoy_wam.config_last_reload_success";
+pub(crate) const RELOAD_FAILED: &str = "envoy_wam.config_reload_failed";
+
 /// The lines the filter logs when a configuration is taken: each web session's OP and client,
 /// each named token provider, the applications and the build.
 pub(crate) fn configured_lines(settings: &Settings, build: &str) -> Vec<String> {

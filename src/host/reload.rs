@@ -11,8 +11,7 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
-const LAST_SUCCESS: &str = "envoy_wam.config_last_reload_success";
-const FAILED: &str = "envoy_wam.config_reload_failed";
+use super::common::{RELOAD_FAILED as FAILED, RELOAD_LAST_SUCCESS as LAST_SUCCESS};
 
 /// Records the outcome of `on_configure`. Only refusals are counted: a taken configuration is
 /// configured once per worker (and once more on the main thread), a refused one only once.

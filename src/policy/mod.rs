@@ -27,7 +27,7 @@ use crate::request::{dashed_eq, query_name_eq, HeaderSource};
 
 pub use audit::AuditRecord;
 pub use config::compile;
-pub use ratelimit::{RateLimits, DEFAULT_MAX_BUCKETS};
+pub use ratelimit::{Limit, RateLimits, DEFAULT_MAX_BUCKETS};
 pub use raw::{
     DefaultDecision, Mode, Ordering, Per, RawAppApi, RawApplication, RawPolicy, RawRejection,
     RawResource, RawRule, RawRuleSet, RawTest, Validation,
@@ -36,8 +36,6 @@ pub use read::{deserialize_policy, deserialize_values};
 pub use rejection::{Rejection, Template};
 pub use route::Target;
 use route::{glob, HostIndex, Pattern, Route};
-
-use ratelimit::Limit;
 
 /// How an unauthenticated request to an application is answered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,11 +1,14 @@
 //! Token buckets for rate-limit rules. Sans-IO: the caller owns one [`RateLimits`] per VM
-//! (so per Envoy worker: with N workers a client may get up to N times the configured rate)
-//! and passes the time in. A new compiled policy numbers its rules anew, so the caller starts
+//! and passes the time in. Without a shared tier the buckets are the VM's (so per Envoy
+//! worker: with N workers a client may get up to N times the configured rate); with one
+//! (the native build) every worker draws from the tier's, and a limit is exact per Envoy. A new compiled policy numbers its rules anew, so the caller starts
 //! a new [`RateLimits`] with it.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+
+use crate::shared_tier::{active, Tier};
 
 /// Default bound on the number of buckets kept.
 pub const DEFAULT_MAX_BUCKETS: usize = 100_000;
@@ -20,12 +23,23 @@ struct Bucket {
 }
 
 /// The buckets of every rate-limit rule, keyed by rule id and a keyed hash of the client key.
-#[derive(Debug)]
 pub struct RateLimits {
     buckets: HashMap<(u32, u64), Bucket>,
     max: usize,
     /// Randomly keyed per instance, so clients cannot aim collisions at someone's bucket.
     hasher: RandomState,
+    /// Where the buckets are when the workers share them (then `buckets` stays empty).
+    shared: Tier,
+}
+
+impl std::fmt::Debug for RateLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimits")
+            .field("buckets", &self.buckets.len())
+            .field("max", &self.max)
+            .field("shared", &self.shared.is_some())
+            .finish()
+    }
 }
 
 impl Default for RateLimits {
@@ -36,7 +50,7 @@ impl Default for RateLimits {
 
 /// A rule's bucket shape, from the configuration.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Limit {
+pub struct Limit {
     pub id: u32,
     /// Bucket size (`burst`), at least 1.
     pub capacity: f64,
@@ -51,6 +65,15 @@ impl RateLimits {
             buckets: HashMap::new(),
             max: max_buckets.max(16),
             hasher: RandomState::new(),
+            shared: None,
+        }
+    }
+
+    /// Buckets kept by the shared tier `tier`, the same for every worker that has it.
+    pub fn shared(tier: Tier) -> Self {
+        Self {
+            shared: tier,
+            ..Self::default()
         }
     }
 
@@ -64,7 +87,10 @@ impl RateLimits {
 
     /// Takes one token from the bucket of (`limit`, `key`): `Ok(())`, or `Err(seconds)` until
     /// one is available again (at least 1).
-    pub(crate) fn take(&mut self, limit: &Limit, key: &str, now_ms: u64) -> Result<(), u64> {
+    pub fn take(&mut self, limit: &Limit, key: &str, now_ms: u64) -> Result<(), u64> {
+        if let Some(tier) = active(&self.shared) {
+            return tier.take(limit, key, now_ms);
+        }
         let slot = (limit.id, self.hasher.hash_one(key));
         if !self.buckets.contains_key(&slot) && self.buckets.len() >= self.max {
             self.evict(now_ms);

@@ -1,11 +1,14 @@
-//! Verified session cookies of one VM (one per Envoy worker).
+//! Verified session cookies of one VM (one per Envoy worker), and, in the native build, of
+//! the process (the shared tier, asked on a miss here).
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use super::{Dead, KeyRing, Session};
 use crate::http::HeaderOps;
+use crate::shared_tier::{active, local_headers, shared_headers, SharedSession, SharedTier};
 
 fn cache_key(token: &str) -> &str {
     token.rsplit('.').next().unwrap_or(token)
@@ -48,6 +51,8 @@ pub struct SessionCache {
     /// of it matches.
     entries: HashMap<String, (String, Rc<SessionEntry>)>,
     capacity: usize,
+    /// The process-wide tier and this cache's web session there.
+    shared: Option<(Arc<dyn SharedTier>, usize)>,
 }
 
 impl SessionCache {
@@ -55,7 +60,14 @@ impl SessionCache {
         Self {
             entries: HashMap::new(),
             capacity: capacity.max(1),
+            shared: None,
         }
+    }
+
+    /// Also asks and tells `tier`, as web session `ws`'s cache.
+    pub fn with_tier(mut self, tier: Option<Arc<dyn SharedTier>>, ws: usize) -> Self {
+        self.shared = tier.map(|t| (t, ws));
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -99,6 +111,15 @@ impl SessionCache {
                 return Err(dead);
             }
         }
+        if let Some(found) = self.in_tier(key, token) {
+            // Another worker verified it: the same time checks as a hit here; the revocation
+            // list is the caller's to consult, as for any entry.
+            if !found.session.is_live(now, idle_timeout_s) {
+                return Err(found.session.why_dead(now));
+            }
+            let entry = SessionEntry::new(found.session.clone(), local_headers(&found.headers));
+            return Ok(self.keep(token.to_string(), entry, now, idle_timeout_s));
+        }
         let session = Session::decode_checked(token, keys, now, idle_timeout_s)?;
         // No headers, no session: a claim that cannot be a header value never goes upstream.
         let headers = derive(&session).ok_or(Dead::Invalid)?;
@@ -110,7 +131,33 @@ impl SessionCache {
         ))
     }
 
+    /// The shared tier's entry for exactly `token`, if any.
+    fn in_tier(&self, key: &str, token: &str) -> Option<Arc<SharedSession>> {
+        let (tier, ws) = active(&self.shared)?;
+        tier.session(*ws, key).filter(|s| s.token == token)
+    }
+
+    /// Remembers a session verified (or issued) here, and tells the shared tier.
     pub fn insert(
+        &mut self,
+        token: String,
+        entry: SessionEntry,
+        now: u64,
+        idle_timeout_s: u64,
+    ) -> Rc<SessionEntry> {
+        if let Some((tier, ws)) = active(&self.shared) {
+            let shared = SharedSession {
+                token: token.clone(),
+                session: entry.session.clone(),
+                headers: shared_headers(&entry.headers),
+            };
+            tier.put_session(*ws, cache_key(&token), Arc::new(shared));
+        }
+        self.keep(token, entry, now, idle_timeout_s)
+    }
+
+    /// Remembers a session in this cache only.
+    fn keep(
         &mut self,
         token: String,
         entry: SessionEntry,

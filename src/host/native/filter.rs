@@ -11,18 +11,20 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::abi::{log, CalloutAnswer, Filter, LogLevel, Scheduler, Status};
+use super::abi::{log, CalloutAnswer, ConfigHandle, Filter, LogLevel, Scheduler, Status};
+use super::stats::{record_reload, StatIds};
 use super::worker::{
     log_line, now_ms, now_secs, now_since_epoch, ticker_remove, Worker, EVENT_TICK, EVENT_WAKE,
 };
 use crate::config::Settings;
-use crate::flow::RequestFlow;
+use crate::flow::{AccessFields, RequestFlow};
 use crate::host::common::{
     after_body, callout_headers, callout_outcome, configured_lines, internal_error,
     FORWARD_AFTER_BODY,
 };
 use crate::http::{Action, Body, Callout, CalloutResult, Forward, LocalResponse, Wake};
 use crate::login::Entropy;
+use crate::metrics::{Metrics, Upstream};
 use crate::request::{HeaderList, HeaderSource};
 
 /// Set from `ENVOY_WAM_TEST_PANIC=1` in Envoy's environment at load: a request carrying
@@ -44,35 +46,45 @@ pub(super) fn program_init() {
 }
 
 /// One filter configuration, as Envoy holds it (shared by every worker): the JSON each worker
-/// reads into its own state on first use.
+/// reads into its own state on first use, and Envoy's ids of its metrics.
 pub(super) struct Config {
-    id: u64,
-    json: Vec<u8>,
+    pub(super) id: u64,
+    pub(super) json: Vec<u8>,
     /// Cleared when Envoy destroys the configuration: workers then drop their state for it.
-    alive: Arc<AtomicBool>,
+    pub(super) alive: Arc<AtomicBool>,
+    pub(super) stats: Arc<StatIds>,
 }
 
 impl Config {
     /// `None` (Envoy refuses the configuration) when the JSON is not a valid one; the log
-    /// line names the field, as in the wasm build.
-    pub(super) fn new(_name: &[u8], json: Vec<u8>) -> Option<Config> {
-        match Settings::from_json(&json) {
-            Ok(settings) => {
-                for line in configured_lines(&settings, "native") {
-                    log(LogLevel::Info, &line);
-                }
-                let id = NEXT_CONFIG.fetch_add(1, Ordering::Relaxed);
-                Some(Config {
-                    id,
-                    json,
-                    alive: Arc::new(AtomicBool::new(true)),
-                })
-            }
+    /// line names the field, as in the wasm build. Runs on the main thread, the one place
+    /// metrics can be defined.
+    pub(super) fn new(envoy: ConfigHandle, _name: &[u8], json: Vec<u8>) -> Option<Config> {
+        let settings = match Settings::from_json(&json) {
+            Ok(settings) => settings,
             Err(e) => {
                 log(LogLevel::Critical, &format!("envoy-wam: {e}"));
-                None
+                record_reload(envoy, false);
+                return None;
             }
+        };
+        for line in configured_lines(&settings, "native") {
+            log(LogLevel::Info, &line);
         }
+        let (stats, failed) = StatIds::define(envoy, &Metrics::new(&settings));
+        if failed > 0 {
+            log(
+                LogLevel::Warn,
+                &format!("envoy-wam: Envoy refused to define {failed} metrics"),
+            );
+        }
+        record_reload(envoy, true);
+        Some(Config {
+            id: NEXT_CONFIG.fetch_add(1, Ordering::Relaxed),
+            json,
+            alive: Arc::new(AtomicBool::new(true)),
+            stats: Arc::new(stats),
+        })
     }
 }
 
@@ -191,7 +203,7 @@ fn apply(envoy: Filter, fwd: &Forward) -> bool {
 
 impl NativeFilter {
     pub(super) fn new(config: &Config, envoy: Filter) -> Self {
-        let worker = Worker::for_config(config.id, &config.json, &config.alive);
+        let worker = Worker::for_config(config);
         let ctx = worker.as_ref().map_or(0, |w| w.next_ctx());
         Self {
             worker,
@@ -272,7 +284,7 @@ impl NativeFilter {
         };
         match self.send(&callout) {
             Some(p) => {
-                w.discovery.set(Some((self.ctx, p.id, op)));
+                w.discovery.set(Some((self.ctx, p.id, op, p.started_ms)));
                 self.req.borrow_mut().awaiting_discovery = true;
                 true
             }
@@ -363,8 +375,10 @@ impl NativeFilter {
 
     pub(super) fn callout_done(&self, id: u64, answer: Option<CalloutAnswer>) {
         let Some(w) = self.worker.clone() else { return };
-        if let Some((_, _, op)) = w.discovery.get().filter(|d| (d.0, d.1) == (self.ctx, id)) {
+        if let Some((_, _, op, sent)) = w.discovery.get().filter(|d| (d.0, d.1) == (self.ctx, id)) {
             w.discovery.set(None);
+            let ms = now_ms().saturating_sub(sent);
+            w.vm.borrow_mut().metrics.latency(Upstream::Discovery, ms);
             let result = outcome(answer, None);
             let line = w.vm.borrow_mut().on_discovery(&w.settings, op, result);
             log_line(&line);
@@ -375,6 +389,11 @@ impl NativeFilter {
         let Some(pending) = pending.filter(|p| p.id == id) else {
             return;
         };
+        let upstream = self.req.borrow().flow.awaiting();
+        if let Some(upstream) = upstream {
+            let ms = now_ms().saturating_sub(pending.started_ms);
+            w.vm.borrow_mut().metrics.latency(upstream, ms);
+        }
         let result = outcome(answer, Some(&pending));
         let request = NativeRequest::read(self.envoy);
         let next = self.req.borrow_mut().flow.on_callout(
@@ -455,6 +474,12 @@ impl NativeFilter {
     fn carry_out(&self, w: &Worker, action: Action) -> bool {
         for line in self.req.borrow_mut().flow.take_log() {
             log_line(&line);
+        }
+        if matches!(action, Action::Forward(_) | Action::Respond(_)) {
+            let fields = self.req.borrow_mut().flow.take_access_fields();
+            if let Some(fields) = fields {
+                write_access_fields(self.envoy, &fields);
+            }
         }
         match action {
             Action::Forward(fwd) => {
@@ -559,7 +584,8 @@ impl NativeFilter {
     pub(super) fn stream_complete(&self) {
         let Some(w) = self.worker.clone() else { return };
         w.publish_if_dirty();
-        if let Some((ctx, _, op)) = w.discovery.get() {
+        w.flush_stats(self.envoy);
+        if let Some((ctx, _, op, _)) = w.discovery.get() {
             if ctx == self.ctx {
                 // Envoy cancels the callout with the stream: the next request sends it again.
                 w.discovery.set(None);
@@ -585,6 +611,17 @@ impl NativeFilter {
             ticker_remove(s);
             s.delete();
         }
+    }
+}
+
+/// Writes the flow's access-log fields into the request's filter state under the wasm
+/// build's names (`wasm.envoy_wam.subject` and the like: proxy-wasm's `set_property` prefixes
+/// `wasm.`), so one access-log format (`%FILTER_STATE(wasm.envoy_wam.subject:PLAIN)%`) serves
+/// either build. Best effort, as there: a field Envoy does not take leaves its column at `-`.
+/// The flow hands its fields over once per request, and Envoy takes each key once.
+fn write_access_fields(envoy: Filter, fields: &AccessFields) {
+    for (name, value) in fields.entries() {
+        let _ = envoy.set_filter_state(&format!("wasm.{name}"), value);
     }
 }
 

@@ -1,5 +1,6 @@
 //! What one Envoy worker keeps per filter configuration (as the wasm build keeps per VM), the
-//! ticker that drives every worker's tick, and the store shared by all workers.
+//! ticker that drives every worker's tick, and the store shared by all workers (the caches'
+//! shared tier is in `shared_caches`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -8,7 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::abi::{log, LogLevel, Scheduler};
+use super::abi::{log, Filter, LogLevel, Scheduler};
+use super::filter::Config;
+use super::shared_caches::SharedCaches;
+use super::stats::{self, Reported, StatIds};
 use crate::config::Settings;
 use crate::flow::{Level, LogLine, VmState};
 use crate::host::common::{new_vm, TICK_MS};
@@ -58,8 +62,11 @@ pub(super) struct Worker {
     pub(super) parked: RefCell<HashMap<u32, Parked>>,
     next_ctx: Cell<u32>,
     last_tick_ms: Cell<u64>,
-    /// The discovery callout under way: the request that sent it, the callout's id and the OP.
-    pub(super) discovery: Cell<Option<(u32, u64, usize)>>,
+    /// The discovery callout under way: the request that sent it, the callout's id, the OP
+    /// and when it was sent (ms).
+    pub(super) discovery: Cell<Option<(u32, u64, usize, u64)>>,
+    stats: Arc<StatIds>,
+    reported: Cell<Reported>,
 }
 
 /// A worker's state per configuration id, with whether Envoy still holds the configuration.
@@ -70,15 +77,17 @@ thread_local! {
 }
 
 impl Worker {
-    /// This thread's state for configuration `id` (parsed from `json` on first use; the
+    /// This thread's state for `config` (parsed from its JSON on first use; the
     /// configuration was checked when Envoy loaded it).
-    pub(super) fn for_config(id: u64, json: &[u8], alive: &Arc<AtomicBool>) -> Option<Rc<Worker>> {
+    pub(super) fn for_config(config: &Config) -> Option<Rc<Worker>> {
+        let id = config.id;
         if let Some(w) = WORKERS.with(|m| m.borrow().get(&id).map(|(w, _)| w.clone())) {
             return Some(w);
         }
-        let settings = Settings::from_json(json).ok()?;
+        let settings = Settings::from_json(&config.json).ok()?;
         let store: Rc<dyn SharedStore> = Rc::new(ProcessStore(id));
-        let vm = new_vm(&settings, store);
+        let mut vm = new_vm(&settings, store);
+        vm.share(SharedCaches::for_config(id, &settings));
         let w = Rc::new(Worker {
             settings: Rc::new(settings),
             vm: RefCell::new(vm),
@@ -86,15 +95,42 @@ impl Worker {
             next_ctx: Cell::new(1),
             last_tick_ms: Cell::new(now_ms()),
             discovery: Cell::new(None),
+            stats: config.stats.clone(),
+            reported: Cell::new(Reported::default()),
         });
-        WORKERS.with(|m| {
-            let mut m = m.borrow_mut();
-            // A new configuration on this worker (a reload): the state of those Envoy has
-            // destroyed goes (their last filters hold their own reference until they end).
-            m.retain(|_, (_, alive)| alive.load(Ordering::Relaxed));
-            m.insert(id, (w.clone(), alive.clone()));
-        });
+        WORKERS.with(|m| m.borrow_mut().insert(id, (w.clone(), config.alive.clone())));
+        w.reap_destroyed();
         Some(w)
+    }
+
+    /// Drops this thread's state for the configurations Envoy has destroyed (Envoy destroys
+    /// one only after its last filter, so nothing uses it any more). What such a state added
+    /// to the cache-size gauges is taken back out by this state's next flush: the gauges of
+    /// every configuration are one stat per name. Called when a configuration starts on this
+    /// worker and from the tick, so a reload's old caches leave the gauges within a tick of
+    /// Envoy dropping them (after the listener's drain).
+    fn reap_destroyed(&self) {
+        let mut carried = self.reported.get();
+        WORKERS.with(|m| {
+            m.borrow_mut().retain(|_, (old, alive)| {
+                let keep = alive.load(Ordering::Relaxed);
+                if !keep {
+                    for (c, g) in carried.iter_mut().zip(old.reported.get()) {
+                        *c = c.saturating_add(g);
+                    }
+                }
+                keep
+            })
+        });
+        self.reported.set(carried);
+    }
+
+    /// Hands Envoy what this worker counted, through `envoy`, a filter of this configuration
+    /// in one of its own hooks (see `stats`).
+    pub(super) fn flush_stats(&self, envoy: Filter) {
+        let mut reported = self.reported.get();
+        stats::flush(&self.stats, &mut reported, &mut self.vm.borrow_mut(), envoy);
+        self.reported.set(reported);
     }
 
     /// A request id unique on this worker (the flow's single flights name waiters by it).
@@ -112,6 +148,7 @@ impl Worker {
             return;
         }
         self.last_tick_ms.set(now);
+        self.reap_destroyed();
         let secs = now / 1000;
         let line = self.vm.borrow_mut().on_tick(&self.settings, secs);
         if let Some(line) = line {

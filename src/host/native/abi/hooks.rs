@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::super::filter;
 use super::{
-    copy, log, EnvoyBuffer, EnvoyHeader, Filter, LogLevel, Status, ABI_VERSION_C,
+    copy, log, ConfigHandle, EnvoyBuffer, EnvoyHeader, Filter, LogLevel, Status, ABI_VERSION_C,
     CALLOUT_RESULT_SUCCESS,
 };
 
@@ -70,13 +70,17 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
-    _config_envoy: *mut c_void,
+    config_envoy: *mut c_void,
     name: EnvoyBuffer,
     config: EnvoyBuffer,
 ) -> *const c_void {
     guarded(
         "config new",
-        || match filter::Config::new(&buffer_bytes(name), buffer_bytes(config)) {
+        || match filter::Config::new(
+            ConfigHandle(config_envoy),
+            &buffer_bytes(name),
+            buffer_bytes(config),
+        ) {
             Some(c) => Box::into_raw(Box::new(c)).cast_const().cast(),
             None => std::ptr::null(),
         },

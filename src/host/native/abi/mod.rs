@@ -206,6 +206,157 @@ extern "C" {
         event_id: u64,
     );
     fn envoy_dynamic_module_callback_http_filter_scheduler_delete(scheduler: *mut c_void);
+    fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
+        filter: *mut c_void,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
+}
+
+// Metrics (abi.h: "Metrics callbacks"). Every metric here is defined without labels (the
+// label arrays are empty): its name carries them as `.<label>.<value>` segments, as in the
+// wasm build, and Envoy's `stats_tags` turn them into tags. Each returns
+// `envoy_dynamic_module_type_metrics_result` (0: Success).
+extern "C" {
+    fn envoy_dynamic_module_callback_http_filter_config_define_counter(
+        config: *mut c_void,
+        name: ModuleBuffer,
+        label_names: *const ModuleBuffer,
+        label_names_length: usize,
+        id: *mut usize,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_define_gauge(
+        config: *mut c_void,
+        name: ModuleBuffer,
+        label_names: *const ModuleBuffer,
+        label_names_length: usize,
+        id: *mut usize,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_define_histogram(
+        config: *mut c_void,
+        name: ModuleBuffer,
+        label_names: *const ModuleBuffer,
+        label_names_length: usize,
+        id: *mut usize,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_increment_counter(
+        config: *mut c_void,
+        id: usize,
+        label_values: *const ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_set_gauge(
+        config: *mut c_void,
+        id: usize,
+        label_values: *const ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_increment_counter(
+        filter: *mut c_void,
+        id: usize,
+        label_values: *const ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_increment_gauge(
+        filter: *mut c_void,
+        id: usize,
+        label_values: *const ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_decrement_gauge(
+        filter: *mut c_void,
+        id: usize,
+        label_values: *const ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_record_histogram_value(
+        filter: *mut c_void,
+        id: usize,
+        label_values: *const ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> u32;
+}
+
+/// `envoy_dynamic_module_type_metrics_result_Success`.
+const METRICS_SUCCESS: u32 = 0;
+
+/// The kinds of metric a configuration defines.
+#[derive(Clone, Copy)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Envoy's object for one filter configuration (`DynamicModuleHttpFilterConfig`), as
+/// `on_http_filter_config_new` hands it over. Metrics can only be defined while that hook runs
+/// (Envoy freezes stat creation after it), on the main thread; the wrapper is only used
+/// there, and not kept.
+#[derive(Clone, Copy)]
+pub struct ConfigHandle(*mut c_void);
+
+impl ConfigHandle {
+    /// Defines a metric named `name` (under the filter's `metrics_namespace`); its id, or
+    /// `None` when Envoy refused.
+    pub fn define(self, kind: MetricKind, name: &str) -> Option<usize> {
+        let define = match kind {
+            MetricKind::Counter => envoy_dynamic_module_callback_http_filter_config_define_counter,
+            MetricKind::Gauge => envoy_dynamic_module_callback_http_filter_config_define_gauge,
+            MetricKind::Histogram => {
+                envoy_dynamic_module_callback_http_filter_config_define_histogram
+            }
+        };
+        let mut id = 0usize;
+        // SAFETY: `self` is the configuration of the `config_new` hook now running (see the
+        // type); the name points into `name`, alive for the call (Envoy copies it into its
+        // stat-name pool); no labels; `id` is a valid place for Envoy to write the id.
+        let result = unsafe {
+            define(
+                self.0,
+                ModuleBuffer::of(name.as_bytes()),
+                std::ptr::null(),
+                0,
+                &mut id,
+            )
+        };
+        (result == METRICS_SUCCESS).then_some(id)
+    }
+
+    /// Adds `value` to the counter `id` of this configuration.
+    pub fn increment_counter(self, id: usize, value: u64) -> bool {
+        // SAFETY: the configuration of the running `config_new` hook; no labels.
+        let r = unsafe {
+            envoy_dynamic_module_callback_http_filter_config_increment_counter(
+                self.0,
+                id,
+                std::ptr::null(),
+                0,
+                value,
+            )
+        };
+        r == METRICS_SUCCESS
+    }
+
+    /// Sets the gauge `id` of this configuration.
+    pub fn set_gauge(self, id: usize, value: u64) -> bool {
+        // SAFETY: the configuration of the running `config_new` hook; no labels.
+        let r = unsafe {
+            envoy_dynamic_module_callback_http_filter_config_set_gauge(
+                self.0,
+                id,
+                std::ptr::null(),
+                0,
+                value,
+            )
+        };
+        r == METRICS_SUCCESS
+    }
 }
 
 /// Writes a line to Envoy's log (component `dynamic_modules`). Any thread.
@@ -436,6 +587,39 @@ impl Filter {
                     RECEIVED_REQUEST_BODY,
                 ))
         }
+    }
+
+    /// Stores `value` in the request's filter state under `key` (read-only, once per key:
+    /// Envoy refuses a second write of the same key), where the access log reads it with
+    /// `%FILTER_STATE(<key>:PLAIN)%`.
+    pub fn set_filter_state(self, key: &str, value: &str) -> bool {
+        // SAFETY: live filter; both buffers point into borrowed data alive for the call (Envoy
+        // copies them into its string accessor).
+        unsafe {
+            envoy_dynamic_module_callback_http_set_filter_state_bytes(
+                self.0,
+                ModuleBuffer::of(key.as_bytes()),
+                ModuleBuffer::of(value.as_bytes()),
+            )
+        }
+    }
+
+    /// Changes the metric `id` of this filter's configuration: adds to a counter, moves a gauge
+    /// by `delta`, or records a histogram value.
+    pub fn metric(self, kind: MetricKind, id: usize, delta: i64) -> bool {
+        let value = delta.unsigned_abs();
+        let call = match (kind, delta < 0) {
+            (MetricKind::Counter, _) => envoy_dynamic_module_callback_http_filter_increment_counter,
+            (MetricKind::Gauge, false) => envoy_dynamic_module_callback_http_filter_increment_gauge,
+            (MetricKind::Gauge, true) => envoy_dynamic_module_callback_http_filter_decrement_gauge,
+            (MetricKind::Histogram, _) => {
+                envoy_dynamic_module_callback_http_filter_record_histogram_value
+            }
+        };
+        // SAFETY: live filter, on its worker thread; `id` was defined by the configuration
+        // that made this filter (Envoy answers MetricNotFound otherwise); no labels.
+        let r = unsafe { call(self.0, id, std::ptr::null(), 0, value) };
+        r == METRICS_SUCCESS
     }
 
     /// A scheduler that posts events to this filter's worker (see [`Scheduler`]).
