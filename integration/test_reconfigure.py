@@ -242,3 +242,23 @@ def test_a_replaced_configurations_caches_leave_the_cache_gauges(lds, op):
     time.sleep(0.5)  # a few ticks more: it stays so
     assert gw.get("/", bob).status_code == 200
     settles(1)
+
+
+def test_a_logged_out_session_stays_out_after_a_change(lds, op):
+    """A logout is remembered across a reload: the revocation list outlives the configuration
+    (Envoy's shared data in the wasm build; the process-wide store, kept per filter name, in
+    the native build), so the logged-out cookie, still signed with a configured key, does not
+    open again under the new configuration."""
+    k1 = {"kid": "k1", "secret": key(1)}
+    gw = lds(config(op, [k1], ["admins"]))
+    bob = session_cookie(op, gw.url)
+    assert gw.get("/x", bob).status_code == 200
+    r = gw.get("/pa/oidc/logout", bob, **{"sec-fetch-site": "same-origin", "origin": gw.url})
+    assert r.status_code == 302 and r.headers["location"].startswith(op.issuer + "/session/end?"), r.status_code
+    time.sleep(0.5)  # every worker takes the list in at its next tick
+    assert gw.get("/x", bob).status_code == 302, "logged out before the change"
+    assert gw.swap(config(op, [k1], ["admins", "staff"]))
+    time.sleep(1)
+    for _ in range(4):  # new connections: the new configuration, on either worker
+        r = gw.get("/x", bob)
+        assert r.status_code == 302 and r.headers.get("location", "").startswith(op.issuer + "/auth?"), (r.status_code, r.headers.get("location"))

@@ -277,6 +277,12 @@ impl JwksCache {
         self.fetched_at
     }
 
+    /// When this worker last started a fetch (`attempted`): the answer now arriving was asked
+    /// for then or before, so its content is no newer than that.
+    pub fn last_attempt(&self) -> Option<u64> {
+        self.routine_attempt.max(self.unknown_key_attempt)
+    }
+
     pub fn replace(&mut self, keys: Vec<Jwk>, now: u64) {
         self.keys = keys;
         self.fetched_at = Some(now);

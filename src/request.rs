@@ -70,6 +70,17 @@ enum Slot {
 }
 
 impl HeaderList {
+    /// An empty list with room for `count` headers whose names and values take `names` and
+    /// `values` bytes: a host that knows them fills it without growing it.
+    pub fn with_capacity(count: usize, names: usize, values: usize) -> Self {
+        Self {
+            names: String::with_capacity(names),
+            values: Vec::with_capacity(values),
+            entries: Vec::with_capacity(count),
+            ..Self::default()
+        }
+    }
+
     pub fn new<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         let mut list = Self::default();
         for (n, v) in headers {

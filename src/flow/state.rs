@@ -249,9 +249,13 @@ impl VmState {
     }
 
     /// OP `op`'s keys were fetched by this worker: kept, and told to the others.
+    /// The tier orders sets by when their request was sent, not answered: an answer to a
+    /// request sent before the OP dropped a key, arriving after a later request's, must not
+    /// become the "latest" set that other workers take (and trust the dropped key again).
     pub fn keys_fetched(&mut self, op: usize, keys: Vec<Jwk>, now: u64) {
+        let asked = self.op(op).jwks.last_attempt().map_or(now, |t| t.min(now));
         if let Some(tier) = active(&self.shared) {
-            tier.put_jwks(op, Arc::new(keys.clone()), now);
+            tier.put_jwks(op, Arc::new(keys.clone()), asked);
         }
         self.op(op).jwks.replace(keys, now);
     }

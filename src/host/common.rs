@@ -53,9 +53,12 @@ pub(crate) fn configured_lines(settings: &Settings, build: &str) -> Vec<String> 
 
 /// A VM's state for `settings`, sharing what workers share through `store`. A new
 /// configuration may name other OPs: keys, sessions and endpoints start over.
-pub(crate) fn new_vm(settings: &Settings, store: Rc<dyn SharedStore>) -> VmState {
+pub(crate) fn new_vm(settings: &Settings, store: Rc<dyn SharedStore>, now: u64) -> VmState {
     let mut vm = VmState::new(settings);
     vm.store = store;
+    // The logouts so far, before the first request: a new configuration (a reload) or a new
+    // worker must not let a logged-out cookie through until its first tick.
+    vm.revoked.refresh(vm.store.as_ref(), now);
     let validates = settings
         .web_sessions
         .iter()

@@ -16,7 +16,7 @@ use super::actions::{
 };
 use super::common::{after_body, configured_lines, new_vm, FORWARD_AFTER_BODY, TICK_MS};
 use super::request::HostRequest;
-use super::runtime::{log, log_line, Clock, HostEntropy};
+use super::runtime::{log, log_line, now_secs, Clock, HostEntropy};
 use super::shared::HostSharedData;
 use super::stats::Stats;
 use crate::config::Settings;
@@ -98,7 +98,7 @@ impl RootContext for WamRoot {
         for line in configured_lines(&settings, "wasm") {
             log(LogLevel::Info, &line);
         }
-        let vm = new_vm(&settings, Rc::new(HostSharedData));
+        let vm = new_vm(&settings, Rc::new(HostSharedData), now_secs());
         self.stats = Some(Stats::define(&vm.metrics, self.stats.take()));
         self.configured = Some(Configured {
             settings: Rc::new(settings),

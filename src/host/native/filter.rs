@@ -53,13 +53,17 @@ pub(super) struct Config {
     /// Cleared when Envoy destroys the configuration: workers then drop their state for it.
     pub(super) alive: Arc<AtomicBool>,
     pub(super) stats: Arc<StatIds>,
+    /// The filter's name in Envoy's configuration (`filter_name`): what the revocation list
+    /// is shared under, so that it outlives a reload, as the wasm build's shared data
+    /// outlives its configurations (it is Envoy's, per `vm_id`).
+    pub(super) filter_name: Arc<str>,
 }
 
 impl Config {
     /// `None` (Envoy refuses the configuration) when the JSON is not a valid one; the log
     /// line names the field, as in the wasm build. Runs on the main thread, the one place
     /// metrics can be defined.
-    pub(super) fn new(envoy: ConfigHandle, _name: &[u8], json: Vec<u8>) -> Option<Config> {
+    pub(super) fn new(envoy: ConfigHandle, name: &[u8], json: Vec<u8>) -> Option<Config> {
         let settings = match Settings::from_json(&json) {
             Ok(settings) => settings,
             Err(e) => {
@@ -81,6 +85,7 @@ impl Config {
         record_reload(envoy, true);
         Some(Config {
             id: NEXT_CONFIG.fetch_add(1, Ordering::Relaxed),
+            filter_name: Arc::from(String::from_utf8_lossy(name)),
             json,
             alive: Arc::new(AtomicBool::new(true)),
             stats: Arc::new(stats),
@@ -137,10 +142,16 @@ struct NativeRequest {
 impl NativeRequest {
     fn read(envoy: Filter) -> Self {
         let mut headers = HeaderList::default();
-        envoy.each_request_header(|n, v| match std::str::from_utf8(n) {
-            Ok(n) => headers.push(n, v),
-            // No HTTP codec lets such a name through; kept lossily, as the wasm host does.
-            Err(_) => headers.push(&String::from_utf8_lossy(n), v),
+        envoy.with_request_headers(|lent| {
+            let (count, names, values) = lent.sizes();
+            headers = HeaderList::with_capacity(count, names, values);
+            for (n, v) in lent.iter() {
+                match std::str::from_utf8(n) {
+                    Ok(n) => headers.push(n, v),
+                    // No HTTP codec lets such a name through; kept lossily, as the wasm host does.
+                    Err(_) => headers.push(&String::from_utf8_lossy(n), v),
+                }
+            }
         });
         Self { headers, envoy }
     }

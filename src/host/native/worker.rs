@@ -85,8 +85,8 @@ impl Worker {
             return Some(w);
         }
         let settings = Settings::from_json(&config.json).ok()?;
-        let store: Rc<dyn SharedStore> = Rc::new(ProcessStore(id));
-        let mut vm = new_vm(&settings, store);
+        let store: Rc<dyn SharedStore> = Rc::new(ProcessStore(config.filter_name.clone()));
+        let mut vm = new_vm(&settings, store, now_secs());
         vm.share(SharedCaches::for_config(id, &settings));
         let w = Rc::new(Worker {
             settings: Rc::new(settings),
@@ -257,28 +257,30 @@ pub(super) fn ticker_remove(s: Scheduler) {
 
 // ---------------------------------------------------------------------------------------
 // The store the revocation list and validation slots are shared through: one per process,
-// keyed by configuration, with proxy-wasm's shared-data compare-and-swap semantics.
+// keyed by the filter's name, with proxy-wasm's shared-data compare-and-swap semantics. Not
+// by configuration: a reload must not forget the logouts so far (a logged-out cookie would
+// open again), and the old configurations' entries must not pile up.
 
-type Entries = HashMap<(u64, String), (Vec<u8>, u32)>;
+type Entries = HashMap<(Arc<str>, String), (Vec<u8>, u32)>;
 
 fn store() -> &'static Mutex<(Entries, u32)> {
     static STORE: OnceLock<Mutex<(Entries, u32)>> = OnceLock::new();
     STORE.get_or_init(|| Mutex::new((HashMap::new(), 0)))
 }
 
-/// Every worker's view of the process-wide store, for configuration `.0`.
-struct ProcessStore(u64);
+/// Every worker's view of the process-wide store, for the filters named `.0`.
+struct ProcessStore(Arc<str>);
 
 impl SharedStore for ProcessStore {
     fn load(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         let guard = store().lock().ok()?;
-        guard.0.get(&(self.0, key.to_owned())).cloned()
+        guard.0.get(&(self.0.clone(), key.to_owned())).cloned()
     }
 
     fn store(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
         let mut guard = store().lock().map_err(|_| StoreError::Other)?;
         let (entries, last) = &mut *guard;
-        let k = (self.0, key.to_owned());
+        let k = (self.0.clone(), key.to_owned());
         // As in Envoy's shared data: a CAS value only matters when the key exists.
         if let (Some(cas), Some((_, current))) = (cas, entries.get(&k)) {
             if cas != *current {

@@ -388,7 +388,7 @@ fn borrowed<'a>(ptr: *const c_char, len: usize) -> &'a [u8] {
         return &[];
     }
     // SAFETY: Envoy hands (ptr, len) pairs that point to `len` readable bytes, valid until the
-    // hook returns or the map is changed; `each_request_header`'s callers copy them before
+    // hook returns or the map is changed; `with_request_headers`' callers copy them before
     // either happens.
     unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) }
 }
@@ -405,10 +405,34 @@ fn to_module_headers(headers: &[(&str, &[u8])]) -> Vec<ModuleHeader> {
         .collect()
 }
 
+/// A request's headers as Envoy lent them: only ever seen inside
+/// [`Filter::with_request_headers`]'s closure, while the hook runs and nothing changes the map.
+pub struct BorrowedHeaders(Vec<EnvoyHeader>);
+
+impl BorrowedHeaders {
+    /// How many headers, and how many bytes their names and their values take.
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        let sum = |f: fn(&EnvoyHeader) -> usize| {
+            self.0.iter().fold(0usize, |a, h| a.saturating_add(f(h)))
+        };
+        (self.0.len(), sum(|h| h.key_length), sum(|h| h.value_length))
+    }
+
+    /// Every header, in order: (name, value).
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.0.iter().map(|h| {
+            (
+                borrowed(h.key_ptr, h.key_length),
+                borrowed(h.value_ptr, h.value_length),
+            )
+        })
+    }
+}
+
 impl Filter {
-    /// Hands every request header, in order, to `each` as (name, value) bytes borrowed from
-    /// Envoy for the call (the caller copies what it keeps: one copy, no allocation per header).
-    pub fn each_request_header(self, mut each: impl FnMut(&[u8], &[u8])) {
+    /// Hands `read` the request's headers, borrowed from Envoy for the call (the caller
+    /// copies what it keeps: one copy, allocated once, no allocation per header).
+    pub fn with_request_headers(self, read: impl FnOnce(&BorrowedHeaders)) {
         // SAFETY: `self` is a live filter (see the type); the call only reads.
         let n =
             unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.0, REQUEST_HEADER) };
@@ -424,14 +448,8 @@ impl Filter {
         let ok = unsafe {
             envoy_dynamic_module_callback_http_get_headers(self.0, REQUEST_HEADER, out.as_mut_ptr())
         };
-        if !ok {
-            return;
-        }
-        for h in &out {
-            each(
-                borrowed(h.key_ptr, h.key_length),
-                borrowed(h.value_ptr, h.value_length),
-            );
+        if ok {
+            read(&BorrowedHeaders(out));
         }
     }
 
