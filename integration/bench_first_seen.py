@@ -13,9 +13,11 @@ alternating, so that slow drifts of the machine hit both phases alike. Everythin
 identical, so the difference is the verification cost in the filter; its inverse is the
 ceiling of first-seen tokens per second per worker. The same requests through
 a no-op wasm filter and no filter show what the rest of the path costs. Routes answer with
-direct_response; Envoy runs on CPU 0 and this client on CPU 1 when there are two CPUs.
+direct_response; Envoy runs on CPU 0 and this client on CPU 1 when there are two CPUs. Issue 13:
+target `so` is the native build (target/libenvoy_wam.so) with the same configuration, in an Envoy
+of its own like each target here.
 
-usage: .venv/bin/python integration/bench_first_seen.py [--tokens N] [--warmup N] [--chunk N] [--only none,noop,wam]
+usage: .venv/bin/python integration/bench_first_seen.py [--tokens N] [--warmup N] [--chunk N] [--only none,noop,wam,so]
 """
 
 import argparse
@@ -38,6 +40,7 @@ import stack  # noqa: E402
 from bench_api import AUDIENCE, serve_jwks, wam_api_config  # noqa: E402
 
 ALGS = ("RS256", "ES256")
+WAM = {"wam": ".wasm", "so": "native .so"}  # the targets that are envoy-wam, by build
 
 
 def make_tokens(key, issuer, n, tag):
@@ -91,11 +94,11 @@ def main():
     ap.add_argument("--tokens", type=int, default=300, help="distinct tokens per algorithm")
     ap.add_argument("--warmup", type=int, default=100, help="distinct tokens per algorithm verified before measuring")
     ap.add_argument("--chunk", type=int, default=50, help="tokens per first-seen/cached chunk")
-    ap.add_argument("--only", default="none,noop,wam", help="comma-separated subset of targets (none, noop, wam)")
+    ap.add_argument("--only", default="none,noop,wam,so", help="comma-separated subset of targets (none, noop, wam; so: the native build, target/libenvoy_wam.so)")
     args = ap.parse_args()
     only = args.only.split(",")
 
-    stack.build_wasm((stack.NOOP_DIR,) if "noop" in only else ())
+    stack.build_wasm((stack.NOOP_DIR,) if "noop" in only else (), native="so" in only)
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})  # the client on CPU 1, Envoy on CPU 0
     logdir = tempfile.mkdtemp(prefix="envoy-wam-bench-first-seen-")
@@ -123,27 +126,27 @@ def main():
     results = {}  # (target, alg, phase) -> [us]
     procs = {}
     try:
-        for kind in ("none", "noop", "wam"):
+        for kind in ("none", "noop", "wam", "so"):
             if kind not in only:
                 continue
             port = stack.free_port()
-            bootstrap = stack.envoy_bootstrap(
-                port, stack.free_port(), kind, wam_api_config(issuer) if kind == "wam" else None, op_port=server.server_address[1] if kind == "wam" else None
-            )
+            filt = {"wam": "wam-wasm", "so": "wam-native"}.get(kind, kind)
+            wam = kind in WAM
+            bootstrap = stack.envoy_bootstrap(port, stack.free_port(), filt, wam_api_config(issuer) if wam else None, op_port=server.server_address[1] if wam else None)
             p = stack.start_envoy(port, bootstrap, concurrency=1, logdir=logdir, name=f"bench-{kind}")
             if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
                 subprocess.run(["taskset", "-a", "-p", "-c", "0", str(p.p.pid)], capture_output=True)
             procs[kind] = p
 
-        if "wam" in procs:
+        for kind in [k for k in WAM if k in procs]:
             # It really validates: the warm-up tokens pass (and fetch the JWKS), a tampered one does not.
-            url = procs["wam"].url + "/orders/1"
+            url = procs[kind].url + "/orders/1"
             for alg in ALGS:
                 with urllib.request.urlopen(urllib.request.Request(url, headers={"authorization": f"Bearer {warm[alg]}", "accept": "application/json"})) as r:
                     assert r.status == 200, (alg, r.status)
                 try:
                     urllib.request.urlopen(urllib.request.Request(url, headers={"authorization": f"Bearer {warm[alg][:-6]}AAAAAA", "accept": "application/json"}))
-                    raise AssertionError(f"envoy-wam let a tampered {alg} token through")
+                    raise AssertionError(f"envoy-wam ({kind}) let a tampered {alg} token through")
                 except urllib.error.HTTPError as e:
                     assert e.code == 401, (alg, e.code)
 
@@ -159,8 +162,8 @@ def main():
                     chunk = tokens[alg][i : i + args.chunk]
                     results[(kind, alg, "first")] += latencies(p.port, chunk)
                     results[(kind, alg, "cached")] += latencies(p.port, chunk)
-        if "wam" in procs:
-            assert jwks_gets[0] == 1, f"the JWKS was fetched {jwks_gets[0]} times, expected once"
+        wams = sum(1 for k in WAM if k in procs)
+        assert jwks_gets[0] == wams, f"the JWKS was fetched {jwks_gets[0]} times, expected once per envoy-wam build ({wams})"
     finally:
         for p in procs.values():
             p.stop()
@@ -178,21 +181,25 @@ def main():
                 print(f"  {kind:6} {alg:6} {phase:7} {statistics.median(v):10.1f} {pct(v, 0.9):8.1f} {min(v):8.1f}")
 
     verification = {}
-    if "wam" in procs:
-        print("  verification cost in envoy-wam (first-seen - cached):")
+    for kind in [k for k in WAM if k in procs]:
+        print(f"  verification cost in envoy-wam, {WAM[kind]} (first-seen - cached):")
         for alg in ALGS:
-            first, cached = results[("wam", alg, "first")], results[("wam", alg, "cached")]
+            first, cached = results[(kind, alg, "first")], results[(kind, alg, "cached")]
             d_med = statistics.median(first) - statistics.median(cached)
             d_p90 = pct(first, 0.9) - pct(cached, 0.9)
             # The same token, first-seen and then cached: the median of the per-token differences.
             d_pair = statistics.median(a - b for a, b in zip(first, cached))
             ceiling = 1e6 / d_med if d_med > 0 else float("inf")
-            verification[alg] = {"median_us": round(d_med, 1), "p90_us": round(d_p90, 1), "paired_median_us": round(d_pair, 1), "first_seen_per_s_per_worker": round(ceiling)}
+            verification[f"{kind}-{alg}"] = {"median_us": round(d_med, 1), "p90_us": round(d_p90, 1), "paired_median_us": round(d_pair, 1), "first_seen_per_s_per_worker": round(ceiling)}
             print(f"    {alg}: median {d_med:7.1f} us   p90 {d_p90:7.1f} us   per-token median {d_pair:7.1f} us   -> at most ~{ceiling:,.0f} first-seen tokens/s per worker")
         if "noop" in procs:
             for alg in ALGS:
-                extra = statistics.median(results[("wam", alg, "cached")]) - statistics.median(results[("noop", alg, "cached")])
+                extra = statistics.median(results[(kind, alg, "cached")]) - statistics.median(results[("noop", alg, "cached")])
                 print(f"    {alg}: a cached token costs {extra:.1f} us over the no-op wasm filter (median)")
+    for alg in ALGS:
+        w, n = verification.get(f"wam-{alg}"), verification.get(f"so-{alg}")
+        if w and n and n["median_us"] > 0:
+            print(f"  {alg}: the native build verifies in {n['median_us']:.0f} us against the wasm build's {w['median_us']:.0f} us ({w['median_us'] / n['median_us']:.1f}x faster)")
     print(json.dumps({"tokens": args.tokens, "warmup": args.warmup, "latency": summary, "verification": verification}))
 
 

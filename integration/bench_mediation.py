@@ -1,6 +1,7 @@
 """Benchmark (issue 5): a valid-session request whose mediated token is cached, against the same
 request without mediation, on one Envoy worker (target: mediated / plain >= 0.95). Also a JWT
-identity mapping (signed once, cached), and no filter and a no-op wasm filter for reference.
+identity mapping (signed once, cached), and no filter and a no-op wasm filter for reference;
+the native build (target/libenvoy_wam.so, issue 13) on the same three paths as `so-*`.
 With --compare, one more listener runs another build of envoy-wam (e.g. the previous release)
 with the same configuration on the STS path.
 
@@ -67,12 +68,12 @@ def main():
     args = ap.parse_args()
     benchlib.check_compare(args)
 
-    stack.build_wasm((stack.NOOP_DIR,))
+    stack.build_wasm((stack.NOOP_DIR,), native=True)
     logdir = tempfile.mkdtemp(prefix="envoy-wam-bench-mediation-")
     op_port = stack.free_port()
     # Ports first: the OP must know every gateway listener (redirect URIs, and the JWKS of the
     # subject tokens its STS accepts).
-    names = ["none", "noop", "plain", "sts", "jwt"] + (["ref-sts"] if args.compare else [])
+    names = ["none", "noop", "plain", "sts", "jwt", "so-plain", "so-sts", "so-jwt"] + (["ref-sts"] if args.compare else [])
     ports = {n: stack.free_port() for n in names}
     gateways = [f"http://127.0.0.1:{ports[n]}" for n in names if n not in ("none", "noop")]
     op = stack.start_op(op_port, gateways, logdir=logdir, env={"STS_TOKEN_TTL": "3600"})
@@ -87,6 +88,10 @@ def main():
             Variant("plain", "envoy-wam, no mediation", "wam", cfg, op_port=op_port, path="/plain/x", headers=headers),
             Variant("sts", "envoy-wam, STS token (cached)", "wam", cfg, op_port=op_port, path="/sts/x", headers=headers),
             Variant("jwt", "envoy-wam, JWT mapping (cached)", "wam", cfg, op_port=op_port, path="/jwt/x", headers=headers),
+            # Issue 13: the native build (the .so), same configuration.
+            Variant("so-plain", "native build, no mediation", "wam-native", cfg, op_port=op_port, path="/plain/x", headers=headers),
+            Variant("so-sts", "native build, STS token (cached)", "wam-native", cfg, op_port=op_port, path="/sts/x", headers=headers),
+            Variant("so-jwt", "native build, JWT mapping (cached)", "wam-native", cfg, op_port=op_port, path="/jwt/x", headers=headers),
         ]
         if args.compare:
             variants.append(Variant("ref-sts", "--compare build, STS (cached)", "wam", cfg, wasm=os.path.abspath(args.compare), op_port=op_port, path="/sts/x", headers=headers))
@@ -111,6 +116,10 @@ def main():
         ("JWT identity mapping / plain", "jwt", "plain", ""),
         ("plain / no-op wasm", "plain", "noop", ""),
         ("envoy-wam / --compare build (STS)", "sts", "ref-sts", "no regression: ~1.0, ~+0 µs"),
+        ("native: mediated (STS, cached) / plain", "so-sts", "so-plain", "issue 13; target >= 0.95"),
+        ("native: JWT identity mapping / plain", "so-jwt", "so-plain", ""),
+        ("native / wasm, STS (cached)", "so-sts", "sts", "issue 13: native vs wasm"),
+        ("native plain / no filter", "so-plain", "none", ""),
     ]
     benchlib.report(
         "valid-session request with a cached mediated token, one Envoy, 1 worker, one listener per variant",

@@ -3,7 +3,8 @@ envoy-wam without a policy (the implicit one: every path needs a session) and wi
 policy: 12 web applications of 16 resources each on distinct context roots, global unprotected
 paths, and the request's resource (/app7/section11/items/42/detail, deep in the route table,
 routed to app7's resource r11) guarded by nested rule sets on the groups and email claims, a
-network rule and a method rule. No filter and a no-op wasm filter for reference. With
+network rule and a method rule. No filter and a no-op wasm filter for reference; the native
+build (target/libenvoy_wam.so, issue 13) with both configurations beside the .wasm. With
 --compare, one more listener runs another build of envoy-wam (e.g. the previous release) with
 the same policy configuration.
 
@@ -91,7 +92,7 @@ def main():
     args = ap.parse_args()
     benchlib.check_compare(args)
 
-    stack.build_wasm((stack.NOOP_DIR,))
+    stack.build_wasm((stack.NOOP_DIR,), native=True)
     logdir = tempfile.mkdtemp(prefix="envoy-wam-bench-policy-")
     config = benchlib.session_config()
     with_policy = copy(config)
@@ -103,6 +104,9 @@ def main():
         Variant("noop", "no-op wasm filter", "noop", path=PATH, headers=headers),
         Variant("wam", "envoy-wam, no policy", "wam", config, path=PATH, headers=headers),
         Variant("wam-policy", "envoy-wam, realistic policy", "wam", with_policy, path=PATH, headers=headers),
+        # Issue 13: the native build (the .so), same configurations.
+        Variant("so", "envoy-wam native build, no policy", "wam-native", config, path=PATH, headers=headers),
+        Variant("so-policy", "envoy-wam native build, realistic policy", "wam-native", with_policy, path=PATH, headers=headers),
     ]
     if args.compare:
         variants.append(Variant("ref-policy", "--compare build, realistic policy", "wam", with_policy, wasm=os.path.abspath(args.compare), path=PATH, headers=headers))
@@ -120,6 +124,9 @@ def main():
         ("without policy / no-op wasm", "wam", "noop", ""),
         ("with policy / no filter", "wam-policy", "none", ""),
         ("envoy-wam / --compare build (policy)", "wam-policy", "ref-policy", "no regression: ~1.0, ~+0 µs"),
+        ("native: with policy / without", "so-policy", "so", "issue 13; target >= 0.95"),
+        ("native with policy / no filter", "so-policy", "none", ""),
+        ("native / wasm, with policy", "so-policy", "wam-policy", "issue 13: native vs wasm"),
     ]
     benchlib.report(
         "valid-session request with and without a realistic policy, one Envoy, 1 worker, one listener per variant",

@@ -3,8 +3,11 @@ against no filter and a no-op wasm filter. A further listener runs integration/f
 which makes only the host calls envoy-wam needs for such a request and nothing else: it shows
 what the proxy-wasm boundary itself costs. With --compare, one more listener runs another
 build of envoy-wam (e.g. the previous release) with the same configuration. Two more run the
-native build (target/libenvoy_wam.so, an Envoy dynamic module) with the same configurations.
-Issue 12: a
+native build (target/libenvoy_wam.so, an Envoy dynamic module) with the same configurations,
+and two run Envoy's own oauth2 filter on its valid-cookie path (integration/oauth2ref.py: the
+cookies a signed-in user holds, tokens encrypted as by default and not), the reference the
+issue names for a valid-session request; the bench checks first that they answer 200 from
+the route, not a redirect to the OP, and redirect a tampered cookie. Issue 12: a
 listener with `"metrics": false` shows what counting into Envoy's stats costs (`--metrics`:
 only that comparison, with no filter and the no-op filter for reference, and a second
 metrics-on listener whose difference from the first is the machine's noise; the same three for the
@@ -32,13 +35,19 @@ usage: .venv/bin/python integration/bench_session.py [--rounds N] [--seconds S] 
 """
 
 import argparse
+import base64
 import os
+import re
 import sys
 import tempfile
+import time
 import urllib.parse
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
+import jwtutil  # noqa: E402
+import oauth2ref  # noqa: E402
 import stack  # noqa: E402
 from benchlib import Variant, copy  # noqa: E402
 
@@ -88,6 +97,7 @@ def main():
         Variant("native-floor", "host calls only (floor-native)", "none", headers=headers, http_filters=[stack.native_filter("floor", so=stack.FLOOR_NATIVE_SO)]),
         Variant("wam-nometrics", "envoy-wam, metrics off", "wam", config_nometrics, headers=headers),
     ]
+    variants += oauth2_variants()
     if args.metrics:
         # The same filter twice more: how far two identical listeners differ on this machine.
         # And the native build the same way: its counts are handed to Envoy as each request
@@ -110,6 +120,7 @@ def main():
             assert status == 200, status
         # The filter must really be on the session path: a 200 with identity, not a redirect.
         benchlib.expect_200(variants)
+        check_oauth2(envoy, [v for v in variants if v.name.startswith("oauth2")])
         results = benchlib.measure(envoy, variants, args.rounds, args.seconds, args.connections)
     finally:
         envoy.stop()
@@ -131,6 +142,12 @@ def main():
         ("native floor / no filter", "native-floor", "none", "the dynamic-module boundary"),
         ("native (3 headers) / native floor", "native", "native-floor", "the filter's own logic, natively"),
         ("no-op dynamic module / no filter", "native-noop", "none", ""),
+        ("native / Envoy oauth2", "native", "oauth2", "issue 13: against Envoy's own filter"),
+        ("wasm / Envoy oauth2", "wam", "oauth2", ""),
+        ("Envoy oauth2 / no filter", "oauth2", "none", "tokens encrypted (its default)"),
+        ("Envoy oauth2 / no filter, same cookies", "oauth2", "none-oauth2", "the filter's own cost"),
+        ("Envoy oauth2 (plain tokens) / no filter", "oauth2-plain", "none", "disable_token_encryption"),
+        ("native / Envoy oauth2 (plain tokens)", "native", "oauth2-plain", ""),
         ("metrics on / metrics off", "wam", "wam-nometrics", "issue 12 target: >= 0.98"),
         ("metrics on / on again", "wam", "wam-again", "the noise: the same listener twice"),
         ("native: metrics on / off", "native", "native-nometrics", "issue 13: the per-request flush, target >= 0.98"),
@@ -144,6 +161,51 @@ def main():
         benchlib.settings(args),
         extra={"bench": "session"},
     )
+
+
+def oauth2_variants():
+    """Envoy's oauth2 filter with a signed-in user's cookies (tokens as an OP issues them: JWT
+    access and ID tokens signed RS256, an opaque refresh token), one listener with the tokens
+    encrypted (the filter's default) and one without."""
+    key = jwtutil.Key("RS256", "bench-op")
+    now = int(time.time())
+    claims = {"iss": "https://op.example.test", "sub": "alice", "aud": "bench", "iat": now, "exp": now + 86400}
+    access = key.sign({**claims, "aud": "https://api.example.test", "client_id": "bench", "scope": "openid email", "jti": "a1"}, typ="at+jwt")
+    id_token = key.sign({**claims, "email": "alice@example.com", "groups": ["staff"], "auth_time": now, "nonce": "n-0S6_WzA2Mj", "sid": "s1"})
+    tokens = (access, id_token, base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("="))
+    out = []
+    # No filter with the oauth2 listeners' Cookie header (about 2.1 kB with the tokens
+    # encrypted, against envoy-wam's one cookie): what parsing those headers costs Envoy alone.
+    big = Variant("none-oauth2", "no filter, oauth2's cookies", "none")
+    big.port = stack.free_port()
+    big.headers = [f"cookie: theme=dark; {oauth2ref.cookie(big.port, tokens, True)}", "accept: text/html", "x-wam-user: spoofed"]
+    out.append(big)
+    for name, label, encrypt in (("oauth2", "Envoy oauth2, valid cookies", True), ("oauth2-plain", "Envoy oauth2, plain-token cookies", False)):
+        v = Variant(name, label, "none", http_filters=[oauth2ref.http_filter(encrypt)], clusters={"oauth2_idp": 9}, secrets=oauth2ref.secrets())
+        v.port = stack.free_port()  # the HMAC covers the Host, 127.0.0.1:<port>
+        v.headers = [f"cookie: theme=dark; {oauth2ref.cookie(v.port, tokens, encrypt)}", "accept: text/html", "x-wam-user: spoofed"]
+        out.append(v)
+    return out
+
+
+def check_oauth2(envoy, variants):
+    """The oauth2 listeners answer from the route (200, its body) on the valid-cookie path, and
+    redirect to the OP once the HMAC is wrong: the filter runs and takes the cookies as valid."""
+    for v in variants:
+        status, location, body = oauth2ref.status_without_redirect(v.port, v.path, v.header_dict())
+        if status != 200 or body != b"hello\n":
+            raise RuntimeError(f"{v.name}: Envoy's oauth2 answered {status} (location {location}), not 200 from the route")
+        bad = v.header_dict()
+        bad["cookie"] = bad["cookie"].replace("OauthHMAC=", "OauthHMAC=A", 1)
+        status, location, _ = oauth2ref.status_without_redirect(v.port, v.path, bad)
+        if status != 302 or "/authorize" not in (location or ""):
+            raise RuntimeError(f"{v.name}: a tampered HMAC answered {status} (location {location}), not a redirect to the OP")
+    with urllib.request.urlopen(f"http://127.0.0.1:{envoy.admin_port}/stats?filter=oauth_success", timeout=5) as r:
+        text = r.read().decode()
+    for v in variants:
+        m = re.search(rf"^http\.bench-{re.escape(v.name)}\.(?:\S+\.)?oauth_success: (\d+)$", text, re.M)
+        if not m or int(m.group(1)) < 1:
+            raise RuntimeError(f"{v.name}: no oauth_success counted:\n{text}")
 
 
 def web_sessions(args):

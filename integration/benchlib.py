@@ -57,13 +57,14 @@ class Variant:
     (e.g. jwt_authn); `path` and `headers` what wrk sends (headers as "name: value");
     `clusters` {name: port} the listener's filter needs (the `op` cluster is `op_port`)."""
 
-    def __init__(self, name, label, kind="none", config=None, wasm=None, http_filters=None, path="/bench", headers=(), op_port=None, clusters=None, backend_port=None, access_log=None):
+    def __init__(self, name, label, kind="none", config=None, wasm=None, http_filters=None, path="/bench", headers=(), op_port=None, clusters=None, backend_port=None, access_log=None, secrets=None):
         self.name, self.label, self.kind = name, label, kind
         self.config, self.wasm = config, wasm
         self.http_filters = list(http_filters or [])
         self.path, self.headers = path, list(headers)
         self.op_port, self.clusters, self.backend_port = op_port, dict(clusters or {}), backend_port
         self.access_log = access_log  # a file for Envoy's access log (stack.ACCESS_LOG_FORMAT)
+        self.secrets = list(secrets or [])  # static SDS secrets its filters name (e.g. oauth2's)
         self.port = None
 
     @property
@@ -82,7 +83,7 @@ def bootstrap(variants, admin_port=None):
     then the listeners and clusters are merged. Each wasm filter gets its own vm_id, so
     every variant runs in its own wasm VM as it would in its own Envoy."""
     admin_port = admin_port or stack.free_port()
-    listeners, clusters = [], {}
+    listeners, clusters, secrets = [], {}, {}
     for v in variants:
         if v.port is None:
             v.port = stack.free_port()
@@ -116,9 +117,16 @@ def bootstrap(variants, admin_port=None):
             if old is not None and old != c:
                 raise ValueError(f"two variants define cluster {c['name']} differently")
             clusters[c["name"]] = c
+        for s in v.secrets:
+            if secrets.get(s["name"], s) != s:
+                raise ValueError(f"two variants define secret {s['name']} differently")
+            secrets[s["name"]] = s
+    resources = {"listeners": listeners, "clusters": list(clusters.values())}
+    if secrets:
+        resources["secrets"] = list(secrets.values())
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
-        "static_resources": {"listeners": listeners, "clusters": list(clusters.values())},
+        "static_resources": resources,
     }
 
 
