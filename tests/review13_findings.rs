@@ -6,13 +6,12 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use envoy_wam::config::Settings;
-use envoy_wam::flow::{HeaderList, RequestFlow, VmState};
+use envoy_wam::flow::{HeaderList, RequestFlow};
 use envoy_wam::http::{Action, CalloutResult};
 use serde_json::{json, Value};
 
 mod common;
-use common::fake_tier::FakeTier as Tier;
+use common::fake_tier::{FakeTier as Tier, Process};
 use common::two_ops::two_op_config;
 use common::*;
 
@@ -44,34 +43,13 @@ fn config() -> Value {
     })
 }
 
-struct Process {
-    settings: Settings,
-    workers: [VmState; 2],
-    rng: Rng,
-}
-
 impl Process {
     fn new(tier: Option<Arc<Tier>>) -> Self {
         Self::with(&config(), tier)
     }
 
-    fn with(config: &Value, tier: Option<Arc<Tier>>) -> Self {
-        let settings = Settings::from_json(config.to_string().as_bytes()).unwrap();
-        let workers = [VmState::new(&settings), VmState::new(&settings)].map(|mut vm| {
-            if let Some(tier) = &tier {
-                vm.share(tier.clone());
-            }
-            vm
-        });
-        Self {
-            settings,
-            workers,
-            rng: Rng(13),
-        }
-    }
-
     fn request(&mut self, w: usize, flow: &mut RequestFlow, h: &HeaderList, now: u64) -> Action {
-        flow.on_request(&self.settings, &mut self.workers[w], h, now, &mut self.rng)
+        self.request_in(w, flow, h, now)
     }
 
     fn answer(
@@ -86,14 +64,7 @@ impl Process {
             status: 200,
             body: jwks,
         };
-        flow.on_callout(
-            &self.settings,
-            &mut self.workers[w],
-            h,
-            r,
-            now,
-            &mut self.rng,
-        )
+        self.answer_at(w, flow, h, r, now)
     }
 }
 

@@ -8,15 +8,14 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use envoy_wam::config::Settings;
-use envoy_wam::flow::{HeaderList, RequestFlow, VmState};
+use envoy_wam::flow::{HeaderList, RequestFlow};
 use envoy_wam::http::{Action, CalloutResult};
 use envoy_wam::revocation::Revoked;
 
 use serde_json::{json, Value};
 
 mod common;
-use common::fake_tier::FakeTier;
+use common::fake_tier::{FakeTier, Process};
 use common::*;
 
 fn config() -> Value {
@@ -63,35 +62,13 @@ fn config() -> Value {
     })
 }
 
-/// Two workers of one process: each with its own caches, both with `tier` (or none).
-struct Process {
-    settings: Settings,
-    workers: [VmState; 2],
-    rng: Rng,
-}
-
 impl Process {
     fn new(tier: Option<Arc<FakeTier>>) -> Self {
-        let settings = Settings::from_json(config().to_string().as_bytes()).unwrap();
-        let workers = [VmState::new(&settings), VmState::new(&settings)].map(|mut vm| {
-            if let Some(tier) = &tier {
-                vm.share(tier.clone());
-            }
-            vm
-        });
-        Self {
-            settings,
-            workers,
-            rng: Rng(7),
-        }
+        Self::with(&config(), tier)
     }
 
     fn request(&mut self, w: usize, h: &HeaderList, now: u64) -> Action {
         self.request_in(w, &mut RequestFlow::new(), h, now)
-    }
-
-    fn request_in(&mut self, w: usize, flow: &mut RequestFlow, h: &HeaderList, now: u64) -> Action {
-        flow.on_request(&self.settings, &mut self.workers[w], h, now, &mut self.rng)
     }
 
     fn answer(
@@ -102,24 +79,6 @@ impl Process {
         r: CalloutResult,
     ) -> Action {
         self.answer_at(w, flow, h, r, NOW)
-    }
-
-    fn answer_at(
-        &mut self,
-        w: usize,
-        flow: &mut RequestFlow,
-        h: &HeaderList,
-        r: CalloutResult,
-        now: u64,
-    ) -> Action {
-        flow.on_callout(
-            &self.settings,
-            &mut self.workers[w],
-            h,
-            r,
-            now,
-            &mut self.rng,
-        )
     }
 
     /// Worker `w` fetches the keys for `h` (a new token) and lets it through.

@@ -8,9 +8,15 @@ use std::sync::{Arc, Mutex};
 
 use envoy_wam::bearer::TokenKeys;
 use envoy_wam::cache::Key;
+use envoy_wam::config::Settings;
+use envoy_wam::flow::{HeaderList, RequestFlow, VmState};
+use envoy_wam::http::{Action, CalloutResult};
 use envoy_wam::jwks::Jwk;
 use envoy_wam::policy::{Limit, RateLimits};
 use envoy_wam::shared_tier::{SharedJwks, SharedSession, SharedTier, SharedVerdict};
+use serde_json::Value;
+
+use super::Rng;
 
 type SiteEntry = (Arc<str>, u64);
 
@@ -88,5 +94,59 @@ impl SharedTier for FakeTier {
     }
     fn take(&self, limit: &Limit, key: &str, now_ms: u64) -> Result<(), u64> {
         self.limits.lock().unwrap().take(limit, key, now_ms)
+    }
+}
+
+/// Two workers of one process: each with its own caches, both with `tier` (or none).
+pub struct Process {
+    pub settings: Settings,
+    pub workers: [VmState; 2],
+    pub rng: Rng,
+}
+
+impl Process {
+    pub fn with(config: &Value, tier: Option<Arc<FakeTier>>) -> Self {
+        let settings = Settings::from_json(config.to_string().as_bytes()).unwrap();
+        let workers = [VmState::new(&settings), VmState::new(&settings)].map(|mut vm| {
+            if let Some(tier) = &tier {
+                vm.share(tier.clone());
+            }
+            vm
+        });
+        Self {
+            settings,
+            workers,
+            rng: Rng(7),
+        }
+    }
+
+    /// Request `h` on worker `w`, in `flow`.
+    pub fn request_in(
+        &mut self,
+        w: usize,
+        flow: &mut RequestFlow,
+        h: &HeaderList,
+        now: u64,
+    ) -> Action {
+        flow.on_request(&self.settings, &mut self.workers[w], h, now, &mut self.rng)
+    }
+
+    /// The answer `r` to `flow`'s callout, on worker `w`.
+    pub fn answer_at(
+        &mut self,
+        w: usize,
+        flow: &mut RequestFlow,
+        h: &HeaderList,
+        r: CalloutResult,
+        now: u64,
+    ) -> Action {
+        flow.on_callout(
+            &self.settings,
+            &mut self.workers[w],
+            h,
+            r,
+            now,
+            &mut self.rng,
+        )
     }
 }
