@@ -111,6 +111,31 @@ pub struct Forward {
     pub response_cookies: Vec<String>,
 }
 
+impl Forward {
+    /// The request header changes a host makes, in order: every removal, then the identity
+    /// headers (less the removals of headers the request does not carry), then the rest. A
+    /// `None` value removes the header (every copy); a value replaces every copy.
+    pub fn header_changes(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        let removed = self.removed.iter().map(|n| (n.as_str(), None));
+        let identity = self
+            .identity
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i >= 64 || self.identity_absent & (1 << i) == 0)
+            .map(|(_, (n, v))| (n.as_str(), v.as_deref()));
+        let rest = self
+            .request_headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_deref()));
+        removed.chain(identity).chain(rest)
+    }
+
+    /// Whether a host has any request header to change (then Envoy must route again).
+    pub fn changes_headers(&self) -> bool {
+        self.header_changes().next().is_some()
+    }
+}
+
 impl std::fmt::Debug for Forward {
     /// Header names only: the values may be mediated tokens.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

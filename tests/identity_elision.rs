@@ -37,13 +37,13 @@ fn config() -> serde_json::Value {
     )
 }
 
-/// The identity operations the host layer carries out: (header, value) in order.
+/// The identity operations a host layer carries out (`Forward::header_changes`, which both
+/// hosts apply): (header, value) in order.
 fn made(fwd: &Forward) -> Vec<(String, Option<String>)> {
-    fwd.identity
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i >= 64 || fwd.identity_absent & (1 << i) == 0)
-        .map(|(_, op)| op.clone())
+    let identity = |name: &str| fwd.identity.iter().any(|(n, _)| n == name);
+    fwd.header_changes()
+        .filter(|(name, _)| identity(name))
+        .map(|(n, v)| op(n, v))
         .collect()
 }
 

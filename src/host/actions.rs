@@ -17,26 +17,12 @@ use crate::flow::{RequestFlow, VmState};
 use crate::http::{Action, Callout, CalloutResult, Forward, LocalResponse, Wake};
 use crate::request::HeaderSource;
 
-/// Applies a forward's header changes: removals, identity, then the rest. `false` when one
+/// Applies a forward's header changes (see `Forward::header_changes`). `false` when one
 /// failed: the request then ends with 500, never half-cleaned.
 fn apply(fwd: &Forward) -> bool {
-    let removed = fwd
-        .removed
-        .iter()
-        .all(|name| hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None).is_ok());
-    let identity = fwd
-        .identity
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i >= 64 || fwd.identity_absent & (1 << i) == 0)
-        .map(|(_, op)| op);
-    removed
-        && identity
-            .chain(fwd.request_headers.iter())
-            .all(|(name, value)| {
-                hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value.as_deref())
-                    .is_ok()
-            })
+    fwd.header_changes().all(|(name, value)| {
+        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value).is_ok()
+    })
 }
 
 /// A callout on its way: what is needed to tell a timeout from a failure when it ends.

@@ -196,17 +196,9 @@ fn respond(envoy: Filter, r: &LocalResponse) {
 /// cache on every header change).
 fn apply(envoy: Filter, fwd: &Forward) -> bool {
     let applied = fwd
-        .removed
-        .iter()
-        .all(|name| envoy.set_request_header(name, None))
-        && fwd
-            .identity
-            .iter()
-            .chain(fwd.request_headers.iter())
-            .all(|(name, value)| envoy.set_request_header(name, value.as_deref()));
-    let changed =
-        !(fwd.removed.is_empty() && fwd.identity.is_empty() && fwd.request_headers.is_empty());
-    if applied && changed {
+        .header_changes()
+        .all(|(name, value)| envoy.set_request_header(name, value));
+    if applied && fwd.changes_headers() {
         envoy.clear_route_cache();
     }
     applied
