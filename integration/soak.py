@@ -33,7 +33,7 @@ access log goes to /dev/null instead of the terminal, and Envoy logs at `warn` (
 audit lines would write a line per API call). Ports are free ones, not 8080/9000.
 
 usage: .venv/bin/python integration/soak.py [--requests N] [--users N] [--clients N]
-           [--sts-users N] [--processes N] [--sample-every S] [--mix kind=weight,...]
+           [--sts-users N] [--processes N] [--sample-every S] [--mix kind=weight,...] [--native]
 """
 
 import argparse
@@ -63,13 +63,35 @@ WORKERS = 2
 # --- the demo, on free ports -----------------------------------------------------------------
 
 
-def demo_bootstrap(ports):
+def native_filter_lines(lines):
+    """The demo's wasm filter swapped for the native build (the same JSON configuration):
+    the lines from `- name: envoy.filters.http.wasm` to its `value: |` replaced."""
+    first = next(i for i, l in enumerate(lines) if l.strip() == "- name: envoy.filters.http.wasm")
+    value = next(i for i in range(first, len(lines)) if lines[i].strip() == "value: |")
+    pad = " " * (len(lines[first]) - len(lines[first].lstrip()))
+    lines[first : value + 1] = [
+        pad + "- name: envoy.filters.http.dynamic_modules",
+        pad + "  typed_config:",
+        pad + '    "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter',
+        pad + "    dynamic_module_config: {module: {local: {filename: target/libenvoy_wam.so}}, do_not_close: true}",
+        pad + "    filter_name: envoy-wam",
+        pad + "    filter_config:",
+        pad + '      "@type": type.googleapis.com/google.protobuf.StringValue',
+        pad + "      value: |",
+    ]
+    return lines
+
+
+def demo_bootstrap(ports, native=False):
     """envoy-demo.yaml with its ports replaced, sessions not revalidated, the access log to
-    /dev/null. Returns (YAML text, the filter's configuration as a dict)."""
+    /dev/null (and, `native`, the native build in place of the wasm filter). Returns (YAML
+    text, the filter's configuration as a dict)."""
     text = open(DEMO).read()
-    for old, new in (("9901", ports["admin"]), ("8080", ports["gateway"]), ("8081", ports["backend"]), ("9000", ports["op"])):
+    for old, new in (("9901", ports["admin"]), ("8080", ports["gateway"]), ("8081", ports["backend"]), ("9000", ports["op"]), ("9001", ports["partner_op"])):
         text = re.sub(rf"\b{old}\b", str(new), text)
     lines = text.split("\n")
+    if native:
+        lines = native_filter_lines(lines)
     # The filter's JSON: the literal block after `value: |`.
     start = next(i for i, l in enumerate(lines) if l.strip() == "value: |") + 1
     indent = len(lines[start]) - len(lines[start].lstrip())
@@ -90,18 +112,27 @@ def demo_bootstrap(ports):
     return "\n".join(out), config
 
 
-def start_stack(logdir, ports):
+def start_stack(logdir, ports, native=False):
     gw_urls = [f"http://localhost:{ports['gateway']}", f"http://127.0.0.1:{ports['gateway']}"]
     op = stack.start_op(ports["op"], gw_urls, logdir=logdir, issuer=f"http://localhost:{ports['op']}")
+    # The demo's partner OP (web session `partner`), as envoy/demo.sh starts it: the soak sends
+    # it nothing, but the gateway is ready (its heartbeat) only once every OP is.
+    partner_env = {
+        "GATEWAY_CALLBACK_PATH": "/pa/oidc/cb/partner",
+        "BACKCHANNEL_PATH": "/pa/oidc/backchannel/partner",
+        "POST_LOGOUT_PATHS": "/partner/",
+        "OP_COOKIE_PREFIX": "partner",
+    }
+    partner = stack.start_op(ports["partner_op"], gw_urls, logdir=logdir, issuer=f"http://localhost:{ports['partner_op']}", env=partner_env, name="partner-op")
     backend = stack.start_backend(ports["backend"], logdir=logdir)
-    text, config = demo_bootstrap(ports)
+    text, config = demo_bootstrap(ports, native)
     path = os.path.join(logdir, "envoy-soak.yaml")
     with open(path, "w") as f:
         f.write(text)
     envoy = stack.Proc("envoy", [stack.ENVOY, "-c", path, "--concurrency", str(WORKERS), "--disable-hot-restart", "-l", "warn"], cwd=stack.ROOT, logdir=logdir)
     envoy.wait_until(lambda: stack.http_ok(f"http://127.0.0.1:{ports['admin']}/ready"))
     envoy.wait_until(lambda: stack.http_ok(f"http://127.0.0.1:{ports['gateway']}/pa/heartbeat.ping"))
-    return op, backend, envoy, config
+    return (op, partner), backend, envoy, config
 
 
 # --- credentials ------------------------------------------------------------------------------
@@ -367,13 +398,14 @@ def main():
     ap.add_argument("--processes", type=int, default=4)
     ap.add_argument("--sample-every", type=float, default=5.0)
     ap.add_argument("--mix", default=DEFAULT_MIX)
+    ap.add_argument("--native", action="store_true", help="the native build (target/libenvoy_wam.so) in place of the .wasm")
     args = ap.parse_args()
     mix = {k: float(v) for k, v in (p.split("=") for p in args.mix.split(","))}
 
-    stack.build_wasm(())
+    stack.build_wasm((), native=args.native)
     logdir = tempfile.mkdtemp(prefix="envoy-wam-soak-")
-    ports = {name: stack.free_port() for name in ("gateway", "admin", "backend", "op")}
-    op, backend, envoy, config = start_stack(logdir, ports)
+    ports = {name: stack.free_port() for name in ("gateway", "admin", "backend", "op", "partner_op")}
+    (op, partner), backend, envoy, config = start_stack(logdir, ports, args.native)
     pid, admin = envoy.p.pid, ports["admin"]
     t0 = time.time()
     report = {"settings": {**vars(args), "workers": WORKERS, "logdir": logdir}}
@@ -498,6 +530,7 @@ def main():
         envoy.stop()
         backend.stop()
         op.stop()
+        partner.stop()
 
 
 if __name__ == "__main__":
