@@ -73,7 +73,7 @@ def native_filter_lines(lines):
         pad + "- name: envoy.filters.http.dynamic_modules",
         pad + "  typed_config:",
         pad + '    "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter',
-        pad + "    dynamic_module_config: {module: {local: {filename: target/libenvoy_wam.so}}, do_not_close: true}",
+        pad + "    dynamic_module_config: {module: {local: {filename: target/libenvoy_wam.so}}, do_not_close: true, metrics_namespace: wasmcustom}",
         pad + "    filter_name: envoy-wam",
         pad + "    filter_config:",
         pad + '      "@type": type.googleapis.com/google.protobuf.StringValue',
