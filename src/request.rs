@@ -230,6 +230,16 @@ pub fn query_name_eq(name: &str, want: &str) -> bool {
             .all(|(a, b)| fold(a) == fold(b))
 }
 
+/// Whether a backend that reads headers CGI-style (`_` and `-` alike, any case) reads `a` and
+/// `b` as one header: [`dashed_eq`] both ways, for names that may each have either.
+pub fn cgi_eq(a: &str, b: &str) -> bool {
+    let norm = |c: u8| match c {
+        b'_' => b'-',
+        c => c.to_ascii_lowercase(),
+    };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| norm(x) == norm(y))
+}
+
 /// Whether header name `name` reads as `want` (lower-case, with dashes) to a backend that
 /// folds case and reads `_` as `-`. Allocates nothing: it runs over every header.
 pub fn dashed_eq(name: &str, want: &str) -> bool {

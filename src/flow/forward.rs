@@ -13,7 +13,7 @@ use crate::cookie;
 use crate::http::{Forward, HeaderOps};
 use crate::login::Entropy;
 use crate::mediation::{self, Inject, SiteAuthenticator};
-use crate::request::{dashed_eq, HeaderSource};
+use crate::request::{cgi_eq, HeaderSource};
 use crate::session::chunks;
 use crate::session::SessionEntry;
 
@@ -127,10 +127,17 @@ pub(super) fn anonymous(
         }
         if name == "cookie" {
             cookies += 1;
-        } else if name.as_bytes().contains(&b'_') {
-            // CGI, WSGI, PHP and Rack read `x_wam_user` as `x-wam-user`.
+        } else if name.as_bytes().contains(&b'_')
+            || settings
+                .reserved_request_headers
+                .iter()
+                .any(|r| r != name && cgi_eq(name, r))
+        {
+            // CGI, WSGI, PHP and Rack read `x_wam_user` as `x-wam-user`, and the other way
+            // round (an identity header may be configured with an underscore): every copy a
+            // backend would read as one of the gateway's headers goes.
             let reserved = settings.reserved_request_headers.iter();
-            if reserved.clone().any(|r| dashed_eq(name, r)) {
+            if reserved.clone().any(|r| cgi_eq(name, r)) && !fwd.removed.iter().any(|r| r == name) {
                 fwd.removed.push(name.to_string());
             }
         } else if fwd.identity.iter().any(|(n, _)| n == name) || site_header == Some(name) {

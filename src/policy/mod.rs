@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::request::{dashed_eq, query_name_eq, HeaderSource};
+use crate::request::{cgi_eq, query_name_eq, HeaderSource};
 
 pub use audit::AuditRecord;
 pub use config::compile;
@@ -639,7 +639,7 @@ fn decide<'p>(node: &'p Node, cx: &mut Cx) -> Decision<'p> {
                 .headers
                 .headers()
                 .iter()
-                .filter(|(n, _)| dashed_eq(n, header))
+                .filter(|(n, _)| cgi_eq(n, header))
                 .map(|(_, v)| std::str::from_utf8(v).unwrap_or("\u{fffd}").trim());
             check(test.test_every(parts))
         }

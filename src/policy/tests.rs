@@ -1957,3 +1957,23 @@ fn a_request_no_resource_serves_is_refused_with_the_methods_that_would_do() {
         Target::NoApplication(_)
     ));
 }
+
+/// review13b: a rule on a header named with an underscore sees every spelling a CGI-style
+/// backend reads as it (`x-tenant` and `x-tenant`'s mixes, not only `x_tenant`).
+#[test]
+fn header_rule_named_with_an_underscore_sees_the_dashed_spellings() {
+    let mut r = req();
+    let green = one_rule(json!({"type": "header", "header": "x_tenant", "equals": "green"}));
+    r.headers = HeaderList::new([("x_tenant", "green")]);
+    assert!(r.allowed(&green));
+    for forged in ["x-tenant", "X-Tenant", "x_tenant"] {
+        r.headers = HeaderList::new([("x_tenant", "green"), (forged, "blue")]);
+        assert!(!r.allowed(&green), "{forged}");
+    }
+    r.headers = HeaderList::new([("x-tenant", "green")]);
+    assert!(r.allowed(&green), "the dashed spelling is the same header");
+    let absent =
+        one_rule(json!({"type": "header", "header": "x_admin", "present": true, "negate": true}));
+    r.headers = HeaderList::new([("x-admin", "1")]);
+    assert!(!r.allowed(&absent));
+}
