@@ -141,18 +141,7 @@ struct NativeRequest {
 
 impl NativeRequest {
     fn read(envoy: Filter) -> Self {
-        let mut headers = HeaderList::default();
-        envoy.with_request_headers(|lent| {
-            let (count, names, values) = lent.sizes();
-            headers = HeaderList::with_capacity(count, names, values);
-            for (n, v) in lent.iter() {
-                match std::str::from_utf8(n) {
-                    Ok(n) => headers.push(n, v),
-                    // No HTTP codec lets such a name through; kept lossily, as the wasm host does.
-                    Err(_) => headers.push(&String::from_utf8_lossy(n), v),
-                }
-            }
-        });
+        let headers = envoy.request_headers();
         Self { headers, envoy }
     }
 }

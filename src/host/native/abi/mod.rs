@@ -26,6 +26,8 @@
 
 use std::ffi::{c_char, c_void};
 
+use crate::request::HeaderList;
+
 /// The ABI version this module was written against (NUL-terminated, as Envoy reads it). Envoy
 /// 1.40.0 logs "Dynamic module ABI version v0.2.0 matched." when it is the one it implements.
 const ABI_VERSION_C: &[u8] = b"v0.2.0\0";
@@ -388,7 +390,7 @@ fn borrowed<'a>(ptr: *const c_char, len: usize) -> &'a [u8] {
         return &[];
     }
     // SAFETY: Envoy hands (ptr, len) pairs that point to `len` readable bytes, valid until the
-    // hook returns or the map is changed; `with_request_headers`' callers copy them before
+    // hook returns or the map is changed; `request_headers` copies them before
     // either happens.
     unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) }
 }
@@ -405,34 +407,12 @@ fn to_module_headers(headers: &[(&str, &[u8])]) -> Vec<ModuleHeader> {
         .collect()
 }
 
-/// A request's headers as Envoy lent them: only ever seen inside
-/// [`Filter::with_request_headers`]'s closure, while the hook runs and nothing changes the map.
-pub struct BorrowedHeaders(Vec<EnvoyHeader>);
-
-impl BorrowedHeaders {
-    /// How many headers, and how many bytes their names and their values take.
-    pub fn sizes(&self) -> (usize, usize, usize) {
-        let sum = |f: fn(&EnvoyHeader) -> usize| {
-            self.0.iter().fold(0usize, |a, h| a.saturating_add(f(h)))
-        };
-        (self.0.len(), sum(|h| h.key_length), sum(|h| h.value_length))
-    }
-
-    /// Every header, in order: (name, value).
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.0.iter().map(|h| {
-            (
-                borrowed(h.key_ptr, h.key_length),
-                borrowed(h.value_ptr, h.value_length),
-            )
-        })
-    }
-}
-
 impl Filter {
-    /// Hands `read` the request's headers, borrowed from Envoy for the call (the caller
-    /// copies what it keeps: one copy, allocated once, no allocation per header).
-    pub fn with_request_headers(self, read: impl FnOnce(&BorrowedHeaders)) {
+    /// The request's headers, copied out of Envoy at once into a list allocated once (Envoy's
+    /// count and sizes first): nothing borrowed from Envoy outlives this call, so no later
+    /// header change can leave a dangling view. Names that are not UTF-8 (which no HTTP codec
+    /// lets through) are kept lossily, as the wasm host does.
+    pub fn request_headers(self) -> HeaderList {
         // SAFETY: `self` is a live filter (see the type); the call only reads.
         let n =
             unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.0, REQUEST_HEADER) };
@@ -448,9 +428,24 @@ impl Filter {
         let ok = unsafe {
             envoy_dynamic_module_callback_http_get_headers(self.0, REQUEST_HEADER, out.as_mut_ptr())
         };
-        if ok {
-            read(&BorrowedHeaders(out));
+        if !ok {
+            return HeaderList::default();
         }
+        let sum =
+            |f: fn(&EnvoyHeader) -> usize| out.iter().fold(0usize, |a, h| a.saturating_add(f(h)));
+        let mut headers =
+            HeaderList::with_capacity(n, sum(|h| h.key_length), sum(|h| h.value_length));
+        for h in &out {
+            let (name, value) = (
+                borrowed(h.key_ptr, h.key_length),
+                borrowed(h.value_ptr, h.value_length),
+            );
+            match std::str::from_utf8(name) {
+                Ok(name) => headers.push(name, value),
+                Err(_) => headers.push(&String::from_utf8_lossy(name), value),
+            }
+        }
+        headers
     }
 
     /// Sets (replacing every copy) or, with `None`, removes a request header.
