@@ -288,6 +288,10 @@ extern "C" {
 /// `envoy_dynamic_module_type_metrics_result_Success`.
 const METRICS_SUCCESS: u32 = 0;
 
+/// The shape of the callbacks that change a configuration's metric (no labels here).
+type ConfigMetricCall =
+    unsafe extern "C" fn(*mut c_void, usize, *const ModuleBuffer, usize, u64) -> u32;
+
 /// The kinds of metric a configuration defines.
 #[derive(Clone, Copy)]
 pub enum MetricKind {
@@ -332,31 +336,26 @@ impl ConfigHandle {
 
     /// Adds `value` to the counter `id` of this configuration.
     pub fn increment_counter(self, id: usize, value: u64) -> bool {
-        // SAFETY: the configuration of the running `config_new` hook; no labels.
-        let r = unsafe {
-            envoy_dynamic_module_callback_http_filter_config_increment_counter(
-                self.0,
-                id,
-                std::ptr::null(),
-                0,
-                value,
-            )
-        };
-        r == METRICS_SUCCESS
+        self.change(
+            envoy_dynamic_module_callback_http_filter_config_increment_counter,
+            id,
+            value,
+        )
     }
 
     /// Sets the gauge `id` of this configuration.
     pub fn set_gauge(self, id: usize, value: u64) -> bool {
-        // SAFETY: the configuration of the running `config_new` hook; no labels.
-        let r = unsafe {
-            envoy_dynamic_module_callback_http_filter_config_set_gauge(
-                self.0,
-                id,
-                std::ptr::null(),
-                0,
-                value,
-            )
-        };
+        self.change(
+            envoy_dynamic_module_callback_http_filter_config_set_gauge,
+            id,
+            value,
+        )
+    }
+
+    fn change(self, call: ConfigMetricCall, id: usize, value: u64) -> bool {
+        // SAFETY: the configuration of the running `config_new` hook (see the type); `id` was
+        // defined on it (Envoy answers MetricNotFound otherwise); no labels.
+        let r = unsafe { call(self.0, id, std::ptr::null(), 0, value) };
         r == METRICS_SUCCESS
     }
 }
