@@ -38,12 +38,7 @@ def main():
         Variant("off-log", "fields off, access log", "wam", off, headers=headers, access_log="/dev/null"),
         Variant("on-log", "fields on, access log", "wam", on, headers=headers, access_log="/dev/null"),
     ]
-    envoy = benchlib.start(variants, logdir)
-    try:
-        benchlib.expect_200(variants)
-        results = benchlib.measure(envoy, variants, args.rounds, args.seconds, args.connections)
-    finally:
-        envoy.stop()
+    results = benchlib.run(variants, logdir, args)
     comparisons = [
         ("fields on / off (no access log)", "on", "off", "the filter's share"),
         ("fields on / off (access log)", "on-log", "off-log", "as deployed"),

@@ -111,13 +111,8 @@ def main():
     if args.compare:
         variants.append(Variant("ref-policy", "--compare build, realistic policy", "wam", with_policy, wasm=os.path.abspath(args.compare), path=PATH, headers=headers))
 
-    envoy = benchlib.start(variants, logdir)
-    try:
-        # Really allowed by the policy (routed to its resource), not refused or redirected.
-        benchlib.expect_200(variants)
-        results = benchlib.measure(envoy, variants, args.rounds, args.seconds, args.connections)
-    finally:
-        envoy.stop()
+    # Really allowed by the policy (routed to its resource), not refused or redirected.
+    results = benchlib.run(variants, logdir, args)
 
     comparisons = [
         ("with policy / without", "wam-policy", "wam", "target >= 0.95 (policy adds < 5%)"),

@@ -235,6 +235,20 @@ def wrk(variant, seconds, connections, pid=None):
     return run
 
 
+def run(variants, logdir, args, check=None):
+    """Starts the one Envoy, checks that every variant answers its request with 200 (and runs
+    `check(envoy)`, e.g. that a filter really validates), measures `args.rounds` interleaved
+    rounds and stops Envoy. Returns what `measure` returns."""
+    envoy = start(variants, logdir)
+    try:
+        expect_200(variants)
+        if check:
+            check(envoy)
+        return measure(envoy, variants, args.rounds, args.seconds, args.connections)
+    finally:
+        envoy.stop()
+
+
 def measure(envoy, variants, rounds, seconds, connections, warmup=1):
     """A warm-up run per variant, then `rounds` interleaved rounds. Returns
     {variant name: [run, ...]} in round order."""
