@@ -252,6 +252,9 @@ pub struct Settings {
     /// headers): a client header that a backend would read as one of them (`x_wam_user`) is
     /// removed.
     pub reserved_request_headers: Vec<String>,
+    /// Whether one of them is named with an underscore: only then can a dashed client header
+    /// of another name read as one of them (`x-wam-user` for `x_wam_user`).
+    pub reserved_underscored: bool,
     /// Token mediation per site; applications name them (see [`Settings::site_for`]).
     pub sites: Vec<SiteAuthenticator>,
     /// The gateway's own signing keys (JWT identity mapping, subject tokens for an STS).
@@ -526,7 +529,7 @@ impl Settings {
             ));
         }
         let heartbeat = heartbeat::read(raw.heartbeat)?;
-        Ok(Settings {
+        let mut settings = Settings {
             heartbeat,
             access_log_fields: raw.access_log_fields,
             authtoken_jwks_path: format!("{base_path}/authtoken/JWKS"),
@@ -561,7 +564,13 @@ impl Settings {
             policy,
             fallback: Policy::implicit(),
             metrics: raw.metrics,
-        })
+            reserved_underscored: false,
+        };
+        settings.reserved_underscored = settings
+            .reserved_request_headers
+            .iter()
+            .any(|r| r.contains('_'));
+        Ok(settings)
     }
 }
 

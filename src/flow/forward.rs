@@ -121,12 +121,6 @@ pub(super) fn anonymous(
     // The gateway's own headers seen so far: a second copy is removed before the gateway's
     // value is set, whatever the host's "set" does with the other copies.
     let mut seen: Vec<&str> = Vec::new();
-    // Only a gateway header named with an underscore can be read as a dashed client header
-    // of another name (names are lower-case): otherwise the scan below is skipped.
-    let underscored = settings
-        .reserved_request_headers
-        .iter()
-        .any(|r| r.contains('_'));
     for (name, _) in request.headers().iter() {
         if name.starts_with(':') {
             continue;
@@ -134,7 +128,7 @@ pub(super) fn anonymous(
         if name == "cookie" {
             cookies += 1;
         } else if name.as_bytes().contains(&b'_')
-            || underscored
+            || settings.reserved_underscored
                 && settings
                     .reserved_request_headers
                     .iter()
