@@ -389,6 +389,7 @@ S9nJSChKsTPQamFK6sJUvSPaWWOarBbSYDV3ZLaHBoN0sAGx6KLZHFyJj2RiOLQ9\n\
 WhxdqUJxwmbgZ++e1YoGwg==\n\
 -----END PRIVATE KEY-----\n\
 ";
+    #[cfg(feature = "rs256-signing")]
     const RSA_PKCS1: &str = "\
 -----BEGIN RSA PRIVATE KEY-----\n\
 MIIEogIBAAKCAQEAyz1RmKs3bObKrEf9g2b+KWPOEQIrl3Epero17B9q9KZtH8gt\n\

@@ -3,6 +3,7 @@
 //! real logout (front-channel or gateway) by pushing its entry out of the revocation list.
 
 use envoy_wam::flow::{HeaderList, LogLine, RequestFlow};
+use envoy_wam::http::Action;
 use envoy_wam::http::LocalResponse;
 use envoy_wam::revocation::{SharedStore, LIST_KEY};
 use serde_json::Value;
@@ -27,11 +28,21 @@ fn front(sid: &str) -> HeaderList {
     at("gw.example.com", "GET", &path, &[])
 }
 
-/// A front-channel logout on worker `vm`: the answer and the lines it logged.
+/// A front-channel logout on worker `vm`: the answer (an accepted one is held until worker
+/// `vm` has ticked three times) and the lines it logged.
 fn frontchannel(w: &mut World, vm: usize, sid: &str, now: u64) -> (LocalResponse, Vec<LogLine>) {
     let mut flow = RequestFlow::new();
-    let r = respond(w.start(vm, &mut flow, &front(sid), now));
-    (r, flow.take_log())
+    let h = front(sid);
+    let mut action = w.start(vm, &mut flow, &h, now);
+    let mut log = flow.take_log();
+    if action == Action::Wait && flow.holds_answer() {
+        for _ in 0..3 {
+            log.extend(w.vms[vm].on_tick(&w.settings, now));
+        }
+        assert!(!std::mem::take(&mut w.vms[vm].woken).is_empty());
+        action = w.wake(vm, &mut flow, &h, now);
+    }
+    (respond(action), log)
 }
 
 /// Both workers' ticks; their lines.
@@ -53,8 +64,8 @@ fn refused(w: &mut World, vm: usize, jar: &Jar, now: u64) -> bool {
 fn a_frontchannel_logout_is_shared_by_the_tick_not_by_its_request() {
     let mut w = World::new(&small_list());
     let jar = w.login(0, NOW);
-    let (r, _) = frontchannel(&mut w, 1, OP_SID, NOW + 1);
-    assert_eq!(r.status, 200);
+    let (mut flow, h) = (RequestFlow::new(), front(OP_SID));
+    assert_eq!(w.start(1, &mut flow, &h, NOW + 1), Action::Wait);
     // This worker refuses the session at once; nothing is written to shared data yet.
     assert!(refused(&mut w, 1, &jar, NOW + 1));
     assert!(w.store.load(LIST_KEY).is_none());
@@ -65,6 +76,13 @@ fn a_frontchannel_logout_is_shared_by_the_tick_not_by_its_request() {
     assert!(w.store.load(LIST_KEY).is_some());
     w.tick(0, NOW + 2);
     assert!(refused(&mut w, 0, &jar, NOW + 2));
+    // The OP's page gets its answer at worker 1's third tick: the other worker has ticked
+    // since the publish, so a copy of the cookie is refused everywhere by then.
+    w.tick(1, NOW + 2);
+    assert!(w.vms[1].woken.is_empty());
+    w.tick(1, NOW + 2);
+    assert!(!std::mem::take(&mut w.vms[1].woken).is_empty());
+    assert_eq!(respond(w.wake(1, &mut flow, &h, NOW + 2)).status, 200);
 }
 
 #[test]

@@ -113,17 +113,18 @@ fn backchannel(gw: &mut Gateway, path: &str, token: &str, keys: &Op) -> LocalRes
     let action = gw.request_in(&mut flow, &h);
     assert!(matches!(action, Action::ReadBody { .. }), "{action:?}");
     let body = format!("logout_token={token}").into_bytes();
-    match gw.body(&mut flow, &h, Body::Complete(body)) {
-        Action::Callout(_) => respond(gw.answer(
+    let action = match gw.body(&mut flow, &h, Body::Complete(body)) {
+        Action::Callout(_) => gw.answer(
             &mut flow,
             &h,
             CalloutResult::Response {
                 status: 200,
                 body: keys.jwks(),
             },
-        )),
-        other => respond(other),
-    }
+        ),
+        other => other,
+    };
+    respond(gw.released(&mut flow, &h, action))
 }
 
 fn refused_field(cfg: &Value) -> Option<String> {

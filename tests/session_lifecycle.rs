@@ -2,7 +2,8 @@
 //! encrypted (and chunked) cookie a sign-in gives, UserInfo at sign-in, the session's access
 //! token upstream, and the ways a session ends: back-channel, front-channel and gateway logout.
 
-use envoy_wam::http::{Action, Callout, CalloutResult};
+use envoy_wam::flow::RequestFlow;
+use envoy_wam::http::{Action, Body, Callout, CalloutResult};
 use jwt_simple::prelude::*;
 use serde_json::{json, Value};
 
@@ -199,6 +200,64 @@ fn backchannel_logout_ends_the_session_on_both_workers() {
         .header_value("location")
         .unwrap()
         .starts_with("https://op.example.com/auth?"));
+}
+
+/// The OP gets its 200 once the other worker has taken the logout in: an OP (or a test suite)
+/// that checks the session right after finds it ended on every worker.
+#[test]
+fn the_backchannel_200_waits_until_every_worker_refuses_the_session() {
+    let mut w = World::new(&config(|_| {}));
+    let jar = w.login(0, NOW);
+    let page = World::page(&jar, &[]);
+    forward(w.quiet(1, &page, NOW + 1));
+    let token = w.logout_token(logout_claims(NOW + 10, "jti-held"));
+    let h = at(
+        "gw.example.com",
+        "POST",
+        "/pa/oidc/backchannel",
+        &[("content-type", "application/x-www-form-urlencoded")],
+    );
+    let mut flow = RequestFlow::new();
+    assert!(matches!(
+        w.start(0, &mut flow, &h, NOW + 10),
+        Action::ReadBody { .. }
+    ));
+    let body = Body::Complete(format!("logout_token={token}").into_bytes());
+    let a = flow.on_body(&w.settings, &mut w.vms[0], &h, body, NOW + 10, &mut w.rng);
+    assert_eq!((a, flow.holds_answer()), (Action::Wait, true));
+    forward(w.quiet(1, &page, NOW + 10));
+    w.tick(0, NOW + 10);
+    w.tick(1, NOW + 10);
+    assert_eq!(respond(w.quiet(1, &page, NOW + 10)).status, 302);
+    w.tick(0, NOW + 10);
+    w.tick(0, NOW + 10);
+    assert!(!std::mem::take(&mut w.vms[0].woken).is_empty());
+    assert_eq!(respond(w.wake(0, &mut flow, &h, NOW + 10)).status, 200);
+}
+
+/// The wasm build reads the time at its ticks: a worker whose clock is a second behind the one
+/// that opened a session must still end it when the OP logs it out (CI caught a front-channel
+/// logout that ended nothing, the session stamped a second after the logout).
+#[test]
+fn a_logout_ends_a_session_another_worker_stamped_a_second_later() {
+    let mut w = World::new(&config(|_| {}));
+    let jar = w.login(0, NOW + 10);
+    let page = World::page(&jar, &[]);
+    let path = format!("/pa/oidc/frontchannel?iss=https%3A%2F%2Fop.example.com&sid={OP_SID}");
+    let r = respond(w.quiet(1, &at("gw.example.com", "GET", &path, &[]), NOW + 9));
+    assert_eq!(r.status, 200);
+    assert_eq!(respond(w.quiet(1, &page, NOW + 10)).status, 302);
+
+    let mut w = World::new(&config(|_| {}));
+    let jar = w.login(0, NOW + 10);
+    let page = World::page(&jar, &[]);
+    let token = w.logout_token(logout_claims(NOW + 10, "jti-late"));
+    let mut op = jwks_op(&w);
+    assert_eq!(
+        respond(w.backchannel(1, &token, NOW + 9, &mut op)).status,
+        200
+    );
+    assert_eq!(respond(w.quiet(1, &page, NOW + 10)).status, 302);
 }
 
 #[test]

@@ -196,6 +196,35 @@ fn an_xhr_whose_session_the_op_ends_gets_401() {
     );
 }
 
+/// The clocks of the workers are read at their ticks: a session due on one worker may not be
+/// due yet on another, which serves it from its cache. The answer that tells the client its
+/// session ended waits until that worker has taken the revocation in (CI caught a browser
+/// request served right after its XHR's 401).
+#[test]
+fn the_answer_to_a_session_the_op_ended_waits_until_every_worker_refuses_it() {
+    let mut w = World::new(&config(|_| {}));
+    let jar = w.login(0, NOW);
+    let page = World::page(&jar, &[]);
+    forward(w.quiet(0, &page, NOW + 1));
+    let (mut flow, h) = (RequestFlow::new(), World::xhr(&jar));
+    let c = callout(w.start(1, &mut flow, &h, DUE));
+    let no = status_json(401, json!({"error": "invalid_grant"}));
+    let a = flow.on_callout(&w.settings, &mut w.vms[1], &h, no, DUE, &mut w.rng);
+    assert_eq!((a, flow.holds_answer()), (Action::Wait, true), "{c:?}");
+    // Worker 0's clock, behind, finds no validation due: it still serves the copy...
+    forward(w.quiet(0, &page, DUE - 2));
+    // ...until its tick, which comes before worker 1's third.
+    w.tick(1, DUE);
+    w.tick(0, DUE - 2);
+    assert_eq!(respond(w.quiet(0, &page, DUE - 2)).status, 302);
+    w.tick(1, DUE);
+    assert!(w.vms[1].woken.is_empty());
+    w.tick(1, DUE);
+    assert!(!std::mem::take(&mut w.vms[1].woken).is_empty());
+    let r = respond(w.wake(1, &mut flow, &h, DUE));
+    assert_eq!(r.status, 401);
+}
+
 #[test]
 fn the_op_down_is_tolerated_for_the_grace_then_fails_closed() {
     let mut w = World::new(&config(|_| {}));

@@ -276,7 +276,8 @@ fn a_back_channel_logout_of_one_op_ends_no_session_of_the_other() {
     let action = gw.request_in(&mut flow, &h);
     assert!(matches!(action, Action::ReadBody { .. }), "{action:?}");
     let body = format!("logout_token={token}").into_bytes();
-    let r = respond(gw.body(&mut flow, &h, envoy_wam::http::Body::Complete(body)));
+    let action = gw.body(&mut flow, &h, envoy_wam::http::Body::Complete(body));
+    let r = respond(gw.released(&mut flow, &h, action));
     assert_eq!(r.status, 200, "{r:?}");
 
     let r = respond(gw.request(&head(

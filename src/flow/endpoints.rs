@@ -80,7 +80,7 @@ impl RequestFlow {
                         self.stage = Stage::RevokeAtOp { response };
                         Action::Callout(callout)
                     }
-                    (None, true) => self.hold_logout_answer(vm, response),
+                    (None, true) => self.hold_answer(vm, response),
                     (None, false) => Action::Respond(response),
                 }
             }
@@ -141,16 +141,7 @@ impl RequestFlow {
                 "logout: the refresh token could not be revoked at the OP (no answer)".into(),
             ),
         }
-        self.hold_logout_answer(vm, response)
-    }
-
-    /// The logout's answer waits until every other worker of this Envoy has ticked since the
-    /// revocation was published (three ticks of this one: 200 to 300 ms, a margin over the 100 ms period): when the browser sees
-    /// itself logged out, a copy of its cookie is refused everywhere.
-    fn hold_logout_answer(&mut self, vm: &mut VmState, response: LocalResponse) -> Action {
-        vm.hold_for_ticks(self.ctx, 3);
-        self.stage = Stage::LogoutHold { response };
-        Action::Wait
+        self.hold_answer(vm, response)
     }
 }
 

@@ -42,7 +42,7 @@ impl RequestFlow {
             Stage::Mediate { .. } => Upstream::Sts,
             Stage::ValidateUserinfo { .. } | Stage::LoginUserinfo { .. } => Upstream::Userinfo,
             Stage::RevokeAtOp { .. } => Upstream::Revocation,
-            Stage::Start | Stage::Done | Stage::Body(_) | Stage::LogoutHold { .. } => return None,
+            Stage::Start | Stage::Done | Stage::Body(_) | Stage::AnswerHeld { .. } => return None,
         })
     }
 }

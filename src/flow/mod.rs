@@ -92,8 +92,9 @@ enum Stage {
         entry: Rc<crate::session::SessionEntry>,
         answer: CalloutResult,
     },
-    /// A logout's answer, held until the other workers have taken in its revocation.
-    LogoutHold {
+    /// The answer to a request that ended sessions (a logout, a session the OP refused at
+    /// validation), held until the other workers have taken in its revocation.
+    AnswerHeld {
         response: crate::http::LocalResponse,
     },
     /// Waiting for UserInfo after the refresh of a validation (`session.userinfo`), with the
@@ -170,6 +171,9 @@ pub struct RequestFlow {
     ws: usize,
     /// For Envoy's access log, with `access_log_fields` (see `access_log.rs`).
     access: Option<AccessFields>,
+    /// This request ended a session (the OP refused it at validation): its answer is held
+    /// like a logout's (see [`RequestFlow::hold_answer`]).
+    ended_session: bool,
 }
 
 impl Default for RequestFlow {
@@ -202,7 +206,29 @@ impl RequestFlow {
             post: preserve::PostAtCallback::default(),
             ws: 0,
             access: None,
+            ended_session: false,
         }
+    }
+
+    /// Whether the request waits with its answer ready (see [`hold_answer`](Self::hold_answer)):
+    /// a tick releases it, not another request's callout.
+    pub fn holds_answer(&self) -> bool {
+        matches!(self.stage, Stage::AnswerHeld { .. })
+    }
+
+    /// Answers once every other worker of this Envoy has ticked since this request's
+    /// revocations were published (three ticks of this worker: 200 to 300 ms, a margin over the
+    /// 100 ms period): whoever sees a session end (the browser its logout or its 401, the OP
+    /// its logout's 200) finds a copy of the cookie refused on every worker, not only on this
+    /// one. A front-channel logout, published at this worker's next tick, still makes it.
+    pub(super) fn hold_answer(
+        &mut self,
+        vm: &mut VmState,
+        response: crate::http::LocalResponse,
+    ) -> Action {
+        vm.hold_for_ticks(self.ctx, 3);
+        self.stage = Stage::AnswerHeld { response };
+        Action::Wait
     }
 
     /// The request's web session.
@@ -351,7 +377,7 @@ impl RequestFlow {
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Action {
-        if let Stage::LogoutHold { response } = std::mem::replace(&mut self.stage, Stage::Done) {
+        if let Stage::AnswerHeld { response } = std::mem::replace(&mut self.stage, Stage::Done) {
             return Action::Respond(response);
         }
         match wake {
@@ -533,7 +559,7 @@ impl RequestFlow {
             Stage::LogoutKeys { token } => {
                 self.logout_keys_answered(settings, vm, token, result, now)
             }
-            stage @ (Stage::Start | Stage::Done | Stage::Body(_) | Stage::LogoutHold { .. }) => {
+            stage @ (Stage::Start | Stage::Done | Stage::Body(_) | Stage::AnswerHeld { .. }) => {
                 self.stage = stage;
                 self.note(
                     Level::Warn,
@@ -543,7 +569,10 @@ impl RequestFlow {
             }
         };
         // A sign-in's answer, whatever it is, ends its kept form post.
-        self.with_post_cleared(action)
+        match self.with_post_cleared(action) {
+            Action::Respond(response) if self.ended_session => self.hold_answer(vm, response),
+            action => action,
+        }
     }
 }
 

@@ -24,6 +24,12 @@ const MAX_BACKCHANNEL_BODY: usize = 16 * 1024;
 /// Logout tokens issued longer ago than this (plus the clock skew) are refused: it bounds how
 /// long a captured token could be replayed, and so how long its `jti` is remembered.
 const LOGOUT_TOKEN_MAX_AGE_S: u64 = 300;
+/// Added to `now` where a logout ends the sessions opened up to it: a session another worker
+/// opened a moment before may carry a later second than this worker's `now` (the wasm build
+/// reads the time at its 100 ms ticks, not per request), and must end all the same. The price:
+/// a sign-in within a second after the logout may end too (and signs in again), where the
+/// other way round a session the OP ended would stay open.
+const WORKER_CLOCK_SLACK_S: u64 = 1;
 
 impl RequestFlow {
     /// §2.5: the OP POSTs `logout_token` as a form.
@@ -202,7 +208,10 @@ impl RequestFlow {
         }
         // Sessions opened up to the logout (the OP's clock may run behind ours by the skew); a
         // sign-in after it is a new session and stays.
-        let before = token.iat.saturating_add(settings.clock_skew_s).min(now);
+        let before = token
+            .iat
+            .saturating_add(settings.clock_skew_s)
+            .min(now.saturating_add(WORKER_CLOCK_SLACK_S));
         let until = now.saturating_add(self.web(settings).session.max_lifetime_s);
         // With a `sid` the OP ended one of its sessions: only that one. A `sub` alone ends
         // every session of the subject.
@@ -221,8 +230,9 @@ impl RequestFlow {
                 token.sub.as_deref().map(printable).unwrap_or_default()
             ),
         );
-        // (`no-store`, as every local answer.)
-        Action::Respond(LocalResponse::new(200))
+        // (`no-store`, as every local answer.) Held: an OP that checks the RP's session right
+        // after the 200 must find it ended on every worker.
+        self.hold_answer(vm, LocalResponse::new(200))
     }
 
     /// Front-Channel Logout 1.0 §3: `iss` and `sid` name the OP's session. The OP's sids are
@@ -255,17 +265,19 @@ impl RequestFlow {
         // republishing the whole list per request. This worker refuses the session at once,
         // the others after their ticks.
         let scoped = op_scoped(settings, self.ws, &sid).into_owned();
-        if let Err(full) = vm.revoked.revoke_unverified(scoped, now, until, now) {
+        let before = now.saturating_add(WORKER_CLOCK_SLACK_S);
+        if let Err(full) = vm.revoked.revoke_unverified(scoped, before, until, now) {
             return self.frontchannel_refused(vm, full, now);
         }
         self.note(
             Level::Info,
             format!("front-channel logout: sid={}", printable(&sid)),
         );
-        Action::Respond(LocalResponse::new(200).body(
+        let page = LocalResponse::new(200).body(
             "text/html; charset=utf-8",
             "<!doctype html><title>Signed out</title>\n",
-        ))
+        );
+        self.hold_answer(vm, page)
     }
 
     /// The front-channel share of the revocation list is full: most likely a flood of made-up

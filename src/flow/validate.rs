@@ -527,6 +527,7 @@ impl RequestFlow {
         vm.revoked
             .revoke(Revoked::Session(s.sid.clone()), now, until, now);
         self.log.extend(vm.publish_revocations(now));
+        self.ended_session = true;
         vm.validations.remember(&s.sid, Outcome::Ended(now));
         vm.write_slot(&s.sid, SlotState::Ended { at: now });
     }

@@ -9,7 +9,6 @@ use std::rc::Rc;
 use envoy_wam::config::Settings;
 use envoy_wam::flow::{HeaderList, RequestFlow, VmState};
 use envoy_wam::http::{Action, Body, Callout, CalloutResult, Forward, LocalResponse, Wake};
-use envoy_wam::request::HeaderSource;
 use envoy_wam::revocation::MemoryStore;
 use envoy_wam::session::Session;
 use serde_json::{json, Value};
@@ -230,8 +229,9 @@ impl World {
         self.release_hold(w, flow, h, action, now)
     }
 
-    /// An answer the gateway holds for a few root ticks (a logout, until the other workers know
-    /// of it): worker `w` ticks until it is released. Other waits are returned as they are.
+    /// An answer the gateway holds for a few root ticks (one that ended sessions, until the
+    /// other workers know of it): worker `w` ticks until it is released. Other waits are
+    /// returned as they are.
     fn release_hold(
         &mut self,
         w: usize,
@@ -240,7 +240,7 @@ impl World {
         action: Action,
         now: u64,
     ) -> Action {
-        if action != Action::Wait || h.header(":path") != Some("/pa/oidc/logout") {
+        if action != Action::Wait || !flow.holds_answer() {
             return action;
         }
         for _ in 0..3 {

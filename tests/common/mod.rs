@@ -180,6 +180,28 @@ impl Gateway {
         action
     }
 
+    /// `action` of `flow`, or, when it is an answer held for ticks (one that ended sessions,
+    /// until the other workers know of it), that answer once the ticks released it.
+    pub fn released(&mut self, flow: &mut RequestFlow, h: &HeaderList, action: Action) -> Action {
+        if action != Action::Wait || !flow.holds_answer() {
+            return action;
+        }
+        for _ in 0..3 {
+            self.vm.on_tick(&self.settings, NOW);
+            if !std::mem::take(&mut self.vm.woken).is_empty() {
+                return flow.on_wake(
+                    &self.settings,
+                    &mut self.vm,
+                    h,
+                    Wake::Ready,
+                    NOW,
+                    &mut self.rng,
+                );
+            }
+        }
+        action
+    }
+
     /// A new request through `flow`, whose later steps the caller drives, at [`NOW`].
     pub fn request_in(&mut self, flow: &mut RequestFlow, h: &HeaderList) -> Action {
         flow.on_request(&self.settings, &mut self.vm, h, NOW, &mut self.rng)
