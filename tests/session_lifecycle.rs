@@ -3,7 +3,7 @@
 //! token upstream, and the ways a session ends: back-channel, front-channel and gateway logout.
 
 use envoy_wam::flow::RequestFlow;
-use envoy_wam::http::{Action, Body, Callout, CalloutResult};
+use envoy_wam::http::{Action, Callout, CalloutResult};
 use jwt_simple::prelude::*;
 use serde_json::{json, Value};
 
@@ -211,28 +211,15 @@ fn the_backchannel_200_waits_until_every_worker_refuses_the_session() {
     let page = World::page(&jar, &[]);
     forward(w.quiet(1, &page, NOW + 1));
     let token = w.logout_token(logout_claims(NOW + 10, "jti-held"));
-    let h = at(
-        "gw.example.com",
-        "POST",
-        "/pa/oidc/backchannel",
-        &[("content-type", "application/x-www-form-urlencoded")],
-    );
-    let mut flow = RequestFlow::new();
-    assert!(matches!(
-        w.start(0, &mut flow, &h, NOW + 10),
-        Action::ReadBody { .. }
-    ));
-    let body = Body::Complete(format!("logout_token={token}").into_bytes());
-    let a = flow.on_body(&w.settings, &mut w.vms[0], &h, body, NOW + 10, &mut w.rng);
+    let (mut flow, h) = (RequestFlow::new(), World::backchannel_post());
+    let a = w.backchannel_in(0, &mut flow, &token, NOW + 10);
     assert_eq!((a, flow.holds_answer()), (Action::Wait, true));
     forward(w.quiet(1, &page, NOW + 10));
     w.tick(0, NOW + 10);
     w.tick(1, NOW + 10);
     assert_eq!(respond(w.quiet(1, &page, NOW + 10)).status, 302);
-    w.tick(0, NOW + 10);
-    w.tick(0, NOW + 10);
-    assert!(!std::mem::take(&mut w.vms[0].woken).is_empty());
-    assert_eq!(respond(w.wake(0, &mut flow, &h, NOW + 10)).status, 200);
+    let r = respond(w.released_by_ticks(0, &mut flow, &h, NOW + 10));
+    assert_eq!(r.status, 200);
 }
 
 /// The wasm build reads the time at its ticks: a worker whose clock is a second behind the one

@@ -380,27 +380,63 @@ impl World {
 
     /// A back-channel logout POST of `token` to worker `w`.
     pub fn backchannel(&mut self, w: usize, token: &str, now: u64, op: &mut Script<'_>) -> Action {
-        let h = at(
+        let (mut flow, h) = (RequestFlow::new(), Self::backchannel_post());
+        let a = self.backchannel_in(w, &mut flow, token, now);
+        self.settle(w, &mut flow, &h, a, now, op)
+    }
+
+    /// The request of a back-channel logout.
+    pub fn backchannel_post() -> HeaderList {
+        at(
             "gw.example.com",
             "POST",
             "/pa/oidc/backchannel",
             &[("content-type", "application/x-www-form-urlencoded")],
-        );
-        let mut flow = RequestFlow::new();
-        match self.start(w, &mut flow, &h, now) {
+        )
+    }
+
+    /// The first steps of a back-channel logout of `token` through `flow` on worker `w`: the
+    /// request, its body, and what the flow does then (the caller drives the rest).
+    pub fn backchannel_in(
+        &mut self,
+        w: usize,
+        flow: &mut RequestFlow,
+        token: &str,
+        now: u64,
+    ) -> Action {
+        let h = Self::backchannel_post();
+        match self.start(w, flow, &h, now) {
             Action::ReadBody { max } => assert!(max >= 4096, "{max}"),
             other => panic!("expected ReadBody, got {other:?}"),
         }
         let body = format!("logout_token={token}").into_bytes();
-        let a = flow.on_body(
+        flow.on_body(
             &self.settings,
             &mut self.vms[w],
             &h,
             Body::Complete(body),
             now,
             &mut self.rng,
+        )
+    }
+
+    /// The answer `flow` holds on worker `w`, released by that worker's last tick of the
+    /// hold (two ticks after the first; the first one the caller ran).
+    pub fn released_by_ticks(
+        &mut self,
+        w: usize,
+        flow: &mut RequestFlow,
+        h: &HeaderList,
+        now: u64,
+    ) -> Action {
+        self.tick(w, now);
+        assert!(
+            self.vms[w].woken.is_empty(),
+            "released before its last tick"
         );
-        self.settle(w, &mut flow, &h, a, now, op)
+        self.tick(w, now);
+        assert!(!std::mem::take(&mut self.vms[w].woken).is_empty());
+        self.wake(w, flow, h, now)
     }
 
     /// A logout token signed by the OP (`typ: logout+jwt`).

@@ -159,25 +159,8 @@ impl Gateway {
     /// workers know of it): the ticks run, and the released answer is returned.
     pub fn request_ticked(&mut self, h: &HeaderList) -> Action {
         let mut flow = RequestFlow::new();
-        let mut action = flow.on_request(&self.settings, &mut self.vm, h, NOW, &mut self.rng);
-        for _ in 0..4 {
-            if action != Action::Wait {
-                break;
-            }
-            self.vm.on_tick(&self.settings, NOW);
-            if std::mem::take(&mut self.vm.woken).is_empty() {
-                continue;
-            }
-            action = flow.on_wake(
-                &self.settings,
-                &mut self.vm,
-                h,
-                Wake::Ready,
-                NOW,
-                &mut self.rng,
-            );
-        }
-        action
+        let action = flow.on_request(&self.settings, &mut self.vm, h, NOW, &mut self.rng);
+        self.released(&mut flow, h, action)
     }
 
     /// `action` of `flow`, or, when it is an answer held for ticks (one that ended sessions,
