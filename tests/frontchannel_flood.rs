@@ -52,10 +52,13 @@ fn tick_both(w: &mut World, now: u64) -> Vec<LogLine> {
         .collect()
 }
 
-/// Whether worker `vm` refuses the jar's session (a page request is sent to sign in again).
+/// Whether worker `vm` refuses the jar's session: a page request is sent to sign in again, or
+/// that answer is held (the logout is a moment old; no tick runs here).
 fn refused(w: &mut World, vm: usize, jar: &Jar, now: u64) -> bool {
-    match w.quiet(vm, &World::page(jar, &[]), now) {
-        envoy_wam::http::Action::Respond(r) => r.status == 302,
+    let mut flow = RequestFlow::new();
+    match w.start(vm, &mut flow, &World::page(jar, &[]), now) {
+        Action::Respond(r) => r.status == 302,
+        Action::Wait => flow.holds_answer(),
         _ => false,
     }
 }

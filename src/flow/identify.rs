@@ -176,6 +176,9 @@ impl RequestFlow {
         });
         let revoked =
             matches!(&checked, Some(Ok(e)) if is_revoked(settings, self.ws, &vm.revoked, e));
+        // Ended a moment ago (here or on another worker): a worker that has not ticked since
+        // may still serve it, so the refusal waits (the client must not see it first).
+        self.ended_session |= revoked && vm.revoked_recently();
         if self.first(Counted::Session) {
             vm.metrics.count(match &checked {
                 None => Counter::SessionNone,

@@ -10,6 +10,7 @@ mod endpoints;
 mod forward;
 mod head;
 pub mod health;
+mod hold;
 mod identify;
 mod login;
 mod mediate;
@@ -171,8 +172,8 @@ pub struct RequestFlow {
     ws: usize,
     /// For Envoy's access log, with `access_log_fields` (see `access_log.rs`).
     access: Option<AccessFields>,
-    /// This request ended a session (the OP refused it at validation): its answer is held
-    /// like a logout's (see [`RequestFlow::hold_answer`]).
+    /// This request ended its session (the OP refused it at validation), or found it ended
+    /// a moment ago: its refusal is held like a logout's answer (see `hold.rs`).
     ended_session: bool,
 }
 
@@ -216,17 +217,18 @@ impl RequestFlow {
         matches!(self.stage, Stage::AnswerHeld { .. })
     }
 
-    /// Answers once every other worker of this Envoy has ticked since this request's
-    /// revocations were published (three ticks of this worker: 200 to 300 ms, a margin over the
-    /// 100 ms period): whoever sees a session end (the browser its logout or its 401, the OP
-    /// its logout's 200) finds a copy of the cookie refused on every worker, not only on this
-    /// one. A front-channel logout, published at this worker's next tick, still makes it.
+    /// Answers once every other worker of this Envoy has ticked since the revocation list
+    /// as it is now was published (see `hold.rs`: 200 to 300 ms when the request published it
+    /// itself): whoever sees a session end finds a copy of the cookie refused on every worker,
+    /// not only on this one. Too many held already: answers at once.
     pub(super) fn hold_answer(
         &mut self,
         vm: &mut VmState,
         response: crate::http::LocalResponse,
     ) -> Action {
-        vm.hold_for_ticks(self.ctx, 3);
+        if !vm.hold(self.ctx) {
+            return Action::Respond(response);
+        }
         self.stage = Stage::AnswerHeld { response };
         Action::Wait
     }
@@ -259,8 +261,23 @@ impl RequestFlow {
         }
     }
 
-    /// Decides what to do with a new request: the stages in order, each in its own file.
+    /// Decides what to do with a new request (or one run again): the stages in order, each in
+    /// its own file. A refusal because its session just ended is held (see `hold.rs`).
     pub fn on_request(
+        &mut self,
+        settings: &Settings,
+        vm: &mut VmState,
+        request: &dyn HeaderSource,
+        now: u64,
+        rng: &mut dyn Entropy,
+    ) -> Action {
+        match self.decide(settings, vm, request, now, rng) {
+            Action::Respond(response) if self.ended_session => self.hold_answer(vm, response),
+            action => action,
+        }
+    }
+
+    fn decide(
         &mut self,
         settings: &Settings,
         vm: &mut VmState,

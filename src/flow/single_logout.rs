@@ -277,7 +277,12 @@ impl RequestFlow {
             "text/html; charset=utf-8",
             "<!doctype html><title>Signed out</title>\n",
         );
-        self.hold_answer(vm, page)
+        // Held only while there is something to share: a sid already on the list and shared
+        // is answered at once (anyone can call this, again and again).
+        match vm.revoked.is_dirty() {
+            true => self.hold_answer(vm, page),
+            false => Action::Respond(page),
+        }
     }
 
     /// The front-channel share of the revocation list is full: most likely a flood of made-up

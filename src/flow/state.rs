@@ -155,11 +155,12 @@ pub struct VmState {
     pub validations: super::Validations,
     /// What this worker did since the host last handed it to Envoy (see `crate::metrics`).
     pub metrics: Metrics,
-    /// Root ticks so far, and requests held until a tick count (see `hold_for_ticks`).
+    /// Root ticks so far.
     ticks: u64,
     /// When the revocation list last dropped its expired entries.
     expired_at: u64,
-    held: Vec<(u32, u64)>,
+    /// Answers held until every worker knows a session ended (see `hold::Holds`).
+    holds: super::hold::Holds,
 }
 
 /// A site's token as it goes upstream, prepared once when it is cached.
@@ -220,7 +221,7 @@ impl VmState {
             metrics: Metrics::new(settings),
             ticks: 0,
             expired_at: 0,
-            held: Vec::new(),
+            holds: Default::default(),
             mediated: settings
                 .sites
                 .iter()
@@ -353,9 +354,17 @@ impl VmState {
         self.publish_with(0, now)
     }
 
-    /// Parks request `ctx` for `ticks` root ticks (it gets `Action::Wait`; the tick wakes it).
-    pub(super) fn hold_for_ticks(&mut self, ctx: u32, ticks: u64) {
-        self.held.push((ctx, self.ticks.saturating_add(ticks)));
+    /// Parks request `ctx` until every other worker has taken in the revocation list as it
+    /// is now (it gets `Action::Wait`; a tick wakes it). `false` when too many are held: the
+    /// caller answers at once.
+    pub(super) fn hold(&mut self, ctx: u32) -> bool {
+        self.holds.hold(ctx, self.ticks, self.revoked.is_dirty())
+    }
+
+    /// Whether the revocation list changed within the last few ticks (here or elsewhere): a
+    /// session found revoked now may still be served by a worker that has not ticked since.
+    pub(super) fn revoked_recently(&self) -> bool {
+        self.holds.changed_recently(self.revoked.generation())
     }
 
     /// Publishes (`dropped`: live entries a refresh just dropped, for the same line).
@@ -375,12 +384,6 @@ impl VmState {
     /// earlier publish could not share), expired entries dropped now and then.
     pub fn on_tick(&mut self, settings: &Settings, now: u64) -> Option<LogLine> {
         self.ticks = self.ticks.saturating_add(1);
-        if !self.held.is_empty() {
-            let ticks = self.ticks;
-            let (due, later): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|h| h.1 <= ticks);
-            self.held = later;
-            self.wake(due.into_iter().map(|h| h.0).collect(), Wake::Ready);
-        }
         // Validations of every web session are polled together: the slowest OP sets the pace.
         let timeout_ms = settings.ops.iter().map(|op| op.timeout_ms).max();
         self.poll_validations(now, stale_after_s(timeout_ms.unwrap_or(0)));
@@ -395,6 +398,12 @@ impl VmState {
             }
             list_full(dropped, 0).and_then(|l| self.revocation_lines.pass(now, l))
         };
+        // After the publish: a held answer goes only once its revocation is shared.
+        let (unpublished, generation) = (self.revoked.is_dirty(), self.revoked.generation());
+        let due = self.holds.on_tick(self.ticks, unpublished, generation);
+        if !due.is_empty() {
+            self.wake(due, Wake::Ready);
+        }
         line.or_else(|| self.revocation_lines.roll(now))
     }
 

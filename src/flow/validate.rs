@@ -196,7 +196,10 @@ impl RequestFlow {
             Some(Outcome::Successor(v, e)) if e.session.op.generation > generation => {
                 return Ok(Validated::Successor(v.clone(), e.clone()));
             }
-            Some(Outcome::Ended(at)) if *at >= mine => return Ok(Validated::Ended),
+            Some(Outcome::Ended(at)) if *at >= mine => {
+                self.ended_session |= ended_recently(*at, now);
+                return Ok(Validated::Ended);
+            }
             Some(Outcome::Failed(at)) if now < at.saturating_add(RETRY_AFTER_FAILURE_S) => {
                 return self.within_grace(settings, entry, now);
             }
@@ -227,6 +230,7 @@ impl RequestFlow {
                 }
                 Some(SlotState::Ended { at }) if at >= mine => {
                     vm.validations.remember(sid, Outcome::Ended(at));
+                    self.ended_session |= ended_recently(at, now);
                     return Ok(Validated::Ended);
                 }
                 Some(SlotState::Failed { at })
@@ -671,6 +675,13 @@ fn adopt(
 
 /// A validation whose leader has not answered within the OP's timeout (and a margin) is
 /// presumed lost.
+/// A validation that ended the session at `at` (seconds, on whichever worker) a moment ago: the
+/// workers may not all have taken in its revocation (see `hold.rs`). A second covers the
+/// ticks the revocation needs, and the workers' clocks read at their ticks.
+fn ended_recently(at: u64, now: u64) -> bool {
+    now <= at.saturating_add(1)
+}
+
 pub(super) fn validation_stale_after_s(settings: &Settings, ws: usize) -> u64 {
     super::state::stale_after_s(settings.rp(ws).op.timeout_ms)
 }
