@@ -3,7 +3,7 @@
 //! shared tier is in `shared_caches`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -211,8 +211,9 @@ impl Worker {
 // every parked request every TICK_MS; each runs its worker's tick in its own hook. A worker
 // with no parked request ticks from its next request instead (nothing waits for it then).
 
-fn ticker() -> &'static Mutex<Vec<Scheduler>> {
-    static TICKER: OnceLock<Mutex<Vec<Scheduler>>> = OnceLock::new();
+// A set: requests park and leave at every wake-up, and held answers may be thousands at once.
+fn ticker() -> &'static Mutex<HashSet<Scheduler>> {
+    static TICKER: OnceLock<Mutex<HashSet<Scheduler>>> = OnceLock::new();
     TICKER.get_or_init(|| {
         let spawned = std::thread::Builder::new()
             .name("envoy-wam-tick".into())
@@ -231,15 +232,13 @@ fn ticker() -> &'static Mutex<Vec<Scheduler>> {
                  other requests",
             );
         }
-        Mutex::new(Vec::new())
+        Mutex::new(HashSet::new())
     })
 }
 
 fn ticker_add(s: Scheduler) {
     if let Ok(mut list) = ticker().lock() {
-        if !list.contains(&s) {
-            list.push(s);
-        }
+        list.insert(s);
     }
 }
 
@@ -252,7 +251,7 @@ pub(super) fn ticker_remove(s: Scheduler) {
         // scheduler in it.
         Err(poisoned) => poisoned.into_inner(),
     };
-    list.retain(|x| *x != s);
+    list.remove(&s);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -646,7 +646,7 @@ impl Filter {
 /// filter's `on_http_filter_scheduled` on its worker thread, or drops once the filter is gone
 /// (Envoy keeps only a weak reference to it). Committing is thread-safe (a dispatcher post).
 /// Deleted exactly once, by [`Scheduler::delete`].
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Scheduler(*mut c_void);
 
 // SAFETY: the scheduler is an Envoy object built for commits from any thread (it posts to
