@@ -1,7 +1,7 @@
 //! Carrying out what the flow returns: header changes and local answers, the callout registry,
 //! parking and waking requests, and what is deferred to the root context.
 
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -9,11 +9,12 @@ use std::time::Duration;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType};
 
+use super::carry::{carry_out, RequestHost};
 use super::common::{callout_headers, callout_outcome, internal_error};
 use super::request::HostRequest;
 use super::runtime::{log, log_line, now_secs, now_since_epoch, HostEntropy};
 use crate::config::Settings;
-use crate::flow::{RequestFlow, VmState};
+use crate::flow::{AccessFields, LogLine, RequestFlow, VmState};
 use crate::http::{Action, Callout, CalloutResult, Forward, LocalResponse, Wake};
 use crate::request::HeaderSource;
 
@@ -148,95 +149,13 @@ impl Configured {
         action: Action,
         origin: Origin,
     ) -> bool {
-        let mut st = state.borrow_mut();
-        for line in st.flow.take_log() {
-            log_line(&line);
-        }
-        if matches!(action, Action::Forward(_) | Action::Respond(_)) {
-            if let Some(fields) = st.flow.take_access_fields() {
-                super::access_log::write(&fields);
-            }
-        }
-        match action {
-            Action::Forward(fwd) => {
-                drop(st);
-                self.registry.borrow_mut().parked.remove(&ctx);
-                if !apply(&fwd) {
-                    log(
-                        LogLevel::Error,
-                        "envoy-wam: a request header could not be written; refusing (500)",
-                    );
-                    respond(&internal_error());
-                    return false;
-                }
-                state.borrow_mut().response_cookies = fwd.response_cookies;
-                true
-            }
-            Action::Respond(r) => {
-                st.answered = true;
-                drop(st);
-                self.registry.borrow_mut().parked.remove(&ctx);
-                respond(&r);
-                false
-            }
-            Action::Wait => {
-                drop(st);
-                self.registry.borrow_mut().parked.insert(ctx, state.clone());
-                false
-            }
-            Action::ReadBody { max } => {
-                // Envoy's Wasm host turns a paused request-headers callback into "stop all",
-                // which also withholds the body from this filter: the body is only seen by
-                // letting the headers on. They go on stripped to their framing, to a path no
-                // application has, and the body stays here; the request ends with the local
-                // answer given once the body is read, which resets the upstream stream.
-                st.reading_body = Some(max);
-                st.held = HostRequest::read();
-                st.held_for_body = true;
-                drop(st);
-                hold_request_headers();
-                true
-            }
-            Action::Callout(callout) => {
-                drop(st);
-                self.send_callout(ctx, state, callout, origin)
-            }
-        }
-    }
-
-    /// Sends the request's callout and parks it until the answer, or defers the send to the
-    /// root context when in another request's callback (`Borrowed`). A callout that cannot be
-    /// sent is answered as failed at once.
-    fn send_callout(&self, ctx: u32, state: &Shared, callout: Callout, origin: Origin) -> bool {
-        let mut st = state.borrow_mut();
-        if origin == Origin::Borrowed {
-            st.unsent = Some(callout);
-            drop(st);
-            let mut reg = self.registry.borrow_mut();
-            reg.parked.insert(ctx, state.clone());
-            reg.deferred_callouts.push(ctx);
-            return false;
-        }
-        st.callout = dispatch(&callout);
-        if let Some(p) = &st.callout {
-            let token = p.token;
-            drop(st);
-            let mut reg = self.registry.borrow_mut();
-            reg.callouts.insert(token, ctx);
-            reg.parked.insert(ctx, state.clone());
-            return false;
-        }
-        let request = HostRequest::read_or_empty();
-        let next = st.flow.on_callout(
-            &self.settings,
-            &mut self.vm.borrow_mut(),
-            &request,
-            CalloutResult::Failed,
-            now_secs(),
-            &mut HostEntropy,
-        );
-        drop(st);
-        self.carry_out(ctx, state, next, origin)
+        let request = WasmRequest {
+            configured: self,
+            ctx,
+            state,
+            origin,
+        };
+        carry_out(&request, action)
     }
 
     /// A callout's answer arrived (in whichever context the SDK chose): continue its owner.
@@ -343,6 +262,103 @@ impl Configured {
             self.wake_released(root, Origin::Safe, false);
         }
         let _ = hostcalls::set_effective_context(root);
+    }
+}
+
+/// One request of this VM, in the callback the host is in (`origin`).
+struct WasmRequest<'a> {
+    configured: &'a Configured,
+    ctx: u32,
+    state: &'a Shared,
+    origin: Origin,
+}
+
+impl WasmRequest<'_> {
+    fn registry(&self) -> RefMut<'_, Registry> {
+        self.configured.registry.borrow_mut()
+    }
+}
+
+impl RequestHost for WasmRequest<'_> {
+    fn flow(&self) -> RefMut<'_, RequestFlow> {
+        RefMut::map(self.state.borrow_mut(), |st| &mut st.flow)
+    }
+
+    fn log(&self, line: &LogLine) {
+        log_line(line);
+    }
+
+    fn write_access_fields(&self, fields: &AccessFields) {
+        super::access_log::write(fields);
+    }
+
+    fn forward(&self, fwd: Forward) -> bool {
+        self.registry().parked.remove(&self.ctx);
+        if !apply(&fwd) {
+            return false;
+        }
+        self.state.borrow_mut().response_cookies = fwd.response_cookies;
+        true
+    }
+
+    fn respond(&self, response: &LocalResponse) {
+        self.state.borrow_mut().answered = true;
+        self.registry().parked.remove(&self.ctx);
+        respond(response);
+    }
+
+    fn park(&self) {
+        self.registry().parked.insert(self.ctx, self.state.clone());
+    }
+
+    fn read_body(&self, max: usize) -> bool {
+        // Envoy's Wasm host turns a paused request-headers callback into "stop all", which
+        // also withholds the body from this filter: the body is only seen by letting the
+        // headers on. They go on stripped to their framing, to a path no application has, and
+        // the body stays here; the request ends with the local answer given once the body is
+        // read, which resets the upstream stream.
+        let mut st = self.state.borrow_mut();
+        st.reading_body = Some(max);
+        st.held = HostRequest::read();
+        st.held_for_body = true;
+        drop(st);
+        hold_request_headers();
+        true
+    }
+
+    /// In another request's callback (`Borrowed`) the send is left to the root context: the
+    /// SDK would hand the answer to the context active now.
+    fn send(&self, callout: Callout) -> bool {
+        if self.origin == Origin::Borrowed {
+            self.state.borrow_mut().unsent = Some(callout);
+            let mut reg = self.registry();
+            reg.parked.insert(self.ctx, self.state.clone());
+            reg.deferred_callouts.push(self.ctx);
+            return true;
+        }
+        let Some(pending) = dispatch(&callout) else {
+            return false;
+        };
+        let token = pending.token;
+        self.state.borrow_mut().callout = Some(pending);
+        let mut reg = self.registry();
+        reg.callouts.insert(token, self.ctx);
+        reg.parked.insert(self.ctx, self.state.clone());
+        true
+    }
+
+    fn callout_failed(&self) -> Action {
+        let request = HostRequest::read_or_empty();
+        let c = self.configured;
+        let mut st = self.state.borrow_mut();
+        st.flow.on_callout(
+            &c.settings,
+            &mut c.vm.borrow_mut(),
+            &request,
+            CalloutResult::Failed,
+            now_secs(),
+            &mut HostEntropy,
+        )
     }
 }
 

@@ -15,10 +15,13 @@
 //! - `stats`: the filter's metrics as Envoy stats, fed from the root tick;
 //! - `access_log`: the flow's access-log fields into Envoy's filter state;
 //! - `reload`: whether the last configuration was taken, in Envoy's stats;
+//! - `carry`: carrying out the flow's actions, the steps both hosts take alike, each host
+//!   mapping them onto its ABI;
 //! - `common`: what both hosts do alike, with no host calls;
 //! - `native`: the Envoy dynamic-module host (its own ABI binding and mapping), for every
 //!   target but wasm32.
 
+mod carry;
 pub(crate) mod common;
 #[cfg(not(target_arch = "wasm32"))]
 mod native;

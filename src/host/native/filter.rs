@@ -6,7 +6,7 @@
 //! callout is woken by a scheduler event posted to it (see `Worker::wake_released`), so no
 //! hook ever touches another request's stream.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, RefCell, RefMut};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,7 +17,8 @@ use super::worker::{
     log_line, now_ms, now_secs, now_since_epoch, ticker_remove, Worker, EVENT_TICK, EVENT_WAKE,
 };
 use crate::config::Settings;
-use crate::flow::{AccessFields, RequestFlow};
+use crate::flow::{AccessFields, LogLine, RequestFlow};
+use crate::host::carry::{carry_out, RequestHost};
 use crate::host::common::{
     after_body, callout_headers, callout_outcome, configured_lines, internal_error,
     FORWARD_AFTER_BODY,
@@ -464,63 +465,13 @@ impl NativeFilter {
 
     /// Carries out `action`; returns whether the request may go on upstream now.
     fn carry_out(&self, w: &Worker, action: Action) -> bool {
-        for line in self.req.borrow_mut().flow.take_log() {
-            log_line(&line);
-        }
-        if matches!(action, Action::Forward(_) | Action::Respond(_)) {
-            let fields = self.req.borrow_mut().flow.take_access_fields();
-            if let Some(fields) = fields {
-                write_access_fields(self.envoy, &fields);
-            }
-        }
-        match action {
-            Action::Forward(fwd) => {
-                w.unpark(self.ctx);
-                if !apply(self.envoy, &fwd) {
-                    log(
-                        LogLevel::Error,
-                        "envoy-wam: a request header could not be written; refusing (500)",
-                    );
-                    respond(self.envoy, &internal_error());
-                    return false;
-                }
-                self.req.borrow_mut().response_cookies = fwd.response_cookies;
-                true
-            }
-            Action::Respond(r) => {
-                w.unpark(self.ctx);
-                respond(self.envoy, &r);
-                self.req.borrow_mut().stopped = false;
-                false
-            }
-            Action::Wait => {
-                self.park(w);
-                false
-            }
-            Action::ReadBody { max } => {
-                self.req.borrow_mut().reading_body = Some(max);
-                false
-            }
-            Action::Callout(callout) => match self.send(&callout) {
-                Some(p) => {
-                    self.req.borrow_mut().callout = Some(p);
-                    self.park(w);
-                    false
-                }
-                None => {
-                    let request = NativeRequest::read(self.envoy);
-                    let next = self.req.borrow_mut().flow.on_callout(
-                        &w.settings,
-                        &mut w.vm.borrow_mut(),
-                        &request,
-                        CalloutResult::Failed,
-                        now_secs(),
-                        &mut OsEntropy,
-                    );
-                    self.carry_out(w, next)
-                }
+        carry_out(
+            &OnWorker {
+                filter: self,
+                worker: w,
             },
-        }
+            action,
+        )
     }
 
     /// Parks the request: it gets a scheduler (for its wake-up and the ticker) on first need.
@@ -603,6 +554,73 @@ impl NativeFilter {
             ticker_remove(s);
             s.delete();
         }
+    }
+}
+
+/// A request on its worker.
+struct OnWorker<'a> {
+    filter: &'a NativeFilter,
+    worker: &'a Worker,
+}
+
+impl RequestHost for OnWorker<'_> {
+    fn flow(&self) -> RefMut<'_, RequestFlow> {
+        RefMut::map(self.filter.req.borrow_mut(), |r| &mut r.flow)
+    }
+
+    fn log(&self, line: &LogLine) {
+        log_line(line);
+    }
+
+    fn write_access_fields(&self, fields: &AccessFields) {
+        write_access_fields(self.filter.envoy, fields);
+    }
+
+    fn forward(&self, fwd: Forward) -> bool {
+        self.worker.unpark(self.filter.ctx);
+        if !apply(self.filter.envoy, &fwd) {
+            return false;
+        }
+        self.filter.req.borrow_mut().response_cookies = fwd.response_cookies;
+        true
+    }
+
+    fn respond(&self, response: &LocalResponse) {
+        self.worker.unpark(self.filter.ctx);
+        respond(self.filter.envoy, response);
+        self.filter.req.borrow_mut().stopped = false;
+    }
+
+    fn park(&self) {
+        self.filter.park(self.worker);
+    }
+
+    /// The body comes to the body hooks of this stopped request.
+    fn read_body(&self, max: usize) -> bool {
+        self.filter.req.borrow_mut().reading_body = Some(max);
+        false
+    }
+
+    fn send(&self, callout: Callout) -> bool {
+        let Some(pending) = self.filter.send(&callout) else {
+            return false;
+        };
+        self.filter.req.borrow_mut().callout = Some(pending);
+        self.filter.park(self.worker);
+        true
+    }
+
+    fn callout_failed(&self) -> Action {
+        let request = NativeRequest::read(self.filter.envoy);
+        let w = self.worker;
+        self.filter.req.borrow_mut().flow.on_callout(
+            &w.settings,
+            &mut w.vm.borrow_mut(),
+            &request,
+            CalloutResult::Failed,
+            now_secs(),
+            &mut OsEntropy,
+        )
     }
 }
 
