@@ -34,11 +34,11 @@ fn a_waiter_of_the_refused_validation_answers_before_the_other_worker_knows() {
     forward(w.quiet(0, &page, NOW + 1));
     let h = World::xhr(&jar);
     let (mut lead, mut same) = (RequestFlow::for_context(1), RequestFlow::for_context(2));
-    let _ = callout(w.start(1, &mut lead, &h, DUE));
+    let c = callout(w.start(1, &mut lead, &h, DUE));
     assert_eq!(w.start(1, &mut same, &h, DUE), Action::Wait);
     let no = status_json(401, json!({"error": "invalid_grant"}));
     let a = lead.on_callout(&w.settings, &mut w.vms[1], &h, no, DUE, &mut w.rng);
-    assert_eq!((a, lead.holds_answer()), (Action::Wait, true));
+    assert_eq!((a, lead.holds_answer()), (Action::Wait, true), "{c:?}");
     assert_eq!(std::mem::take(&mut w.vms[1].woken), vec![(2, Wake::Ready)]);
     let seen = w.wake(1, &mut same, &h, DUE);
     let seen_ended = matches!(&seen, Action::Respond(r) if r.status == 401);
@@ -58,11 +58,7 @@ fn a_new_request_on_the_ending_worker_answers_before_the_other_worker_knows() {
     let page = World::page(&jar, &[]);
     forward(w.quiet(0, &page, NOW + 1));
     let h = World::xhr(&jar);
-    let mut lead = RequestFlow::for_context(1);
-    let _ = callout(w.start(1, &mut lead, &h, DUE));
-    let no = status_json(401, json!({"error": "invalid_grant"}));
-    let a = lead.on_callout(&w.settings, &mut w.vms[1], &h, no, DUE, &mut w.rng);
-    assert_eq!((a, lead.holds_answer()), (Action::Wait, true));
+    w.refused_at_validation(1, &mut RequestFlow::for_context(1), &h, DUE);
     let mut flow = RequestFlow::for_context(5);
     let seen = w.start(1, &mut flow, &h, DUE);
     let seen_ended = matches!(&seen, Action::Respond(r) if r.status == 401);
@@ -86,11 +82,7 @@ fn a_worker_reading_the_ended_slot_answers_before_a_third_worker_knows() {
     let page = World::page(&jar, &[]);
     forward(w.quiet(2, &page, NOW + 1));
     let h = World::xhr(&jar);
-    let mut lead = RequestFlow::for_context(1);
-    let _ = callout(w.start(1, &mut lead, &h, DUE));
-    let no = status_json(401, json!({"error": "invalid_grant"}));
-    let a = lead.on_callout(&w.settings, &mut w.vms[1], &h, no, DUE, &mut w.rng);
-    assert_eq!((a, lead.holds_answer()), (Action::Wait, true));
+    w.refused_at_validation(1, &mut RequestFlow::for_context(1), &h, DUE);
     let mut flow = RequestFlow::for_context(7);
     let seen = w.start(0, &mut flow, &h, DUE);
     let seen_ended = matches!(&seen, Action::Respond(r) if r.status == 401);
@@ -158,11 +150,7 @@ fn the_hold_is_released_though_the_revocation_was_never_published() {
     let page = World::page(&jar, &[]);
     forward(w.quiet(0, &page, NOW + 1));
     let h = World::xhr(&jar);
-    let mut lead = RequestFlow::for_context(1);
-    let _ = callout(w.start(1, &mut lead, &h, DUE));
-    let no = status_json(401, json!({"error": "invalid_grant"}));
-    let a = lead.on_callout(&w.settings, &mut w.vms[1], &h, no, DUE, &mut w.rng);
-    assert_eq!((a, lead.holds_answer()), (Action::Wait, true));
+    w.refused_at_validation(1, &mut RequestFlow::for_context(1), &h, DUE);
     for _ in 0..3 {
         let _ = w.vms[1].on_tick(&w.settings, DUE);
         let _ = w.vms[0].on_tick(&w.settings, DUE - 2);

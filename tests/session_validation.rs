@@ -207,10 +207,7 @@ fn the_answer_to_a_session_the_op_ended_waits_until_every_worker_refuses_it() {
     let page = World::page(&jar, &[]);
     forward(w.quiet(0, &page, NOW + 1));
     let (mut flow, h) = (RequestFlow::new(), World::xhr(&jar));
-    let c = callout(w.start(1, &mut flow, &h, DUE));
-    let no = status_json(401, json!({"error": "invalid_grant"}));
-    let a = flow.on_callout(&w.settings, &mut w.vms[1], &h, no, DUE, &mut w.rng);
-    assert_eq!((a, flow.holds_answer()), (Action::Wait, true), "{c:?}");
+    w.refused_at_validation(1, &mut flow, &h, DUE);
     // Worker 0's clock, behind, finds no validation due: it still serves the copy...
     forward(w.quiet(0, &page, DUE - 2));
     // ...until its tick, which comes before worker 1's third.

@@ -420,6 +420,24 @@ impl World {
         )
     }
 
+    /// Request `h` through `lead` on worker `w` at `now` leads the session's validation, which
+    /// the OP refuses (`invalid_grant`): its refusal is held.
+    pub fn refused_at_validation(
+        &mut self,
+        w: usize,
+        lead: &mut RequestFlow,
+        h: &HeaderList,
+        now: u64,
+    ) {
+        let c = callout(self.start(w, lead, h, now));
+        let no = CalloutResult::Response {
+            status: 401,
+            body: br#"{"error":"invalid_grant"}"#.to_vec(),
+        };
+        let a = lead.on_callout(&self.settings, &mut self.vms[w], h, no, now, &mut self.rng);
+        assert_eq!((a, lead.holds_answer()), (Action::Wait, true), "{c:?}");
+    }
+
     /// The answer `flow` holds on worker `w`, released by that worker's last tick of the
     /// hold (two ticks after the first; the first one the caller ran).
     pub fn released_by_ticks(
