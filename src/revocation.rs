@@ -80,6 +80,19 @@ struct Entry {
     before: u64,
     /// After this time the entry is useless (every session it covers has expired).
     until: u64,
+    /// The list's generation when this entry last changed here (not shared: each worker's own
+    /// count), so that a refusal can tell a revocation of a moment ago from an old one.
+    changed_in: u64,
+}
+
+impl Entry {
+    fn new(before: u64, until: u64) -> Self {
+        Self {
+            before,
+            until,
+            changed_in: 0,
+        }
+    }
 }
 
 /// Where the list is shared between workers: proxy-wasm shared data in the filter.
@@ -168,7 +181,7 @@ impl RevocationList {
                 return 0;
             }
         };
-        if self.upsert(kind, key, Entry { before, until }) {
+        if self.upsert(kind, key, Entry::new(before, until)) {
             self.bump();
             self.dirty = true;
         }
@@ -177,20 +190,31 @@ impl RevocationList {
 
     /// Whether a session is revoked. A few hash lookups; nothing when the list is empty.
     pub fn is_revoked(&self, sid: &str, op_sid: Option<&str>, sub: &str, created_at: u64) -> bool {
+        self.revoked_in(sid, op_sid, sub, created_at).is_some()
+    }
+
+    /// The generation in which the entry that revokes a session last changed (the latest, if
+    /// several do); `None`: not revoked.
+    pub fn revoked_in(
+        &self,
+        sid: &str,
+        op_sid: Option<&str>,
+        sub: &str,
+        created_at: u64,
+    ) -> Option<u64> {
         if self.is_empty() {
-            return false;
+            return None;
         }
         // A gateway sid is random and never reused: its entry covers it whatever the times.
-        if self.map(Kind::Session).contains_key(sid) {
-            return true;
-        }
+        let session = self.map(Kind::Session).get(sid).map(|e| e.changed_in);
         let hit = |kind: Kind, key: &str| {
             self.map(kind)
                 .get(key)
-                .is_some_and(|e| created_at <= e.before)
+                .filter(|e| created_at <= e.before)
+                .map(|e| e.changed_in)
         };
-        op_sid.is_some_and(|s| hit(Kind::OpSid, s) || hit(Kind::UnverifiedOpSid, s))
-            || hit(Kind::Sub, sub)
+        let op = op_sid.and_then(|s| hit(Kind::OpSid, s).max(hit(Kind::UnverifiedOpSid, s)));
+        session.max(op).max(hit(Kind::Sub, sub))
     }
 
     /// Changes whenever the revocations change (not the jti set): a cache that found a session
@@ -236,7 +260,7 @@ impl RevocationList {
         if self.map(Kind::Jti).get(jti).is_some_and(|e| e.until >= now) {
             return true;
         }
-        self.maps[Kind::Jti as usize].insert(jti.to_owned(), Entry { before: 0, until });
+        self.maps[Kind::Jti as usize].insert(jti.to_owned(), Entry::new(0, until));
         self.dirty = true;
         self.trim(&[Kind::Jti], now);
         false
@@ -310,20 +334,25 @@ impl RevocationList {
         self.generation = self.generation.wrapping_add(1);
     }
 
-    /// Inserts or widens an entry (later `before`, later `until`). True if anything changed.
+    /// Inserts or widens an entry (later `before`, later `until`). True if anything changed;
+    /// the caller then bumps the generation, which the entry records.
     fn upsert(&mut self, kind: Kind, key: String, new: Entry) -> bool {
+        let changed_in = self.generation.wrapping_add(1);
         match self.maps[kind as usize].get_mut(&key) {
             Some(old) => {
-                let merged = Entry {
-                    before: old.before.max(new.before),
-                    until: old.until.max(new.until),
-                };
-                let changed = merged != *old;
-                *old = merged;
+                let (before, until) = (old.before.max(new.before), old.until.max(new.until));
+                let changed = (before, until) != (old.before, old.until);
+                if changed {
+                    *old = Entry {
+                        before,
+                        until,
+                        changed_in,
+                    };
+                }
                 changed
             }
             None => {
-                self.maps[kind as usize].insert(key, new);
+                self.maps[kind as usize].insert(key, Entry { changed_in, ..new });
                 true
             }
         }

@@ -1,6 +1,7 @@
 //! The gateway's own endpoints under the base path (`/pa`): heartbeat, callback, logout, JWKS.
 
 use super::head::RequestHead;
+use super::identify::session_revoked_in;
 use super::login::clear_session_cookies;
 use super::metered::callback_refused;
 use super::route::Endpoint;
@@ -103,6 +104,11 @@ impl RequestFlow {
         let s = &self.web(settings).session;
         let value = chunks::read(head.request, &s.cookie_name).0?;
         let mut session = Session::decode(&value, &s.keys, now, s.idle_timeout_s)?;
+        // Already ended (a logout, the OP): nothing to revoke here or at the OP, nothing to
+        // hold; the browser still gets its cookies cleared.
+        if session_revoked_in(settings, self.ws, &vm.revoked, &session).is_some() {
+            return None;
+        }
         // A copy from before a validation holds a refresh token the OP has rotated away: the
         // newest one this worker saw is the one to revoke.
         if let Some(newer) = vm.validations.newer(&session.sid, session.op.generation) {

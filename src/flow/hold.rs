@@ -18,16 +18,19 @@ const TICKS_AFTER_PUBLISH: u64 = 2;
 /// lets its answer go after this many ticks (5 s): the local worker refuses the session, the
 /// publish is retried at every tick, and the failure is in the log.
 const GIVE_UP_TICKS: u64 = 50;
-/// At most this many answers held per worker; beyond it they go at once. An anonymous caller
-/// can make front-channel logouts held only while they change the list, which its share
-/// bounds, so this is a backstop.
+/// At most this many answers held per worker; beyond it they go at once.
 const MAX_HELD: usize = 4096;
+/// Of which requests anyone can make (front-channel logouts, held while they change the list:
+/// one per listed sid and second at most) may take this many, so that a flood of them leaves
+/// room for the sessions that really end.
+const MAX_ANONYMOUS_HELD: usize = 1024;
 /// Generations of the revocation list remembered, one per tick: a change within this many
 /// ticks is recent.
 const RECENT_TICKS: usize = 3;
 
 struct Held {
     ctx: u32,
+    anonymous: bool,
     /// The tick in which this request's revocation was published; `None` while the list has
     /// changes not yet shared.
     published_in: Option<u64>,
@@ -38,21 +41,31 @@ struct Held {
 #[derive(Default)]
 pub(super) struct Holds {
     held: Vec<Held>,
+    /// How many of `held` are anonymous.
+    anonymous: usize,
     generations: [u64; RECENT_TICKS],
 }
 
 impl Holds {
     /// Holds request `ctx`'s answer at tick count `ticks`; `unpublished`: the revocation list
-    /// has changes not yet shared (they are shared at the next tick). `false` when too many
-    /// are held: the caller answers at once.
-    pub(super) fn hold(&mut self, ctx: u32, ticks: u64, unpublished: bool) -> bool {
-        if self.held.len() >= MAX_HELD {
+    /// has changes not yet shared (they are shared at the next tick); `anonymous`: anyone can
+    /// make the request. `false` when too many are held: the caller answers at once.
+    pub(super) fn hold(
+        &mut self,
+        ctx: u32,
+        ticks: u64,
+        unpublished: bool,
+        anonymous: bool,
+    ) -> bool {
+        if self.held.len() >= MAX_HELD || (anonymous && self.anonymous >= MAX_ANONYMOUS_HELD) {
             return false;
         }
+        self.anonymous += usize::from(anonymous);
         // Published by the request itself, between two ticks: counted from the next one.
         let published_in = (!unpublished).then_some(ticks.saturating_add(1));
         self.held.push(Held {
             ctx,
+            anonymous,
             published_in,
             give_up_at: ticks.saturating_add(GIVE_UP_TICKS),
         });
@@ -69,7 +82,7 @@ impl Holds {
         if self.held.is_empty() {
             return Vec::new();
         }
-        let mut due = Vec::new();
+        let (mut due, mut anonymous_due) = (Vec::new(), 0);
         self.held.retain_mut(|h| {
             if h.published_in.is_none() && !unpublished {
                 h.published_in = Some(ticks);
@@ -80,16 +93,18 @@ impl Holds {
             let go = published || ticks >= h.give_up_at;
             if go {
                 due.push(h.ctx);
+                anonymous_due += usize::from(h.anonymous);
             }
             !go
         });
+        self.anonymous = self.anonymous.saturating_sub(anonymous_due);
         due
     }
 
-    /// Whether the revocation list (at `generation` now) changed within the last ticks, here
-    /// or by what another worker published.
-    pub(super) fn changed_recently(&self, generation: u64) -> bool {
-        self.generations.first() != Some(&generation)
+    /// Whether generation `changed_in` of the revocation list came within the last ticks
+    /// (here, or with what another worker published).
+    pub(super) fn changed_since_recent_ticks(&self, changed_in: u64) -> bool {
+        self.generations.first().is_none_or(|&old| changed_in > old)
     }
 
     #[cfg(test)]
@@ -105,7 +120,7 @@ mod tests {
     #[test]
     fn an_answer_published_by_its_request_goes_at_the_third_tick() {
         let mut h = Holds::default();
-        assert!(h.hold(7, 10, false));
+        assert!(h.hold(7, 10, false, false));
         assert!(h.on_tick(11, false, 0).is_empty());
         assert!(h.on_tick(12, false, 0).is_empty());
         assert_eq!(h.on_tick(13, false, 0), vec![7]);
@@ -115,7 +130,7 @@ mod tests {
     #[test]
     fn an_answer_waits_for_its_publish_then_two_ticks() {
         let mut h = Holds::default();
-        assert!(h.hold(7, 10, true));
+        assert!(h.hold(7, 10, true, false));
         // Ticks 11 and 12 could not publish; 13 did.
         assert!(h.on_tick(11, true, 0).is_empty());
         assert!(h.on_tick(12, true, 0).is_empty());
@@ -127,7 +142,7 @@ mod tests {
     #[test]
     fn an_answer_never_published_goes_after_the_give_up() {
         let mut h = Holds::default();
-        assert!(h.hold(7, 0, true));
+        assert!(h.hold(7, 0, true, false));
         for t in 1..GIVE_UP_TICKS {
             assert!(h.on_tick(t, true, 0).is_empty(), "{t}");
         }
@@ -135,24 +150,34 @@ mod tests {
     }
 
     #[test]
-    fn holds_are_bounded() {
+    fn holds_are_bounded_and_anonymous_ones_leave_room_for_the_others() {
         let mut h = Holds::default();
-        for ctx in 0..MAX_HELD as u32 {
-            assert!(h.hold(ctx, 0, false));
+        for ctx in 0..MAX_ANONYMOUS_HELD as u32 {
+            assert!(h.hold(ctx, 0, false, true));
         }
-        assert!(!h.hold(u32::MAX, 0, false));
+        assert!(!h.hold(u32::MAX, 0, false, true));
+        for ctx in 0..(MAX_HELD - MAX_ANONYMOUS_HELD) as u32 {
+            assert!(h.hold(ctx, 0, false, false));
+        }
+        assert!(!h.hold(u32::MAX, 0, false, false));
+        // Released, the anonymous ones make room for more.
+        assert_eq!(h.on_tick(3, false, 0).len(), MAX_HELD);
+        assert!(h.hold(1, 3, false, true));
     }
 
     #[test]
     fn a_change_is_recent_for_three_ticks() {
         let mut h = Holds::default();
-        assert!(!h.changed_recently(0));
-        assert!(h.changed_recently(1));
+        assert!(!h.changed_since_recent_ticks(0));
+        assert!(h.changed_since_recent_ticks(1));
         h.on_tick(1, false, 1);
-        assert!(h.changed_recently(1));
+        assert!(h.changed_since_recent_ticks(1));
         h.on_tick(2, false, 1);
-        assert!(h.changed_recently(1));
+        assert!(h.changed_since_recent_ticks(1));
         h.on_tick(3, false, 1);
-        assert!(!h.changed_recently(1));
+        assert!(!h.changed_since_recent_ticks(1));
+        // A later change is recent; the earlier one stays old.
+        h.on_tick(4, false, 2);
+        assert!(h.changed_since_recent_ticks(2) && !h.changed_since_recent_ticks(1));
     }
 }

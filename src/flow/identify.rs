@@ -20,7 +20,7 @@ use crate::policy::{AppType, Application, Identity, Resource};
 use crate::request::HeaderSource;
 use crate::revocation::RevocationList;
 use crate::session::chunks;
-use crate::session::{Dead, SessionEntry};
+use crate::session::{Dead, Session, SessionEntry};
 
 /// Who a request is from, as far as the gateway could tell.
 #[derive(Default)]
@@ -75,23 +75,38 @@ impl Who<'_> {
     }
 }
 
-/// Whether a logout ended this session. Looked up once per session and change of the list.
-fn is_revoked(settings: &Settings, ws: usize, list: &RevocationList, entry: &SessionEntry) -> bool {
+/// Whether a logout ended this session: the generation in which its revocation last changed.
+/// Looked up once per session and change of the list.
+fn revoked_in(
+    settings: &Settings,
+    ws: usize,
+    list: &RevocationList,
+    entry: &SessionEntry,
+) -> Option<u64> {
     let generation = list.generation();
     if entry.not_revoked_at.get() == Some(generation) {
-        return false;
+        return None;
     }
-    let s = &entry.session;
+    let revoked = session_revoked_in(settings, ws, list, &entry.session);
+    if revoked.is_none() {
+        entry.not_revoked_at.set(Some(generation));
+    }
+    revoked
+}
+
+/// [`RevocationList::revoked_in`] for a session of web session `ws`.
+pub(super) fn session_revoked_in(
+    settings: &Settings,
+    ws: usize,
+    list: &RevocationList,
+    s: &Session,
+) -> Option<u64> {
     let op_sid =
         s.op.op_sid
             .as_deref()
             .map(|sid| op_scoped(settings, ws, sid));
     let sub = op_scoped(settings, ws, &s.sub);
-    if list.is_revoked(&s.sid, op_sid.as_deref(), &sub, s.created_at) {
-        return true;
-    }
-    entry.not_revoked_at.set(Some(generation));
-    false
+    list.revoked_in(&s.sid, op_sid.as_deref(), &sub, s.created_at)
 }
 
 impl RequestFlow {
@@ -174,11 +189,14 @@ impl RequestFlow {
                 |s| web.identity_for(Some(&s.sub), &s.claims).ok(),
             )
         });
-        let revoked =
-            matches!(&checked, Some(Ok(e)) if is_revoked(settings, self.ws, &vm.revoked, e));
+        let revoked_in = match &checked {
+            Some(Ok(e)) => revoked_in(settings, self.ws, &vm.revoked, e),
+            _ => None,
+        };
+        let revoked = revoked_in.is_some();
         // Ended a moment ago (here or on another worker): a worker that has not ticked since
         // may still serve it, so the refusal waits (the client must not see it first).
-        self.ended_session |= revoked && vm.revoked_recently();
+        self.ended_session |= revoked_in.is_some_and(|g| vm.revoked_recently(g));
         if self.first(Counted::Session) {
             vm.metrics.count(match &checked {
                 None => Counter::SessionNone,

@@ -226,7 +226,22 @@ impl RequestFlow {
         vm: &mut VmState,
         response: crate::http::LocalResponse,
     ) -> Action {
-        if !vm.hold(self.ctx) {
+        if !vm.hold(self.ctx, false) {
+            return Action::Respond(response);
+        }
+        self.stage = Stage::AnswerHeld { response };
+        Action::Wait
+    }
+
+    /// [`hold_answer`](Self::hold_answer) for a request anyone can make (a front-channel
+    /// logout): such holds have a share of their own, so that they cannot leave real session
+    /// ends without room.
+    pub(super) fn hold_anonymous_answer(
+        &mut self,
+        vm: &mut VmState,
+        response: crate::http::LocalResponse,
+    ) -> Action {
+        if !vm.hold(self.ctx, true) {
             return Action::Respond(response);
         }
         self.stage = Stage::AnswerHeld { response };
@@ -271,7 +286,13 @@ impl RequestFlow {
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Action {
-        match self.decide(settings, vm, request, now, rng) {
+        let action = self.decide(settings, vm, request, now, rng);
+        self.held_if_ended(vm, action)
+    }
+
+    /// `action`, or, when it refuses a session that just ended, that answer held.
+    fn held_if_ended(&mut self, vm: &mut VmState, action: Action) -> Action {
+        match action {
             Action::Respond(response) if self.ended_session => self.hold_answer(vm, response),
             action => action,
         }
@@ -500,7 +521,7 @@ impl RequestFlow {
         now: u64,
         rng: &mut dyn Entropy,
     ) -> Action {
-        match std::mem::replace(&mut self.stage, Stage::Done) {
+        let action = match std::mem::replace(&mut self.stage, Stage::Done) {
             Stage::Body(BodyFor::Backchannel) => {
                 self.backchannel_body(settings, vm, request, body, now, rng)
             }
@@ -515,7 +536,8 @@ impl RequestFlow {
                 );
                 Action::Respond(self.internal_error())
             }
-        }
+        };
+        self.held_if_ended(vm, action)
     }
 
     /// Continues after a callout this flow asked for.
@@ -586,10 +608,8 @@ impl RequestFlow {
             }
         };
         // A sign-in's answer, whatever it is, ends its kept form post.
-        match self.with_post_cleared(action) {
-            Action::Respond(response) if self.ended_session => self.hold_answer(vm, response),
-            action => action,
-        }
+        let action = self.with_post_cleared(action);
+        self.held_if_ended(vm, action)
     }
 }
 

@@ -266,9 +266,10 @@ impl RequestFlow {
         // the others after their ticks.
         let scoped = op_scoped(settings, self.ws, &sid).into_owned();
         let before = now.saturating_add(WORKER_CLOCK_SLACK_S);
-        if let Err(full) = vm.revoked.revoke_unverified(scoped, before, until, now) {
-            return self.frontchannel_refused(vm, full, now);
-        }
+        let changed = match vm.revoked.revoke_unverified(scoped, before, until, now) {
+            Ok(changed) => changed,
+            Err(full) => return self.frontchannel_refused(vm, full, now),
+        };
         self.note(
             Level::Info,
             format!("front-channel logout: sid={}", printable(&sid)),
@@ -277,10 +278,10 @@ impl RequestFlow {
             "text/html; charset=utf-8",
             "<!doctype html><title>Signed out</title>\n",
         );
-        // Held only while there is something to share: a sid already on the list and shared
-        // is answered at once (anyone can call this, again and again).
-        match vm.revoked.is_dirty() {
-            true => self.hold_answer(vm, page),
+        // Held only when this call changed the list (anyone can call it, again and again), and
+        // within the share of holds anonymous calls may take.
+        match changed {
+            true => self.hold_anonymous_answer(vm, page),
             false => Action::Respond(page),
         }
     }

@@ -355,16 +355,18 @@ impl VmState {
     }
 
     /// Parks request `ctx` until every other worker has taken in the revocation list as it
-    /// is now (it gets `Action::Wait`; a tick wakes it). `false` when too many are held: the
-    /// caller answers at once.
-    pub(super) fn hold(&mut self, ctx: u32) -> bool {
-        self.holds.hold(ctx, self.ticks, self.revoked.is_dirty())
+    /// is now (it gets `Action::Wait`; a tick wakes it); `anonymous`: anyone can make such a
+    /// request. `false` when too many are held: the caller answers at once.
+    pub(super) fn hold(&mut self, ctx: u32, anonymous: bool) -> bool {
+        let unpublished = self.revoked.is_dirty();
+        self.holds.hold(ctx, self.ticks, unpublished, anonymous)
     }
 
-    /// Whether the revocation list changed within the last few ticks (here or elsewhere): a
-    /// session found revoked now may still be served by a worker that has not ticked since.
-    pub(super) fn revoked_recently(&self) -> bool {
-        self.holds.changed_recently(self.revoked.generation())
+    /// Whether a revocation that changed in generation `changed_in` of the list did so within
+    /// the last few ticks: a session it ends may still be served by a worker that has not
+    /// ticked since.
+    pub(super) fn revoked_recently(&self, changed_in: u64) -> bool {
+        self.holds.changed_since_recent_ticks(changed_in)
     }
 
     /// Publishes (`dropped`: live entries a refresh just dropped, for the same line).

@@ -59,7 +59,8 @@ pub(crate) fn carry_out(host: &impl RequestHost, action: Action) -> bool {
             }
             host.log(&LogLine {
                 level: Level::Error,
-                message: "envoy-wam: a request header could not be written; refusing (500)".into(),
+                // As the flow's own lines: each host prefixes them as its log needs.
+                message: "a request header could not be written; refusing (500)".into(),
             });
             host.respond(&internal_error());
             false

@@ -79,7 +79,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Vec<(Kind, String, Entry)>> {
         }
         let (key, tail) = tail.split_at_checked(len)?;
         let key = std::str::from_utf8(key).ok()?.to_owned();
-        records.push((kind, key, Entry { before, until }));
+        records.push((kind, key, Entry::new(before, until)));
         rest = tail;
     }
     Some(records)

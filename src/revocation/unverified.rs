@@ -36,14 +36,15 @@ struct Usage {
 impl RevocationList {
     /// Revokes an OP sid named by a front-channel logout, unless its share of the list is full
     /// (or the whole list is): then nothing changes but the count of refusals. Never drops an
-    /// entry. A sid already held is widened as [`revoke`](Self::revoke) would.
+    /// entry. A sid already held is widened as [`revoke`](Self::revoke) would. `Ok(true)`: the
+    /// list changed (there is something to share).
     pub fn revoke_unverified(
         &mut self,
         op_sid: String,
         before: u64,
         until: u64,
         now: u64,
-    ) -> Result<(), ShareFull> {
+    ) -> Result<bool, ShareFull> {
         let kind = Kind::UnverifiedOpSid;
         if !self.map(kind).contains_key(&op_sid) {
             let usage = self.unverified_usage(now);
@@ -64,11 +65,12 @@ impl RevocationList {
                 });
             }
         }
-        if self.upsert(kind, op_sid, Entry { before, until }) {
+        let changed = self.upsert(kind, op_sid, Entry::new(before, until));
+        if changed {
             self.bump();
             self.dirty = true;
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// Front-channel logouts refused so far because their share was full.
