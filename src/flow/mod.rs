@@ -25,7 +25,7 @@ mod validate_userinfo;
 
 use crate::cache::Key;
 use crate::config::Settings;
-use crate::http::{Action, Body, CalloutResult, Wake};
+use crate::http::{Action, Body, CalloutResult, LocalResponse, Wake};
 use crate::login::{Entropy, LoginTransaction};
 use crate::oidc::TokenSet;
 pub use crate::request::{HeaderList, HeaderSource};
@@ -96,7 +96,7 @@ enum Stage {
     /// The answer to a request that ended sessions (a logout, a session the OP refused at
     /// validation), held until the other workers have taken in its revocation.
     AnswerHeld {
-        response: crate::http::LocalResponse,
+        response: LocalResponse,
     },
     /// Waiting for UserInfo after the refresh of a validation (`session.userinfo`), with the
     /// refreshed session.
@@ -107,7 +107,7 @@ enum Stage {
     /// Waiting for the OP to revoke the refresh token of a session logged out, with the
     /// browser's answer.
     RevokeAtOp {
-        response: crate::http::LocalResponse,
+        response: LocalResponse,
     },
     /// Waiting for UserInfo at sign-in, with the checked ID token.
     LoginUserinfo {
@@ -221,16 +221,8 @@ impl RequestFlow {
     /// as it is now was published (see `hold.rs`: 200 to 300 ms when the request published it
     /// itself): whoever sees a session end finds a copy of the cookie refused on every worker,
     /// not only on this one. Too many held already: answers at once.
-    pub(super) fn hold_answer(
-        &mut self,
-        vm: &mut VmState,
-        response: crate::http::LocalResponse,
-    ) -> Action {
-        if !vm.hold(self.ctx, false) {
-            return Action::Respond(response);
-        }
-        self.stage = Stage::AnswerHeld { response };
-        Action::Wait
+    pub(super) fn hold_answer(&mut self, vm: &mut VmState, response: LocalResponse) -> Action {
+        self.hold_as(vm, response, false)
     }
 
     /// [`hold_answer`](Self::hold_answer) for a request anyone can make (a front-channel
@@ -239,9 +231,13 @@ impl RequestFlow {
     pub(super) fn hold_anonymous_answer(
         &mut self,
         vm: &mut VmState,
-        response: crate::http::LocalResponse,
+        response: LocalResponse,
     ) -> Action {
-        if !vm.hold(self.ctx, true) {
+        self.hold_as(vm, response, true)
+    }
+
+    fn hold_as(&mut self, vm: &mut VmState, response: LocalResponse, anonymous: bool) -> Action {
+        if !vm.hold(self.ctx, anonymous) {
             return Action::Respond(response);
         }
         self.stage = Stage::AnswerHeld { response };
