@@ -8,7 +8,8 @@
 //!
 //! Requests that only *observe* an end (a waiter of the validation that ended it, a new request
 //! of the session on this worker, a worker reading the validation's outcome) are held alike
-//! while the change is recent: they too tell the client its session is over.
+//! while the revocation entry that ends their session changed recently: they too tell the
+//! client its session is over. A cookie revoked long ago is refused at once.
 
 /// Ticks of this worker, after the one in which the revocation was published, before a held
 /// answer goes: the first is the period in which every other worker ticks at least once; the
@@ -24,8 +25,8 @@ const MAX_HELD: usize = 4096;
 /// one per listed sid and second at most) may take this many, so that a flood of them leaves
 /// room for the sessions that really end.
 const MAX_ANONYMOUS_HELD: usize = 1024;
-/// Generations of the revocation list remembered, one per tick: a change within this many
-/// ticks is recent.
+/// Generations of the revocation list remembered, one per tick: an entry that changed within
+/// this many ticks changed recently.
 const RECENT_TICKS: usize = 3;
 
 struct Held {
