@@ -82,7 +82,9 @@ def counters(envoy):
     return {
         k: v
         for k, v in stack.prometheus_samples(envoy.admin).items()
-        if not re.search(r"_(bucket|sum|count)$", k[0]) and k[0] != "envoy_wam_cache_entries" and not k[0].startswith("envoy_wam_config_")
+        if not re.search(r"_(bucket|sum|count)$", k[0])
+        and k[0] not in ("envoy_wam_cache_entries", "envoy_wam_shared_cache_entries")
+        and not k[0].startswith("envoy_wam_config_")
     }
 
 
@@ -158,6 +160,14 @@ def test_counters_move_by_exactly_what_happened(metered, op):
     assert gauges[key("cache_entries", cache="sessions")] == 1
     assert gauges[key("cache_entries", cache="bearer")] == 2
     assert gauges[key("cache_entries", cache="mediation")] == 1
+    # The native build's process-wide tier holds what the worker learned the expensive way: the
+    # same entries (one worker here). The wasm build has no tier, and no such gauge.
+    shared = {c: key("shared_cache_entries", cache=c) for c in ("sessions", "bearer", "mediation")}
+    if stack.BUILD == "native":
+        tier = settled(metered, lambda s: s.get(shared["bearer"]) == 2)
+        assert [tier[shared[c]] for c in ("sessions", "bearer", "mediation")] == [1, 2, 1]
+    else:
+        assert not any(k in gauges for k in shared.values())
 
     # One callout each to the token endpoint, the JWKS and the STS, timed.
     def count(upstream):

@@ -205,22 +205,26 @@ def test_a_login_started_before_a_change_completes_after_it(lds, op):
 
 
 def test_a_replaced_configurations_caches_leave_the_cache_gauges(lds, op):
-    """The cache-size gauge counts the caches that exist: once Envoy has drained and dropped
-    the old listener (and with it the old configuration's caches), only the new
-    configuration's entries are in it. One worker, a drain of one second."""
+    """The cache-size gauges count the caches that exist: once Envoy has drained and dropped
+    the old listener (and with it the old configuration's caches and, natively, its tier), only
+    the new configuration's entries are in them. One worker, a drain of one second."""
     k1 = {"kid": "k1", "secret": key(1)}
     gw = lds(config(op, [k1], ["admins"]), concurrency=1, args=("--drain-time-s", "1"))
     bob = session_cookie(op, gw.url)
     assert gw.get("/", bob).status_code == 200
 
-    def sessions():
-        return stack.prometheus_samples(gw.admin).get(("envoy_wam_cache_entries", frozenset({("cache", "sessions")})))
+    # The native build's process-wide tier has a gauge of its own, which must follow alike.
+    gauges = ["envoy_wam_cache_entries"] + (["envoy_wam_shared_cache_entries"] if stack.BUILD == "native" else [])
+
+    def sessions(name):
+        return stack.prometheus_samples(gw.admin).get((name, frozenset({("cache", "sessions")})))
 
     def settles(want, timeout=10):
         deadline = time.time() + timeout
-        while sessions() != want:
-            assert time.time() < deadline, f"cache_entries{{cache=sessions}} is {sessions()}, not {want}"
-            time.sleep(0.1)
+        for name in gauges:
+            while sessions(name) != want:
+                assert time.time() < deadline, f"{name}{{cache=sessions}} is {sessions(name)}, not {want}"
+                time.sleep(0.1)
 
     settles(1)  # bob's session, verified and cached by the first configuration
     assert gw.swap(config(op, [k1], ["admins", "staff"]))

@@ -257,12 +257,22 @@ impl Metrics {
 
     /// The gauge name of each cache in [`GAUGES`] (none when off).
     pub fn gauge_names(&self) -> Vec<String> {
+        self.gauges_named("cache_entries")
+    }
+
+    /// The gauge name of each cache in [`GAUGES`] for the entries of the caches the workers of
+    /// a process share (the native build's tier; none when off).
+    pub fn shared_gauge_names(&self) -> Vec<String> {
+        self.gauges_named("shared_cache_entries")
+    }
+
+    fn gauges_named(&self, name: &str) -> Vec<String> {
         if !self.enabled() {
             return Vec::new();
         }
         GAUGES
             .iter()
-            .map(|g| format!("{PREFIX}.cache_entries.cache.{g}"))
+            .map(|g| format!("{PREFIX}.{name}.cache.{g}"))
             .collect()
     }
 

@@ -72,6 +72,7 @@ fn every_count_has_one_name_and_names_are_unique() {
         .iter()
         .chain(&m.histogram_names())
         .chain(&m.gauge_names())
+        .chain(&m.shared_gauge_names())
     {
         assert!(n.starts_with("envoy_wam."), "{n}");
         assert!(
@@ -173,6 +174,7 @@ fn metrics_off_count_nothing_and_define_nothing() {
     assert!(m.counter_names().is_empty());
     assert!(m.histogram_names().is_empty());
     assert!(m.gauge_names().is_empty());
+    assert!(m.shared_gauge_names().is_empty());
     let mut any = false;
     m.take_counts(|_, _| any = true);
     m.take_latencies(|_, _| any = true);

@@ -7,6 +7,7 @@
 //! (only requests matched by a rate-limit rule, and JWKS misses, take them).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use quick_cache::sync::Cache;
@@ -16,6 +17,7 @@ use crate::cache::Key;
 use crate::config::Settings;
 use crate::flow::SESSION_CACHE_ENTRIES;
 use crate::jwks::Jwk;
+use crate::metrics::GAUGES;
 use crate::policy::{Limit, RateLimits};
 use crate::shared_tier::{SharedJwks, SharedSession, SharedTier, SharedVerdict};
 
@@ -29,6 +31,9 @@ pub(super) struct SharedCaches {
     sites: Cache<(usize, Key), (Arc<str>, u64)>,
     jwks: Mutex<HashMap<usize, SharedJwks>>,
     limits: Mutex<RateLimits>,
+    /// What this tier has added to the shared-cache gauges, which every configuration's tier
+    /// adds to (see `stats::flush_shared`).
+    reported: [AtomicI64; GAUGES.len()],
 }
 
 /// A lock whose holder panicked still guards whole values (every update under it is one
@@ -51,6 +56,35 @@ impl SharedCaches {
             sites: Cache::new(sites.max(1)),
             jwks: Mutex::new(HashMap::new()),
             limits: Mutex::new(RateLimits::default()),
+            reported: Default::default(),
+        }
+    }
+
+    /// Entries held, in the order of [`GAUGES`].
+    pub(super) fn sizes(&self) -> [usize; GAUGES.len()] {
+        [self.sessions.len(), self.tokens.len(), self.sites.len()]
+    }
+
+    /// Sets what this tier has added to gauge `i` to `size`; returns the change to hand to
+    /// Envoy. Any worker may flush: the swap makes each change handed over once.
+    pub(super) fn report(&self, i: usize, size: i64) -> i64 {
+        self.reported
+            .get(i)
+            .map_or(0, |r| size.saturating_sub(r.swap(size, Ordering::Relaxed)))
+    }
+
+    /// A change Envoy did not take: reported again at the next flush.
+    pub(super) fn unreport(&self, i: usize, delta: i64) {
+        if let Some(r) = self.reported.get(i) {
+            r.fetch_sub(delta, Ordering::Relaxed);
+        }
+    }
+
+    /// Hands what `old` (a destroyed configuration's tier) added to the gauges over to this
+    /// tier, whose next flush takes it back out. Once: the first worker to reap `old` takes it.
+    pub(super) fn carry_from(&self, old: &SharedCaches) {
+        for (mine, theirs) in self.reported.iter().zip(&old.reported) {
+            mine.fetch_add(theirs.swap(0, Ordering::Relaxed), Ordering::Relaxed);
         }
     }
 
@@ -154,6 +188,26 @@ mod tests {
         drop((a, b));
         let c = SharedCaches::for_config(9001, &s);
         assert!(c.jwks(0).is_none(), "no worker held it: a new one");
+    }
+
+    #[test]
+    fn gauge_changes_are_handed_over_once_and_a_reloads_old_tier_is_taken_out() {
+        let s = settings();
+        let (old, new) = (SharedCaches::new(&s), SharedCaches::new(&s));
+        assert_eq!(old.report(0, 5), 5);
+        assert_eq!(old.report(0, 5), 0, "nothing moved");
+        assert_eq!(old.report(0, 3), -2);
+        // Envoy did not take the change: it comes again.
+        old.unreport(1, old.report(1, 4));
+        assert_eq!(old.report(1, 4), 4);
+        // The old configuration is gone: the new tier's next report takes its entries out,
+        // and a second reaper carries nothing.
+        new.carry_from(&old);
+        new.carry_from(&old);
+        assert_eq!(new.report(0, 1), 1 - 3);
+        assert_eq!(new.report(1, 0), -4);
+        assert_eq!(old.report(2, 0), 0);
+        assert_eq!(new.sizes(), [0, 0, 0]);
     }
 
     /// Per lookup: a hit in a worker's own cache, a hit in the shared tier (a worker that has

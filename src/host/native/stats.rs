@@ -12,6 +12,7 @@
 //!   request's counts otherwise. Only counts that moved are handed over.
 
 use super::abi::{ConfigHandle, Filter, MetricKind};
+use super::shared_caches::SharedCaches;
 use crate::flow::VmState;
 use crate::host::common::{RELOAD_FAILED, RELOAD_LAST_SUCCESS};
 use crate::metrics::{Metrics, GAUGES};
@@ -23,6 +24,8 @@ pub(super) struct StatIds {
     counters: Vec<Option<usize>>,
     histograms: Vec<Option<usize>>,
     gauges: Vec<Option<usize>>,
+    /// The process-wide tier's entries (`Metrics::shared_gauge_names`).
+    shared_gauges: Vec<Option<usize>>,
 }
 
 impl StatIds {
@@ -43,6 +46,7 @@ impl StatIds {
             counters: define(MetricKind::Counter, metrics.counter_names()),
             histograms: define(MetricKind::Histogram, metrics.histogram_names()),
             gauges: define(MetricKind::Gauge, metrics.gauge_names()),
+            shared_gauges: define(MetricKind::Gauge, metrics.shared_gauge_names()),
         };
         (ids, failed)
     }
@@ -81,6 +85,19 @@ pub(super) fn flush(ids: &StatIds, reported: &mut Reported, vm: &mut VmState, en
             if envoy.metric(MetricKind::Gauge, *id, delta) {
                 *reported = size;
             }
+        }
+    }
+}
+
+/// Hands Envoy how many entries the process-wide tier holds now (any worker may: the tier
+/// keeps what it has handed over). Gauges are added to, as the workers' cache-size gauges are,
+/// so several configurations (a reload draining, several envoy-wam filters) sum.
+pub(super) fn flush_shared(ids: &StatIds, tier: &SharedCaches, envoy: Filter) {
+    for (i, (id, size)) in ids.shared_gauges.iter().zip(tier.sizes()).enumerate() {
+        let Some(id) = id else { continue };
+        let delta = tier.report(i, i64::try_from(size).unwrap_or(i64::MAX));
+        if delta != 0 && !envoy.metric(MetricKind::Gauge, *id, delta) {
+            tier.unreport(i, delta);
         }
     }
 }

@@ -67,6 +67,9 @@ pub(super) struct Worker {
     pub(super) discovery: Cell<Option<(u32, u64, usize, u64)>>,
     stats: Arc<StatIds>,
     reported: Cell<Reported>,
+    /// The configuration's process-wide tier, also behind `vm`'s caches: its sizes go to the
+    /// shared-cache gauges.
+    tier: Arc<SharedCaches>,
 }
 
 /// A worker's state per configuration id, with whether Envoy still holds the configuration.
@@ -87,7 +90,8 @@ impl Worker {
         let settings = Settings::from_json(&config.json).ok()?;
         let store: Rc<dyn SharedStore> = Rc::new(ProcessStore(config.filter_name.clone()));
         let mut vm = new_vm(&settings, store, now_secs());
-        vm.share(SharedCaches::for_config(id, &settings));
+        let tier = SharedCaches::for_config(id, &settings);
+        vm.share(tier.clone());
         let w = Rc::new(Worker {
             settings: Rc::new(settings),
             vm: RefCell::new(vm),
@@ -97,6 +101,7 @@ impl Worker {
             discovery: Cell::new(None),
             stats: config.stats.clone(),
             reported: Cell::new(Reported::default()),
+            tier,
         });
         WORKERS.with(|m| m.borrow_mut().insert(id, (w.clone(), config.alive.clone())));
         w.reap_destroyed();
@@ -118,6 +123,7 @@ impl Worker {
                     for (c, g) in carried.iter_mut().zip(old.reported.get()) {
                         *c = c.saturating_add(g);
                     }
+                    self.tier.carry_from(&old.tier);
                 }
                 keep
             })
@@ -131,6 +137,7 @@ impl Worker {
         let mut reported = self.reported.get();
         stats::flush(&self.stats, &mut reported, &mut self.vm.borrow_mut(), envoy);
         self.reported.set(reported);
+        stats::flush_shared(&self.stats, &self.tier, envoy);
     }
 
     /// A request id unique on this worker (the flow's single flights name waiters by it).
