@@ -41,6 +41,8 @@ struct Held {
 /// The answers held on one worker, and the revocation list's recent generations.
 #[derive(Default)]
 pub(super) struct Holds {
+    /// This worker's ticks so far.
+    ticks: u64,
     held: Vec<Held>,
     /// How many of `held` are anonymous.
     anonymous: usize,
@@ -48,16 +50,11 @@ pub(super) struct Holds {
 }
 
 impl Holds {
-    /// Holds request `ctx`'s answer at tick count `ticks`; `unpublished`: the revocation list
-    /// has changes not yet shared (they are shared at the next tick); `anonymous`: anyone can
-    /// make the request. `false` when too many are held: the caller answers at once.
-    pub(super) fn hold(
-        &mut self,
-        ctx: u32,
-        ticks: u64,
-        unpublished: bool,
-        anonymous: bool,
-    ) -> bool {
+    /// Holds request `ctx`'s answer; `unpublished`: the revocation list has changes not yet
+    /// shared (they are shared at the next tick); `anonymous`: anyone can make the request.
+    /// `false` when too many are held: the caller answers at once.
+    pub(super) fn hold(&mut self, ctx: u32, unpublished: bool, anonymous: bool) -> bool {
+        let ticks = self.ticks;
         if self.held.len() >= MAX_HELD || (anonymous && self.anonymous >= MAX_ANONYMOUS_HELD) {
             return false;
         }
@@ -73,9 +70,11 @@ impl Holds {
         true
     }
 
-    /// At the end of tick `ticks` (after its publish; `unpublished`: changes still not
-    /// shared): the requests whose answers may go now. `generation`: the revocation list's.
-    pub(super) fn on_tick(&mut self, ticks: u64, unpublished: bool, generation: u64) -> Vec<u32> {
+    /// At the end of a tick (after its publish; `unpublished`: changes still not shared): the
+    /// requests whose answers may go now. `generation`: the revocation list's.
+    pub(super) fn on_tick(&mut self, unpublished: bool, generation: u64) -> Vec<u32> {
+        self.ticks = self.ticks.saturating_add(1);
+        let ticks = self.ticks;
         self.generations.rotate_left(1);
         if let Some(last) = self.generations.last_mut() {
             *last = generation;
@@ -118,52 +117,55 @@ impl Holds {
 mod tests {
     use super::*;
 
+    /// `n` ticks (`unpublished` as given), each releasing nothing.
+    fn quiet_ticks(h: &mut Holds, n: u64, unpublished: bool) {
+        for t in 0..n {
+            assert!(h.on_tick(unpublished, 0).is_empty(), "{t}");
+        }
+    }
+
     #[test]
     fn an_answer_published_by_its_request_goes_at_the_third_tick() {
         let mut h = Holds::default();
-        assert!(h.hold(7, 10, false, false));
-        assert!(h.on_tick(11, false, 0).is_empty());
-        assert!(h.on_tick(12, false, 0).is_empty());
-        assert_eq!(h.on_tick(13, false, 0), vec![7]);
+        assert!(h.hold(7, false, false));
+        quiet_ticks(&mut h, 2, false);
+        assert_eq!(h.on_tick(false, 0), vec![7]);
         assert_eq!(h.len(), 0);
     }
 
     #[test]
     fn an_answer_waits_for_its_publish_then_two_ticks() {
         let mut h = Holds::default();
-        assert!(h.hold(7, 10, true, false));
-        // Ticks 11 and 12 could not publish; 13 did.
-        assert!(h.on_tick(11, true, 0).is_empty());
-        assert!(h.on_tick(12, true, 0).is_empty());
-        assert!(h.on_tick(13, false, 0).is_empty());
-        assert!(h.on_tick(14, false, 0).is_empty());
-        assert_eq!(h.on_tick(15, false, 0), vec![7]);
+        assert!(h.hold(7, true, false));
+        // Two ticks could not publish; the third did.
+        quiet_ticks(&mut h, 2, true);
+        quiet_ticks(&mut h, 2, false);
+        assert_eq!(h.on_tick(false, 0), vec![7]);
     }
 
     #[test]
     fn an_answer_never_published_goes_after_the_give_up() {
         let mut h = Holds::default();
-        assert!(h.hold(7, 0, true, false));
-        for t in 1..GIVE_UP_TICKS {
-            assert!(h.on_tick(t, true, 0).is_empty(), "{t}");
-        }
-        assert_eq!(h.on_tick(GIVE_UP_TICKS, true, 0), vec![7]);
+        assert!(h.hold(7, true, false));
+        quiet_ticks(&mut h, GIVE_UP_TICKS - 1, true);
+        assert_eq!(h.on_tick(true, 0), vec![7]);
     }
 
     #[test]
     fn holds_are_bounded_and_anonymous_ones_leave_room_for_the_others() {
         let mut h = Holds::default();
         for ctx in 0..MAX_ANONYMOUS_HELD as u32 {
-            assert!(h.hold(ctx, 0, false, true));
+            assert!(h.hold(ctx, false, true));
         }
-        assert!(!h.hold(u32::MAX, 0, false, true));
+        assert!(!h.hold(u32::MAX, false, true));
         for ctx in 0..(MAX_HELD - MAX_ANONYMOUS_HELD) as u32 {
-            assert!(h.hold(ctx, 0, false, false));
+            assert!(h.hold(ctx, false, false));
         }
-        assert!(!h.hold(u32::MAX, 0, false, false));
+        assert!(!h.hold(u32::MAX, false, false));
         // Released, the anonymous ones make room for more.
-        assert_eq!(h.on_tick(3, false, 0).len(), MAX_HELD);
-        assert!(h.hold(1, 3, false, true));
+        quiet_ticks(&mut h, 2, false);
+        assert_eq!(h.on_tick(false, 0).len(), MAX_HELD);
+        assert!(h.hold(1, false, true));
     }
 
     #[test]
@@ -171,14 +173,14 @@ mod tests {
         let mut h = Holds::default();
         assert!(!h.changed_since_recent_ticks(0));
         assert!(h.changed_since_recent_ticks(1));
-        h.on_tick(1, false, 1);
+        h.on_tick(false, 1);
         assert!(h.changed_since_recent_ticks(1));
-        h.on_tick(2, false, 1);
+        h.on_tick(false, 1);
         assert!(h.changed_since_recent_ticks(1));
-        h.on_tick(3, false, 1);
+        h.on_tick(false, 1);
         assert!(!h.changed_since_recent_ticks(1));
         // A later change is recent; the earlier one stays old.
-        h.on_tick(4, false, 2);
+        h.on_tick(false, 2);
         assert!(h.changed_since_recent_ticks(2) && !h.changed_since_recent_ticks(1));
     }
 }

@@ -155,8 +155,6 @@ pub struct VmState {
     pub validations: super::Validations,
     /// What this worker did since the host last handed it to Envoy (see `crate::metrics`).
     pub metrics: Metrics,
-    /// Root ticks so far.
-    ticks: u64,
     /// When the revocation list last dropped its expired entries.
     expired_at: u64,
     /// Answers held until every worker knows a session ended (see `hold::Holds`).
@@ -219,7 +217,6 @@ impl VmState {
             store: Rc::new(MemoryStore::default()),
             validations: Default::default(),
             metrics: Metrics::new(settings),
-            ticks: 0,
             expired_at: 0,
             holds: Default::default(),
             mediated: settings
@@ -359,7 +356,7 @@ impl VmState {
     /// request. `false` when too many are held: the caller answers at once.
     pub(super) fn hold(&mut self, ctx: u32, anonymous: bool) -> bool {
         let unpublished = self.revoked.is_dirty();
-        self.holds.hold(ctx, self.ticks, unpublished, anonymous)
+        self.holds.hold(ctx, unpublished, anonymous)
     }
 
     /// Whether a revocation that changed in generation `changed_in` of the list did so within
@@ -385,7 +382,6 @@ impl VmState {
     /// logouts are published here, batched, rather than by their requests; and anything an
     /// earlier publish could not share), expired entries dropped now and then.
     pub fn on_tick(&mut self, settings: &Settings, now: u64) -> Option<LogLine> {
-        self.ticks = self.ticks.saturating_add(1);
         // Validations of every web session are polled together: the slowest OP sets the pace.
         let timeout_ms = settings.ops.iter().map(|op| op.timeout_ms).max();
         self.poll_validations(now, stale_after_s(timeout_ms.unwrap_or(0)));
@@ -402,7 +398,7 @@ impl VmState {
         };
         // After the publish: a held answer goes only once its revocation is shared.
         let (unpublished, generation) = (self.revoked.is_dirty(), self.revoked.generation());
-        let due = self.holds.on_tick(self.ticks, unpublished, generation);
+        let due = self.holds.on_tick(unpublished, generation);
         if !due.is_empty() {
             self.wake(due, Wake::Ready);
         }
